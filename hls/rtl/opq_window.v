@@ -1,0 +1,88 @@
+// opq_window: sliding-window (line buffer) generator for a streamed stride-1 convolution.
+//
+// Input: one pixel per valid cycle (all C channels, BW bits each, channel c at [c*BW +: BW]),
+// frames of H x W pixels in raster order, back to back or with gaps; the stream never stalls.
+// Output: for every output position (raster order over OH x OW) one window of KH x KW pixels,
+// tap t = kh*KW + kw at [t*C*BW +: C*BW]; taps outside the image (zero padding PH, PW) read 0.
+//
+// How: a shift register of the last (KH-1)*W + KW pixels. Output m (full-width raster index
+// m = orow*W + ocol, ocol < W) is emitted at the push of input pixel m + D,
+// D = (KH-1-PH)*W + (KW-1-PW), i.e. at a constant lag. The last outputs of a frame need up to
+// TAIL pushes past the frame end: they are the next frame's first pixels, or zero "flush"
+// pushes made on their own in cycles without input, so a lone frame also completes.
+// Latency: one cycle from the push that completes a window to out_valid.
+module opq_window #(
+    parameter C = 1, parameter BW = 8,
+    parameter H = 8, parameter W = 8,
+    parameter KH = 3, parameter KW = 3,
+    parameter PH = 1, parameter PW = 1
+) (
+    input clk,
+    input rst,
+    input in_valid,
+    input [C*BW-1:0] in_data,
+    output reg out_valid,
+    output [KH*KW*C*BW-1:0] out_data
+);
+    localparam PIX = C * BW;
+    localparam OH = H + 2 * PH - KH + 1;
+    localparam OW = W + 2 * PW - KW + 1;
+    localparam DEPTH = (KH - 1) * W + KW;
+    localparam D = (KH - 1 - PH) * W + (KW - 1 - PW);
+    localparam LASTM = (OH - 1) * W + (OW - 1);
+    localparam TAIL = (LASTM + D > H * W - 1) ? (LASTM + D - (H * W - 1)) : 0;
+    localparam CW = 16;
+
+    reg [PIX*DEPTH-1:0] sr;
+    reg [CW-1:0] n;      // index of the next input pixel in its frame
+    reg [CW-1:0] tail;   // pushes still owed to the previous frame's last outputs
+    reg [CW-1:0] orow, ocol;  // position of the next output (full-width raster)
+    reg [CW-1:0] prow, pcol;  // position of the window on out_data
+
+    wire tail_on = (tail != 0);
+    wire push = in_valid | tail_on;
+    wire emit = push & (tail_on | (n >= D));
+    wire [PIX-1:0] pix = in_valid ? in_data : {PIX{1'b0}};
+
+    always @(posedge clk) begin
+        if (rst) begin
+            n <= 0; tail <= 0; orow <= 0; ocol <= 0; prow <= 0; pcol <= 0;
+            out_valid <= 1'b0;
+        end else begin
+            out_valid <= emit & (ocol < OW);
+            if (push) begin
+                sr <= {sr[PIX*DEPTH-1-PIX:0], pix};
+            end
+            if (in_valid) begin
+                n <= (n == H * W - 1) ? 0 : n + 1;
+            end
+            if (in_valid && n == H * W - 1) begin
+                tail <= TAIL;
+            end else if (tail_on) begin
+                tail <= tail - 1;
+            end
+            if (emit) begin
+                prow <= orow; pcol <= ocol;
+                if (orow * W + ocol == LASTM) begin
+                    orow <= 0; ocol <= 0;
+                end else if (ocol == W - 1) begin
+                    orow <= orow + 1; ocol <= 0;
+                end else begin
+                    ocol <= ocol + 1;
+                end
+            end
+        end
+    end
+
+    genvar kh, kw;
+    generate
+        for (kh = 0; kh < KH; kh = kh + 1) begin : g_row
+            for (kw = 0; kw < KW; kw = kw + 1) begin : g_col
+                localparam OFF = D + PH * W + PW - kh * W - kw;
+                wire row_ok = (prow + kh >= PH) && (prow + kh < H + PH);
+                wire col_ok = (pcol + kw >= PW) && (pcol + kw < W + PW);
+                assign out_data[(kh*KW+kw)*PIX +: PIX] = (row_ok && col_ok) ? sr[OFF*PIX +: PIX] : {PIX{1'b0}};
+            end
+        end
+    endgenerate
+endmodule

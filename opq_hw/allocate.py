@@ -1,0 +1,454 @@
+"""One-shot allocation: per-layer pruning ratio and bit width from the weights alone.
+
+OPQ (Hu et al., AAAI 2021) minimises the pruning + quantization error of a Laplace weight model
+under a size budget with a Lagrange multiplier. Our derivation (shared OPQ.md) per group g
+(a layer, or a channel for the non-unified baseline), survivor fraction d = exp(-t/b):
+
+    J_g(B, t) = a_g N_g [e_p(t) + d Delta(B)^2 / 12] + lam * cost_g(B, d N_g)
+
+For a cost linear in survivors (bits: cost = B k) the stationary threshold is
+t* = sqrt(Delta^2/12 + lam B / a_g); for any other cost (hardware mode) a grid over d is searched
+as well. Stage 1 bisects lam on the total size with each group's best integer B; stage 2 keeps
+those bit widths and bisects lam again, so that the continuous thresholds fill the budget
+(integer bit widths otherwise leave a gap of up to one bit step). Survivors are then counted as
+integers (k = round(d N)) and the real integer-bit size is checked against the budget.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from . import laplace
+from .errors import OpqError
+from .quant import compress_layer, make_scales, mask_digest
+from .spec import Allocation, LayerAlloc, LayerSpec
+
+METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
+WEIGHTINGS = ("mean", "total")
+CostFn = Callable[[LayerSpec, int, "np.ndarray"], "np.ndarray"]
+
+_GRID = 160
+
+
+@dataclass(frozen=True)
+class LayerOptions:
+    """Per-layer overrides, resolved exact name > glob pattern (longest first) > default."""
+
+    skip: bool = False
+    min_bits: int | None = None
+    max_bits: int | None = None
+    weight: float = 1.0  # multiplies a_i
+
+
+def resolve_overrides(names: list[str], overrides: Mapping[str, Mapping] | None) -> dict[str, LayerOptions]:
+    overrides = dict(overrides or {})
+    allowed = set(LayerOptions.__dataclass_fields__)
+    for key, val in overrides.items():
+        bad = set(val) - allowed
+        if bad:
+            raise OpqError(f"override {key!r}: unknown keys {sorted(bad)}; allowed: {sorted(allowed)}")
+    used: set[str] = set()
+    out = {}
+    for n in names:
+        if n in overrides:
+            key = n
+        else:
+            pats = sorted((p for p in overrides if fnmatch.fnmatchcase(n, p)), key=len, reverse=True)
+            key = pats[0] if pats else None
+        if key is not None:
+            used.add(key)
+        out[n] = LayerOptions(**overrides[key]) if key is not None else LayerOptions()
+    unused = set(overrides) - used
+    if unused:
+        raise OpqError(f"overrides {sorted(unused)} match no layer; layers are {names}")
+    return out
+
+
+def side_bits(method: str, scale_mode: str, out_channels: int) -> int:
+    """Side information of a layer: scales (32-bit float, or an 8-bit pow2 exponent) and bit widths (8 bits each)."""
+    sb = 8 if scale_mode == "pow2" else 32
+    if method == "global-magnitude":
+        return sb + 8  # one layer-wise scale + bit width
+    if method == "per-channel":
+        return out_channels * (sb + 8)  # a scale and a bit width per channel
+    return out_channels * sb + 8  # unified: per-channel scale, one layer bit width
+
+
+def _check_weights(name: str, w: torch.Tensor) -> None:
+    if not torch.isfinite(w).all():
+        raise OpqError(f"layer {name!r} has NaN or Inf weights; fix the checkpoint (or skip the layer with an override)")
+    if not (w != 0).any():
+        raise OpqError(f"layer {name!r} has all-zero weights; nothing to compress: load trained weights or skip it")
+
+
+@dataclass
+class _Groups:
+    """Arrays over groups x bit widths x grid points (infeasible entries are +inf)."""
+
+    names: list[str]  # layer of each group
+    n: np.ndarray
+    err: np.ndarray  # (g, nb, G) a N [e_p + d D^2/12]
+    cost: np.ndarray  # (g, nb, G) variable cost
+    d: np.ndarray  # (g, nb, G) survivor fraction
+    a: np.ndarray
+    b: np.ndarray
+    bits: np.ndarray  # (nb,)
+    lin: np.ndarray  # (g, nb) marginal cost per survivor
+
+    def solve(self, lam: float, fixed_bits: np.ndarray | None = None):
+        """Best (bit index, d) per group for lam; closed form plus grid."""
+        J = self.err + lam * self.cost
+        if fixed_bits is not None:
+            keep = np.zeros_like(J, dtype=bool)
+            keep[np.arange(len(J)), fixed_bits, :] = True
+            J = np.where(keep, J, np.inf)
+        g, nb, G = J.shape
+        flat = J.reshape(g, -1).argmin(axis=1)
+        bi, gi = np.divmod(flat, G)
+        best_d = self.d[np.arange(g), bi, gi]
+        best_J = J[np.arange(g), bi, gi]
+        # closed-form candidate per (group, bits): t* = sqrt(D^2/12 + lam m / a)
+        delta = laplace.step(self.bits)[None, :]
+        t = np.sqrt(delta**2 / 12 + lam * self.lin / self.a[:, None])
+        lo, hi = self.d[:, :, 0], self.d[:, :, -1]
+        dstar = np.clip(np.exp(-t / self.b[:, None]), lo, hi)
+        tt = -self.b[:, None] * np.log(dstar)
+        errc = self.a[:, None] * self.n[:, None] * (laplace.prune_error(tt, self.b[:, None]) + dstar * delta**2 / 12)
+        costc = np.stack([[np.interp(dstar[i, j], self.d[i, j], self.cost[i, j]) if np.isfinite(self.err[i, j, 0]) else np.inf
+                           for j in range(nb)] for i in range(g)])
+        Jc = errc + lam * costc
+        if fixed_bits is not None:
+            Jc = np.where(np.arange(nb)[None, :] == fixed_bits[:, None], Jc, np.inf)
+        cb = Jc.argmin(axis=1)
+        cJ = Jc[np.arange(g), cb]
+        use = cJ < best_J
+        bi = np.where(use, cb, bi)
+        best_d = np.where(use, dstar[np.arange(g), cb], best_d)
+        size = np.where(use, costc[np.arange(g), cb], self.cost[np.arange(g), np.divmod(flat, G)[0], np.divmod(flat, G)[1]])
+        return bi, best_d, float(size.sum())
+
+
+def _bisect(f, budget: float, lo: float = 1e-16, hi: float = 1e8, iters: int = 200):
+    """Smallest-cost-feasible lam (f decreasing in lam): returns (lam, result) with f(lam) <= budget."""
+    if f(hi)[-1] > budget:
+        return None
+    llo, lhi = math.log(lo), math.log(hi)
+    if f(lo)[-1] <= budget:
+        return lo, f(lo)
+    for _ in range(iters):
+        mid = 0.5 * (llo + lhi)
+        if f(math.exp(mid))[-1] <= budget:
+            lhi = mid
+        else:
+            llo = mid
+        if lhi - llo < 1e-9:
+            break
+    return math.exp(lhi), f(math.exp(lhi))
+
+
+def allocate(
+    specs: list[LayerSpec],
+    weights: Mapping[str, torch.Tensor],
+    *,
+    target_cr: float | None = None,
+    target_kind: str = "cr_w",
+    cost_fn: CostFn | None = None,
+    budget: float | None = None,
+    method: str = "opq",
+    scale_mode: str = "pow2",
+    weighting: str = "mean",
+    min_bits: int = 2,
+    max_bits: int = 8,
+    uniform_bits: int | None = None,
+    overrides: Mapping[str, Mapping] | None = None,
+) -> Allocation:
+    """Allocate sparsity and bit width per layer for a target compression rate or a cost budget.
+
+    target_cr: CR_w (`target_kind="cr_w"`, weights + side info) or CR_idx (`"cr_idx"`, plus a
+      1-bit position bitmap) to meet. Alternatively `cost_fn(spec, bits, n_nonzero) -> cost`
+      (additive over layers, vectorised over `n_nonzero`) with `budget` in the same unit.
+    method: "opq" (unified channel-wise, Lagrangian), "uniform" (same bits and sparsity in every
+      layer), "global-magnitude" (one global |w| threshold + layer-wise scale), "per-channel"
+      (non-unified: each channel its own sparsity and bit width, side info counted).
+    weighting: a_i in the objective: "mean" (a_i = 1/N_i: each layer's mean error counts
+      equally) or "total" (a_i = 1: total squared error); overrides may scale a_i per layer.
+    """
+    if method not in METHODS:
+        raise OpqError(f"unknown method {method!r}; choose one of {METHODS}")
+    if weighting not in WEIGHTINGS:
+        raise OpqError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
+    if scale_mode not in ("float", "pow2"):
+        raise OpqError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
+    if not 2 <= min_bits <= max_bits <= 16:
+        raise OpqError(f"need 2 <= min_bits <= max_bits <= 16, got {min_bits}, {max_bits}")
+    if (target_cr is None) == (cost_fn is None):
+        raise OpqError("give either target_cr or cost_fn with budget")
+    if cost_fn is not None and budget is None:
+        raise OpqError("cost_fn needs a budget in the same unit")
+    if target_cr is not None and target_kind not in ("cr_w", "cr_idx"):
+        raise OpqError(f"target_kind must be 'cr_w' or 'cr_idx', got {target_kind!r}")
+    if target_cr is not None and not target_cr > 0:
+        raise OpqError(f"target compression rate must be > 0, got {target_cr}")
+    if not specs:
+        raise OpqError("the model has no Conv1d/Conv2d/Linear layer to compress")
+    opts = resolve_overrides([s.name for s in specs], overrides)
+    for s in specs:
+        if s.name not in weights:
+            raise OpqError(f"no weights for layer {s.name!r}")
+        if not opts[s.name].skip:
+            _check_weights(s.name, weights[s.name])
+
+    active = [s for s in specs if not opts[s.name].skip]
+    if not active:
+        raise OpqError("every layer is skipped by the overrides; nothing to compress")
+    total_n = sum(s.n_weights for s in specs)
+    fixed = sum(32 * s.n_weights for s in specs if opts[s.name].skip)
+    fixed += sum(side_bits(method, scale_mode, s.out_channels) for s in active)
+    if target_cr is not None:
+        if target_kind == "cr_idx":
+            fixed += sum(s.n_weights for s in active)
+        budget = 32.0 * total_n / target_cr
+
+        def cost_fn(spec, bits, k):  # noqa: F811 - the storage cost of the survivors
+            return bits * np.asarray(k, dtype=np.float64)
+
+    var_budget = budget - fixed
+    kind = target_kind if target_cr is not None else "cost"
+
+    if method in ("opq", "per-channel"):
+        decisions, lam = _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
+                                     per_channel=method == "per-channel", target=(target_cr, kind, total_n, fixed))
+    else:
+        decisions, lam = _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
+                                       method, uniform_bits, target=(target_cr, kind, total_n, fixed))
+    return _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn)
+
+
+def _weight_of(spec: LayerSpec, weighting: str, opt: LayerOptions) -> float:
+    return (1.0 / spec.n_weights if weighting == "mean" else 1.0) * opt.weight
+
+
+def _normalised(w: torch.Tensor, normalisation: str) -> np.ndarray:
+    from .quant import normaliser
+
+    return (w.detach().double().reshape(w.shape[0], -1) / normaliser(w, normalisation)[:, None]).numpy()
+
+
+def _unreachable(target, lo_size, hi_size) -> OpqError:
+    target_cr, kind, total_n, fixed = target
+    if target_cr is None:
+        return OpqError(f"the cost budget cannot be met: the smallest reachable cost is {lo_size + fixed:.4g} "
+                        f"(all layers at min_bits with the fewest survivors); raise the budget or lower min_bits")
+    lo_cr = 32.0 * total_n / (hi_size + fixed)
+    hi_cr = 32.0 * total_n / (lo_size + fixed)
+    return OpqError(f"target {kind.upper()} {target_cr:g}x cannot be met: the reachable range with these bit limits is "
+                    f"{lo_cr:.3g}x to {hi_cr:.3g}x; choose a target in it, or widen --min-bits/--max-bits")
+
+
+def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, per_channel, target):
+    bits = np.arange(2, 17)
+    rows = []  # (layer, channel|None, n, b, a, bmin, bmax, kmin, spec)
+    for s in active:
+        o = opts[s.name]
+        u = _normalised(weights[s.name], "channel")
+        bmin = o.min_bits if o.min_bits is not None else min_bits
+        bmax = o.max_bits if o.max_bits is not None else max(max_bits, bmin)
+        if bmin > bmax:
+            raise OpqError(f"layer {s.name!r}: min bits {bmin} > max bits {bmax}")
+        a = _weight_of(s, weighting, o)
+        if per_channel:
+            for c in range(u.shape[0]):
+                b, _ = laplace.fit_scale(u[c])
+                rows.append((s.name, c, u.shape[1], max(b, 1e-12), a, bmin, bmax, 1, s))
+        else:
+            b, _ = laplace.fit_scale(u)
+            rows.append((s.name, None, u.size, max(b, 1e-12), a, bmin, bmax, s.out_channels, s))
+    g, nb = len(rows), len(bits)
+    err = np.full((g, nb, _GRID), np.inf)
+    cost = np.full((g, nb, _GRID), np.inf)
+    dd = np.ones((g, nb, _GRID))
+    lin = np.zeros((g, nb))
+    for i, (name, c, n, b, a, bmin, bmax, kmin, spec) in enumerate(rows):
+        for j, B in enumerate(bits):
+            delta = float(laplace.step(B))
+            d_lo = min(1.0, kmin / n)
+            d_hi = max(d_lo, math.exp(-delta / 2 / b))  # t >= Delta/2: no survivor rounds to zero
+            d = np.geomspace(d_lo, d_hi, _GRID)
+            dd[i, j] = d
+            if not bmin <= B <= bmax:
+                continue
+            t = -b * np.log(d)
+            err[i, j] = a * n * (laplace.prune_error(t, b) + d * delta**2 / 12)
+            cost[i, j] = _call_cost(cost_fn, spec, int(B), d * n)
+            lin[i, j] = (cost[i, j, -1] - cost[i, j, 0]) / max((d_hi - d_lo) * n, 1e-12)
+    groups = _Groups([r[0] for r in rows], np.array([r[2] for r in rows], float), err, cost, dd,
+                     np.array([r[4] for r in rows]), np.array([r[3] for r in rows]), bits, lin)
+    f1 = lambda lam: groups.solve(lam)  # noqa: E731
+    lo_size, hi_size = f1(1e8)[-1], f1(1e-16)[-1]
+    res = _bisect(f1, var_budget)
+    if res is None:
+        raise _unreachable(target, lo_size, hi_size)
+    lam1, (bi, _, _) = res
+    f2 = lambda lam: groups.solve(lam, fixed_bits=bi)  # noqa: E731
+    lam, (bi, d, _) = _bisect(f2, var_budget, hi=lam1)
+    ks = np.maximum(np.rint(d * groups.n).astype(np.int64), np.array([r[7] for r in rows]))
+    ks = np.minimum(ks, groups.n.astype(np.int64))
+    B = bits[bi]
+    _trim_to_budget(rows, ks, B, cost_fn, var_budget)
+    decisions = {}
+    for (name, c, n, b, a, *_), k, Bi, t in zip(rows, ks, B, -groups.b * np.log(d)):
+        dec = decisions.setdefault(name, {"bits": [], "k": [], "b": [], "a": a, "t": [], "normalisation": "channel"})
+        dec["bits"].append(int(Bi)); dec["k"].append(int(k)); dec["b"].append(float(b)); dec["t"].append(float(t))
+        dec["per_channel"] = c is not None
+    return decisions, lam
+
+
+def _call_cost(cost_fn, spec, bits, k):
+    try:
+        out = np.asarray(cost_fn(spec, bits, k), dtype=np.float64)
+        if out.shape == np.shape(k):
+            return out
+    except (TypeError, ValueError):
+        pass
+    return np.array([float(cost_fn(spec, bits, float(x))) for x in np.ravel(k)])
+
+
+def _group_cost(rows, ks, B, cost_fn):
+    return float(sum(_call_cost(cost_fn, r[8], int(b), np.array([float(k)]))[0] for r, k, b in zip(rows, ks, B)))
+
+
+def _trim_to_budget(rows, ks, B, cost_fn, var_budget):
+    """Integer survivor counts may round above the budget: drop survivors from the largest groups."""
+    kmin = np.array([r[7] for r in rows])
+    for _ in range(10 * len(rows) + 100):
+        if _group_cost(rows, ks, B, cost_fn) <= var_budget + 1e-6:
+            return
+        i = int(np.argmax(np.where(ks > kmin, ks * B, -1)))
+        if ks[i] <= kmin[i]:
+            break
+        ks[i] -= max(1, int(0.001 * ks[i]))
+    if _group_cost(rows, ks, B, cost_fn) > var_budget + 1e-6:
+        raise OpqError("integer rounding could not meet the budget; raise the target budget slightly")
+
+
+def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, method, uniform_bits, target):
+    """uniform: one bit width and one sparsity everywhere; global-magnitude: one |w| threshold, layer-wise scale.
+
+    For each candidate bit width the sparsity (or threshold) is bisected to meet the budget; the bit
+    width with the lowest measured (not modelled) a-weighted squared error on the normalised weights wins.
+    """
+    norm = "layer" if method == "global-magnitude" else "channel"
+    data = []
+    for s in active:
+        u = np.abs(_normalised(weights[s.name], norm)).ravel()
+        raw = np.abs(weights[s.name].detach().double().numpy()).ravel()
+        key = raw if method == "global-magnitude" else u
+        order = np.argsort(-key, kind="stable")
+        data.append((s, np.sort(key)[::-1], np.cumsum((u[order] ** 2)[::-1])[::-1], u, _weight_of(s, weighting, opts[s.name])))
+    cands = [uniform_bits] if uniform_bits else list(range(min_bits, max_bits + 1))
+    best = None
+    for B in cands:
+        def ks_for(x):
+            if method == "global-magnitude":  # x = global threshold on |w|
+                return [max(1, int(np.searchsorted(-sk, -x, side="right"))) for s, sk, *_ in data]
+            return [max(s.out_channels, int(round(x * s.n_weights))) for s, *_ in data]
+
+        def size(x):
+            return sum(float(_call_cost(cost_fn, s, B, np.array([float(k)]))[0]) for (s, *_), k in zip(data, ks_for(x)))
+
+        if method == "global-magnitude":
+            lo, hi = 0.0, float(max(sk[0] for _, sk, *_ in data))  # threshold: larger = fewer survivors
+            if size(hi) > var_budget:
+                continue
+            if size(lo) <= var_budget:
+                x = lo
+            else:
+                for _ in range(100):
+                    mid = 0.5 * (lo + hi)
+                    lo, hi = (lo, mid) if size(mid) <= var_budget else (mid, hi)
+                x = hi
+        else:
+            lo, hi = 0.0, 1.0  # survivor fraction: smaller = fewer survivors
+            if size(lo) > var_budget:
+                continue
+            if size(hi) <= var_budget:
+                x = hi
+            else:
+                for _ in range(100):
+                    mid = 0.5 * (lo + hi)
+                    lo, hi = (mid, hi) if size(mid) <= var_budget else (lo, mid)
+                x = lo
+        ks = ks_for(x)
+        delta = float(laplace.step(B))
+        err = sum(a * ((tail[k] if k < len(tail) else 0.0) + k * delta**2 / 12) for (s, sk, tail, u, a), k in zip(data, ks))
+        if best is None or err < best[0]:
+            best = (err, B, ks)
+    if best is None:
+        sizes = []
+        for B in (min_bits, max_bits):
+            sizes.append(sum(float(_call_cost(cost_fn, s, B, np.array([float(k)]))[0])
+                             for s, k in ((d[0], d[0].out_channels if B == min_bits else d[0].n_weights) for d in data)))
+        raise _unreachable(target, sizes[0], sizes[1])
+    _, B, ks = best
+    return {s.name: {"bits": [B], "k": [k], "b": [float(np.mean(u))], "a": a, "t": [0.0], "normalisation": norm,
+                     "per_channel": False} for (s, sk, tail, u, a), k in zip(data, ks)}, 0.0
+
+
+def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn) -> Allocation:
+    layers = []
+    bits_w = bits_idx = 0
+    notes = []
+    for s in specs:
+        w = weights[s.name]
+        if opts[s.name].skip:
+            layers.append(LayerAlloc(name=s.name, bits=32, n_weights=s.n_weights, n_nonzero=s.n_weights, sparsity=0.0,
+                                     scales=(1.0,) * s.out_channels, skipped=True))
+            bits_w += 32 * s.n_weights
+            bits_idx += 32 * s.n_weights
+            notes.append(f"{s.name}: skipped by override (32-bit dense)")
+            continue
+        dec = decisions[s.name]
+        per_channel = dec["per_channel"]
+        ch_bits = dec["bits"] if per_channel else dec["bits"] * s.out_channels
+        scales = make_scales(w, ch_bits, dec["normalisation"], scale_mode)
+        nnz = int(sum(dec["k"]))
+        side = side_bits(method, scale_mode, s.out_channels)
+        la = LayerAlloc(
+            name=s.name, bits=int(max(ch_bits)), n_weights=s.n_weights, n_nonzero=nnz,
+            sparsity=1.0 - nnz / s.n_weights, scales=scales,
+            threshold=float(np.mean(dec["t"])), laplace_b=float(np.mean(dec["b"])), weight=float(dec["a"]),
+            channel_bits=tuple(ch_bits) if per_channel else None,
+            channel_nonzero=tuple(dec["k"]) if per_channel else None,
+            normalisation=dec["normalisation"], side_bits=side)
+        q, _, mask = compress_layer(w, la)
+        realised = int(mask.sum())
+        assert realised == nnz, (s.name, realised, nnz)
+        la = LayerAlloc(**{**la.to_dict(), "mask_digest": mask_digest(mask), "scales": scales,
+                           "channel_bits": la.channel_bits, "channel_nonzero": la.channel_nonzero})
+        layers.append(la)
+        wbits = sum(k * b for k, b in zip(dec["k"], dec["bits"])) if per_channel else nnz * dec["bits"][0]
+        bits_w += wbits + side
+        bits_idx += wbits + side + s.n_weights
+    total = sum(s.n_weights for s in specs)
+    return Allocation(layers=tuple(layers), method=method, scale_mode=scale_mode, weighting=weighting,
+                      target=target_cr, target_kind=kind, cr_w=32.0 * total / bits_w, cr_idx=32.0 * total / bits_idx,
+                      total_bits_w=int(bits_w), total_bits_idx=int(bits_idx), lam=float(lam), notes=tuple(notes))
+
+
+def compress(weights: Mapping[str, torch.Tensor], allocation: Allocation) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(q, scales, mask) per non-skipped layer; checks that the masks are the allocation's."""
+    out = {}
+    for la in allocation.layers:
+        if la.skipped:
+            continue
+        q, s, m = compress_layer(weights[la.name], la)
+        if mask_digest(m) != la.mask_digest:
+            raise OpqError(f"layer {la.name!r}: these weights do not give the allocation's mask; "
+                           "allocate again from these weights (an allocation belongs to the weights it was made from)")
+        out[la.name] = (q, s, m)
+    return out

@@ -1,0 +1,205 @@
+"""The Brevitas carrier: QuantConv/QuantLinear layers holding the frozen OPQ masks and quantizers.
+
+`apply(model, allocation)` swaps every allocated Conv1d/Conv2d/Linear for its Brevitas layer
+(per-output-channel scale, layer bit width, narrow-range signed integers), the pruning mask as a
+torch parametrization on `weight`, ReLUs for quantized ReLUs and an input quantizer in front.
+In `pow2` (hardware) mode every scale is a power of two and biases are Int16 on the
+accumulator grid, so the model is exact in fixed point.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.utils.parametrize as parametrize
+from torch import nn
+
+from .errors import OpqError
+from .quant import qmax
+from .spec import Allocation, LayerAlloc, LayerSpec
+
+
+@dataclass(frozen=True)
+class ActConfig:
+    """Activation quantization: `bits=None` leaves activations (and biases) in float."""
+
+    bits: int | None = 8
+    scale_mode: str = "pow2"
+
+
+class FrozenMask(nn.Module):
+    """Weight parametrization: zero where pruned; a survivor is kept at least 1 LSB away from zero
+    (and, for per-channel bit widths, inside its channel's range). Straight-through: the gradient
+    is the mask, so pruned weights get none and stay exactly zero."""
+
+    def __init__(self, mask: torch.Tensor, scales: torch.Tensor, kmax: torch.Tensor):
+        super().__init__()
+        shape = (-1,) + (1,) * (mask.dim() - 1)
+        self.register_buffer("mask", mask.to(torch.float32))
+        self.register_buffer("lsb", scales.reshape(shape).to(torch.float32))
+        self.register_buffer("kmax", kmax.reshape(shape).to(torch.float32))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        wm = w * self.mask
+        floor = torch.where(w >= 0, self.lsb, -self.lsb)
+        fixed = torch.where((self.mask > 0) & (wm.abs() <= 0.5 * self.lsb), floor, wm)
+        fixed = torch.maximum(torch.minimum(fixed, self.kmax * self.lsb), -self.kmax * self.lsb)
+        return wm + (fixed - wm).detach()
+
+
+def _weight_quant(bits: int, scale_mode: str, out_channels: int, ndim: int):
+    from brevitas.inject.enum import ScalingImplType
+    from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
+    from brevitas.quant.scaled_int import Int8WeightPerChannelFloat
+
+    base = Int8WeightPerChannelFixedPoint if scale_mode == "pow2" else Int8WeightPerChannelFloat
+    return base.let(bit_width=bits, scaling_impl_type=ScalingImplType.PARAMETER,
+                    scaling_init=torch.ones((out_channels,) + (1,) * (ndim - 1)))
+
+
+def _act_quants(act: ActConfig):
+    if act.scale_mode == "pow2":
+        from brevitas.quant.fixed_point import Int8ActPerTensorFixedPoint as In, Uint8ActPerTensorFixedPoint as Un
+    else:
+        from brevitas.quant.scaled_int import Int8ActPerTensorFloat as In, Uint8ActPerTensorFloat as Un
+    return In.let(bit_width=act.bits), Un.let(bit_width=act.bits)
+
+
+def _set_scales(layer, scales: tuple[float, ...], scale_mode: str) -> None:
+    """Make the layer's quantizer produce exactly `scales` (the int scaling differs per quantizer)."""
+    impl = layer.weight_quant.tensor_quant.scaling_impl
+    want = torch.tensor(scales, dtype=torch.float32)
+    with torch.no_grad():
+        have = layer.quant_weight().scale.detach().reshape(-1)
+        shape = impl.value.shape
+        if scale_mode == "pow2":
+            impl.value.add_(torch.log2(want / have).reshape(shape))
+        else:
+            impl.value.mul_((want / have).reshape(shape))
+        got = layer.quant_weight().scale.detach().reshape(-1)
+    if scale_mode == "pow2" and not torch.equal(got, want):
+        raise RuntimeError(f"Brevitas weight scale {got.tolist()} != allocation {want.tolist()}")
+
+
+class QuantModel(nn.Module):
+    """Input quantizer + the converted body. Layer names of the float model live under `body.`."""
+
+    def __init__(self, body: nn.Module, input_quant: nn.Module | None):
+        super().__init__()
+        self.input_quant = input_quant if input_quant is not None else nn.Identity()
+        self.body = body
+
+    def forward(self, x):
+        y = self.body(self.input_quant(x))
+        return y.value if hasattr(y, "value") and not isinstance(y, torch.Tensor) else y
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig) -> QuantModel:
+    """The Brevitas structure for an allocation (masks all-ones, weights copied from `model`)."""
+    import brevitas.nn as qnn
+    from brevitas.quant.scaled_int import Int16Bias
+
+    if act.scale_mode != allocation.scale_mode:
+        raise OpqError(f"activation scale mode {act.scale_mode!r} differs from the allocation's {allocation.scale_mode!r}")
+    body = copy.deepcopy(model)
+    mods = dict(body.named_modules())
+    quant_acts = act.bits is not None
+    in_q, relu_q = _act_quants(act) if quant_acts else (None, None)
+    last = specs[-1].name
+    for s in specs:
+        la: LayerAlloc = allocation.layer(s.name)
+        if la.skipped:
+            continue
+        m = mods[s.name]
+        kw = dict(bias=m.bias is not None, weight_quant=_weight_quant(la.bits, allocation.scale_mode, s.out_channels, m.weight.dim()),
+                  bias_quant=Int16Bias if quant_acts and m.bias is not None else None, return_quant_tensor=False)
+        if s.kind == "linear":
+            new = qnn.QuantLinear(s.in_channels, s.out_channels, **kw)
+        else:
+            cls = qnn.QuantConv1d if s.kind == "conv1d" else qnn.QuantConv2d
+            new = cls(s.in_channels, s.out_channels, s.kernel_size, stride=s.stride, padding=s.padding,
+                      dilation=m.dilation, groups=s.groups, **kw)
+        with torch.no_grad():
+            new.weight.copy_(m.weight)
+            if m.bias is not None:
+                new.bias.copy_(m.bias)
+        _set_scales(new, la.scales, allocation.scale_mode)
+        bits = la.channel_bits or (la.bits,) * s.out_channels
+        scales = torch.tensor(la.scales, dtype=torch.float32)
+        parametrize.register_parametrization(new, "weight", FrozenMask(
+            torch.ones_like(new.weight), scales, torch.tensor([qmax(b) for b in bits], dtype=torch.float32)))
+        new.opq_layer = s.name
+        _replace(body, s.name, new)
+    if quant_acts:
+        for name, m in list(body.named_modules()):
+            if isinstance(m, nn.ReLU):
+                _replace(body, name, qnn.QuantReLU(act_quant=relu_q, return_quant_tensor=True))
+    del last
+    return QuantModel(body, qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True) if quant_acts else None)
+
+
+def carried_layers(qmodel: QuantModel) -> dict[str, nn.Module]:
+    """Allocated layer name -> its Brevitas layer."""
+    return {m.opq_layer: m for m in qmodel.modules() if hasattr(m, "opq_layer")}
+
+
+def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig | None = None,
+          calib: torch.Tensor | None = None, calib_batches: int = 8) -> QuantModel:
+    """A Brevitas model that computes the allocation's compressed weights, frozen.
+
+    Latent weights start at the quantized values q*s (masked); activation scales are calibrated on
+    `calib` (a batch of inputs; without data, on the example inputs given) and then frozen.
+    """
+    from .allocate import compress
+    from .layers import layer_weights
+
+    act = act or ActConfig(scale_mode=allocation.scale_mode)
+    comp = compress(layer_weights(model, specs), allocation)
+    q = build_carrier(model, specs, allocation, act)
+    layers = carried_layers(q)
+    with torch.no_grad():
+        for name, (qi, s, mask) in comp.items():
+            layer = layers[name]
+            layer.parametrizations.weight[0].mask.copy_(mask.float())
+            layer.parametrizations.weight.original.copy_(qi * s.reshape((-1,) + (1,) * (qi.dim() - 1)))
+    if act.bits is not None:
+        calibrate(q, calib)
+    freeze(q)
+    q.eval()
+    return q
+
+
+def calibrate(qmodel: QuantModel, x: torch.Tensor, batch: int = 256) -> None:
+    """Set activation scales from statistics of `x` (Brevitas calibration mode)."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    qmodel.eval()
+    with torch.no_grad(), calibration_mode(qmodel):
+        for i in range(0, len(x), batch):
+            qmodel(x[i:i + batch])
+
+
+def freeze(qmodel: QuantModel) -> None:
+    """Quantizer parameters (weight and activation scales) never train."""
+    for name, p in qmodel.named_parameters():
+        if "_quant" in name:
+            p.requires_grad_(False)
+
+
+def quant_state(qmodel: QuantModel) -> dict[str, torch.Tensor]:
+    """Everything that must not change in finetuning: masks and quantizer parameters."""
+    return {k: v.detach().clone() for k, v in qmodel.state_dict().items() if "_quant" in k or k.endswith(".mask")}
+
+
+def int_weights(layer: nn.Module) -> torch.Tensor:
+    """Integer codes of a Brevitas layer's weights (exact: value / scale)."""
+    qw = layer.quant_weight()
+    return torch.round(qw.value / qw.scale).detach()

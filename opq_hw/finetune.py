@@ -1,0 +1,90 @@
+"""Training loops: float pre-training and STE finetuning with frozen masks and quantizers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import OpqError
+
+
+def accuracy(model: nn.Module, x, y, batch: int = 512) -> float:
+    """Top-1 accuracy as a fraction."""
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    was = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
+    model.train(was)
+    return correct / len(x)
+
+
+def train(model: nn.Module, x, y, *, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+          checkpoint: str | os.PathLike | None = None, progress: bool = True, desc: str = "train") -> list[float]:
+    """Adam on the parameters that require grad; returns the mean loss per epoch.
+
+    With `checkpoint`, model + optimizer + epoch are saved (atomically) after each epoch and a run
+    that finds the file resumes from it (loaded with weights_only=True).
+    """
+    from tqdm import tqdm
+
+    from .artifact import write_bytes
+
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise OpqError("nothing to train: no parameter requires grad")
+    opt = torch.optim.Adam(params, lr=lr)
+    start, history = 0, []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optim"])
+            start, history = int(state["epoch"]), [float(v) for v in state["history"]]
+        except Exception as e:
+            raise OpqError(f"checkpoint {checkpoint} cannot be resumed ({type(e).__name__}: {e}); delete it to start over") from e
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(start, epochs):
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        order = torch.randperm(len(x), generator=g)
+        model.train()
+        total, n = 0.0, 0
+        bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for i in bar:
+            idx = order[i:i + batch_size]
+            opt.zero_grad()
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        history.append(total / n)
+        if checkpoint is not None:
+            import io
+
+            buf = io.BytesIO()
+            torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch + 1,
+                        "history": history}, buf)
+            write_bytes(checkpoint, buf.getvalue())
+    model.eval()
+    return history
+
+
+def finetune(qmodel: nn.Module, data, *, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+             checkpoint: str | os.PathLike | None = None, progress: bool = True) -> list[float]:
+    """Finetune the compressed model: only weights, biases (and BN) train; masks and quantizers are
+    frozen, rounding passes gradients straight through (STE). `data` = (x_train, y_train)."""
+    from .carrier import freeze
+
+    freeze(qmodel)
+    torch.manual_seed(seed)
+    x, y = data
+    return train(qmodel, np.asarray(x), np.asarray(y), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                 checkpoint=checkpoint, progress=progress, desc="finetune")

@@ -1,0 +1,98 @@
+"""Built-in float models, and loading a model by name, `module:factory` or float ONNX file."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import OpqError
+
+
+def digits_cnn() -> nn.Module:
+    """8x8 digits CNN: 2 conv blocks + classifier (6,032 weights)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 10),
+    )
+
+
+def digits_mlp() -> nn.Module:
+    """64-64-32-10 MLP on flattened 8x8 digits (6,464 weights)."""
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def mnist1d_cnn() -> nn.Module:
+    """1-D CNN for MNIST-1D (length 40): 4 conv layers + classifier (11,072 weights)."""
+    return nn.Sequential(
+        nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(),
+        nn.Conv1d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Flatten(), nn.Linear(32 * 5, 10),
+    )
+
+
+BUILTIN = {
+    "digits-cnn": (digits_cnn, "digits", (1, 1, 8, 8)),
+    "digits-mlp": (digits_mlp, "digits-flat", (1, 64)),
+    "mnist1d-cnn": (mnist1d_cnn, "mnist1d", (1, 1, 40)),
+}
+
+
+def model_from_onnx(path: str | Path) -> nn.Module:
+    """A float ONNX model converted to PyTorch with onnx2torch."""
+    path = Path(path)
+    if not path.is_file():
+        raise OpqError(f"ONNX model {str(path)!r} not found; give an existing .onnx file")
+    import onnx
+    from onnx2torch import convert
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # onnx raises several types
+        raise OpqError(f"{path.name} is not a valid ONNX model ({e}); export it again with torch.onnx.export") from e
+    return convert(model)
+
+
+def build_model(ref: str) -> nn.Module:
+    """A float model from a built-in name, `package.module:factory`, or a path to a float .onnx."""
+    if ref in BUILTIN:
+        return BUILTIN[ref][0]()
+    if ref.endswith(".onnx"):
+        return model_from_onnx(ref)
+    if ":" in ref:
+        mod, _, fn = ref.partition(":")
+        try:
+            factory = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise OpqError(f"cannot load model factory {ref!r} ({e}); give 'package.module:function' importable here") from e
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise OpqError(f"{ref!r} returned {type(model).__name__}, not a torch.nn.Module")
+        return model
+    raise OpqError(f"unknown model {ref!r}; use one of {sorted(BUILTIN)}, 'module:factory' or a path/to/model.onnx")
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a float state_dict with weights_only=True (never unpickle arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OpqError(f"checkpoint {str(path)!r} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise OpqError(f"checkpoint {path.name} cannot be read as a weights-only state_dict ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200]}); save it with torch.save(model.state_dict(), path)") from e
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise OpqError(f"checkpoint {path.name} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise OpqError(f"checkpoint {path.name} does not match the model: {str(e).splitlines()[0][:300]}") from e
+    return model

@@ -1,0 +1,92 @@
+"""Unified channel-wise quantization and magnitude masks, in plain torch.
+
+This is the reference for what a compressed layer computes: `q` integers on one shared
+codebook per layer (or per channel for the non-unified baseline), per-output-channel scales,
+and a top-k magnitude mask. The Brevitas carrier must reproduce it exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+from .spec import LayerAlloc
+
+
+def qmax(bits: int) -> int:
+    """Largest code of a narrow-range signed integer of `bits` bits."""
+    return 2 ** (bits - 1) - 1
+
+
+def channel_max(w: torch.Tensor) -> torch.Tensor:
+    """max |w| per output channel (dim 0)."""
+    return w.detach().reshape(w.shape[0], -1).abs().amax(dim=1)
+
+
+def normaliser(w: torch.Tensor, normalisation: str) -> torch.Tensor:
+    """Per-output-channel divisor that maps the layer onto [-1, 1]: channel or layer max |w|."""
+    m = channel_max(w).double()
+    if normalisation == "layer":
+        m = torch.full_like(m, float(m.max()))
+    elif normalisation != "channel":
+        raise ValueError(f"normalisation must be 'channel' or 'layer', got {normalisation!r}")
+    return torch.where(m > 0, m, torch.ones_like(m))
+
+
+def make_scales(w: torch.Tensor, bits_per_channel: list[int], normalisation: str, scale_mode: str) -> tuple[float, ...]:
+    """Dequantisation scale per output channel: max |w| / K, rounded up to a power of two in pow2 mode."""
+    m = normaliser(w, normalisation)
+    out = []
+    for mc, b in zip(m.tolist(), bits_per_channel):
+        s = mc / qmax(b)
+        if scale_mode == "pow2":
+            s = 2.0 ** math.ceil(math.log2(s))
+        elif scale_mode != "float":
+            raise ValueError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
+        out.append(float(torch.tensor(s, dtype=torch.float32)))
+    return tuple(out)
+
+
+def topk_mask(w: torch.Tensor, k_per_group: list[int], normalisation: str, per_channel: bool) -> torch.Tensor:
+    """Keep the k largest |w| / normaliser (per layer, or per channel); ties by index (stable)."""
+    score = (w.detach().double().reshape(w.shape[0], -1).abs() / normaliser(w, normalisation)[:, None])
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    if per_channel:
+        for c, k in enumerate(k_per_group):
+            order = torch.argsort(-score[c], stable=True)
+            mask[c, order[:k]] = True
+    else:
+        flat = score.reshape(-1)
+        order = torch.argsort(-flat, stable=True)
+        mask.view(-1)[order[: k_per_group[0]]] = True
+    return mask.reshape(w.shape)
+
+
+def quantize(w: torch.Tensor, mask: torch.Tensor, scales: torch.Tensor, kmax: torch.Tensor) -> torch.Tensor:
+    """Integer codes: round(w / s_c) clipped to +-K_c; survivors never round to zero (+-1); pruned = 0."""
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    s = scales.reshape(shape).to(w.dtype)
+    k = kmax.reshape(shape).to(w.dtype)
+    q = torch.clamp(torch.round(w.detach() / s), -k, k)
+    q = torch.where(mask & (q == 0) & (w != 0), torch.sign(w.detach()), q)
+    return torch.where(mask, q, torch.zeros_like(q))
+
+
+def mask_digest(mask: torch.Tensor) -> str:
+    return hashlib.sha256(mask.to(torch.uint8).contiguous().numpy().tobytes()).hexdigest()
+
+
+def compress_layer(w: torch.Tensor, la: LayerAlloc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, scales, mask) for a layer from its float weights and its allocation (the one-shot step)."""
+    per_channel = la.channel_nonzero is not None
+    ks = list(la.channel_nonzero) if per_channel else [la.n_nonzero]
+    mask = topk_mask(w, ks, la.normalisation, per_channel)
+    bits = list(la.channel_bits) if la.channel_bits is not None else [la.bits] * w.shape[0]
+    kmax = torch.tensor([qmax(b) for b in bits], dtype=torch.float32)
+    scales = torch.tensor(la.scales, dtype=torch.float32)
+    return quantize(w.float(), mask, scales, kmax), scales, mask
+
+
+def dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return q * scales.reshape((-1,) + (1,) * (q.dim() - 1))

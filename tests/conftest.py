@@ -1,0 +1,39 @@
+"""Shared fixtures. Every run directory a test needs is built here, in pytest's tmp dirs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory):
+    """Pre-trained float models are cached per test session (never read from a user's cache)."""
+    if "OPQ_HW_CACHE" not in os.environ:
+        os.environ["OPQ_HW_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+def _run(tmp_path_factory, name: str, **kw):
+    from opq_hw.pipeline import CompressConfig, compress_run
+
+    cfg = CompressConfig(**kw)
+    return compress_run(cfg, tmp_path_factory.mktemp(name) / "run", progress=False, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """digits-cnn, OPQ at 20x CR_w, pow2 (hardware) mode, 2 finetune epochs."""
+    return _run(tmp_path_factory, "demo", model="digits-cnn", data="digits", target_cr=20, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory):
+    """digits-mlp, OPQ at 20x CR_w, pow2 mode, 2 finetune epochs."""
+    return _run(tmp_path_factory, "mlp", model="digits-mlp", data="digits", target_cr=20, epochs=2)
+
+
+@pytest.fixture(scope="session")
+def mnist1d_run(tmp_path_factory):
+    """mnist1d-cnn, OPQ at 20x CR_w, pow2 mode, 1 finetune epoch."""
+    return _run(tmp_path_factory, "mnist1d", model="mnist1d-cnn", data="mnist1d", target_cr=20, epochs=1)
