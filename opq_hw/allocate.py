@@ -100,6 +100,12 @@ class _Groups:
     bits: np.ndarray  # (nb,)
     lin: np.ndarray  # (g, nb) marginal cost per survivor
 
+    def error(self, bi: np.ndarray, d: np.ndarray) -> float:
+        """Modelled a-weighted error of a choice (bit index, survivor fraction) per group."""
+        delta = laplace.step(self.bits[bi])
+        t = -self.b * np.log(d)
+        return float(np.sum(self.a * self.n * (laplace.prune_error(t, self.b) + d * delta**2 / 12)))
+
     def solve(self, lam: float, fixed_bits: np.ndarray | None = None):
         """Best (bit index, d) per group for lam; closed form plus grid."""
         J = self.err + lam * self.cost
@@ -134,12 +140,15 @@ class _Groups:
 
 
 def _bisect(f, budget: float, lo: float = 1e-16, hi: float = 1e8, iters: int = 200):
-    """Smallest-cost-feasible lam (f decreasing in lam): returns (lam, result) with f(lam) <= budget."""
+    """Bisect lam (f's size decreasing in lam) for the smallest feasible lam (f(lam) <= budget).
+
+    Returns (lam_feasible, f(lam_feasible), lam_infeasible or None), or None if even f(hi) > budget.
+    """
     if f(hi)[-1] > budget:
         return None
     llo, lhi = math.log(lo), math.log(hi)
     if f(lo)[-1] <= budget:
-        return lo, f(lo)
+        return lo, f(lo), None
     for _ in range(iters):
         mid = 0.5 * (llo + lhi)
         if f(math.exp(mid))[-1] <= budget:
@@ -148,7 +157,7 @@ def _bisect(f, budget: float, lo: float = 1e-16, hi: float = 1e8, iters: int = 2
             llo = mid
         if lhi - llo < 1e-9:
             break
-    return math.exp(lhi), f(math.exp(lhi))
+    return math.exp(lhi), f(math.exp(lhi)), math.exp(llo)
 
 
 def allocate(
@@ -226,7 +235,13 @@ def allocate(
     else:
         decisions, lam = _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
                                        method, uniform_bits, target=(target_cr, kind, total_n, fixed))
-    return _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn)
+    alloc = _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn)
+    achieved = alloc.cr_w if kind == "cr_w" else alloc.cr_idx
+    if target_cr is not None and achieved > 1.01 * target_cr:
+        raise OpqError(f"target {kind.upper()} {target_cr:g}x cannot be met: it is below the reachable range, whose "
+                       f"least compression with these bit limits is {achieved:.3g}x; choose a target of at least that, "
+                       f"or raise --max-bits")
+    return alloc
 
 
 def _weight_of(spec: LayerSpec, weighting: str, opt: LayerOptions) -> float:
@@ -293,9 +308,18 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     res = _bisect(f1, var_budget)
     if res is None:
         raise _unreachable(target, lo_size, hi_size)
-    lam1, (bi, _, _) = res
-    f2 = lambda lam: groups.solve(lam, fixed_bits=bi)  # noqa: E731
-    lam, (bi, d, _) = _bisect(f2, var_budget, hi=lam1)
+    lam1, (bi_hi, _, _), lam0 = res
+    # Stage 2: integer bit widths jump, so fill the budget with the thresholds alone, from both
+    # sides of the jump: the feasible bits (lam lowered) and the infeasible bits (lam raised).
+    cands = []
+    for fixed, lo, hi in ((bi_hi, 1e-16, lam1), (None if lam0 is None else groups.solve(lam0)[0], lam0, 1e8)):
+        if fixed is None:
+            continue
+        r = _bisect(lambda lam, fixed=fixed: groups.solve(lam, fixed_bits=fixed), var_budget, lo=lo, hi=hi)
+        if r is not None:
+            lam, (bi, d, size), _ = r
+            cands.append((size < 0.99 * var_budget, groups.error(bi, d), lam, bi, d))
+    _, _, lam, bi, d = min(cands, key=lambda c: (c[0], c[1]))
     ks = np.maximum(np.rint(d * groups.n).astype(np.int64), np.array([r[7] for r in rows]))
     ks = np.minimum(ks, groups.n.astype(np.int64))
     B = bits[bi]

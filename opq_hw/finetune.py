@@ -62,7 +62,7 @@ def train(model: nn.Module, x, y, *, epochs: int, lr: float = 1e-3, batch_size: 
             loss = loss_fn(model(x[idx]), y[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             n += len(idx)
             bar.set_postfix(loss=f"{total / n:.4f}")
         history.append(total / n)

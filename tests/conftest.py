@@ -8,7 +8,11 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
-    """Pre-trained float models are cached per test session (never read from a user's cache)."""
+    """Pre-trained float models are cached per test session (never read from a user's cache).
+    One torch thread: these models are tiny, and threads only contend on a 2-core machine."""
+    import torch
+
+    torch.set_num_threads(1)
     if "OPQ_HW_CACHE" not in os.environ:
         os.environ["OPQ_HW_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield

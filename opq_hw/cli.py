@@ -1,0 +1,216 @@
+"""`opq-hw` command line: a thin layer over the pipeline functions."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import OpqError
+
+
+def _shape(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in s.replace("x", ",").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must look like 1,8,8, got {s!r}") from None
+
+
+def _override(s: str) -> tuple[str, dict]:
+    """PATTERN:skip  or  PATTERN:min_bits=6,max_bits=8,weight=2"""
+    name, sep, rest = s.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"override must be LAYER_OR_PATTERN:key=value[,key=value] or LAYER:skip, got {s!r}")
+    out: dict = {}
+    for item in rest.split(","):
+        if item == "skip":
+            out["skip"] = True
+            continue
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise argparse.ArgumentTypeError(f"override item {item!r} must be key=value or skip")
+        out[k] = float(v) if k == "weight" else int(v)
+    return name, out
+
+
+def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
+    p.add_argument("--out", default=None, help="run directory to write (default runs/<model>-<target>x)")
+    p.add_argument("--model", default="digits-cnn" if demo else None, required=not demo,
+                   help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
+    p.add_argument("--data", choices=["digits", "mnist1d"], default="digits" if demo else None,
+                   help="data set for finetuning and accuracy (without it: allocate, apply and export only)")
+    p.add_argument("--target-cr", type=float, default=20.0, help="target compression rate (default 20)")
+    p.add_argument("--epochs", type=int, default=5, help="finetune epochs (default 5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run with a different config")
+    if demo:
+        p.add_argument("--no-sim", action="store_true", help="skip the closing hls4ml C-simulation bit-exact check")
+        return
+    p.add_argument("--weights", help="float state_dict (.pt), loaded with weights_only=True")
+    p.add_argument("--target-kind", choices=["cr_w", "cr_idx"], default="cr_w",
+                   help="what --target-cr refers to: weights + side info (cr_w) or also a position bitmap (cr_idx)")
+    p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default="opq")
+    p.add_argument("--scale-mode", choices=["pow2", "float"], default="pow2",
+                   help="pow2: power-of-two scales, bit-exact fixed point (default); float: paper-faithful float scales")
+    p.add_argument("--weighting", choices=["mean", "total"], default="mean",
+                   help="layer weighting of the OPQ error: mean (a_i=1/N_i, default) or total (a_i=1)")
+    p.add_argument("--min-bits", type=int, default=2)
+    p.add_argument("--max-bits", type=int, default=8)
+    p.add_argument("--uniform-bits", type=int, help="bit width of the uniform / global-magnitude baselines")
+    p.add_argument("--act-bits", type=int, default=8, help="activation bits (0: float activations)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-shape", type=_shape, help="per-sample input shape, e.g. 1,8,8 (when no data gives it)")
+    p.add_argument("--override", type=_override, action="append", default=[],
+                   help="per-layer override LAYER_OR_GLOB:skip or LAYER_OR_GLOB:min_bits=6,max_bits=8,weight=2 (repeatable)")
+    p.add_argument("--board", help="hardware-aware mode: fit this board (see `opq-hw boards`) instead of a rate")
+    p.add_argument("--arch", default="hls4ml-latency", help="cost-model architecture for --board")
+    p.add_argument("--fit", action="store_true", help="with --board: allocate to fit the board's limits")
+
+
+def _config(args, demo: bool):
+    from .pipeline import CompressConfig
+
+    if demo:
+        model = args.model if args.data != "mnist1d" or args.model != "digits-cnn" else "mnist1d-cnn"
+        return CompressConfig(model=model, data=args.data, target_cr=args.target_cr, epochs=args.epochs)
+    if args.board and not args.fit:
+        raise OpqError("--board selects the hardware-aware mode; add --fit to allocate for the board's limits")
+    return CompressConfig(
+        model=args.model, weights=args.weights, data=args.data, target_cr=None if args.fit else args.target_cr,
+        target_kind=args.target_kind, method=args.method, scale_mode=args.scale_mode, weighting=args.weighting,
+        min_bits=args.min_bits, max_bits=args.max_bits, uniform_bits=args.uniform_bits,
+        act_bits=args.act_bits or None, epochs=args.epochs if args.data else 0, lr=args.lr, seed=args.seed,
+        input_shape=args.input_shape, overrides=dict(args.override), board=args.board if args.fit else None,
+        arch=args.arch if args.fit else None)
+
+
+def cmd_compress(args, demo: bool = False) -> int:
+    from .pipeline import compress_run
+
+    cfg = _config(args, demo)
+    out = Path(args.out or f"runs/{Path(cfg.model).stem.replace(':', '-')}-{cfg.target_cr or 'fit'}x")
+    compress_run(cfg, out, overwrite=args.overwrite, progress=sys.stderr.isatty())
+    print(f"run written to {out}")
+    if demo and not args.no_sim:
+        res = _simulate(out, "csim")
+        return 0 if res.get("bit_exact") else 1
+    return 0
+
+
+def _simulate(run, level, **kw) -> dict:
+    from .simulate import simulate
+
+    return simulate(run, level, **kw)
+
+
+def cmd_inspect(args) -> int:
+    import torch
+
+    from .layers import inspect_model
+    from .models import BUILTIN, build_model
+
+    model = build_model(args.model)
+    shape = args.input_shape or (BUILTIN[args.model][2][1:] if args.model in BUILTIN else None)
+    if shape is None:
+        raise OpqError("give --input-shape for this model")
+    for s in inspect_model(model, torch.zeros((1,) + tuple(shape))):
+        print(json.dumps(s.to_dict()))
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    res = _simulate(args.run, args.level, data=args.data, n=args.n)
+    return 0 if res.get("bit_exact") else 1
+
+
+def cmd_build(args) -> int:
+    import importlib
+
+    flows = {"hls4ml": "opq_hw.flows.hls4ml_flow", "finn": "opq_hw.flows.finn_flow", "rtl": "opq_hw.flows.rtl_flow"}
+    if args.flow not in flows:
+        raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
+    opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "func", "run", "flow", "board") and v is not None}
+    res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
+    return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
+
+
+def cmd_boards(args) -> int:
+    from .boards import list_boards, load_board
+
+    if args.name:
+        print(json.dumps(load_board(args.name).to_dict(), indent=1))
+    else:
+        for b in list_boards():
+            print(b)
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from .report import estimate_run
+
+    estimate_run(args.run, board=args.board, arch=args.arch)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report_run
+
+    report_run(args.run)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opq-hw", description="One-shot pruning-quantization to FPGA accelerators.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="pretrain a small model, compress it with OPQ, finetune, export, check C-sim")
+    _add_compress_args(d, demo=True)
+    d.set_defaults(func=lambda a: cmd_compress(a, demo=True))
+    c = sub.add_parser("compress", help="compress a model into a run directory")
+    _add_compress_args(c, demo=False)
+    c.set_defaults(func=cmd_compress)
+    i = sub.add_parser("inspect", help="print the layer specs of a model")
+    i.add_argument("--model", required=True)
+    i.add_argument("--input-shape", type=_shape)
+    i.set_defaults(func=cmd_inspect)
+    s = sub.add_parser("simulate", help="run a run's test set through a level and check bit-exactness")
+    s.add_argument("run")
+    s.add_argument("--level", required=True, help="qonnx | csim | rtl")
+    s.add_argument("--data", choices=["digits", "mnist1d"])
+    s.add_argument("--n", type=int, help="number of test samples (default all)")
+    s.set_defaults(func=cmd_simulate)
+    b = sub.add_parser("build", help="generate an accelerator project for a run")
+    b.add_argument("run")
+    b.add_argument("--flow", required=True, help="hls4ml | finn | rtl")
+    b.add_argument("--board", required=True)
+    b.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend")
+    b.add_argument("--io", choices=["parallel", "stream"], help="hls4ml io type")
+    b.add_argument("--synth", action="store_true", default=None, help="run the vendor synthesis tool (must be on PATH)")
+    b.add_argument("--allow-inexact", action="store_true", default=None, help="allow float-scale runs (error is measured)")
+    b.add_argument("--target-fps", type=float, help="FINN: throughput target for folding")
+    b.add_argument("--pipeline", type=int, help="RTL: pipeline stages (latency cutoff)")
+    b.set_defaults(func=cmd_build)
+    bo = sub.add_parser("boards", help="list boards, or show one")
+    bo.add_argument("name", nargs="?")
+    bo.set_defaults(func=cmd_boards)
+    e = sub.add_parser("estimate", help="resource/latency estimate report for a run on a board")
+    e.add_argument("run")
+    e.add_argument("--board", required=True)
+    e.add_argument("--arch", default="hls4ml-latency")
+    e.set_defaults(func=cmd_estimate)
+    r = sub.add_parser("report", help="estimates beside synthesis results found in the run")
+    r.add_argument("run")
+    r.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except OpqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

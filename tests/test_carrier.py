@@ -1,0 +1,128 @@
+"""The Brevitas carrier computes exactly the compressed weights; finetuning keeps masks and quantizers frozen."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from opq_hw.allocate import allocate, compress
+from opq_hw.carrier import ActConfig, apply, carried_layers, int_weights, quant_state
+from opq_hw.finetune import finetune
+from opq_hw.layers import inspect_model, layer_weights
+from opq_hw.models import digits_cnn, digits_mlp, mnist1d_cnn
+from opq_hw.quant import dequantize
+
+
+def _setup(factory, shape, mode, method="opq", seed=0):
+    torch.manual_seed(seed)
+    m = factory()
+    specs = inspect_model(m, torch.zeros(shape))
+    w = layer_weights(m, specs)
+    return m, specs, w, allocate(specs, w, target_cr=15, scale_mode=mode, method=method)
+
+
+def _compressed_float_model(m, specs, alloc, w):
+    """Plain torch: the float model with its weights replaced by the dequantized compressed weights."""
+    ref = copy.deepcopy(m)
+    mods = dict(ref.named_modules())
+    with torch.no_grad():
+        for name, (q, s, _) in compress(w, alloc).items():
+            mods[name].weight.copy_(dequantize(q, s))
+    return ref
+
+
+@pytest.mark.parametrize("factory,shape", [(digits_cnn, (4, 1, 8, 8)), (digits_mlp, (4, 64)), (mnist1d_cnn, (4, 1, 40))])
+@pytest.mark.parametrize("mode", ["pow2", "float"])
+@pytest.mark.parametrize("method", ["opq", "per-channel"])
+def test_carrier_forward_equals_plain_torch(factory, shape, mode, method):
+    m, specs, w, alloc = _setup(factory, shape, mode, method)
+    q = apply(m, specs, alloc, ActConfig(bits=None, scale_mode=mode))
+    comp = compress(w, alloc)
+    for name, layer in carried_layers(q).items():
+        assert torch.equal(int_weights(layer), comp[name][0])  # integer codes: exact
+        assert isinstance(layer, (__import__("brevitas").nn.QuantConv1d, __import__("brevitas").nn.QuantConv2d,
+                                  __import__("brevitas").nn.QuantLinear))
+        assert int(layer.quant_weight().bit_width) == alloc.layer(name).bits
+    x = torch.randn(shape)
+    ref = _compressed_float_model(m, specs, alloc, w)
+    with torch.no_grad():
+        got, want = q(x), ref(x)
+    if mode == "pow2":
+        assert torch.equal(got, want)
+    else:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_quantized_activations_are_on_pow2_grid():
+    m, specs, w, alloc = _setup(digits_cnn, (1, 1, 8, 8), "pow2")
+    q = apply(m, specs, alloc, calib=torch.rand(64, 1, 8, 8))
+    import brevitas.nn as qnn
+
+    acts = [mod for mod in q.modules() if isinstance(mod, (qnn.QuantReLU, qnn.QuantIdentity))]
+    assert len(acts) == 3  # input quantizer + two ReLUs
+    for mod in acts:
+        assert float(np.log2(float(mod.act_quant.scale()))).is_integer()
+    for layer in carried_layers(q).values():
+        if layer.bias is not None:
+            assert layer.bias_quant.is_quant_enabled
+
+
+def test_finetune_keeps_masks_and_quantizers_frozen(tmp_path):
+    m, specs, w, alloc = _setup(digits_cnn, (1, 1, 8, 8), "pow2")
+    x = torch.rand(128, 1, 8, 8)
+    y = torch.randint(0, 10, (128,))
+    q = apply(m, specs, alloc, calib=x)
+    before = quant_state(q)
+    w_before = {n: l.parametrizations.weight.original.detach().clone() for n, l in carried_layers(q).items()}
+    hist = finetune(q, (x, y), epochs=2, lr=1e-2, progress=False, checkpoint=tmp_path / "ck.pt")
+    assert len(hist) == 2
+    after = quant_state(q)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    changed = False
+    for name, layer in carried_layers(q).items():
+        mask = layer.parametrizations.weight[0].mask.bool()
+        assert torch.all(layer.quant_weight().value[~mask] == 0)  # pruned weights stay exactly zero
+        assert torch.all(int_weights(layer)[mask] != 0)  # survivors never round to zero
+        assert int(layer.quant_weight().bit_width) == alloc.layer(name).bits
+        changed |= not torch.equal(layer.parametrizations.weight.original, w_before[name])
+    assert changed  # the weights did train
+    # a second call with the same checkpoint resumes (nothing left to do: history is the saved one)
+    assert finetune(q, (x, y), epochs=2, lr=1e-2, progress=False, checkpoint=tmp_path / "ck.pt") == hist
+
+
+def test_resumed_finetune_equals_uninterrupted(tmp_path):
+    m, specs, w, alloc = _setup(digits_mlp, (1, 64), "pow2")
+    x = torch.rand(96, 64)
+    y = torch.randint(0, 10, (96,))
+    q1 = apply(m, specs, alloc, calib=x)
+    q2 = copy.deepcopy(q1)
+    finetune(q1, (x, y), epochs=3, progress=False)
+    finetune(q2, (x, y), epochs=1, progress=False, checkpoint=tmp_path / "c.pt")
+    q3 = copy.deepcopy(q2)
+    finetune(q3, (x, y), epochs=3, progress=False, checkpoint=tmp_path / "c.pt")
+    with torch.no_grad():
+        assert torch.equal(q1(x), q3(x))
+
+
+def test_unsupported_layer_named():
+    from opq_hw.errors import OpqError
+
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LSTM(4, 4))
+    with pytest.raises(OpqError, match="'3' is a LSTM"):
+        inspect_model(m, torch.zeros(1, 1, 3, 3))
+
+
+def test_inspect_depthwise_and_grouped():
+    m = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4), nn.Conv2d(8, 8, 3, groups=8, stride=2), nn.Flatten(),
+                      nn.Linear(8 * 3 * 3, 5))
+    specs = inspect_model(m, torch.zeros(1, 4, 8, 8))
+    assert [s.groups for s in specs] == [4, 8, 1]
+    assert specs[1].out_shape == (8, 3, 3) and specs[1].out_pixels == 9 and specs[1].fan_in == 9
+    w = layer_weights(m, specs)
+    a = allocate(specs, w, target_cr=8)
+    q = apply(m, specs, a, ActConfig(bits=None))
+    ref = _compressed_float_model(m, specs, a, w)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(q(x), ref(x))

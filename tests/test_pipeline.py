@@ -1,0 +1,155 @@
+"""Run directories end to end: contents, reload, QONNX equivalence, bad input, the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from opq_hw.cli import main
+from opq_hw.errors import OpqError
+from opq_hw.export import execute_qonnx
+from opq_hw.pipeline import CompressConfig, compress_run, load_run, quantize_input
+from opq_hw.spec import Allocation
+
+
+def test_demo_run_contents(demo_run):
+    names = {p.name for p in demo_run.iterdir()}
+    assert {"manifest.json", "allocation.json", "specs.json", "weights.pt", "model.qonnx.onnx", "golden_input.npy",
+            "golden_output.npy", "metrics.json"} <= names
+    assert not any(n.endswith(".tmp") or n.startswith(".") for n in names)
+    m = json.loads((demo_run / "metrics.json").read_text())
+    for k in ("cr_w", "cr_idx", "acc_float", "acc_oneshot", "acc_finetuned"):
+        assert k in m
+    assert 0.0 <= m["acc_oneshot"] <= 1.0 and m["acc_float"] > 0.9
+    assert m["cr_w"] == pytest.approx(20, rel=0.01)
+    man = json.loads((demo_run / "manifest.json").read_text())
+    assert {"torch", "brevitas", "qonnx"} <= set(man["versions"]) and "allocate" in man["timings_s"]
+    a = Allocation.from_dict(json.loads((demo_run / "allocation.json").read_text()))
+    assert a.scale_mode == "pow2" and a.method == "opq"
+
+
+def test_load_run_reproduces_golden_output_exactly(demo_run):
+    run = load_run(demo_run)
+    x = np.load(demo_run / "golden_input.npy")
+    y = np.load(demo_run / "golden_output.npy")
+    assert np.array_equal(quantize_input(run, x), x)  # golden inputs are on the input grid
+    with torch.no_grad():
+        assert np.array_equal(run.qmodel(torch.as_tensor(x)).numpy(), y)
+    xt, yt = run.test_data()
+    assert len(xt) == len(x)
+    for la in run.allocation.layers:
+        q = run.int_weights(la.name)
+        assert int((q != 0).sum()) == la.n_nonzero
+
+
+def test_qonnx_execution_equals_brevitas(demo_run, mlp_run):
+    for r in (demo_run, mlp_run):
+        x = np.load(r / "golden_input.npy")[:40]
+        y = np.load(r / "golden_output.npy")[:40]
+        assert np.array_equal(execute_qonnx(r / "model.qonnx.onnx", x), y)
+
+
+@pytest.mark.slow
+def test_mnist1d_run_and_qonnx(mnist1d_run):
+    m = json.loads((mnist1d_run / "metrics.json").read_text())
+    assert m["acc_float"] > 0.6
+    x = np.load(mnist1d_run / "golden_input.npy")[:20]
+    y = np.load(mnist1d_run / "golden_output.npy")[:20]
+    assert np.array_equal(execute_qonnx(mnist1d_run / "model.qonnx.onnx", x), y)
+
+
+def test_float_scale_mode_qonnx_close(tmp_path):
+    out = compress_run(CompressConfig(model="digits-mlp", data="digits", scale_mode="float", epochs=0), tmp_path / "f",
+                       progress=False, log=lambda *_: None)
+    x = np.load(out / "golden_input.npy")[:20]
+    y = np.load(out / "golden_output.npy")[:20]
+    np.testing.assert_allclose(execute_qonnx(out / "model.qonnx.onnx", x), y, rtol=1e-5, atol=1e-5)
+
+
+def test_output_dir_guards(tmp_path, demo_run):
+    with pytest.raises(OpqError, match="different run"):
+        compress_run(CompressConfig(model="digits-cnn", data="digits", target_cr=10, epochs=2), demo_run)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.txt").write_text("x")
+    with pytest.raises(OpqError, match="not an opq-hw run"):
+        compress_run(CompressConfig(model="digits-mlp", epochs=0), junk)
+    assert [p.name for p in junk.iterdir()] == ["x.txt"]  # left untouched
+
+
+def test_failure_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(OpqError):
+        compress_run(CompressConfig(model="digits-mlp", target_cr=10_000, epochs=0), out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_checkpoints(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(OpqError, match="weights-only state_dict"):
+        compress_run(CompressConfig(model="digits-mlp", weights=str(bad), epochs=0), tmp_path / "o")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"nope": torch.zeros(3)}, wrong)
+    with pytest.raises(OpqError, match="does not match the model"):
+        compress_run(CompressConfig(model="digits-mlp", weights=str(wrong), epochs=0), tmp_path / "o")
+    with pytest.raises(OpqError, match="not found"):
+        compress_run(CompressConfig(model="digits-mlp", weights=str(tmp_path / "missing.pt"), epochs=0), tmp_path / "o")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, pickled)  # a pickled module: refused by weights_only
+    with pytest.raises(OpqError, match="weights-only"):
+        compress_run(CompressConfig(model="digits-mlp", weights=str(pickled), epochs=0), tmp_path / "o")
+
+
+def test_float_onnx_model_without_data(tmp_path):
+    from opq_hw.models import digits_cnn
+
+    torch.manual_seed(0)
+    m = digits_cnn().eval()
+    path = tmp_path / "float.onnx"
+    torch.onnx.export(m, torch.zeros(1, 1, 8, 8), str(path), dynamo=False)
+    logs = []
+    out = compress_run(CompressConfig(model=str(path), data=None, target_cr=10, epochs=0), tmp_path / "run",
+                       progress=False, log=logs.append)
+    assert any("finetuning and accuracy were skipped" in line for line in logs)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "acc_float" not in metrics and metrics["cr_w"] == pytest.approx(10, rel=0.01)
+    run = load_run(out)
+    x = np.load(out / "golden_input.npy")
+    with torch.no_grad():
+        assert np.array_equal(run.qmodel(torch.as_tensor(x)).numpy(), np.load(out / "golden_output.npy"))
+
+
+def test_module_factory_model(tmp_path):
+    out = compress_run(CompressConfig(model="opq_hw.models:digits_mlp", input_shape=(64,), target_cr=10, epochs=0),
+                       tmp_path / "r", progress=False, log=lambda *_: None)
+    assert load_run(out).allocation.cr_w == pytest.approx(10, rel=0.01)
+    with pytest.raises(OpqError, match="cannot load model factory"):
+        compress_run(CompressConfig(model="no_such_mod:f", input_shape=(4,), epochs=0), tmp_path / "x")
+
+
+def test_cli_errors_exit_2(capsys, tmp_path):
+    assert main(["compress", "--model", "nope", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["compress", "--model", "digits-mlp", "--target-cr", "5000", "--out", str(tmp_path / "o")]) == 2
+    assert "reachable range" in capsys.readouterr().err
+
+
+def test_cli_compress_with_override(tmp_path, capsys):
+    out = tmp_path / "r"
+    rc = main(["compress", "--model", "digits-mlp", "--data", "digits", "--epochs", "1", "--target-cr", "12",
+               "--override", "4:min_bits=6", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "CR_w 12" in printed and "accuracy: float" in printed
+    a = Allocation.from_dict(json.loads((out / "allocation.json").read_text()))
+    assert a.layer("4").bits >= 6
+
+
+def test_import_is_light():
+    code = ("import sys, opq_hw; heavy = [m for m in ('torch', 'brevitas', 'hls4ml', 'finn', 'qonnx', 'da4ml') "
+            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
