@@ -360,6 +360,18 @@ def _trim_to_budget(rows, ks, B, cost_fn, var_budget):
         raise OpqError("integer rounding could not meet the budget; raise the target budget slightly")
 
 
+def _largest_feasible(size, lo: float, hi: float, budget: float, iters: int = 100) -> float | None:
+    """Largest x in [lo, hi] with size(x) <= budget, for size non-decreasing in x (None if none)."""
+    if size(lo) > budget:
+        return None
+    if size(hi) <= budget:
+        return hi
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if size(mid) <= budget else (lo, mid)
+    return lo
+
+
 def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, method, uniform_bits, target):
     """uniform: one bit width and one sparsity everywhere; global-magnitude: one |w| threshold, layer-wise scale.
 
@@ -378,35 +390,17 @@ def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bit
     best = None
     for B in cands:
         def ks_for(x):
-            if method == "global-magnitude":  # x = global threshold on |w|
-                return [max(1, int(np.searchsorted(-sk, -x, side="right"))) for s, sk, *_ in data]
-            return [max(s.out_channels, int(round(x * s.n_weights))) for s, *_ in data]
+            if method == "global-magnitude":  # x = -(global threshold on |w|)
+                return [max(1, int(np.searchsorted(-sk, x, side="right"))) for s, sk, *_ in data]
+            return [max(s.out_channels, int(round(x * s.n_weights))) for s, *_ in data]  # x = survivor fraction
 
         def size(x):
             return sum(float(_call_cost(cost_fn, s, B, np.array([float(k)]))[0]) for (s, *_), k in zip(data, ks_for(x)))
 
-        if method == "global-magnitude":
-            lo, hi = 0.0, float(max(sk[0] for _, sk, *_ in data))  # threshold: larger = fewer survivors
-            if size(hi) > var_budget:
-                continue
-            if size(lo) <= var_budget:
-                x = lo
-            else:
-                for _ in range(100):
-                    mid = 0.5 * (lo + hi)
-                    lo, hi = (lo, mid) if size(mid) <= var_budget else (mid, hi)
-                x = hi
-        else:
-            lo, hi = 0.0, 1.0  # survivor fraction: smaller = fewer survivors
-            if size(lo) > var_budget:
-                continue
-            if size(hi) <= var_budget:
-                x = hi
-            else:
-                for _ in range(100):
-                    mid = 0.5 * (lo + hi)
-                    lo, hi = (mid, hi) if size(mid) <= var_budget else (lo, mid)
-                x = lo
+        lo = -float(max(sk[0] for _, sk, *_ in data)) if method == "global-magnitude" else 0.0
+        x = _largest_feasible(size, lo, 0.0 if method == "global-magnitude" else 1.0, var_budget)
+        if x is None:
+            continue
         ks = ks_for(x)
         delta = float(laplace.step(B))
         err = sum(a * ((tail[k] if k < len(tail) else 0.0) + k * delta**2 / 12) for (s, sk, tail, u, a), k in zip(data, ks))
