@@ -25,7 +25,7 @@ import torch
 
 from . import laplace
 from .errors import OpqError
-from .quant import compress_layer, make_scales, mask_digest
+from .quant import compress_layer, layer_mask, make_scales, mask_digest
 from .spec import Allocation, LayerAlloc, LayerSpec
 
 METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
@@ -80,9 +80,11 @@ def side_bits(method: str, scale_mode: str, out_channels: int) -> int:
 
 
 def _check_weights(name: str, w: torch.Tensor) -> None:
-    if not torch.isfinite(w).all():
+    # one min/max pass (NaN and Inf propagate into it) instead of isfinite(w).all() and (w != 0).any()
+    lo, hi = torch.aminmax(w.detach().reshape(-1)) if w.numel() else (torch.zeros(()), torch.zeros(()))
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
         raise OpqError(f"layer {name!r} has NaN or Inf weights; fix the checkpoint (or skip the layer with an override)")
-    if not (w != 0).any():
+    if lo == 0 and hi == 0:
         raise OpqError(f"layer {name!r} has all-zero weights; nothing to compress: load trained weights or skip it")
 
 
@@ -216,9 +218,10 @@ def allocate(
     if not active:
         raise OpqError("every layer is skipped by the overrides; nothing to compress")
     total_n = sum(s.n_weights for s in specs)
-    fixed = sum(32 * s.n_weights for s in specs if opts[s.name].skip)
-    fixed += sum(side_bits(method, scale_mode, s.out_channels) for s in active)
-    if target_cr is not None:
+    fixed = 0.0  # a cost budget covers the allocated layers alone, in the cost's own unit
+    if target_cr is not None:  # storage: skipped layers at 32 bits dense, and the side information
+        fixed = sum(32 * s.n_weights for s in specs if opts[s.name].skip)
+        fixed += sum(side_bits(method, scale_mode, s.out_channels) for s in active)
         if target_kind == "cr_idx":
             fixed += sum(s.n_weights for s in active)
         budget = 32.0 * total_n / target_cr
@@ -404,8 +407,9 @@ def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bit
         ks = ks_for(x)
         delta = float(laplace.step(B))
         err = sum(a * ((tail[k] if k < len(tail) else 0.0) + k * delta**2 / 12) for (s, sk, tail, u, a), k in zip(data, ks))
-        if best is None or err < best[0]:
-            best = (err, B, ks)
+        key = (size(x) < 0.99 * var_budget, err)  # prefer bit widths that use the budget, then the least error
+        if best is None or key < best[0]:
+            best = (key, B, ks)
     if best is None:
         sizes = []
         for B in (min_bits, max_bits):
@@ -443,7 +447,7 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
             channel_bits=tuple(ch_bits) if per_channel else None,
             channel_nonzero=tuple(dec["k"]) if per_channel else None,
             normalisation=dec["normalisation"], side_bits=side)
-        q, _, mask = compress_layer(w, la)
+        mask = layer_mask(w, la)  # q is not needed here: the mask alone, without quantizing
         realised = int(mask.sum())
         assert realised == nnz, (s.name, realised, nnz)
         la = LayerAlloc(**{**la.to_dict(), "mask_digest": mask_digest(mask), "scales": scales,

@@ -230,7 +230,8 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
 
         alloc, fit_info = fit_allocation(specs, weights, cfg.board, cfg.arch or "hls4ml-latency", method=cfg.method,
                                          scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
-                                         max_bits=cfg.max_bits, overrides=cfg.overrides)
+                                         max_bits=cfg.max_bits, overrides=cfg.overrides,
+                                         act_bits=cfg.act_bits)
         metrics["fit"] = fit_info
     else:
         alloc = allocate(specs, weights, target_cr=cfg.target_cr, target_kind=cfg.target_kind, method=cfg.method,

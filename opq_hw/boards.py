@@ -1,0 +1,199 @@
+"""Boards: what the hardware offers. One YAML file per board in `board_configs/<name>.yaml`
+(the only place board facts live); unknown keys are rejected, every field is type-checked.
+
+To add a board: copy the closest `board_configs/*.yaml` to `<new-name>.yaml`, change the part,
+clock, capacity (cite the data sheet table in `provenance.capacity`) and the flows that apply,
+then run `pytest tests/test_boards.py` (it loads and checks every file).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OpqError
+
+RESOURCES = ("LUT", "FF", "BRAM18", "URAM", "DSP")
+FAMILIES = ("xc7", "zynq-us+", "virtex-us+", "ecp5", "ice40")
+FLOWS = ("hls4ml", "finn", "rtl")
+# cost-model coefficients a board may (and the shipped boards do) set; see opq_hw.cost
+COEFFICIENTS = {
+    "const_mult_lut_per_bit2": "LUT per W*A bit product of a constant-weight fabric multiply (hls4ml-latency)",
+    "mult_lut_per_bit2": "LUT per W*A bit product of a generic fabric multiply (hls4ml-resource)",
+    "lut_per_adder_bit": "LUT per adder bit (carry chain)",
+    "ff_per_reg_bit": "FF per pipeline register bit",
+    "dsp_min_operand_bits": "a multiply maps to DSPs only when both operands have at least this many bits",
+    "rom_bram_min_bits": "weight arrays smaller than this many bits go to LUTRAM/registers, not BRAM",
+    "lutram_bits_per_lut": "bits of distributed RAM per LUT (64 for LUT6, 16 for LUT4)",
+    "pipeline_extra_cycles": "fixed pipeline cycles per layer beyond the adder tree (multiply + output register)",
+}
+
+
+def config_dir() -> Path:
+    """`board_configs/` of the source tree (override with OPQ_HW_BOARDS for out-of-tree boards)."""
+    env = os.environ.get("OPQ_HW_BOARDS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "board_configs"
+
+
+@dataclass(frozen=True)
+class Board:
+    """One FPGA board. `capacity[r]` counts LUT, FF, BRAM18 (block RAMs of `bram_block_bits`: 18 Kib
+    on Xilinx and ECP5, 4 Kib EBR on iCE40), URAM (288 Kib) and DSP blocks; a design fits when
+    `usage[r] + shell[r] <= utilisation_limits[r] * capacity[r]` for every resource."""
+
+    name: str
+    display_name: str
+    vendor: str
+    family: str
+    part: str
+    clock_mhz: float
+    capacity: dict[str, int]
+    utilisation_limits: dict[str, float]
+    dsp_mult_width: tuple[int, int]
+    lut_inputs: int
+    bram_block_bits: int
+    flows: tuple[str, ...]
+    shell: dict[str, int]
+    coefficients: dict[str, float]
+    provenance: dict[str, str]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def limit(self, resource: str) -> float:
+        """Usable amount of `resource` for the design: limit * capacity - shell."""
+        return self.utilisation_limits[resource] * self.capacity[resource] - self.shell[resource]
+
+    def coeff(self, key: str) -> float:
+        if key not in self.coefficients:
+            raise OpqError(f"board {self.name!r} has no cost coefficient {key!r}; add it under `coefficients:` "
+                           f"in {self.name}.yaml ({COEFFICIENTS.get(key, 'see opq_hw.boards.COEFFICIENTS')})")
+        return float(self.coefficients[key])
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["dsp_mult_width"] = list(self.dsp_mult_width)
+        d["flows"] = list(self.flows)
+        d["notes"] = list(self.notes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "board") -> "Board":
+        return _validate(d, source)
+
+
+def _err(source: str, msg: str) -> OpqError:
+    return OpqError(f"{source}: {msg}")
+
+
+def _validate(d: Any, source: str) -> Board:
+    if not isinstance(d, dict):
+        raise _err(source, "must be a mapping of board fields")
+    fields = {f.name: f for f in dataclasses.fields(Board)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise _err(source, f"unknown keys {sorted(unknown)}; allowed keys: {sorted(fields)}")
+    required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in d]
+    if missing:
+        raise _err(source, f"missing keys {missing}")
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for key in ("name", "display_name", "vendor", "family", "part"):
+        if not isinstance(d[key], str) or not d[key]:
+            raise _err(source, f"`{key}` must be a non-empty string, got {d[key]!r}")
+    if d["family"] not in FAMILIES:
+        raise _err(source, f"family {d['family']!r} unknown; choose one of {FAMILIES}")
+    if not is_num(d["clock_mhz"]) or d["clock_mhz"] <= 0:
+        raise _err(source, f"clock_mhz must be a positive number, got {d['clock_mhz']!r}")
+    for key, num_ok in (("capacity", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+                        ("utilisation_limits", lambda v: is_num(v) and 0 < v <= 1),
+                        ("shell", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)):
+        m = d[key]
+        if not isinstance(m, dict) or set(m) != set(RESOURCES):
+            raise _err(source, f"`{key}` must map exactly {list(RESOURCES)}, got {sorted(m) if isinstance(m, dict) else m!r}")
+        bad = {k: v for k, v in m.items() if not num_ok(v)}
+        if bad:
+            what = "in (0, 1]" if key == "utilisation_limits" else "non-negative integers"
+            raise _err(source, f"`{key}` values must be {what}; bad: {bad}")
+    if any(d["shell"][r] > d["capacity"][r] for r in RESOURCES):
+        raise _err(source, "shell overhead exceeds the capacity")
+    dm = d["dsp_mult_width"]
+    if not (isinstance(dm, (list, tuple)) and len(dm) == 2 and all(isinstance(v, int) and v > 0 for v in dm)):
+        raise _err(source, f"dsp_mult_width must be [a_bits, b_bits], got {dm!r}")
+    if d["lut_inputs"] not in (4, 6):
+        raise _err(source, f"lut_inputs must be 4 or 6, got {d['lut_inputs']!r}")
+    if not isinstance(d["bram_block_bits"], int) or d["bram_block_bits"] <= 0:
+        raise _err(source, f"bram_block_bits must be a positive integer, got {d['bram_block_bits']!r}")
+    flows = d["flows"]
+    if not isinstance(flows, (list, tuple)) or not flows or any(f not in FLOWS for f in flows):
+        raise _err(source, f"flows must be a non-empty list drawn from {FLOWS}, got {flows!r}")
+    co = d["coefficients"]
+    if not isinstance(co, dict):
+        raise _err(source, "`coefficients` must be a mapping")
+    unknown_c = set(co) - set(COEFFICIENTS)
+    if unknown_c:
+        raise _err(source, f"unknown coefficients {sorted(unknown_c)}; known: {sorted(COEFFICIENTS)}")
+    missing_c = set(COEFFICIENTS) - set(co)
+    if missing_c:
+        raise _err(source, f"missing coefficients {sorted(missing_c)}")
+    bad_c = {k: v for k, v in co.items() if not is_num(v) or v < 0}
+    if bad_c:
+        raise _err(source, f"coefficients must be non-negative numbers; bad: {bad_c}")
+    prov = d["provenance"]
+    if not isinstance(prov, dict) or not all(isinstance(v, str) and v for v in prov.values()):
+        raise _err(source, "`provenance` must map field names to non-empty source strings")
+    for need in ("capacity", "coefficients"):
+        if need not in prov:
+            raise _err(source, f"`provenance.{need}` is missing: say where the figures come from")
+    notes = d.get("notes", ())
+    if not isinstance(notes, (list, tuple)) or not all(isinstance(n, str) for n in notes):
+        raise _err(source, "`notes` must be a list of strings")
+    return Board(name=d["name"], display_name=d["display_name"], vendor=d["vendor"], family=d["family"], part=d["part"],
+                 clock_mhz=float(d["clock_mhz"]), capacity={r: int(d["capacity"][r]) for r in RESOURCES},
+                 utilisation_limits={r: float(d["utilisation_limits"][r]) for r in RESOURCES},
+                 dsp_mult_width=(int(dm[0]), int(dm[1])), lut_inputs=int(d["lut_inputs"]),
+                 bram_block_bits=int(d["bram_block_bits"]), flows=tuple(flows),
+                 shell={r: int(d["shell"][r]) for r in RESOURCES},
+                 coefficients={k: float(v) for k, v in co.items()}, provenance=dict(prov), notes=tuple(notes))
+
+
+def list_boards() -> list[str]:
+    """Names of the boards shipped in `board_configs/` (the YAML file stems), sorted."""
+    d = config_dir()
+    return sorted(p.stem for p in d.glob("*.yaml") if p.stem != "rtl_da_calibration")
+
+
+def load_board(name: "str | Board") -> Board:
+    """Load `board_configs/<name>.yaml` (or a path to a YAML file); a Board passes through."""
+    import yaml
+
+    if isinstance(name, Board):
+        return name
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        path = p
+    else:
+        path = config_dir() / f"{name}.yaml"
+        if not path.is_file() or name == "rtl_da_calibration":
+            raise OpqError(f"unknown board {name!r}; available: {', '.join(list_boards())} "
+                           f"(or add board_configs/{name}.yaml, see opq_hw/boards.py)")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise OpqError(f"{path.name}: not valid YAML ({e})") from e
+    board = _validate(data, path.name)
+    if path.parent == config_dir() and board.name != path.stem:
+        raise OpqError(f"{path.name}: `name` is {board.name!r} but must equal the file stem {path.stem!r}")
+    return board
+
+
+def describe(board: Board) -> str:
+    """A short human-readable summary (used by `opq-hw boards NAME`)."""
+    cap = ", ".join(f"{r} {board.capacity[r]:,}" for r in RESOURCES)
+    return (f"{board.name}: {board.display_name} ({board.vendor} {board.family}, {board.part}), "
+            f"{board.clock_mhz:g} MHz, {cap}; flows: {', '.join(board.flows)}\n" + json.dumps(board.to_dict(), indent=1))

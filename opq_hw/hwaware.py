@@ -1,0 +1,148 @@
+"""Hardware-aware OPQ: allocate per-layer sparsity and bit width so that the design fits a board.
+
+The same Lagrangian as `opq_hw.allocate` (OPQ.md), with a hardware resource as the rate instead of
+storage bits: for a resource r, the allocator gets the additive per-layer cost
+`cost_r(spec, bits, n_nonzero)` of the chosen architecture (`opq_hw.cost`, with a fixed folding)
+and the usable amount of r on the board (utilisation limit * capacity - shell) as the budget.
+
+`fit_allocation` starts with the resource under the most pressure (the dense max-bit design's
+usage / usable amount), allocates for it, estimates the whole design, and, if another resource
+overflows, allocates for that one instead (or tightens the same one by 5% when integer rounding
+spilled over). The report says which resource binds; if nothing fits it says what is missing.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .boards import RESOURCES, Board, load_board
+from .cost import _check_arch, default_folding, estimate, layer_cost, layer_params
+from .errors import OpqError
+from .spec import LayerAlloc, LayerSpec
+
+_MAX_ITER = 12
+
+
+def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: str,
+                     folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8):
+    """cost_fn(spec, bits, n_nonzero) -> usage of `resource` by that layer (vectorised over
+    n_nonzero), for `opq_hw.allocate.allocate(cost_fn=..., budget=...)`."""
+    index = {s.name: i for i, s in enumerate(specs)}
+    folding = dict(folding or {})
+
+    def cost_fn(spec: LayerSpec, bits: int, k):
+        la = LayerAlloc(name=spec.name, bits=int(bits), n_weights=spec.n_weights, n_nonzero=0, sparsity=0.0, scales=())
+        p = layer_params(spec, la, index[spec.name], act_bits, n_nonzero=np.asarray(k, dtype=np.float64))
+        fold = dict(default_folding(p, arch))
+        fold.update(folding.get(spec.name, {}))
+        res = layer_cost(p, board, arch, fold)
+        return np.broadcast_to(np.asarray(res[resource], dtype=np.float64), np.shape(k)).copy()
+
+    return cost_fn
+
+
+def _usage(cost_fn, specs, bits_of, k_of) -> float:
+    return float(sum(cost_fn(s, bits_of(s), np.array([float(k_of(s))]))[0] for s in specs))
+
+
+def _auto_folding(specs, board, arch, min_bits, act_bits):
+    """The fastest folding at which the smallest allocation (min_bits, one survivor per output
+    channel) fits, so that compression can reach it; the most folded one if none does."""
+    from .cost import choose_folding
+    from .spec import Allocation
+
+    layers = tuple(LayerAlloc(name=s.name, bits=min_bits, n_weights=s.n_weights, n_nonzero=s.out_channels,
+                              sparsity=1 - s.out_channels / s.n_weights, scales=()) for s in specs)
+    floor = Allocation(layers=layers, method="floor", scale_mode="pow2", weighting="mean", target=None,
+                       target_kind="cost", cr_w=0.0, cr_idx=0.0, total_bits_w=0, total_bits_idx=0)
+    return choose_folding(specs, floor, board, arch, act_bits=act_bits, strict=False)
+
+
+def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: str = "hls4ml-latency", *,
+                   folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8,
+                   method: str = "opq", scale_mode: str = "pow2", weighting: str = "mean", min_bits: int = 2,
+                   max_bits: int = 8, overrides: Mapping[str, Mapping] | None = None, **kw):
+    """Allocate so that the design fits `board` under `arch` with `folding`: a per-layer dict, None
+    (fully parallel; the default for hls4ml-latency and rtl-da) or "auto" (the default for finn-mvau
+    and hls4ml-resource: the fastest folding at which the smallest allocation fits).
+
+    Returns (Allocation, info) where info = {board, arch, binding, budget, usage, utilisation,
+    fits, iterations: [{resource, budget, usage...}], folding}. Raises OpqError naming the missing
+    resources when even min_bits with one survivor per output channel does not fit.
+    """
+    from .allocate import allocate, resolve_overrides
+
+    board = load_board(board)
+    _check_arch(arch, board)
+    if folding is None and arch in ("finn-mvau", "hls4ml-resource"):
+        folding = "auto"  # fully parallel FINN / resource-strategy designs are rarely what anyone builds
+    if folding == "auto":
+        folding = _auto_folding(specs, board, arch, min_bits, act_bits)
+    if method not in ("opq", "per-channel", "uniform", "global-magnitude"):
+        raise OpqError(f"unknown method {method!r}")
+    opts = resolve_overrides([s.name for s in specs], overrides)
+    usable = {r: board.limit(r) for r in RESOURCES}
+    fns = {r: resource_cost_fn(specs, board, arch, r, folding, act_bits) for r in RESOURCES}
+    active = [s for s in specs if not opts[s.name].skip]
+    skipped = [s for s in specs if opts[s.name].skip]
+
+    def bmax(s):
+        o = opts[s.name]
+        return o.max_bits if o.max_bits is not None else max_bits
+
+    def bmin(s):
+        o = opts[s.name]
+        return o.min_bits if o.min_bits is not None else min_bits
+
+    # what no allocation can avoid: skipped layers at 32 bits dense, the rest at their floor
+    floor = {r: _usage(fns[r], skipped, lambda s: 32, lambda s: s.n_weights)
+             + _usage(fns[r], active, bmin, lambda s: s.out_channels) for r in RESOURCES}
+    short = {r: floor[r] - usable[r] for r in RESOURCES if floor[r] > usable[r] + 1e-9}
+    if short:
+        what = ", ".join(f"{r}: at least {floor[r]:.0f} needed, {usable[r]:.0f} usable (missing {m:.0f})" for r, m in short.items())
+        raise OpqError(f"nothing fits {board.name} with {arch}: even at {min_bits} bits with one weight per output "
+                       f"channel the design needs {what}. Use a larger board, fold more (reuse factor / PE, SIMD), "
+                       f"or another --arch")
+    dense = {r: _usage(fns[r], skipped, lambda s: 32, lambda s: s.n_weights)
+             + _usage(fns[r], active, bmax, lambda s: s.n_weights) for r in RESOURCES}
+    if all(dense[r] <= usable[r] + 1e-9 for r in RESOURCES):
+        pressure = {r: (dense[r] / usable[r] if usable[r] > 0 else 0.0) for r in RESOURCES}
+    else:
+        pressure = {r: (dense[r] / usable[r] if usable[r] > 0 else (np.inf if dense[r] > 0 else 0.0)) for r in RESOURCES}
+    resource = max(RESOURCES, key=lambda r: pressure[r])
+    scale = {r: 1.0 for r in RESOURCES}
+    iterations: list[dict[str, Any]] = []
+    alloc = rep = None
+    for _ in range(_MAX_ITER):
+        fixed_r = _usage(fns[resource], skipped, lambda s: 32, lambda s: s.n_weights)
+        budget = scale[resource] * usable[resource] - fixed_r
+        try:
+            alloc = allocate(specs, weights, cost_fn=fns[resource], budget=budget, method=method,
+                             scale_mode=scale_mode, weighting=weighting, min_bits=min_bits, max_bits=max_bits,
+                             overrides=overrides, **kw)
+        except OpqError as e:
+            raise OpqError(f"cannot fit {board.name} with {arch} on {resource} ({usable[resource]:.0f} usable): {e}") from e
+        rep = estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
+        iterations.append({"resource": resource, "budget": budget, "usage": dict(rep.totals), "fits": rep.fits})
+        if rep.fits:
+            break
+        worst = max(rep.over, key=lambda r: rep.over[r] / max(usable[r], 1e-9))
+        if worst == resource:
+            scale[resource] *= 0.95
+        else:
+            resource = worst
+    if rep is None or not rep.fits:
+        over = ", ".join(f"{r} over by {v:.0f}" for r, v in (rep.over if rep else {}).items())
+        raise OpqError(f"no allocation found that fits {board.name} with {arch} after {_MAX_ITER} tries ({over}); "
+                       "lower --max-bits, fold more, or pick a larger board")
+    binding = rep.binding
+    info = {"board": board.name, "arch": arch, "binding": binding, "allocated_for": resource,
+            "budget": {r: usable[r] for r in RESOURCES}, "usage": dict(rep.totals), "utilisation": dict(rep.utilisation),
+            "fits": rep.fits, "iterations": iterations, "folding": rep.folding,
+            "dense_max_bits_usage": dense, "min_usage": floor}
+    notes = tuple(alloc.notes) + (f"hardware-aware: fitted to {board.name} with {arch}; binding resource {binding} "
+                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable)",)
+    from dataclasses import replace
+
+    return replace(alloc, notes=notes), info

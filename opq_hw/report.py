@@ -1,0 +1,292 @@
+"""Resource-estimate reports of a run directory: `cost.json`, `reports/estimate.md` and a
+self-contained `reports/estimate.html` (matplotlib figures embedded as base64 PNG).
+
+`estimate_run(run, board, arch)` needs only the run's JSON records (specs, allocation, manifest):
+no torch, no tools. `report_run(run)` puts the estimate beside measured resources that a flow
+left in the run (`build/<flow>/resources.json`, see `measured_resources`).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from .artifact import read_json, write_bytes, write_json
+from .boards import RESOURCES, list_boards, load_board
+from .cost import ARCH_FLOW, CostReport, choose_folding, estimate
+from .errors import OpqError
+from .spec import Allocation, LayerSpec
+
+
+def read_records(run_dir: str | os.PathLike) -> tuple[list[LayerSpec], Allocation, dict[str, Any]]:
+    """(specs, allocation, manifest) of a run directory, JSON only."""
+    path = Path(run_dir)
+    for f in ("manifest.json", "specs.json", "allocation.json"):
+        if not (path / f).is_file():
+            raise OpqError(f"{path} is not an opq-hw run (no {f}); create one with `opq-hw compress` or `opq-hw demo`")
+    specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
+    alloc = Allocation.from_dict(read_json(path / "allocation.json"))
+    return specs, alloc, read_json(path / "manifest.json")
+
+
+def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
+    return manifest.get("config", {}).get("act_bits", 8)
+
+
+def estimate_for(specs, alloc, board, arch, act_bits, folding=None) -> CostReport:
+    """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits)."""
+    if folding is None:
+        folding = choose_folding(specs, alloc, board, arch, act_bits=act_bits, strict=False)
+    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
+
+
+def across_boards(specs, alloc, arch, act_bits) -> list[CostReport]:
+    """The same allocation on every shipped board that has the architecture's flow."""
+    out = []
+    for name in list_boards():
+        b = load_board(name)
+        if ARCH_FLOW[arch] in b.flows:
+            out.append(estimate_for(specs, alloc, b, arch, act_bits))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# figures
+# ------------------------------------------------------------------------------------------------
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
+    """PNG bytes of: per-layer sparsity and bits, per-layer resources stacked against the board
+    capacity, per-layer cycles with the bottleneck marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [lc.name for lc in rep.layers]
+    x = np.arange(len(names))
+    out = {}
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    sp = [alloc.layer(n).sparsity * 100 for n in names]
+    ax.bar(x - 0.2, sp, 0.4, color="#4c72b0", label="sparsity %")
+    ax.set_ylabel("sparsity (%)")
+    ax.set_ylim(0, 100)
+    ax2 = ax.twinx()
+    ax2.bar(x + 0.2, [lc.bits for lc in rep.layers], 0.4, color="#dd8452", label="weight bits")
+    ax2.set_ylabel("weight bits")
+    ax2.set_ylim(0, max(lc.bits for lc in rep.layers) + 1)
+    ax.set_xticks(x, names)
+    ax.set_xlabel("layer")
+    ax.set_title("OPQ allocation per layer")
+    fig.legend(loc="upper right", fontsize=8)
+    out["allocation"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    res = [r for r in RESOURCES if rep.capacity[r] > 0]
+    left = np.zeros(len(res))
+    cmap = plt.get_cmap("tab10")
+    for i, lc in enumerate(rep.layers):
+        vals = np.array([100.0 * getattr(lc, r) / rep.capacity[r] for r in res])
+        ax.barh(res, vals, left=left, color=cmap(i % 10), label=lc.name)
+        left += vals
+    shell = np.array([100.0 * rep.shell[r] / rep.capacity[r] for r in res])
+    if shell.any():
+        ax.barh(res, shell, left=left, color="#999999", label="shell")
+    for j, r in enumerate(res):
+        lim = 100.0 * rep.limits[r] / rep.capacity[r]
+        ax.plot([lim, lim], [j - 0.4, j + 0.4], color="red", lw=2)
+    ax.axvline(100, color="black", lw=0.8)
+    ax.set_xlabel(f"% of {rep.board} capacity (red: utilisation limit)")
+    ax.set_title(f"{rep.arch} on {rep.board}: {'fits' if rep.fits else 'does NOT fit'} (binding: {rep.binding})")
+    ax.legend(fontsize=7, loc="lower right")
+    out["resources"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    cyc = [lc.cycles for lc in rep.layers]
+    colors = ["#c44e52" if n == rep.bottleneck else "#55a868" for n in names]
+    ax.bar(x, cyc, color=colors)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("cycles per sample")
+    ax.set_xlabel("layer")
+    ax.set_title(f"cycles per layer (red: bottleneck {rep.bottleneck}, II {rep.ii_cycles})")
+    out["cycles"] = _png(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# text
+# ------------------------------------------------------------------------------------------------
+def _fold_str(f: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in f.items()) or "-"
+
+
+def layer_rows(rep: CostReport, alloc: Allocation) -> tuple[list[str], list[list[str]]]:
+    head = ["layer", "bits", "nonzero", "sparsity", "folding", "LUT", "FF", "DSP", "BRAM18", "URAM", "cycles", "latency"]
+    rows = []
+    for lc in rep.layers:
+        rows.append([lc.name, str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{alloc.layer(lc.name).sparsity:.3f}",
+                     _fold_str(lc.folding), f"{lc.LUT:,}", f"{lc.FF:,}", str(lc.DSP), str(lc.BRAM18), str(lc.URAM),
+                     f"{lc.cycles:,}", f"{lc.latency_cycles:,}"])
+    rows.append(["total", "", "", "", "", *[f"{rep.totals[r]:,}" for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
+                 f"II {rep.ii_cycles:,}", f"{rep.latency_cycles:,}"])
+    return head, rows
+
+
+def board_rows(reports: list[CostReport]) -> tuple[list[str], list[list[str]]]:
+    head = ["board", "fits", "binding", *[f"{r} %" for r in RESOURCES], "II (cycles)", "latency (us)", "frames/s"]
+    rows = []
+    for r in reports:
+        util = [("-" if r.capacity[k] == 0 and r.totals[k] == 0 else
+                 ("inf" if r.utilisation[k] is None else f"{100 * r.utilisation[k]:.1f}")) for k in RESOURCES]
+        rows.append([r.board, "yes" if r.fits else "NO", r.binding, *util, f"{r.ii_cycles:,}", f"{r.latency_us:.2f}",
+                     f"{r.throughput_fps:,.0f}"])
+    return head, rows
+
+
+def _md_table(head, rows) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(head, rows) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def _summary(rep: CostReport) -> list[str]:
+    lines = [f"{rep.arch} on {rep.board} ({rep.part}, {rep.clock_mhz:g} MHz): "
+             f"{'fits' if rep.fits else 'does NOT fit'}; binding resource {rep.binding} "
+             f"({rep.totals[rep.binding]:,} + shell {rep.shell[rep.binding]:,} of {rep.limits[rep.binding]:,.0f} usable)."]
+    if rep.over:
+        lines.append("Missing: " + ", ".join(f"{r} {v:,.0f}" for r, v in rep.over.items()) + ".")
+    lines.append(f"Initiation interval {rep.ii_cycles:,} cycles (bottleneck layer {rep.bottleneck}), "
+                 f"{rep.throughput_fps:,.0f} frames/s; latency {rep.latency_cycles:,} cycles = {rep.latency_us:.2f} us.")
+    lines.append(f"Weight memory: {rep.mem_bits_dense:,} bits dense, {rep.mem_bits_sparse:,} bits sparse "
+                 "(nonzeros x bits + 1-bit position bitmap).")
+    return lines
+
+
+def render_markdown(rep: CostReport, alloc: Allocation, boards: list[CostReport], pngs: Mapping[str, str]) -> str:
+    parts = [f"# Resource estimate: {rep.arch} on {rep.board}", "", *_summary(rep), "",
+             "Analytical estimate (opq_hw.cost), not a synthesis result; see the notes and provenance below.", "",
+             "## Per layer", "", _md_table(*layer_rows(rep, alloc)), ""]
+    for key, title in (("allocation", "Sparsity and bit width"), ("resources", "Resources against the board"),
+                       ("cycles", "Cycles per layer")):
+        if key in pngs:
+            parts += [f"![{title}]({pngs[key]})", ""]
+    parts += [f"## Across boards ({rep.arch}, fastest folding that fits each)", "", _md_table(*board_rows(boards)), "",
+              "## Notes", ""] + [f"- {n}" for n in rep.notes] + ["", "## Provenance", ""] + \
+        [f"- {k}: {v}" for k, v in rep.provenance.items()] + [""]
+    return "\n".join(parts)
+
+
+_CSS = """body{font-family:sans-serif;margin:2em;max-width:70em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
+th{background:#eee}td:first-child{text-align:left}.fit{color:#1a7f37;font-weight:bold}.nofit{color:#c00;font-weight:bold}
+img{max-width:100%;margin:0.5em 0}"""
+
+
+def render_html(rep: CostReport, alloc: Allocation, boards: list[CostReport], figs: Mapping[str, bytes]) -> str:
+    imgs = "".join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}"></figure>'
+                   for k, v in figs.items())
+    verdict = f'<span class="{"fit" if rep.fits else "nofit"}">{"fits" if rep.fits else "does NOT fit"}</span>'
+    summ = "".join(f"<p>{html.escape(s)}</p>" for s in _summary(rep))
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes)
+    prov = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in rep.provenance.items())
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>opq-hw estimate: {html.escape(rep.arch)} on "
+            f"{html.escape(rep.board)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>Resource estimate: {html.escape(rep.arch)} on {html.escape(rep.board)} — {verdict}</h1>{summ}"
+            f"<p><i>Analytical estimate (opq_hw.cost), not a synthesis result.</i></p>"
+            f"<h2>Per layer</h2>{_html_table(*layer_rows(rep, alloc))}{imgs}"
+            f"<h2>Across boards ({html.escape(rep.arch)}, fastest folding that fits each)</h2>{_html_table(*board_rows(boards))}"
+            f"<h2>Notes</h2><ul>{notes}</ul><h2>Provenance</h2><ul>{prov}</ul></body></html>\n")
+
+
+def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = "hls4ml-latency",
+                 folding: Mapping[str, Mapping[str, Any]] | None = None, boards_table: bool = True) -> CostReport:
+    """Estimate a run on `board` with `arch` (folding: given, else the fastest that fits) and write
+    `cost.json`, `reports/estimate.md` (+ PNGs beside it) and a self-contained
+    `reports/estimate.html`. Returns the CostReport."""
+    path = Path(run_dir)
+    specs, alloc, manifest = read_records(path)
+    act_bits = run_act_bits(manifest)
+    b = load_board(board)
+    rep = estimate_for(specs, alloc, b, arch, act_bits, folding)
+    boards = across_boards(specs, alloc, arch, act_bits) if boards_table else [rep]
+    figs = figures(rep, alloc)
+    pngs = {}
+    for k, v in figs.items():
+        write_bytes(path / "reports" / f"estimate_{k}.png", v)
+        pngs[k] = f"estimate_{k}.png"
+    write_json(path / "cost.json", rep.to_dict())
+    write_bytes(path / "reports" / "estimate.md", render_markdown(rep, alloc, boards, pngs).encode())
+    write_bytes(path / "reports" / "estimate.html", render_html(rep, alloc, boards, figs).encode())
+    return rep
+
+
+# ------------------------------------------------------------------------------------------------
+# estimate beside measurement
+# ------------------------------------------------------------------------------------------------
+def measured_resources(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Measured resources the flows left in the run: `build/<flow>/resources.json`, a JSON object
+    with totals under any of the keys LUT, FF, DSP, BRAM18, URAM (numbers) and optionally
+    `"layers": {layer name: {LUT: ...}}` and `"source": "what measured it (tool, version)"`."""
+    out = {}
+    build = Path(run_dir) / "build"
+    if not build.is_dir():
+        return out
+    for f in sorted(build.glob("*/resources.json")):
+        d = read_json(f)
+        if not isinstance(d, dict):
+            raise OpqError(f"{f} must hold a JSON object with LUT/FF/DSP/BRAM18/URAM totals")
+        out[f.parent.name] = d
+    return out
+
+
+def compare(estimated: Mapping[str, float], measured: Mapping[str, float]) -> dict[str, dict[str, float | None]]:
+    """Per metric: estimate, measurement, relative error (est - meas) / meas (None if meas == 0)."""
+    out = {}
+    for r in RESOURCES:
+        if r in measured and measured[r] is not None:
+            e, m = float(estimated.get(r, 0)), float(measured[r])
+            out[r] = {"estimated": e, "measured": m, "rel_error": (e - m) / m if m else None}
+    return out
+
+
+def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Write `reports/report.md` and `reports/report.json`: the run's `cost.json` beside every
+    `build/<flow>/resources.json` found, per metric with the relative error."""
+    path = Path(run_dir)
+    if not (path / "cost.json").is_file():
+        raise OpqError(f"{path} has no cost.json; run `opq-hw estimate {path} --board B --arch A` first")
+    rep = CostReport.from_dict(read_json(path / "cost.json"))
+    meas = measured_resources(path)
+    result: dict[str, Any] = {"arch": rep.arch, "board": rep.board, "estimated": rep.totals, "flows": {}}
+    lines = [f"# Estimate vs measurement ({rep.arch} on {rep.board})", ""]
+    if not meas:
+        lines.append("No measurement in this run yet (build/<flow>/resources.json); only the estimate is shown.")
+    for flow, d in meas.items():
+        cmp_ = compare(rep.totals, d)
+        result["flows"][flow] = {"source": d.get("source", "unknown"), "totals": cmp_}
+        lines += [f"## {flow} ({d.get('source', 'source not given')})", "",
+                  _md_table(["metric", "estimated", "measured", "error"],
+                            [[r, f"{v['estimated']:,.0f}", f"{v['measured']:,.0f}",
+                              "-" if v["rel_error"] is None else f"{100 * v['rel_error']:+.1f}%"] for r, v in cmp_.items()]), ""]
+    lines += ["## Estimate", "", *_summary(rep), ""]
+    write_json(path / "reports" / "report.json", result)
+    write_bytes(path / "reports" / "report.md", "\n".join(lines).encode())
+    return result

@@ -1,0 +1,130 @@
+"""Estimate reports: cost.json + estimate.md + self-contained estimate.html (headless Chromium)."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from opq_hw.cost import CostReport
+from opq_hw.errors import OpqError
+from opq_hw.report import estimate_run, report_run
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run directory's JSON records (what the estimate reads), from the golden demo allocation."""
+    d = tmp_path / "run"
+    d.mkdir()
+    shutil.copyfile(GOLDEN / "demo_specs.json", d / "specs.json")
+    shutil.copyfile(GOLDEN / "demo_allocation.json", d / "allocation.json")
+    (d / "manifest.json").write_text(json.dumps({"tool": "opq-hw", "config": {"act_bits": 8, "model": "digits-cnn"}}))
+    return d
+
+
+@pytest.mark.slow
+def test_estimate_run_writes_cost_and_reports(run_dir):
+    rep = estimate_run(run_dir, "pynq-z2", "hls4ml-latency")
+    cost = json.loads((run_dir / "cost.json").read_text())
+    assert CostReport.from_dict(cost) == rep
+    # the fastest folding that fits is the golden one
+    golden = json.loads((GOLDEN / "cost_pynq-z2_hls4ml-latency.json").read_text())
+    assert cost == golden
+    md = (run_dir / "reports" / "estimate.md").read_text()
+    assert "| layer | bits |" in md and "## Across boards" in md
+    for board in ("pynq-z2", "zcu104", "alveo-u250", "kv260"):
+        assert f"| {board} |" in md
+    assert "ecp5-85f" not in md.split("## Across boards")[1].split("## Notes")[0]  # no hls4ml flow there
+    for png in ("allocation", "resources", "cycles"):
+        assert (run_dir / "reports" / f"estimate_{png}.png").read_bytes().startswith(b"\x89PNG")
+        assert f"estimate_{png}.png" in md
+
+
+def test_html_is_self_contained(run_dir):
+    estimate_run(run_dir, "zcu104", "finn-mvau")
+    html = (run_dir / "reports" / "estimate.html").read_text()
+    srcs = re.findall(r'src="([^"]+)"', html)
+    assert len(srcs) == 3 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for s in srcs:
+        assert base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG")
+    assert "href=" not in html and "<script" not in html
+    assert "finn-mvau on zcu104" in html and "fits" in html
+
+
+def test_not_fitting_is_reported(run_dir):
+    rep = estimate_run(run_dir, "ice40-up5k", "rtl-da", boards_table=False)
+    assert not rep.fits and "LUT" in rep.over
+    md = (run_dir / "reports" / "estimate.md").read_text()
+    assert "does NOT fit" in md and "Missing: LUT" in md
+
+
+def test_errors_name_the_fix(tmp_path, run_dir):
+    with pytest.raises(OpqError, match="not an opq-hw run"):
+        estimate_run(tmp_path, "pynq-z2", "hls4ml-latency")
+    with pytest.raises(OpqError, match="unknown board"):
+        estimate_run(run_dir, "pynq-z3", "hls4ml-latency")
+    with pytest.raises(OpqError, match="run `opq-hw estimate"):
+        report_run(run_dir)
+
+
+def test_report_run_compares_with_measurements(run_dir):
+    rep = estimate_run(run_dir, "ecp5-85f", "rtl-da", boards_table=False)
+    res = report_run(run_dir)
+    assert res["flows"] == {}
+    m = run_dir / "build" / "rtl" / "resources.json"
+    m.parent.mkdir(parents=True)
+    m.write_text(json.dumps({"LUT": rep.totals["LUT"] * 2, "FF": 100, "source": "yosys synth_ecp5 (test)"}))
+    res = report_run(run_dir)
+    lut = res["flows"]["rtl"]["totals"]["LUT"]
+    assert lut["measured"] == rep.totals["LUT"] * 2 and lut["rel_error"] == pytest.approx(-0.5)
+    assert "yosys synth_ecp5 (test)" in (run_dir / "reports" / "report.md").read_text()
+
+
+def test_cli_estimate(run_dir):
+    from opq_hw.cli import main
+
+    assert main(["estimate", str(run_dir), "--board", "kv260", "--arch", "hls4ml-resource"]) == 0
+    assert json.loads((run_dir / "cost.json").read_text())["board"] == "kv260"
+    assert main(["estimate", str(run_dir), "--board", "ice40-up5k", "--arch", "finn-mvau"]) == 2  # clear error
+
+
+@pytest.mark.slow
+def test_estimate_on_a_real_run(demo_run):
+    rep = estimate_run(demo_run, "pynq-z2", "hls4ml-latency")
+    assert rep.fits and (Path(demo_run) / "reports" / "estimate.html").is_file()
+    assert [lc.name for lc in rep.layers] == ["0", "3", "7"]
+
+
+def _browser():
+    for b in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(b):
+            return shutil.which(b)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.tools
+def test_html_renders_in_headless_chromium(run_dir, tmp_path):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no Chromium on PATH: run scripts/install_browser.sh")
+    import numpy as np
+    from matplotlib import image
+
+    estimate_run(run_dir, "pynq-z2", "hls4ml-latency")
+    shot = tmp_path / "shot.png"
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+           "--window-size=1200,1600", (run_dir / "reports" / "estimate.html").resolve().as_uri()]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120, cwd=tmp_path)
+    img = image.imread(shot)[..., :3]
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    dark = (img.mean(axis=2) < 0.5).mean()  # text, bars, axes
+    assert 0.005 < dark < 0.6, dark
+    colours = np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50  # figures rendered, not a blank page
