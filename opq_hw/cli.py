@@ -119,7 +119,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    res = _simulate(args.run, args.level, data=args.data, n=args.n)
+    opts = {k: getattr(args, k) for k in ("backend", "io", "board", "allow_inexact") if getattr(args, k, None) is not None}
+    res = _simulate(args.run, args.level, data=args.data, n=args.n, **opts)
     return 0 if res.get("bit_exact") else 1
 
 
@@ -177,6 +178,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--level", required=True, help="qonnx | csim | rtl")
     s.add_argument("--data", choices=["digits", "mnist1d"])
     s.add_argument("--n", type=int, help="number of test samples (default all)")
+    s.add_argument("--backend", choices=["Vitis", "Vivado"], help="csim: hls4ml backend (default Vitis)")
+    s.add_argument("--io", choices=["parallel", "stream"], help="csim: hls4ml io type (default parallel)")
+    s.add_argument("--board", help="csim: take reuse factors from the cost model for this board")
+    s.add_argument("--allow-inexact", action="store_true", default=None, help="csim: accept a float-scale run, measure the error")
     s.set_defaults(func=cmd_simulate)
     b = sub.add_parser("build", help="generate an accelerator project for a run")
     b.add_argument("run")
@@ -184,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--board", required=True)
     b.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend")
     b.add_argument("--io", choices=["parallel", "stream"], help="hls4ml io type")
+    b.add_argument("--strategy", choices=["latency", "resource"], help="hls4ml strategy (reuse factors from the cost model)")
     b.add_argument("--synth", action="store_true", default=None, help="run the vendor synthesis tool (must be on PATH)")
     b.add_argument("--allow-inexact", action="store_true", default=None, help="allow float-scale runs (error is measured)")
     b.add_argument("--target-fps", type=float, help="FINN: throughput target for folding")
@@ -204,6 +210,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Known-harmless library chatter that would bury the tool's own output.
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")
+    warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
     args = parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
