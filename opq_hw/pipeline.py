@@ -39,6 +39,7 @@ class CompressConfig:
     epochs: int = 5
     lr: float = 1e-3
     seed: int = 0
+    pretrain_epochs: int | None = None  # built-ins without --weights: pre-training epochs (None: the recipe's)
     input_shape: tuple[int, ...] | None = None  # per-sample shape when neither data nor a built-in gives it
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     board: str | None = None  # hardware-aware mode: fit this board ...
@@ -103,7 +104,7 @@ def _float_model(cfg: CompressConfig) -> torch.nn.Module:
     if cfg.weights:
         return load_state(build_model(cfg.model), cfg.weights)
     if cfg.model in BUILTIN:
-        return pretrained(cfg.model, seed=cfg.seed)
+        return pretrained(cfg.model, epochs=cfg.pretrain_epochs, seed=cfg.seed)
     return build_model(cfg.model)
 
 

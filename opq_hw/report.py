@@ -274,6 +274,10 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not (path / "cost.json").is_file():
         raise OpqError(f"{path} has no cost.json; run `opq-hw estimate {path} --board B --arch A` first")
     rep = CostReport.from_dict(read_json(path / "cost.json"))
+    if (path / "build" / "hls4ml" / "project.tcl").is_file():
+        from .flows.hls4ml_flow import report as hls4ml_report
+
+        hls4ml_report(path)  # reads synthesis reports found in the project into build/hls4ml/resources.json
     meas = measured_resources(path)
     result: dict[str, Any] = {"arch": rep.arch, "board": rep.board, "estimated": rep.totals, "flows": {}}
     lines = [f"# Estimate vs measurement ({rep.arch} on {rep.board})", ""]

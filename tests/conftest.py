@@ -39,5 +39,7 @@ def mlp_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mnist1d_run(tmp_path_factory):
-    """mnist1d-cnn, OPQ at 20x CR_w, pow2 mode, 1 finetune epoch."""
-    return _run(tmp_path_factory, "mnist1d", model="mnist1d-cnn", data="mnist1d", target_cr=20, epochs=1)
+    """mnist1d-cnn, OPQ at 20x CR_w, pow2 mode, 1 finetune epoch (pre-trained 15 epochs: tests need
+    a trained-like model, not the best one)."""
+    return _run(tmp_path_factory, "mnist1d", model="mnist1d-cnn", data="mnist1d", target_cr=20, epochs=1,
+                pretrain_epochs=15)

@@ -1,0 +1,221 @@
+"""One simulation harness over several levels, each compared sample by sample with the Brevitas model.
+
+A level is a function `(run, x_q, **opts) -> float32 logits (N, n_out)`, where `x_q` is already on
+the input quantizer's grid in PyTorch layout (NCHW / NCL / NF); a level converts layouts itself.
+Levels are registered by "module:function" strings in `LEVELS` and imported only when used, so
+`import opq_hw.simulate` pulls in neither qonnx nor hls4ml. A new level (e.g. the open-flow RTL
+simulation) is one more entry.
+
+`simulate(run_dir, level)` streams the run's test set through the level and the reference
+(the Brevitas model in eval mode), and reports exact agreement per sample, the largest difference
+in output LSBs, accuracy and throughput. It prints `bit-exact: yes|no`, writes the record to
+`RUN/reports/simulate_<level>.json`, and returns it (`bit_exact` decides the CLI's exit code).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .artifact import write_json
+from .errors import OpqError
+
+LEVELS: dict[str, str] = {
+    "qonnx": "opq_hw.simulate:_run_qonnx",
+    "csim": "opq_hw.flows.hls4ml_flow:simulate_csim",
+    "rtl": "opq_hw.flows.rtl_flow:simulate_rtl",
+}
+
+
+def level_function(level: str) -> Callable[..., np.ndarray]:
+    """The level's function, imported on demand."""
+    if level not in LEVELS:
+        raise OpqError(f"unknown simulation level {level!r}; choose one of {sorted(LEVELS)}")
+    mod, _, fn = LEVELS[level].partition(":")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise OpqError(f"simulation level {level!r} ({LEVELS[level]}) is not available here: {e}") from e
+
+
+def _run_qonnx(run, x_q: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Level "qonnx": qonnx's reference executor on the run's `model.qonnx.onnx`, in batches.
+
+    The exported graph has batch 1; a copy with the batch dimension re-set (shapes re-inferred)
+    runs `batch` samples per call.
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    base = ModelWrapper(str(run.path / "model.qonnx.onnx"))
+    iname, oname = base.graph.input[0].name, base.graph.output[0].name
+    out_shape = [d.dim_value for d in base.graph.output[0].type.tensor_type.shape.dim][1:]
+    models: dict[int, Any] = {}
+    outs = []
+    for i in range(0, len(x_q), batch):
+        xb = np.ascontiguousarray(x_q[i:i + batch], dtype=np.float32)
+        m = models.get(len(xb))
+        if m is None:
+            m = ModelWrapper(base.model.__deepcopy__())
+            del m.graph.value_info[:]
+            m.set_tensor_shape(iname, [len(xb)] + list(xb.shape[1:]))
+            m.set_tensor_shape(oname, [len(xb)] + out_shape)
+            m = models[len(xb)] = m.transform(InferShapes())
+        outs.append(execute_onnx(m, {iname: xb})[oname])
+    return np.concatenate(outs).astype(np.float32).reshape(len(x_q), -1)
+
+
+def reference(run, x_q: np.ndarray, batch: int = 512) -> np.ndarray:
+    """The Brevitas model's float32 logits for inputs on the input grid."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x_q), batch):
+            y = run.qmodel(torch.as_tensor(x_q[i:i + batch]))
+            outs.append((y.value if hasattr(y, "value") and not isinstance(y, torch.Tensor) else y).numpy())
+    return np.concatenate(outs).astype(np.float32).reshape(len(x_q), -1)
+
+
+def output_lsb(run, x_q: np.ndarray) -> np.ndarray | None:
+    """The LSB of each logit: (input scale of the last layer) x (its per-channel weight scale).
+
+    In pow2 mode the logits are integers on this grid, so differences divide into whole LSBs.
+    None when it cannot be read from the model (float activations).
+    """
+    import torch
+
+    from .carrier import carried_layers
+
+    last = carried_layers(run.qmodel).get(run.specs[-1].name)
+    if last is None:
+        return None
+    seen: dict[str, Any] = {}
+
+    def hook(_m, inputs):
+        seen["x"] = inputs[0]
+
+    h = last.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            run.qmodel(torch.as_tensor(x_q[:1]))
+    finally:
+        h.remove()
+    xs = getattr(seen.get("x"), "scale", None)
+    if xs is None:
+        return None
+    with torch.no_grad():
+        ws = last.quant_weight().scale.detach().reshape(-1)
+    return (float(xs.reshape(-1)[0]) * ws).numpy().astype(np.float64)
+
+
+def _inputs(run, data: str | os.PathLike | None, n: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(x, labels or None, description) for the run."""
+    model_data = run.config.get("data")
+    if data is None or data == model_data or (model_data is None and data in ("digits", "mnist1d")):
+        x, y = run.test_data()
+        desc = f"{model_data or data or 'built-in'} test split"
+    elif data == "golden":
+        x, y, desc = np.load(run.path / "golden_input.npy", allow_pickle=False), None, "golden_input.npy"
+    elif str(data).endswith(".npy") and Path(data).is_file():
+        x, y, desc = np.load(data, allow_pickle=False), None, Path(data).name
+    else:
+        raise OpqError(f"data {data!r} does not fit run {run.path.name!r} (trained on {model_data!r}); "
+                       f"give --data {model_data}, 'golden', or a .npy file of inputs")
+    if n is not None:
+        if n <= 0:
+            raise OpqError(f"--n must be positive, got {n}")
+        x = x[:n]
+        y = None if y is None else y[:n]
+    from .pipeline import _fit_layout
+
+    import torch
+
+    per = tuple(run.specs[0].in_shape)
+    x = _fit_layout(np.asarray(x, dtype=np.float32), torch.zeros((1,) + per))
+    return x, (None if y is None else np.asarray(y)), desc
+
+
+def compare(ref: np.ndarray, out: np.ndarray, lsb: np.ndarray | None) -> dict[str, Any]:
+    """Sample-by-sample comparison of two logit arrays."""
+    if out.shape != ref.shape:
+        raise OpqError(f"level output shape {out.shape} differs from the reference {ref.shape}")
+    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
+    exact_rows = np.all(out == ref, axis=1)
+    res: dict[str, Any] = {
+        "n": int(len(ref)),
+        "exact_samples": int(exact_rows.sum()),
+        "bit_exact": bool(exact_rows.all()) and bool(np.all(np.isfinite(out))),
+        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
+        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
+        "argmax_agreement": float(np.mean(out.argmax(1) == ref.argmax(1))) if len(ref) else 1.0,
+    }
+    if lsb is not None and lsb.size == ref.shape[1]:
+        res["max_diff_lsb"] = float((diff / lsb[None, :]).max()) if diff.size else 0.0
+        res["output_lsb"] = [float(v) for v in lsb]
+    else:
+        res["max_diff_lsb"] = None
+    return res
+
+
+def summary_line(res: dict[str, Any]) -> str:
+    lsb = res.get("max_diff_lsb")
+    acc = res.get("accuracy")
+    return (f"{res['level']}: {res['exact_samples']}/{res['n']} samples exact, max diff "
+            f"{'n/a' if lsb is None else f'{lsb:g}'} LSB ({res['max_abs_diff']:g}), "
+            f"accuracy {'n/a' if acc is None else f'{acc * 100:.2f}%'}, {res['throughput_sps']:.0f} samples/s "
+            f"(reference {res['ref_throughput_sps']:.0f}/s)\nbit-exact: {'yes' if res['bit_exact'] else 'no'}")
+
+
+def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n: int | None = None,
+             write: bool = True, log: Callable[[str], Any] | None = print, **level_opts) -> dict[str, Any]:
+    """Stream test inputs through `level` and compare with the Brevitas model, sample by sample.
+
+    `data`: None (the run's data set), its name, "golden", or a .npy of inputs (float, PyTorch
+    layout; quantized here). `level_opts` go to the level (csim: backend, io, allow_inexact).
+    """
+    from .pipeline import load_run, quantize_input
+
+    fn = level_function(level)
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        bad = sorted(set(level_opts) - set(params))
+        if bad:
+            raise OpqError(f"options {bad} do not apply to level {level!r}; it takes {sorted(set(params) - {'run', 'x_q', 'info'})}")
+    run = load_run(run_dir)
+    x, y, desc = _inputs(run, data, n)
+    x_q = quantize_input(run, x)
+    t0 = time.perf_counter()
+    ref = reference(run, x_q)
+    t_ref = time.perf_counter() - t0
+    info: dict[str, Any] = {}
+    kwargs = dict(level_opts)
+    if "info" in params:
+        kwargs["info"] = info
+    t0 = time.perf_counter()
+    out = np.asarray(fn(run, x_q, **kwargs), dtype=np.float32).reshape(len(x_q), -1)
+    t_level = time.perf_counter() - t0
+    t_pred = info.get("predict_s", t_level)
+    res: dict[str, Any] = {"level": level, "run": run.path.name, "data": desc, "scale_mode": run.allocation.scale_mode,
+                           "options": {k: v for k, v in level_opts.items()}}
+    res.update(compare(ref, out, output_lsb(run, x_q)))
+    res["accuracy"] = float(np.mean(out.argmax(1) == y)) if y is not None else None
+    res["ref_accuracy"] = float(np.mean(ref.argmax(1) == y)) if y is not None else None
+    res["seconds"] = round(t_level, 4)
+    res["throughput_sps"] = len(x_q) / t_pred if t_pred > 0 else float("inf")
+    res["ref_throughput_sps"] = len(x_q) / t_ref if t_ref > 0 else float("inf")
+    if info:
+        res["level_info"] = info
+    if run.allocation.scale_mode != "pow2":
+        res["note"] = "float-scale run: the hardware levels are not expected to be bit-exact; the error is measured above"
+    if write:
+        write_json(run.path / "reports" / f"simulate_{level}.json", res)
+    if log is not None:
+        log(summary_line(res))
+    return res
