@@ -59,6 +59,8 @@ class Board:
     shell: dict[str, int]
     coefficients: dict[str, float]
     provenance: dict[str, str]
+    finn_board: str | None = None  # FINN's own board name (its `board` build option), where FINN supports the board
+    finn_shell_flow: str | None = None  # FINN's shell flow for it: vivado_zynq | vitis_alveo
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def limit(self, resource: str) -> float:
@@ -149,6 +151,11 @@ def _validate(d: Any, source: str) -> Board:
     for need in ("capacity", "coefficients"):
         if need not in prov:
             raise _err(source, f"`provenance.{need}` is missing: say where the figures come from")
+    for key in ("finn_board", "finn_shell_flow"):
+        if d.get(key) is not None and (not isinstance(d[key], str) or not d[key]):
+            raise _err(source, f"`{key}` must be a non-empty string when given, got {d[key]!r}")
+    if d.get("finn_shell_flow") not in (None, "vivado_zynq", "vitis_alveo"):
+        raise _err(source, f"finn_shell_flow must be vivado_zynq or vitis_alveo, got {d['finn_shell_flow']!r}")
     notes = d.get("notes", ())
     if not isinstance(notes, (list, tuple)) or not all(isinstance(n, str) for n in notes):
         raise _err(source, "`notes` must be a list of strings")
@@ -158,7 +165,8 @@ def _validate(d: Any, source: str) -> Board:
                  dsp_mult_width=(int(dm[0]), int(dm[1])), lut_inputs=int(d["lut_inputs"]),
                  bram_block_bits=int(d["bram_block_bits"]), flows=tuple(flows),
                  shell={r: int(d["shell"][r]) for r in RESOURCES},
-                 coefficients={k: float(v) for k, v in co.items()}, provenance=dict(prov), notes=tuple(notes))
+                 coefficients={k: float(v) for k, v in co.items()}, provenance=dict(prov),
+                 finn_board=d.get("finn_board"), finn_shell_flow=d.get("finn_shell_flow"), notes=tuple(notes))
 
 
 def list_boards() -> list[str]:

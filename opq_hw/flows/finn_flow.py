@@ -45,9 +45,6 @@ ENV_HINT = ("run `make finn-env` (scripts/make_finn_env.sh: creates .venv-finn w
             f"{FINN_VERSION}, ~10 min) or set OPQ_HW_FINN_PYTHON to that environment's python")
 # FINN's own names for the boards it has shells for (finn.util.basic.pynq_part_map / alveo_part_map);
 # vocabulary of the FINN tool, not board facts (those are in board_configs/*.yaml)
-FINN_BOARD_NAMES = {"pynq-z2": ("Pynq-Z2", "vivado_zynq"), "ultra96-v2": ("Ultra96-V2", "vivado_zynq"),
-                    "zcu102": ("ZCU102", "vivado_zynq"), "zcu104": ("ZCU104", "vivado_zynq"),
-                    "kv260": ("KV260_SOM", "vivado_zynq"), "alveo-u250": ("U250", "vitis_alveo")}
 # FINN builder steps after our worker's (model_hw.onnx is the output of step_minimize_bit_width_initial)
 STEPS_AFTER_HW = ["step_create_dataflow_partition", "step_specialize_layers", "step_apply_folding_config",
                   "step_minimize_bit_width", "step_transpose_decomposition", "step_generate_estimate_reports",
@@ -124,7 +121,7 @@ def dataflow_build_config(board, model_file: str, steps: list[str],
 
     `folding_file`: our MVAU folding, or (after FINN ran) the folding FINN applied to every
     streaming node (sliding windows, pools, thresholds folded to the same interval)."""
-    finn_board, shell = FINN_BOARD_NAMES.get(board.name, (None, None))
+    finn_board, shell = board.finn_board, board.finn_shell_flow
     cfg: dict[str, Any] = {
         "output_dir": "output",
         "synth_clk_period_ns": round(1000.0 / board.clock_mhz, 6),
