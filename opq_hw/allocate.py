@@ -15,6 +15,7 @@ integers (k = round(d N)) and the real integer-bit size is checked against the b
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 from dataclasses import dataclass
@@ -127,8 +128,7 @@ class _Groups:
         dstar = np.clip(np.exp(-t / self.b[:, None]), lo, hi)
         tt = -self.b[:, None] * np.log(dstar)
         errc = self.a[:, None] * self.n[:, None] * (laplace.prune_error(tt, self.b[:, None]) + dstar * delta**2 / 12)
-        costc = np.stack([[np.interp(dstar[i, j], self.d[i, j], self.cost[i, j]) if np.isfinite(self.err[i, j, 0]) else np.inf
-                           for j in range(nb)] for i in range(g)])
+        costc = np.where(np.isfinite(self.err[:, :, 0]), _interp_rows(dstar, self.d, self.cost), np.inf)
         Jc = errc + lam * costc
         if fixed_bits is not None:
             Jc = np.where(np.arange(nb)[None, :] == fixed_bits[:, None], Jc, np.inf)
@@ -139,6 +139,31 @@ class _Groups:
         best_d = np.where(use, dstar[np.arange(g), cb], best_d)
         size = np.where(use, costc[np.arange(g), cb], self.cost[np.arange(g), np.divmod(flat, G)[0], np.divmod(flat, G)[1]])
         return bi, best_d, float(size.sum())
+
+
+def _interp_rows(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """`np.interp(x[r], xp[r], fp[r])` for every row r at once, with numpy's own interval search and
+    arithmetic (compiled_base.c arr_interp), so the values are the same bit for bit."""
+    G = xp.shape[-1]
+    j = np.clip(np.count_nonzero(xp <= x[..., None], axis=-1) - 1, 0, G - 1)  # last xp[j] <= x
+    j1 = np.minimum(j + 1, G - 1)
+
+    def at(a, idx):
+        return np.take_along_axis(a, idx[..., None], axis=-1)[..., 0]
+
+    x0, x1, y0, y1 = at(xp, j), at(xp, j1), at(fp, j), at(fp, j1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        slope = (y1 - y0) / (x1 - x0)
+        res = slope * (x - x0) + y0
+        alt = slope * (x - x1) + y1
+    res = np.where(np.isnan(res), np.where(np.isnan(alt) & (y0 == y1), y0, alt), res)
+    res = np.where((j == G - 1) | (x0 == x), y0, res)
+    res = np.where(x < xp[..., 0], fp[..., 0], np.where(x > xp[..., -1], fp[..., -1], res))
+    res = np.where(np.isnan(x), x, res)
+    for r in np.argwhere(~np.all(np.diff(xp, axis=-1) >= 0, axis=-1)):  # unsorted row (rounding): numpy's own search
+        r = tuple(r)
+        res[r] = np.interp(x[r], xp[r], fp[r])
+    return res
 
 
 def _bisect(f, budget: float, lo: float = 1e-16, hi: float = 1e8, iters: int = 200):
@@ -450,8 +475,7 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
         mask = layer_mask(w, la)  # q is not needed here: the mask alone, without quantizing
         realised = int(mask.sum())
         assert realised == nnz, (s.name, realised, nnz)
-        la = LayerAlloc(**{**la.to_dict(), "mask_digest": mask_digest(mask), "scales": scales,
-                           "channel_bits": la.channel_bits, "channel_nonzero": la.channel_nonzero})
+        la = dataclasses.replace(la, mask_digest=mask_digest(mask))
         layers.append(la)
         wbits = sum(k * b for k, b in zip(dec["k"], dec["bits"])) if per_channel else nnz * dec["bits"][0]
         bits_w += wbits + side

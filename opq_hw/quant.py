@@ -44,23 +44,42 @@ def make_scales(w: torch.Tensor, bits_per_channel: list[int], normalisation: str
             s = 2.0 ** math.ceil(math.log2(s))
         elif scale_mode != "float":
             raise ValueError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
-        out.append(float(torch.tensor(s, dtype=torch.float32)))
-    return tuple(out)
+        out.append(s)
+    return tuple(torch.tensor(out, dtype=torch.float64).to(torch.float32).tolist())  # one conversion, not one per channel
+
+
+def _top_k(score: torch.Tensor, k: int) -> torch.Tensor:
+    """Mask of the k largest entries of a 1-D tensor, ties by lower index first: the same set as
+    `argsort(-score, stable=True)[:k]`, found with one selection (O(n)) instead of a full sort."""
+    n = score.numel()
+    k = len(range(n)[:k])  # the slice's semantics, so any k selects what order[:k] would
+    if k == 0 or k == n:
+        return torch.full((n,), k == n, dtype=torch.bool)
+    v = torch.kthvalue(score, n - k + 1).values  # the k-th largest value
+    mask = score > v
+    need = k - int(mask.sum())
+    if need > 0:  # fill with the first entries (by index) equal to it
+        mask[torch.nonzero(score == v).reshape(-1)[:need]] = True
+    return mask
 
 
 def topk_mask(w: torch.Tensor, k_per_group: list[int], normalisation: str, per_channel: bool) -> torch.Tensor:
     """Keep the k largest |w| / normaliser (per layer, or per channel); ties by index (stable)."""
-    score = (w.detach().double().reshape(w.shape[0], -1).abs() / normaliser(w, normalisation)[:, None])
-    mask = torch.zeros_like(score, dtype=torch.bool)
+    score = (w.detach().reshape(w.shape[0], -1).abs().double() / normaliser(w, normalisation)[:, None])
     if per_channel:
+        mask = torch.zeros_like(score, dtype=torch.bool)
         for c, k in enumerate(k_per_group):
-            order = torch.argsort(-score[c], stable=True)
-            mask[c, order[:k]] = True
+            mask[c] = _top_k(score[c], k)
     else:
-        flat = score.reshape(-1)
-        order = torch.argsort(-flat, stable=True)
-        mask.view(-1)[order[: k_per_group[0]]] = True
+        mask = _top_k(score.reshape(-1), k_per_group[0])
     return mask.reshape(w.shape)
+
+
+def layer_mask(w: torch.Tensor, la: LayerAlloc) -> torch.Tensor:
+    """The layer's top-k magnitude mask from its allocation (what `compress_layer` uses)."""
+    per_channel = la.channel_nonzero is not None
+    ks = list(la.channel_nonzero) if per_channel else [la.n_nonzero]
+    return topk_mask(w, ks, la.normalisation, per_channel)
 
 
 def quantize(w: torch.Tensor, mask: torch.Tensor, scales: torch.Tensor, kmax: torch.Tensor) -> torch.Tensor:
@@ -79,9 +98,7 @@ def mask_digest(mask: torch.Tensor) -> str:
 
 def compress_layer(w: torch.Tensor, la: LayerAlloc) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q, scales, mask) for a layer from its float weights and its allocation (the one-shot step)."""
-    per_channel = la.channel_nonzero is not None
-    ks = list(la.channel_nonzero) if per_channel else [la.n_nonzero]
-    mask = topk_mask(w, ks, la.normalisation, per_channel)
+    mask = layer_mask(w, la)
     bits = list(la.channel_bits) if la.channel_bits is not None else [la.bits] * w.shape[0]
     kmax = torch.tensor([qmax(b) for b in bits], dtype=torch.float32)
     scales = torch.tensor(la.scales, dtype=torch.float32)
