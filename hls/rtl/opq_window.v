@@ -9,7 +9,8 @@
 // m = orow*W + ocol, ocol < W) is emitted at the push of input pixel m + D,
 // D = (KH-1-PH)*W + (KW-1-PW), i.e. at a constant lag. The last outputs of a frame need up to
 // TAIL pushes past the frame end: they are the next frame's first pixels, or zero "flush"
-// pushes made on their own in cycles without input, so a lone frame also completes.
+// pushes made on their own in cycles without input before the next frame begins, so a lone
+// frame also completes.
 // Latency: one cycle from the push that completes a window to out_valid.
 module opq_window #(
     parameter C = 1, parameter BW = 8,
@@ -40,7 +41,9 @@ module opq_window #(
     reg [CW-1:0] prow, pcol;  // position of the window on out_data
 
     wire tail_on = (tail != 0);
-    wire push = in_valid | tail_on;
+    // a flush push only before the next frame has begun: once its first pixel is in, its pixels
+    // must stay contiguous in the shift register, and they complete the tail themselves
+    wire push = in_valid | (tail_on & (n == 0));
     wire emit = push & (tail_on | (n >= D));
     wire [PIX-1:0] pix = in_valid ? in_data : {PIX{1'b0}};
 
@@ -58,7 +61,7 @@ module opq_window #(
             end
             if (in_valid && n == H * W - 1) begin
                 tail <= TAIL;
-            end else if (tail_on) begin
+            end else if (tail_on && push) begin
                 tail <= tail - 1;
             end
             if (emit) begin

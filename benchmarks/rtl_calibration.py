@@ -1,0 +1,211 @@
+"""Fit the cost model's rtl-da coefficients per family against real Yosys synthesis, and report the
+held-out error.
+
+Layers: random conv/dense layers (not the demo model): shapes, weight bits (2-8) and sparsity
+(0-90%) drawn with a fixed seed, each a full layer module of the open RTL flow (window or
+collector + da4ml kernel + requantization), synthesized alone with Yosys 0.23 for xc7, ecp5 and
+ice40 in one Yosys process per family. Feature: the cost model's own `rtl_da` count of adder
+bits (coefficients at 1/0). Fit on the training layers (least squares, LUT = a * X + b;
+FF = c * X + the model's register term), report MAPE on the held-out layers, and write the
+coefficients with provenance to board_configs/rtl_da_calibration.yaml.
+
+    python benchmarks/rtl_calibration.py [--n 24] [--families xc7,ecp5,ice40]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opq_hw.artifact import write_bytes, write_json  # noqa: E402
+from opq_hw.rtl import eda  # noqa: E402
+from opq_hw.rtl.gen import generate, write_design  # noqa: E402
+from opq_hw.rtl.intnet import IntLayer, IntNet  # noqa: E402
+
+
+def random_layer(rng: np.random.Generator, i: int):
+    """(IntNet of [layer with requant, tiny dense head], LayerParams-like dict) for layer i."""
+    kind = "conv" if i % 2 == 0 else "linear"
+    bits = int(rng.choice([2, 3, 4, 5, 6, 8]))
+    sparsity = float(rng.choice([0.0, 0.3, 0.5, 0.7, 0.9]))
+    qmax = 2 ** (bits - 1) - 1
+    if kind == "conv":
+        cin = int(rng.choice([1, 2, 4]))
+        cout = int(rng.choice([4, 8, 16]))
+        h = w = int(rng.choice([6, 8]))
+        shape_w = (cout, cin, 3, 3)
+        in_shape = (cin, h, w)
+        out_shape = (cout, h, w)
+    else:
+        cin = int(rng.choice([16, 32, 48]))
+        cout = int(rng.choice([8, 16, 32]))
+        shape_w = (cout, cin)
+        in_shape = (1, 1, cin)
+        out_shape = (cout, 1, 1)
+    wq = rng.integers(-qmax, qmax + 1, size=shape_w)
+    wq[rng.random(shape_w) < sparsity] = 0
+    b = rng.integers(-200, 200, size=cout)
+    in_bits, in_signed = 8, True
+    L = IntLayer(f"cal{i}", kind, wq.astype(np.int64), b.astype(np.int64), in_bits, in_signed, in_shape, out_shape,
+                 padding=(1, 1) if kind == "conv" else (0, 0), w_exp=tuple([-10] * cout),
+                 out_shift=tuple(int(s) for s in rng.integers(-8, -3, size=cout)), out_bits=8, out_exp=-4)
+    head = IntLayer(f"head{i}", "linear", rng.integers(-1, 2, size=(2, int(np.prod(out_shape)))).astype(np.int64),
+                    np.zeros(2, dtype=np.int64), 8, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
+    net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, ("flatten",), head])
+    from opq_hw.cost import LayerParams
+
+    fan_in = int(np.prod(shape_w[1:]))
+    p = LayerParams(name=L.name, kind="conv2d" if kind == "conv" else "linear", fan_in=fan_in, out_channels=cout,
+                    out_pixels=int(np.prod(out_shape[1:])), in_pixels=int(np.prod(in_shape[1:])) if kind == "conv" else 1,
+                    in_channels=cin, kernel=(3, 3) if kind == "conv" else (), in_width=in_shape[2],
+                    n_weights=int(wq.size), nnz=int(np.count_nonzero(wq)), w_bits=bits, a_bits=in_bits, a_signed=in_signed,
+                    has_bias=True)
+    return net, p
+
+
+def features(p, board) -> tuple[float, float]:
+    """(adder-bit term X, FF register term R) of the cost model with unit coefficients."""
+    from opq_hw.cost import rtl_da
+
+    base = {"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": 1.0, "lut_per_layer": 0.0,
+            "provenance": "unit"}
+    r = rtl_da(p, board, base)
+    return float(np.asarray(r["LUT"])), float(np.asarray(r["FF"]))
+
+
+def synth_family(family: str, designs: list[tuple[str, list[Path]]], work: Path) -> dict[str, dict]:
+    """One Yosys process: each layer module synthesized alone (design -load between them)."""
+    files = sorted({p for _, fs in designs for p in fs})
+    lines = [f"read_verilog {p}" for p in files] + ["design -save base"]
+    cmd = eda.SYNTH_CMD[family]
+    for mod, _ in designs:
+        lines += ["design -load base", cmd.format(top=mod, json="x.json").replace(" -json x.json", ""),
+                  f"tee -o {mod}.stat stat"]
+    (work / f"cal_{family}.ys").write_text("\n".join(lines) + "\n")
+    t = time.time()
+    subprocess.run(["yosys", "-q", "-l", f"cal_{family}.log", "-s", f"cal_{family}.ys"], cwd=work, check=True,
+                   capture_output=True)
+    out = {}
+    for mod, _ in designs:
+        st = eda.parse_stat((work / f"{mod}.stat").read_text(), family, mod)
+        st.pop("cells")
+        out[mod] = st
+    out["_seconds"] = time.time() - t
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=24, help="random layers (half train, half held out)")
+    ap.add_argument("--families", default="xc7,ecp5,ice40")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from opq_hw.boards import load_board
+
+    boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
+    rng = np.random.default_rng(args.seed)
+    layers = []
+    with tempfile.TemporaryDirectory(prefix="opq-rtlcal-") as td:
+        work = Path(td)
+        # all layer modules into one source folder, renamed apart
+        designs = []
+        for i in range(args.n):
+            net, p = random_layer(rng, i)
+            d = generate(net, pipeline=0.0)
+            sub = work / f"l{i}"
+            files = write_design(d, sub)
+            # rename this design's modules so all layers can live in one Yosys session
+            renamed = []
+            for f in files:
+                txt = f.read_text()
+                for m in ("opq_L0", "opq_L1", "opq_k0", "opq_k1", "opq_top"):
+                    txt = txt.replace(m, f"{m}_c{i}")
+                if f.name.startswith(("opq_L", "opq_k", "opq_top")):
+                    nf = sub / f.name.replace(".v", f"_c{i}.v")
+                    nf.write_text(txt)
+                    f.unlink()
+                    renamed.append(nf)
+                else:
+                    renamed.append(f)
+            keep = [f for f in renamed if f.name.startswith(("opq_L0_", "opq_k0_"))]
+            shared = [f for f in renamed if not f.name.startswith(("opq_L", "opq_k", "opq_top"))]
+            designs.append((f"opq_L0_c{i}", keep + shared))
+            layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels,
+                           "w_bits": p.w_bits, "nnz": int(p.nnz), "n_weights": p.n_weights,
+                           "da4ml_cost": d.layer_modules[0]["da4ml_cost"], "_p": p})
+        # one copy of each shared file (identical across designs)
+        uniq: dict[str, Path] = {}
+        for mod, fs in designs:
+            for f in fs:
+                if not f.name.startswith(("opq_L", "opq_k")):
+                    uniq.setdefault(f.name, f)
+        designs = [(mod, [f for f in fs if f.name.startswith(("opq_L", "opq_k"))] + list(uniq.values()))
+                   for mod, fs in designs]
+        fams = [f for f in args.families.split(",") if f]
+        synth = {}
+        for fam in fams:
+            print(f"synthesizing {len(designs)} layers for {fam} ...", flush=True)
+            synth[fam] = synth_family(fam, designs, work)
+    train = [L for L in layers if L["i"] % 2 == 0 or L["i"] % 4 == 1]  # 3/4 train (both kinds), 1/4 held out
+    test = [L for L in layers if L not in train]
+    result = {"n_layers": len(layers), "n_train": len(train), "n_test": len(test), "yosys": eda.yosys_version(),
+              "families": {}}
+    cal_yaml = {}
+    for fam in fams:
+        b = boards[fam]
+        rows = []
+        for L in layers:
+            X, R = features(L["_p"], b)
+            s = synth[fam][f"opq_L0_c{L['i']}"]
+            rows.append({"i": L["i"], "X": X, "R": R, "lut": s["lut_equiv"], "ff": s["ff"], "da4ml": L["da4ml_cost"]})
+        tr = [r for r in rows if any(r["i"] == L["i"] for L in train)]
+        te = [r for r in rows if r not in tr]
+        A = np.array([[r["X"], 1.0] for r in tr])
+        y = np.array([r["lut"] for r in tr], dtype=float)
+        (a, c0), *_ = np.linalg.lstsq(A, y, rcond=None)
+        Xf = np.array([r["X"] for r in tr])
+        yf = np.array([r["ff"] - r["R"] for r in tr], dtype=float)
+        ffa = float(max(0.0, (Xf @ yf) / (Xf @ Xf))) if (Xf @ Xf) > 0 else 0.0
+
+        def mape(rs, pred):
+            return float(np.mean([abs(pred(r) - r[k]) / r[k] for r in rs for k in ["lut"]])) if rs else None
+
+        lut_pred = lambda r: a * r["X"] + c0  # noqa: E731
+        ff_pred = lambda r: ffa * r["X"] + r["R"]  # noqa: E731
+        res = {"lut_per_adder_bit": float(a), "lut_per_layer": float(c0), "ff_per_adder_bit": ffa,
+               "lut_mape_train": mape(tr, lut_pred), "lut_mape_heldout": mape(te, lut_pred),
+               "ff_mape_heldout": float(np.mean([abs(ff_pred(r) - r["ff"]) / r["ff"] for r in te])) if te else None,
+               "da4ml_estimate_mape_heldout": float(np.mean([abs(r["da4ml"] - r["lut"]) / r["lut"] for r in te])),
+               "synth_seconds": round(synth[fam]["_seconds"], 1), "rows": rows}
+        result["families"][fam] = res
+        cal_yaml[fam] = {"lut_per_adder_bit": round(float(a), 4), "ff_per_adder_bit": round(ffa, 4),
+                         "digit_scale": 1.0, "lut_per_layer": round(float(c0), 1),
+                         "provenance": (f"fitted by benchmarks/rtl_calibration.py (seed {args.seed}) on {len(tr)} random "
+                                        f"conv/dense layer modules of the open RTL flow (window/collector + da4ml kernel + "
+                                        f"requant, not the demo model), {eda.yosys_version().split('(')[0].strip()} "
+                                        f"{eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT = LUT4 + 2 x CCU2C on ecp5; held-out "
+                                        f"LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% on {len(te)} layers")}
+        print(f"{fam}: LUT = {a:.3f} X + {c0:.0f}; held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
+              f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}%, da4ml estimate MAPE "
+              f"{res['da4ml_estimate_mape_heldout'] * 100:.1f}%", flush=True)
+    write_json(ROOT / "benchmarks" / "results" / "rtl_calibration.json", result)
+    import yaml
+
+    text = ("# rtl-da cost-model coefficients per family, fitted against Yosys synthesis of the open RTL flow's\n"
+            "# layer modules; written by benchmarks/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n"
+            + yaml.safe_dump(cal_yaml, sort_keys=True, width=200))
+    write_bytes(ROOT / "board_configs" / "rtl_da_calibration.yaml", text.encode())
+    print(json.dumps({f: {k: v for k, v in r.items() if k != "rows"} for f, r in result["families"].items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""Open RTL flow (issue 5): whole-network RTL from da4ml kernels, Verilator bit-exact simulation,
+Yosys resource counts per layer and in total, nextpnr place-and-route and a bitstream for Lattice
+parts. No vendor tool is needed.
+
+    opq-hw build RUN --flow rtl --board ecp5-85f|ice40-up5k|<xc7 board> [--pipeline N]
+    opq-hw simulate RUN --level rtl
+
+Steps (each timed into the artifact): `intnet` (integer network read off the Brevitas model,
+checked bit-exact against it on the golden input) -> `rtl` (Verilog) -> `verilator` (build) ->
+`simulate` (whole test set through the RTL, bit-exact check, cycle counts) -> `synth` (Yosys, one
+run: every layer module is kept as hierarchy for its own counts, then flattened for PnR) -> `pnr` (nextpnr + bitstream, Lattice only). Everything lands in
+`RUN/build/rtl/` (written atomically); the summary is `RUN/build/rtl/rtl_build.json`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..artifact import atomic_dir, read_json, write_json
+from ..errors import OpqError
+
+STEPS = ("intnet", "rtl", "verilator", "simulate", "synth", "pnr")
+
+
+# -- boards -----------------------------------------------------------------------------------
+def nextpnr_device(family: str, part: str) -> tuple[str, str]:
+    """(nextpnr device flag, package) from a Lattice part number in a board yaml.
+
+    ECP5: LFE5U-85F-6BG381C -> ('85k', 'CABGA381'); LFE5UM-... -> 'um-85k'; LFE5UM5G -> 'um5g-85k'.
+    iCE40: iCE40UP5K-SG48I -> ('up5k', 'sg48'); iCE40HX8K-CT256 -> ('hx8k', 'ct256').
+    """
+    p = part.upper()
+    if family == "ecp5":
+        m = re.match(r"LFE5(U|UM|UM5G)-(\d+)F-\d([A-Z]+)(\d+)", p)
+        if not m:
+            raise OpqError(f"cannot read the ECP5 part number {part!r} (expected e.g. LFE5U-85F-6BG381C); fix the board yaml")
+        kind, size, pk, pins = m.groups()
+        dev = {"U": "", "UM": "um-", "UM5G": "um5g-"}[kind] + f"{size}k"
+        pkg = {"BG": "CABGA", "MG": "CSFBGA"}.get(pk)
+        if pkg is None:
+            raise OpqError(f"unknown ECP5 package code {pk!r} in {part!r}")
+        return dev, f"{pkg}{pins}"
+    if family == "ice40":
+        m = re.match(r"ICE40([A-Z]+\d+K)-([A-Z]+\d+)", p)
+        if not m:
+            raise OpqError(f"cannot read the iCE40 part number {part!r} (expected e.g. iCE40UP5K-SG48I); fix the board yaml")
+        return m.group(1).lower(), m.group(2).lower()
+    raise OpqError(f"no place-and-route for family {family!r}")
+
+
+def _board(board):
+    from ..boards import load_board
+
+    return load_board(board)
+
+
+# -- the integer network of a run ----------------------------------------------------------------
+def run_intnet(run):
+    """IntNet of a run, checked bit-exact against the Brevitas model on the run's golden input."""
+    from ..rtl.intnet import extract
+
+    gi = run.path / "golden_input.npy"
+    x = np.load(gi, allow_pickle=False) if gi.exists() else None
+    if x is None:
+        raise OpqError(f"run {run.path.name} has no golden_input.npy; rebuild the run with opq-hw compress")
+    if run.allocation.scale_mode != "pow2":
+        raise OpqError(f"run {run.path.name} uses scale_mode={run.allocation.scale_mode!r}; the RTL flow is bit-exact only "
+                       f"with power-of-two scales: compress with --scale-mode pow2")
+
+    def iw(name):
+        return run.int_weights(name)
+
+    net = extract(run.qmodel, x[:1], int_weights=iw)
+    got = net.predict(x)
+    gout = run.path / "golden_output.npy"
+    ref = np.load(gout, allow_pickle=False) if gout.exists() else None
+    if ref is not None and not np.array_equal(got.reshape(ref.shape), ref.astype(np.float32)):
+        raise OpqError("the integer network read off the Brevitas model does not reproduce golden_output.npy bit for "
+                       "bit; this model uses a construct the RTL flow does not model exactly (report it)")
+    return net
+
+
+def _net_hash(net, pipeline: float) -> str:
+    return hashlib.sha256(json.dumps({"net": net.to_dict(), "pipeline": pipeline}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pixels(net, x_q: np.ndarray) -> np.ndarray:
+    """(N, pixels) unsigned input words in stream order (raster, channels packed LSB first)."""
+    xi = net.to_int_input(x_q)  # N C H W
+    n, c, h, w = xi.shape
+    bw = net.in_bits
+    v = xi.transpose(0, 2, 3, 1).reshape(n, h * w, c) & ((1 << bw) - 1)
+    words = np.zeros((n, h * w), dtype=np.int64)
+    for ch in range(c):
+        words |= v[:, :, ch] << (ch * bw)
+    return words
+
+
+def _sim_binary(run, net, pipeline: float, log: Callable[[str], Any] | None) -> tuple[Path, dict[str, Any]]:
+    """A Verilator simulator for this run's design: the build's if it matches, else a cached one."""
+    from ..rtl.gen import generate, write_design
+    from ..rtl.verilator import build_sim
+
+    h = _net_hash(net, pipeline)
+    for d in (run.path / "build" / "rtl", run.path / "build" / "rtl_sim"):
+        meta = d / "design.json"
+        binary = d / "sim" / "obj_dir" / "Vopq_top"
+        if meta.exists() and binary.exists():
+            m = read_json(meta)
+            if m.get("hash") == h:
+                return binary, m
+    dest = run.path / "build" / "rtl_sim"
+    with atomic_dir(dest) as tmp:
+        if log:
+            log("rtl: generating Verilog and building the Verilator simulator")
+        design = generate(net, pipeline=pipeline)
+        files = write_design(design, tmp / "src")
+        build_sim(files, tmp / "sim")
+        meta = {**design.meta(), "hash": h, "pipeline": pipeline}
+        write_json(tmp / "design.json", meta)
+    return dest / "sim" / "obj_dir" / "Vopq_top", meta
+
+
+def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permille: int = 0,
+                 info: dict | None = None) -> np.ndarray:
+    """Simulation level "rtl": the whole network's RTL in Verilator, float32 logits (N, n_out).
+
+    Uses the simulator of `opq-hw build --flow rtl` when it matches the run, else builds one
+    (cached in RUN/build/rtl_sim). `gap_permille` drops input valid at random (stream test)."""
+    from ..rtl.verilator import run_sim, to_signed
+
+    net = run_intnet(run)
+    if pipeline is None:
+        b = run.path / "build" / "rtl" / "design.json"
+        pipeline = float(read_json(b).get("pipeline", 0.0)) if b.exists() else 0.0
+    binary, meta = _sim_binary(run, net, float(pipeline), None)
+    px = _pixels(net, x_q)
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="opq-rtl-sim-"))
+    try:
+        res = run_sim(binary, px, meta["n_out"], work, gap_permille=gap_permille)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    acc = to_signed(res.words, meta["out_w"])
+    if info is not None:
+        info.update({"cycles": res.cycles, "latency_cycles": int(max(res.latency)) if res.latency else None,
+                     "interval_cycles": res.interval, "predict_s": res.seconds})
+    return net.logits(acc)
+
+
+# -- build -----------------------------------------------------------------------------------------
+def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: bool = True, synth: bool = True,
+          pnr: bool = True, per_layer: bool = True, freq: float | None = None, n_sim: int | None = None,
+          seed: int = 1, tool_timeout: float = 3600, log: Callable[[str], Any] | None = print,
+          **unused) -> dict[str, Any]:
+    """Build the open-RTL accelerator of a run for `board` (see the module docstring).
+
+    pipeline: da4ml latency cutoff per pipeline stage inside each layer kernel (0: combinational
+    kernels; every layer still registers its window/vector and its output). freq: PnR target in
+    MHz (default: the board's clock). tool_timeout: wall-clock limit per Yosys/nextpnr run. Returns the summary also written to rtl_build.json; raises
+    OpqError when the design does not fit the part (after writing the summary)."""
+    from ..pipeline import load_run, quantize_input
+    from ..rtl import eda
+    from ..rtl.gen import generate, write_design
+    from ..rtl.verilator import build_sim, run_sim, to_signed, verilator_version
+
+    if unused:
+        ignored = sorted(k for k, v in unused.items() if v not in (None, False))
+        if ignored and log:
+            log(f"rtl: ignoring options not used by the RTL flow: {ignored}")
+    b = _board(board)
+    family = eda.family_of(b.family)
+    pipeline = float(pipeline or 0)
+    if pipeline < 0:
+        raise OpqError(f"--pipeline must be >= 0 (da4ml latency cutoff per stage; 0 = combinational), got {pipeline}")
+    run = load_run(run_dir)
+    times: dict[str, float] = {}
+    cpu0 = _cpu()
+    summary: dict[str, Any] = {"flow": "rtl", "board": b.name, "family": family, "part": b.part, "pipeline": pipeline}
+    t_all = time.time()
+
+    def step(name):
+        if log:
+            log(f"rtl: {name}")
+        return time.time()
+
+    dest = run.path / "build" / "rtl"
+    with atomic_dir(dest) as out:
+        t = step("intnet")
+        net = run_intnet(run)
+        write_json(out / "intnet.json", net.to_dict())
+        times["intnet"] = time.time() - t
+
+        t = step("rtl")
+        design = generate(net, pipeline=pipeline)
+        files = write_design(design, out / "src")
+        meta = {**design.meta(), "hash": _net_hash(net, pipeline), "pipeline": pipeline}
+        write_json(out / "design.json", meta)
+        times["rtl"] = time.time() - t
+        summary["design"] = {k: v for k, v in meta.items() if k != "layers"}
+        summary["layers"] = [dict(m) for m in design.layer_modules]
+
+        if sim:
+            t = step("verilator")
+            binary = build_sim(files, out / "sim")
+            times["verilator"] = time.time() - t
+            t = step("simulate")
+            x, y = run.test_data()
+            if n_sim is not None:
+                x, y = x[:n_sim], y[:n_sim]
+            from ..simulate import reference
+            from ..pipeline import _fit_layout
+            import torch
+
+            x = _fit_layout(np.asarray(x, dtype=np.float32), torch.zeros((1,) + tuple(run.specs[0].in_shape)))
+            x_q = quantize_input(run, x)
+            res = run_sim(binary, _pixels(net, x_q), design.n_out, out / "sim" / "run")
+            logits = net.logits(to_signed(res.words, design.out_w))
+            ref = reference(run, x_q)
+            exact = np.all(logits == ref, axis=1)
+            summary["simulation"] = {
+                "n": int(len(x_q)), "exact_samples": int(exact.sum()), "bit_exact": bool(exact.all()),
+                "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))),
+                "cycles": int(res.cycles), "latency_cycles": int(max(res.latency)),
+                "latency_cycles_min": int(min(res.latency)), "interval_cycles": float(res.interval),
+                "verilator": verilator_version(), "sim_seconds": round(res.seconds, 2)}
+            shutil.rmtree(out / "sim" / "run", ignore_errors=True)
+            times["simulate"] = time.time() - t
+
+        fit: dict[str, Any] = {}
+        if synth:
+            summary["tools"] = eda.tool_versions(family)
+            t = step(f"synth ({family})")
+            mods = [lm["module"] for lm in summary["layers"]] if per_layer else []
+            try:
+                top = eda.synth(files, design.top, family, out / "synth" / "top", json_out=family != "xc7",
+                                modules=mods, timeout=tool_timeout)
+            except OpqError as e:  # keep what was measured so far; raised after the summary is written
+                summary["synth_error"] = str(e)
+                top = None
+            times["synth"] = time.time() - t
+        if synth and top is not None:
+            for lm in summary["layers"]:
+                if lm["module"] in top["modules"]:
+                    lm["synth"] = top["modules"][lm["module"]]
+            summary["synth"] = {k: v for k, v in top.items() if k not in ("json", "modules")}
+            fit = _fit(b, top, summary["layers"])
+            summary["fit"] = fit
+            if pnr and family in ("ecp5", "ice40") and fit.get("fits", True):
+                t = step(f"pnr ({family})")
+                dev, pkg = nextpnr_device(family, b.part)
+                f = float(freq or b.clock_mhz)
+                try:
+                    p = eda.pnr(out / "synth" / "top", design.top, family, dev, pkg, f, seed=seed, timeout=tool_timeout)
+                except OpqError as e:
+                    summary["pnr"] = {"error": str(e)}
+                    p = None
+                if p is not None:
+                    bit = out / "synth" / "top" / p["bitstream"]
+                    shutil.copyfile(bit, out / p["bitstream"])
+                    p["bitstream"] = f"build/rtl/{p['bitstream']}"
+                    summary["pnr"] = p
+                    if "simulation" in summary and p.get("fmax_mhz"):
+                        s = summary["simulation"]
+                        s["throughput_sps_at_fmax"] = p["fmax_mhz"] * 1e6 / s["interval_cycles"]
+                        s["latency_us_at_fmax"] = s["latency_cycles"] / p["fmax_mhz"]
+                times["pnr"] = time.time() - t
+            for d in (out / "synth").glob("*/"):
+                for junk in d.glob("*.asc"):
+                    junk.unlink()
+                for junk in d.glob("*.config"):
+                    junk.unlink()
+        times["total"] = time.time() - t_all
+        summary["seconds"] = {k: round(v, 2) for k, v in times.items()}
+        summary["cpu_seconds"] = round(_cpu() - cpu0, 1)  # this process + its tools: the machine-load-free cost
+        summary["peak_rss_mb"] = _peak_rss_mb()
+        write_json(out / "rtl_build.json", summary)
+    if log:
+        log(summary_text(summary))
+    if "synth_error" in summary:
+        raise OpqError(summary["synth_error"])
+    if synth and not summary.get("fit", {}).get("fits", True):
+        raise OpqError(summary["fit"]["message"])
+    if "pnr" in summary and "error" in summary["pnr"]:
+        raise OpqError(summary["pnr"]["error"])
+    if sim and not summary["simulation"]["bit_exact"]:
+        summary["returncode"] = 1
+    return summary
+
+
+def _cpu() -> float:
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    """Largest resident set of this process or any tool it ran (ru_maxrss, KiB on Linux)."""
+    import resource
+
+    return round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
+
+
+def _fit(board, top: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does the synthesized design fit the part? Names the overflow and the largest layer."""
+    use = {"LUT": top.get("lut_equiv", top["lut"]), "FF": top["ff"], "DSP": top["dsp"], "BRAM18": top["bram18"] + 2 * top.get("bram36", 0)}
+    over = []
+    for r, u in use.items():
+        cap = board.capacity.get(r)
+        if not cap:
+            continue
+        lim = board.limit(r)  # utilisation limit x capacity - shell
+        if u > lim:
+            over.append(f"{r} {u} > {lim:.0f} usable ({u / lim:.2f}x; capacity {cap})")
+    largest = max(layers, key=lambda m: m.get("synth", {}).get("lut_equiv", m.get("da4ml_cost", 0)), default=None)
+    msg = ""
+    if over:
+        msg = (f"the network does not fit {board.name} ({board.part}): " + "; ".join(over) +
+               (f"; the largest layer is {largest['name']!r} ({largest.get('synth', {}).get('lut_equiv', '?')} LUTs)"
+                if largest else "") + "; use a larger board or compress harder (lower bits / higher sparsity)")
+    return {"fits": not over, "usage": use, "capacity": dict(board.capacity), "message": msg,
+            "largest_layer": largest["name"] if largest else None}
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    lines = [f"RTL build for {s['board']} ({s['family']}, {s['part']}), pipeline cutoff {s['pipeline']}"]
+    for m in s.get("layers", []):
+        st = m.get("synth", {})
+        lines.append(f"  {m['name']:>10} {m['kind']:6} da4ml {m['da4ml_cost']:8.0f} LUT-est | yosys LUT {st.get('lut', '-')}"
+                     f" FF {st.get('ff', '-')} carry {st.get('carry', '-')} DSP {st.get('dsp', '-')}")
+    if "synth" in s:
+        t = s["synth"]
+        lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")
+    if "simulation" in s:
+        v = s["simulation"]
+        lines.append(f"  verilator: {v['exact_samples']}/{v['n']} samples bit-exact, accuracy {v['accuracy'] * 100:.2f}%, "
+                     f"latency {v['latency_cycles']} cycles, one sample per {v['interval_cycles']:.0f} cycles")
+    if "pnr" in s:
+        p = s["pnr"]
+        if "error" in p:
+            lines.append(f"  place and route failed: {p['error'].splitlines()[0]}")
+        else:
+            lines.append(f"  nextpnr: Fmax {p['fmax_mhz']:.1f} MHz (target {p['target_mhz']}), bitstream {p['bitstream']} "
+                         f"({p['bitstream_bytes']} bytes)")
+            if "simulation" in s and "throughput_sps_at_fmax" in s["simulation"]:
+                lines.append(f"  throughput {s['simulation']['throughput_sps_at_fmax']:.0f} samples/s at Fmax, "
+                             f"latency {s['simulation']['latency_us_at_fmax']:.2f} us")
+    if "seconds" in s:
+        lines.append("  seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()) +
+                     f" (CPU {s.get('cpu_seconds')} s, peak RSS {s.get('peak_rss_mb')} MB)")
+    return "\n".join(lines)

@@ -1,0 +1,360 @@
+"""Whole-network Verilog for an `IntNet`: da4ml constant-weight kernels, streamed convolutions.
+
+Architecture (one frame = one sample; one pixel = all channels of one position):
+- the top level `opq_top` takes one input pixel per cycle (`s_valid`, `s_data`; `s_ready` is
+  always 1: every stage accepts one pixel per cycle and the pipeline never stalls) and sends the
+  logits one per cycle (`m_valid`, `m_data` = the last layer's signed integer accumulator,
+  `m_last`); logit = m_data * 2^w_exp[c] (from `IntNet`).
+- conv layer: `opq_window` (line buffer + zero padding, hls/rtl) -> one da4ml kernel
+  `x @ W + b` over the KH*KW*C window (the same kernel serves every output position) ->
+  requantization (per-channel power-of-two shift, round half to even, clamp = fused ReLU).
+- max pool: `opq_maxpool`; flatten: free (the dense weights are permuted to stream order).
+- dense layer: `opq_collect` gathers the frame into one vector -> da4ml kernel -> requant.
+- last layer: kernel -> `opq_serialize` (narrow output).
+Each layer is its own module `opq_L<i>` (synthesized alone for per-layer resource counts).
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import OpqError
+from .intnet import IntLayer, IntNet
+
+HDL_DIR = Path(__file__).resolve().parents[2] / "hls" / "rtl"
+STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
+
+
+def _da4ml():
+    try:
+        import da4ml  # noqa: F401
+        from da4ml.trace import FixedVariableArrayInput, HWConfig, comb_trace, to_pipeline
+        from da4ml.trace.ops import quantize
+    except ImportError as e:
+        raise OpqError("da4ml is not installed; run scripts/install_rtl_tools.sh (pip install da4ml)") from e
+    return FixedVariableArrayInput, HWConfig, comb_trace, to_pipeline, quantize
+
+
+@dataclass
+class Kernel:
+    """A da4ml constant-matrix kernel: `y = x @ M + b` over n_in inputs of `in_bits` bits."""
+
+    module: str
+    n_in: int
+    n_out: int
+    in_bits: int
+    in_signed: bool
+    acc_w: int  # uniform signed width of each output on the wrapper bus
+    latency: int  # clock cycles from input to registered output of the da4ml module (0: combinational)
+    cost: float  # da4ml's LUT estimate
+    n_stages: int
+    files: dict[str, str] = field(default_factory=dict)  # module name -> verilog
+    wrapper: str = ""
+
+
+def matrix_for(L: IntLayer) -> np.ndarray:
+    """The constant matrix M (n_in, n_out) in the order the stream presents the inputs.
+
+    conv: window tap t = kh*KW + kw, channel c -> row t*C + c. dense: pixel p = h*W + w, channel
+    c -> row p*C + c (the torch flatten order is c*H*W + p)."""
+    if L.kind == "conv":
+        cout, cin, kh, kw = L.w.shape
+        return L.w.transpose(2, 3, 1, 0).reshape(kh * kw * cin, cout)
+    c, h, w = L.in_shape
+    wt = L.w.reshape(L.w.shape[0], c, h * w)  # o, c, p
+    return wt.transpose(2, 1, 0).reshape(h * w * c, L.w.shape[0])
+
+
+def make_kernel(L: IntLayer, module: str, pipeline: float) -> Kernel:
+    """Trace `x @ M + b` with da4ml and generate its Verilog (pipelined if `pipeline` > 0:
+    da4ml's latency cutoff per stage, in its adder-delay units)."""
+    FixedVariableArrayInput, HWConfig, comb_trace, to_pipeline, quantize = _da4ml()
+    from da4ml.codegen.rtl.verilog import comb_logic_gen
+    from da4ml.codegen.rtl.verilog.pipeline import pipeline_logic_gen
+    from da4ml.types import minimal_kif
+
+    M = matrix_for(L).astype(np.float64)
+    n_in, n_out = M.shape
+    k = 1 if L.in_signed else 0
+    inp = FixedVariableArrayInput((n_in,), hwconf=HWConfig(1, -1, -1))
+    x = quantize(inp, k, L.in_bits - k, 0)
+    y = x @ M + L.b.astype(np.float64)
+    comb = comb_trace(inp, y)
+    if pipeline and pipeline > 0:
+        sol = to_pipeline(comb, float(pipeline), verbose=False)
+        files = pipeline_logic_gen(sol, module, print_latency=False, timescale=None)
+        n_stages = len(sol.solutions)
+        latency = n_stages + 1  # registered input of every stage + registered output
+    else:
+        sol = comb
+        files = {module: comb_logic_gen(comb, module, print_latency=False, timescale=None)}
+        n_stages, latency = 0, 0
+    in_kifs = [minimal_kif(q) for q in sol.inp_qint]
+    out_kifs = [minimal_kif(q) for q in sol.out_qint]
+    for j, (kk, ii, ff) in enumerate(in_kifs):
+        w = int(kk) + int(ii) + int(ff)
+        if w not in (0, L.in_bits) or (w and int(ff) != 0):
+            raise OpqError(f"layer {L.name!r}: da4ml gave input {j} the format k={kk} i={ii} f={ff}, expected "
+                           f"{L.in_bits}-bit integers; report this as a bug")
+    acc_w = 2
+    for kk, ii, ff in out_kifs:
+        if int(ff) > 0:
+            raise OpqError(f"layer {L.name!r}: da4ml output with fractional bits (f={ff}); weights must be integers")
+        if int(kk) + int(ii) + int(ff) > 0:
+            acc_w = max(acc_w, int(ii) + 1)
+    K = Kernel(module, n_in, n_out, L.in_bits, L.in_signed, acc_w, latency, float(sol.cost), n_stages, files)
+    K.wrapper = _kernel_wrapper(K, in_kifs, out_kifs)
+    return K
+
+
+def _kernel_wrapper(K: Kernel, in_kifs, out_kifs) -> str:
+    """Uniform buses around the da4ml module: n_in x in_bits in, n_out x acc_w signed out."""
+    lines = []
+    off = 0
+    parts = []
+    for j, (kk, ii, ff) in enumerate(in_kifs):
+        w = int(kk) + int(ii) + int(ff)
+        if w:
+            parts.append(f"x[{j * K.in_bits + w - 1}:{j * K.in_bits}]")
+            off += w
+    in_w = max(off, 1)
+    packed_in = "{" + ", ".join(reversed(parts)) + "}" if parts else "1'b0"
+    out_total = sum(int(a) + int(b) + int(c) for a, b, c in out_kifs)
+    out_wire = max(out_total, 1)
+    off = 0
+    for j, (kk, ii, ff) in enumerate(out_kifs):
+        w = int(kk) + int(ii) + int(ff)
+        dst = f"y[{(j + 1) * K.acc_w - 1}:{j * K.acc_w}]"
+        if w == 0:
+            lines.append(f"    assign {dst} = {K.acc_w}'d0;")
+            continue
+        s = -int(ff)
+        pad = K.acc_w - w - s
+        assert pad >= 0
+        src = f"p[{off + w - 1}:{off}]"
+        ext = f"{{{pad}{{p[{off + w - 1}]}}}}" if int(kk) else f"{{{pad}{{1'b0}}}}"
+        pieces = ([ext] if pad else []) + [src] + ([f"{s}'d0"] if s else [])
+        lines.append(f"    assign {dst} = {{{', '.join(pieces)}}};")
+        off += w
+    clk_port = ".clk(clk), " if K.latency else ""
+    return f"""module {K.module}_w (
+    input clk,
+    input [{K.n_in * K.in_bits - 1}:0] x,
+    output [{K.n_out * K.acc_w - 1}:0] y
+);
+    wire [{in_w - 1}:0] xp = {packed_in};
+    wire [{out_wire - 1}:0] p;
+    {K.module} u_k ({clk_port}.model_inp(xp), .model_out(p));
+{chr(10).join(lines)}
+endmodule
+"""
+
+
+def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> list[str]:
+    """Verilog lines computing `name` = clamp(rne(acc * 2^shift), 0, 2^out_bits - 1).
+
+    Round half to even on the dropped bits (what torch.round does in Brevitas' QuantReLU)."""
+    mx = 2 ** out_bits - 1
+    a = f"{name}_a"
+    head = [f"wire [{aw - 1}:0] {a} = {acc};"]
+    if shift >= 0:
+        tw = aw + shift + 1
+        return head + [f"wire signed [{tw - 1}:0] {name}_t = $signed({a}) <<< {shift};",
+                       f"wire [{out_bits - 1}:0] {name} = ({name}_t < 0) ? {out_bits}'d0 : "
+                       f"({name}_t > {mx}) ? {out_bits}'d{mx} : {name}_t[{out_bits - 1}:0];"]
+    k = -shift
+    if k >= aw:
+        # everything is dropped: |acc| <= 2^(aw-1) <= 2^(k-1), so the result rounds to 0
+        return [f"wire [{out_bits - 1}:0] {name} = {out_bits}'d0;"]
+    tw = aw - k + 1
+    lo = f"(|{a}[{k - 2}:0])" if k >= 2 else "1'b0"
+    return head + [f"wire signed [{aw - k - 1}:0] {name}_q = $signed({a}) >>> {k};",
+                   f"wire {name}_up = {a}[{k - 1}] & ({lo} | {name}_q[0]);",
+                   f"wire signed [{tw - 1}:0] {name}_t = $signed({{{name}_q[{aw - k - 1}], {name}_q}}) + "
+                   f"$signed({{{tw - 1}'d0, {name}_up}});",
+                   f"wire [{out_bits - 1}:0] {name} = ({name}_t < 0) ? {out_bits}'d0 : "
+                   f"({name}_t > {mx}) ? {out_bits}'d{mx} : {name}_t[{out_bits - 1}:0];"]
+
+
+@dataclass
+class Design:
+    """The generated design: files, per-layer modules and the stream facts the harness needs."""
+
+    files: dict[str, str]  # file name -> verilog text
+    top: str
+    layer_modules: list[dict[str, Any]]  # name, module, kind, da4ml cost, kernel latency, n_in, n_out
+    in_w: int  # s_data width
+    in_pixels: int  # input pixels per frame
+    out_w: int  # m_data width (signed accumulator)
+    n_out: int
+    latency_stages: int  # sum of fixed per-stage latencies (cycles), excluding the window lag
+    static_files: list[str] = field(default_factory=list)
+
+    def meta(self) -> dict[str, Any]:
+        return {"top": self.top, "layers": self.layer_modules, "in_w": self.in_w, "in_pixels": self.in_pixels,
+                "out_w": self.out_w, "n_out": self.n_out}
+
+
+def generate(net: IntNet, pipeline: float = 0.0) -> Design:
+    """Verilog for the whole network (see the module docstring)."""
+    c, h, w = net.in_shape
+    bw, signed = net.in_bits, net.in_signed
+    in_w = c * bw
+    if in_w > 32:
+        raise OpqError(f"input pixel of {c} channels x {bw} bits = {in_w} bits; the streaming top level takes at "
+                       f"most 32 bits per pixel")
+    files: dict[str, str] = {}
+    mods: list[dict[str, Any]] = []
+    inst: list[str] = ["    wire v0 = s_valid;", f"    wire [{in_w - 1}:0] d0 = s_data;"]
+    cur = 0
+    layers = net.layers
+    last = layers[-1]
+    out_w = None
+    n_out = None
+    lat_total = 0
+    for si, st in enumerate(net.stages):
+        if isinstance(st, IntLayer):
+            L = st
+            li = layers.index(L)
+            mod = f"opq_L{li}"
+            K = make_kernel(L, f"opq_k{li}", pipeline)
+            for name, text in K.files.items():
+                files[f"{name}.v"] = text
+            files[f"{K.module}_w.v"] = K.wrapper
+            is_last = L is last
+            pix_in = c * bw
+            body = []
+            if L.kind == "conv":
+                cout, _, kh, kw = L.w.shape
+                ph, pw = L.padding
+                body += [f"    wire wv; wire [{kh * kw * pix_in - 1}:0] wd;",
+                         f"    opq_window #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KH({kh}), .KW({kw}), "
+                         f".PH({ph}), .PW({pw})) u_win (.clk(clk), .rst(rst), .in_valid(in_valid), "
+                         f".in_data(in_data), .out_valid(wv), .out_data(wd));"]
+                oshape = L.out_shape
+                stage_lat = 1
+            else:
+                cout = L.w.shape[0]
+                body += [f"    wire wv; wire [{h * w * pix_in - 1}:0] wd;",
+                         f"    opq_collect #(.PIX({pix_in}), .N({h * w})) u_col (.clk(clk), .rst(rst), "
+                         f".in_valid(in_valid), .in_data(in_data), .out_valid(wv), .out_data(wd));"]
+                oshape = L.out_shape
+                stage_lat = 1
+            aw = K.acc_w
+            body += [f"    wire [{cout * aw - 1}:0] acc;",
+                     f"    {K.module}_w u_k (.clk(clk), .x(wd), .y(acc));"]
+            lat = K.latency + 1
+            body += [f"    reg [{lat - 1}:0] vd;",
+                     "    always @(posedge clk) begin",
+                     f"        if (rst) vd <= {lat}'d0;",
+                     f"        else vd <= {{vd[{lat - 2}:0], wv}};" if lat > 1 else "        else vd <= wv;",
+                     "    end",
+                     f"    assign out_valid = vd[{lat - 1}];"]
+            if is_last:
+                obits = cout * aw
+                body += [f"    reg [{obits - 1}:0] yq;", "    always @(posedge clk) yq <= acc;",
+                         "    assign out_data = yq;"]
+                out_w, n_out = aw, cout
+            else:
+                ob = L.out_bits
+                obits = cout * ob
+                for o in range(cout):
+                    body += ["    " + s for s in requant_expr(f"acc[{(o + 1) * aw - 1}:{o * aw}]", aw,
+                                                             L.out_shift[o], ob, f"r{o}")]
+                cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
+                body += [f"    reg [{obits - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+                         "    assign out_data = yq;"]
+            files[f"{mod}.v"] = (f"(* keep_hierarchy *)\nmodule {mod} (\n    input clk,\n    input rst,\n    input in_valid,\n"
+                                 f"    input [{pix_in - 1}:0] in_data,\n    output out_valid,\n"
+                                 f"    output [{obits - 1}:0] out_data\n);\n" + "\n".join(body) + "\nendmodule\n")
+            inst += [f"    wire v{cur + 1}; wire [{obits - 1}:0] d{cur + 1};",
+                     f"    {mod} u_{mod} (.clk(clk), .rst(rst), .in_valid(v{cur}), .in_data(d{cur}), "
+                     f".out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
+            mods.append({"name": L.name, "module": mod, "kind": L.kind, "da4ml_cost": K.cost,
+                         "kernel_latency": K.latency, "kernel_stages": K.n_stages, "n_in": K.n_in, "n_out": K.n_out,
+                         "acc_w": aw, "in_bits": L.in_bits, "w_bits": int(np.abs(L.w).max()).bit_length() + 1, "n_nonzero": int(np.count_nonzero(L.w)),
+                         "n_weights": int(L.w.size)})
+            lat_total += stage_lat + lat
+            cur += 1
+            c, h, w = oshape
+            if not is_last:
+                bw, signed = L.out_bits, False
+        elif st[0] == "pool":
+            k = st[1]
+            kr = k if h > 1 else 1
+            oh, ow = h // kr, w // k
+            inst += [f"    wire v{cur + 1}; wire [{c * bw - 1}:0] d{cur + 1};",
+                     f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({k}), "
+                     f".SIGNED({int(signed)})) u_pool{si} (.clk(clk), .rst(rst), .in_valid(v{cur}), "
+                     f".in_data(d{cur}), .out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
+            lat_total += 1
+            cur += 1
+            h, w = oh, ow
+        elif st[0] == "flatten":
+            continue
+    in_pixels = net.in_shape[1] * net.in_shape[2]
+    if in_pixels < n_out:
+        raise OpqError(f"{n_out} outputs per frame but only {in_pixels} input pixels: the output serializer would "
+                       f"overrun; this model is not supported by the streaming top level")
+    top = f"""// opq_top: generated by opq_hw.rtl.gen. One input pixel per cycle (s_ready is always 1),
+// logits out one per cycle as signed {out_w}-bit accumulators (m_last marks the last of a frame).
+module opq_top (
+    input clk,
+    input rst,
+    input s_valid,
+    output s_ready,
+    input [{in_w - 1}:0] s_data,
+    output m_valid,
+    output [{out_w - 1}:0] m_data,
+    output m_last
+);
+    assign s_ready = 1'b1;
+{chr(10).join(inst)}
+    opq_serialize #(.AW({out_w}), .N({n_out})) u_ser (.clk(clk), .rst(rst), .in_valid(v{cur}), .in_data(d{cur}),
+        .m_valid(m_valid), .m_data(m_data), .m_last(m_last));
+endmodule
+"""
+    files["opq_top.v"] = top
+    if out_w > 32:
+        raise OpqError(f"the last layer's accumulators need {out_w} bits; the streaming output takes at most 32")
+    return Design(files, "opq_top", mods, in_w, in_pixels, out_w, n_out, lat_total)
+
+
+def da4ml_static_sources() -> list[Path]:
+    """The da4ml Verilog primitives its generated kernels instantiate (shift_adder, negative, ...)."""
+    import da4ml.codegen.rtl as rtl
+
+    return sorted((Path(rtl.__file__).parent / "verilog" / "source").glob("*.v"))
+
+
+def write_design(design: Design, src_dir: Path) -> list[Path]:
+    """Write the design, our hls/rtl modules and da4ml's primitives into `src_dir`; returns all files."""
+    src_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, text in design.files.items():
+        p = src_dir / name
+        p.write_text(text)
+        out.append(p)
+    for name in STATIC_HDL:
+        p = src_dir / name
+        shutil.copyfile(HDL_DIR / name, p)
+        out.append(p)
+    text = "\n".join(design.files.values())
+    for s in da4ml_static_sources():
+        if re.search(rf"\b{re.escape(s.stem)}\b", text) is None:
+            continue  # only the primitives the kernels instantiate (lookup_table needs .mem files)
+        p = src_dir / s.name
+        shutil.copyfile(s, p)
+        out.append(p)
+    design.static_files = [p.name for p in out]
+    return out
+
+
+def bits_for(n: int) -> int:
+    return max(1, math.ceil(math.log2(max(n, 2))))

@@ -1,0 +1,128 @@
+"""The open RTL flow end to end on the demo run: RTL -> Verilator (bit-exact on the whole test set)
+-> Yosys -> nextpnr ECP5 -> bitstream, plus the simulation level and the clear failures."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from opq_hw.errors import OpqError
+
+
+def test_nextpnr_device_from_part():
+    from opq_hw.flows.rtl_flow import nextpnr_device
+
+    assert nextpnr_device("ecp5", "LFE5U-85F-6BG381C") == ("85k", "CABGA381")
+    assert nextpnr_device("ecp5", "LFE5UM5G-45F-8MG285C") == ("um5g-45k", "CSFBGA285")
+    assert nextpnr_device("ice40", "iCE40UP5K-SG48I") == ("up5k", "sg48")
+    with pytest.raises(OpqError, match="part number"):
+        nextpnr_device("ecp5", "XC7A100T")
+
+
+def test_fit_names_overflow_and_largest_layer():
+    from opq_hw.flows.rtl_flow import _fit
+
+    board = SimpleNamespace(name="tiny", part="T1", capacity={"LUT": 1000, "FF": 1000, "DSP": 0, "BRAM18": 0},
+                            limit=lambda r: 900.0)
+    top = {"lut": 1800, "ff": 100, "dsp": 0, "bram18": 0}
+    layers = [{"name": "conv1", "synth": {"lut_equiv": 300}}, {"name": "conv2", "synth": {"lut_equiv": 1400}}]
+    f = _fit(board, top, layers)
+    assert not f["fits"] and f["largest_layer"] == "conv2"
+    assert "LUT 1800 > 900 usable" in f["message"] and "2.00x" in f["message"] and "'conv2'" in f["message"]
+    assert _fit(board, {"lut": 800, "ff": 10, "dsp": 0, "bram18": 0}, layers)["fits"]
+
+
+def test_parse_yosys_stat():
+    from opq_hw.rtl.eda import parse_stat
+
+    log = """Printing statistics.
+
+=== opq_top ===
+
+   Number of wires:                 12
+   Number of cells:                 20
+     CCU2C                           4
+     LUT4                           10
+     TRELLIS_FF                      6
+"""
+    s = parse_stat(log, "ecp5")
+    assert (s["lut"], s["ff"], s["carry"], s["dsp"], s["lut_equiv"]) == (10, 6, 4, 0, 18)
+
+
+def test_missing_tool_says_how_to_install(monkeypatch):
+    from opq_hw.rtl import eda
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(OpqError, match="install_rtl_tools.sh"):
+        eda.yosys_version()
+
+
+@pytest.mark.slow
+@pytest.mark.tools
+def test_demo_ecp5_bit_exact_and_synthesized(demo_run):
+    """The flow on the digits demo for the ECP5-85F up to synthesis: bit-exact on every test sample,
+    real counts per layer and in total, the fit check, stage times. (Place and route of this design
+    with the WebAssembly nextpnr takes far longer than CI allows; the PnR/bitstream path is tested on
+    a small design below.)"""
+    from opq_hw.flows.rtl_flow import build
+
+    s = build(demo_run, board="ecp5-85f", pnr=False, tool_timeout=1500, log=None)
+    out = demo_run / "build" / "rtl"
+    rec = json.loads((out / "rtl_build.json").read_text())
+    assert rec["simulation"]["bit_exact"] and rec["simulation"]["n"] >= 300
+    assert rec["simulation"]["exact_samples"] == rec["simulation"]["n"]
+    assert rec["fit"]["fits"]
+    for lm in rec["layers"]:
+        assert lm["synth"]["lut"] > 0 and lm["synth"]["ff"] > 0
+    assert rec["synth"]["lut"] >= max(lm["synth"]["lut"] for lm in rec["layers"])
+    assert rec["simulation"]["latency_cycles"] > 0 and rec["simulation"]["interval_cycles"] == 64
+    assert set(rec["seconds"]) >= {"intnet", "rtl", "verilator", "simulate", "synth", "total"}
+    assert rec["cpu_seconds"] < 600
+    assert "yosys" in rec["tools"] and "Yosys 0.23" in rec["tools"]["yosys"]
+    assert s["board"] == "ecp5-85f"
+
+    # the simulation level reuses the build's simulator; random input gaps do not change a bit
+    from opq_hw.flows.rtl_flow import simulate_rtl
+    from opq_hw.pipeline import load_run, quantize_input
+    from opq_hw.simulate import reference, simulate
+
+    res = simulate(demo_run, "rtl", write=True, log=None)
+    assert res["bit_exact"] and res["n"] == rec["simulation"]["n"]
+    run = load_run(demo_run)
+    x, _ = run.test_data()
+    x_q = quantize_input(run, np.asarray(x[:40], dtype=np.float32).reshape((-1,) + tuple(run.specs[0].in_shape)))
+    np.testing.assert_array_equal(simulate_rtl(run, x_q, gap_permille=300), reference(run, x_q))
+    assert not (demo_run / "build" / "rtl_sim").exists()  # no second simulator was built
+
+
+@pytest.mark.slow
+@pytest.mark.tools
+@pytest.mark.parametrize("family,device,package,ext", [("ice40", "up5k", "sg48", ".bin"), ("ecp5", "25k", "CABGA256", ".bit")])
+def test_pnr_writes_bitstream(tmp_path, family, device, package, ext):
+    """Yosys -> nextpnr -> icepack/ecppack on a small design built from our blocks."""
+    import shutil
+
+    from opq_hw.rtl import eda
+    from opq_hw.rtl.gen import HDL_DIR
+
+    for f in ("opq_window.v", "opq_maxpool.v"):
+        shutil.copyfile(HDL_DIR / f, tmp_path / f)
+    (tmp_path / "opq_top.v").write_text("""module opq_top (input clk, input rst, input s_valid, input [7:0] s_data,
+    output m_valid, output [7:0] m_data);
+    wire wv; wire [71:0] wd;
+    opq_window #(.C(1), .BW(8), .H(8), .W(8), .KH(3), .KW(3), .PH(1), .PW(1)) w (.clk(clk), .rst(rst),
+        .in_valid(s_valid), .in_data(s_data), .out_valid(wv), .out_data(wd));
+    wire [7:0] s = wd[7:0] + wd[15:8] + wd[23:16] + wd[31:24] + wd[39:32] + wd[47:40] + wd[55:48] + wd[63:56] + wd[71:64];
+    opq_maxpool #(.C(1), .BW(8), .H(8), .W(8), .KR(2), .KC(2)) p (.clk(clk), .rst(rst), .in_valid(wv), .in_data(s),
+        .out_valid(m_valid), .out_data(m_data));
+endmodule
+""")
+    files = [tmp_path / f for f in ("opq_top.v", "opq_window.v", "opq_maxpool.v")]
+    st = eda.synth(files, "opq_top", family, tmp_path / "syn")
+    assert st["lut"] > 0 and st["ff"] > 0
+    p = eda.pnr(tmp_path / "syn", "opq_top", family, device, package, 12.0, timeout=600)
+    assert p["fmax_mhz"] and p["fmax_mhz"] > 12
+    bit = tmp_path / "syn" / p["bitstream"]
+    assert bit.suffix == ext and bit.stat().st_size > 10_000
