@@ -82,6 +82,8 @@ def test_demo_ecp5_bit_exact_and_synthesized(demo_run):
     assert rec["cpu_seconds"] < 600
     assert "yosys" in rec["tools"] and "Yosys 0.23" in rec["tools"]["yosys"]
     assert s["board"] == "ecp5-85f"
+    meas = json.loads((out / "resources.json").read_text())  # what `opq-hw report` compares with the estimate
+    assert meas["LUT"] >= rec["synth"]["lut"] > 0 and meas["FF"] == rec["synth"]["ff"] and "Yosys" in meas["source"]
 
     # the simulation level reuses the build's simulator; random input gaps do not change a bit
     from opq_hw.flows.rtl_flow import simulate_rtl

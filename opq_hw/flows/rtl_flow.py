@@ -172,10 +172,10 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: boo
     from ..rtl.gen import generate, write_design
     from ..rtl.verilator import build_sim, run_sim, to_signed, verilator_version
 
-    if unused:
-        ignored = sorted(k for k, v in unused.items() if v not in (None, False))
-        if ignored and log:
-            log(f"rtl: ignoring options not used by the RTL flow: {ignored}")
+    ignored = sorted(k for k, v in unused.items() if v is not None)
+    if ignored:
+        raise OpqError(f"options {ignored} do not apply to the rtl flow; its options are pipeline, freq, sim, synth, "
+                       "pnr, n_sim, tool_timeout")
     b = _board(board)
     family = eda.family_of(b.family)
     pipeline = float(pipeline or 0)
@@ -283,6 +283,13 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: boo
         summary["cpu_seconds"] = round(_cpu() - cpu0, 1)  # this process + its tools: the machine-load-free cost
         summary["peak_rss_mb"] = _peak_rss_mb()
         write_json(out / "rtl_build.json", summary)
+        if isinstance(summary.get("synth"), dict) and "lut" in summary["synth"]:
+            syn = summary["synth"]  # the measurement `opq-hw report` puts beside the estimate
+            write_json(out / "resources.json", {
+                "LUT": syn.get("lut_equiv", syn["lut"]), "FF": syn["ff"], "DSP": syn["dsp"],
+                "BRAM18": syn["bram18"] + 2 * syn["bram36"], "URAM": 0,
+                "source": f"Yosys synthesis for {family}" + (", placed and routed" if isinstance(summary.get("pnr"), dict)
+                                                             and "fmax_mhz" in summary["pnr"] else "")})
     if log:
         log(summary_text(summary))
     if "synth_error" in summary:
