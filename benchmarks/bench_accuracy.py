@@ -7,7 +7,7 @@ global-magnitude, per-channel, and uniform at each bit width 2..8 that can reach
 (reported: the best one-shot accuracy over the bit widths, and the best finetuned accuracy over the
 bit widths that were finetuned: by default the 2 with the best one-shot accuracy at that CR, to fit
 the runtime; `--uniform-finetune-top 7` finetunes all; each reported with its bits).
-Finetune recipe, the same for every method: `opq_hw.finetune.finetune`, Adam, lr 1e-3, batch 64,
+Finetune recipe, the same for every method: `opq_hw.training.finetune`, Adam, lr 1e-3, batch 64,
 5 epochs, seed 0, masks and quantizers frozen (STE). Test sets are only evaluated, never tuned on.
 
 Run:  python benchmarks/bench_accuracy.py [--epochs 5] [--datasets digits mnist1d] [--resume]
@@ -42,10 +42,10 @@ SEED = 0
 
 def run_one(model, specs, weights, data, cr, kw, epochs, lr, batch_size):
     """Allocate, apply (Brevitas), one-shot accuracy, finetune, finetuned accuracy."""
-    from opq_hw.allocate import allocate
+    from opq_hw.allocation import allocate
     from opq_hw.carrier import ActConfig, apply
     from opq_hw.errors import OpqError
-    from opq_hw.finetune import accuracy, finetune
+    from opq_hw.training import accuracy, finetune
 
     xtr, ytr, xte, yte = data
     t0 = time.perf_counter()
@@ -66,7 +66,7 @@ def run_one(model, specs, weights, data, cr, kw, epochs, lr, batch_size):
 
 
 def bench_dataset(ds, epochs, lr, batch_size, cache, save_cache, uniform_top, log=print):
-    from opq_hw.finetune import accuracy
+    from opq_hw.training import accuracy
     from opq_hw.layers import inspect_model, layer_weights
     from opq_hw.pipeline import dataset_for, pretrained
 

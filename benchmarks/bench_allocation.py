@@ -95,7 +95,7 @@ def one_pass(specs, weights) -> None:
 
 
 def run_allocate(specs, weights):
-    from opq_hw.allocate import allocate
+    from opq_hw.allocation import allocate
 
     return allocate(specs, weights, target_cr=20, method="opq", scale_mode="pow2", weighting="mean")
 
@@ -129,7 +129,7 @@ def _mem_child(path: str, what: str) -> None:
         weights[s.name] = torch.from_numpy(arr[off:off + s.n_weights]).reshape(s.weight_shape)
         off += s.n_weights
     if what == "allocate":  # warm up imports and lazy init on a tiny problem so they do not count
-        from opq_hw.allocate import allocate
+        from opq_hw.allocation import allocate
 
         allocate(specs[:1], weights, target_cr=20)  # conv1 only: 9,408 weights
     else:

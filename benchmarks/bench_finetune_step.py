@@ -3,7 +3,7 @@
 Same pre-trained model, same batch, Adam (lr 1e-3), one step = zero_grad + forward + cross-entropy
 + backward + step, CPU. The quantized model is `opq_hw.carrier.apply` of an OPQ allocation at
 20x CR_w (pow2 scales, 8-bit activations), in train mode with quantizers frozen, as
-`opq_hw.finetune.finetune` runs it. Measured in one run, interleaved: per repeat, `steps`
+`opq_hw.training.finetune` runs it. Measured in one run, interleaved: per repeat, `steps`
 steps of each variant; the per-step median over repeats is compared. Goal: quant / float <= 1.5x.
 
 A third variant attributes the overhead: the float model with only the `FrozenMask` weight
@@ -42,7 +42,7 @@ def build(name: str, ds: str):
     """(float model, quantized model, float+mask model, train data) for a built-in model."""
     import torch.nn.utils.parametrize as parametrize
 
-    from opq_hw.allocate import allocate
+    from opq_hw.allocation import allocate
     from opq_hw.carrier import ActConfig, FrozenMask, apply, freeze
     from opq_hw.layers import inspect_model, layer_weights
     from opq_hw.pipeline import dataset_for, pretrained

@@ -37,7 +37,7 @@ def main() -> None:
     from opq_hw.artifact import write_bytes, write_json
     from opq_hw.data import load_dataset
     from opq_hw.errors import OpqError
-    from opq_hw.finetune import train
+    from opq_hw.training import train
     from opq_hw.flows.rtl_flow import build
     from opq_hw.pipeline import CompressConfig, compress_run
 

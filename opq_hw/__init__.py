@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "inspect": ("opq_hw.layers", "inspect_model"),
-    "allocate": ("opq_hw.allocate", "allocate"),
-    "compress": ("opq_hw.allocate", "compress"),
+    "allocate": ("opq_hw.allocation", "allocate"),
+    "compress": ("opq_hw.allocation", "compress"),
     "apply": ("opq_hw.carrier", "apply"),
-    "finetune": ("opq_hw.finetune", "finetune"),
+    "finetune": ("opq_hw.training", "finetune"),
     "export_qonnx": ("opq_hw.export", "export_qonnx"),
     "load_run": ("opq_hw.pipeline", "load_run"),
     "OpqError": ("opq_hw.errors", "OpqError"),

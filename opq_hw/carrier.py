@@ -158,7 +158,7 @@ def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act:
     Latent weights start at the quantized values q*s (masked); activation scales are calibrated on
     `calib` (a batch of inputs; without data, on the example inputs given) and then frozen.
     """
-    from .allocate import compress
+    from .allocation import compress
     from .layers import layer_weights
 
     act = act or ActConfig(scale_mode=allocation.scale_mode)

@@ -27,7 +27,7 @@ _MAX_ITER = 12
 def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: str,
                      folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8):
     """cost_fn(spec, bits, n_nonzero) -> usage of `resource` by that layer (vectorised over
-    n_nonzero), for `opq_hw.allocate.allocate(cost_fn=..., budget=...)`."""
+    n_nonzero), for `opq_hw.allocation.allocate(cost_fn=..., budget=...)`."""
     index = {s.name: i for i, s in enumerate(specs)}
     folding = dict(folding or {})
 
@@ -71,7 +71,7 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     fits, iterations: [{resource, budget, usage...}], folding}. Raises OpqError naming the missing
     resources when even min_bits with one survivor per output channel does not fit.
     """
-    from .allocate import allocate, resolve_overrides
+    from .allocation import allocate, resolve_overrides
 
     board = load_board(board)
     _check_arch(arch, board)

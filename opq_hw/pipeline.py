@@ -78,7 +78,7 @@ def dataset_for(cfg_data: str | None, model_ref: str):
 
 def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torch.nn.Module:
     """A built-in model trained on its data set, cached (state_dict) after the first call."""
-    from .finetune import train
+    from .training import train
     from .models import BUILTIN, build_model, load_state
 
     if model_ref not in BUILTIN:
@@ -195,10 +195,10 @@ def _check_out(out: Path, chash: str, overwrite: bool) -> None:
 def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = True,
                  log=print) -> Path:
     """Run the pipeline for `cfg` and write the run directory `out` (atomically)."""
-    from .allocate import allocate
+    from .allocation import allocate
     from .carrier import ActConfig, apply
     from .export import export_qonnx
-    from .finetune import accuracy, finetune
+    from .training import accuracy, finetune
     from .layers import inspect_model, layer_weights
 
     out = Path(out)

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from opq_hw.allocate import allocate, compress
+from opq_hw.allocation import allocate, compress
 from opq_hw.carrier import ActConfig, apply, carried_layers, int_weights, quant_state
-from opq_hw.finetune import finetune
+from opq_hw.training import finetune
 from opq_hw.layers import inspect_model, layer_weights
 from opq_hw.models import digits_cnn, digits_mlp, mnist1d_cnn
 from opq_hw.quant import dequantize

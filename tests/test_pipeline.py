@@ -153,3 +153,15 @@ def test_import_is_light():
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_public_verbs_are_functions_after_full_import():
+    import types
+
+    import opq_hw
+    import opq_hw.cli  # noqa: F401  (imports every submodule the verbs live in, lazily or not)
+    import opq_hw.pipeline  # noqa: F401
+
+    for name in ("inspect", "allocate", "compress", "apply", "finetune", "export_qonnx", "load_run"):
+        verb = getattr(opq_hw, name)
+        assert callable(verb) and not isinstance(verb, types.ModuleType), name

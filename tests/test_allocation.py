@@ -7,7 +7,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opq_hw.allocate import allocate, compress
+from opq_hw.allocation import allocate, compress
 from opq_hw.errors import OpqError
 from opq_hw.layers import inspect_model, layer_weights
 from opq_hw.models import digits_cnn, mnist1d_cnn
