@@ -16,7 +16,6 @@ Writes benchmarks/results/accuracy.json and accuracy.png (atomically).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from opq_hw.artifact import read_json, write_bytes, write_json  # noqa: E402
+from opq_hw.artifact import read_json, write_json, write_png  # noqa: E402
 
 RESULTS = HERE / "results"
 MODELS = {"digits": "digits-cnn", "mnist1d": "mnist1d-cnn"}
@@ -197,9 +196,7 @@ def plot(res, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes(path, buf.getvalue())
+    write_png(path, fig)
 
 
 def main() -> None:

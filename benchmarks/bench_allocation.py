@@ -18,7 +18,6 @@ Writes benchmarks/results/allocation.json and allocation.png (atomically).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -36,7 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from opq_hw.artifact import write_bytes, write_json  # noqa: E402
+from opq_hw.artifact import write_json, write_png  # noqa: E402
 from opq_hw.spec import LayerSpec  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -190,9 +189,7 @@ def plot(result, path: Path) -> None:
     fig.suptitle(f"OPQ allocation, ResNet-50 shapes ({result['n_weights'] / 1e6:.1f} M weights, {result['n_layers']} layers)",
                  fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes(path, buf.getvalue())
+    write_png(path, fig)
 
 
 def main() -> None:

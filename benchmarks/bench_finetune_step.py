@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import platform
 import statistics
 import sys
@@ -30,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from opq_hw.artifact import write_bytes, write_json  # noqa: E402
+from opq_hw.artifact import write_json, write_png  # noqa: E402
 
 RESULTS = HERE / "results"
 GOAL = 1.5
@@ -157,9 +156,7 @@ def plot(result, path: Path) -> None:
     ax.set_title(f"finetune step time, quant/float ratio above bars (goal <= {GOAL:g}x)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes(path, buf.getvalue())
+    write_png(path, fig)
 
 
 def main() -> None:

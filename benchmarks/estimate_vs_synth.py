@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from opq_hw.artifact import write_bytes, write_json  # noqa: E402
+from opq_hw.artifact import write_json, write_png  # noqa: E402
 from opq_hw.boards import load_board  # noqa: E402
 from opq_hw.cost import (LayerParams, choose_folding, divisors, finn_mvau, layer_params,  # noqa: E402
                          rtl_calibration, rtl_da)
@@ -249,9 +249,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("LUT (kernel)")
     ax.set_title("rtl-da per layer")
     ax.legend(fontsize=8)
-    buf = __import__("io").BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    write_bytes(path, buf.getvalue())
+    write_png(path, fig, dpi=100)
 
 
 def main(argv=None) -> int:

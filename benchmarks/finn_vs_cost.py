@@ -19,7 +19,6 @@ Writes benchmarks/results/finn_vs_cost.json and finn_vs_cost.png (atomically).
 from __future__ import annotations
 
 import argparse
-import io
 import platform
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from opq_hw.artifact import write_bytes, write_json  # noqa: E402
+from opq_hw.artifact import write_json, write_png  # noqa: E402
 from opq_hw.errors import OpqError  # noqa: E402
 from opq_hw.flows import finn_flow  # noqa: E402
 
@@ -92,9 +91,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("LUT error, % (goal: within 10%)")
     ax.set_title("BRAM18, DSP, cycles: see JSON (exact = 0 error)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    write_bytes(path, buf.getvalue())
+    write_png(path, fig)
 
 
 def main(argv=None) -> int:

@@ -71,6 +71,22 @@ def write_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_png(path: str | os.PathLike, fig, dpi: int = 110) -> Path:
+    return write_bytes(path, png_bytes(fig, dpi))
+
+
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=_default).encode()).hexdigest()[:16]
 

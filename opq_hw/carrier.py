@@ -9,7 +9,6 @@ accumulator grid, so the model is exact in fixed point.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -113,7 +112,6 @@ def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocati
     mods = dict(body.named_modules())
     quant_acts = act.bits is not None
     in_q, relu_q = _act_quants(act) if quant_acts else (None, None)
-    last = specs[-1].name
     for s in specs:
         la: LayerAlloc = allocation.layer(s.name)
         if la.skipped:
@@ -142,7 +140,6 @@ def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocati
         for name, m in list(body.named_modules()):
             if isinstance(m, nn.ReLU):
                 _replace(body, name, qnn.QuantReLU(act_quant=relu_q, return_quant_tensor=True))
-    del last
     return QuantModel(body, qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True) if quant_acts else None)
 
 

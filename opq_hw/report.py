@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .artifact import read_json, write_bytes, write_json
+from .artifact import png_bytes, read_json, write_bytes, write_json
 from .boards import RESOURCES, list_boards, load_board
 from .cost import ARCH_FLOW, CostReport, choose_folding, estimate
 from .errors import OpqError
@@ -56,15 +55,6 @@ def across_boards(specs, alloc, arch, act_bits) -> list[CostReport]:
 # ------------------------------------------------------------------------------------------------
 # figures
 # ------------------------------------------------------------------------------------------------
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
     """PNG bytes of: per-layer sparsity and bits, per-layer resources stacked against the board
     capacity, per-layer cycles with the bottleneck marked."""
@@ -91,7 +81,7 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
     ax.set_xlabel("layer")
     ax.set_title("OPQ allocation per layer")
     fig.legend(loc="upper right", fontsize=8)
-    out["allocation"] = _png(fig)
+    out["allocation"] = png_bytes(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     res = [r for r in RESOURCES if rep.capacity[r] > 0]
@@ -111,7 +101,7 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
     ax.set_xlabel(f"% of {rep.board} capacity (red: utilisation limit)")
     ax.set_title(f"{rep.arch} on {rep.board}: {'fits' if rep.fits else 'does NOT fit'} (binding: {rep.binding})")
     ax.legend(fontsize=7, loc="lower right")
-    out["resources"] = _png(fig)
+    out["resources"] = png_bytes(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     cyc = [lc.cycles for lc in rep.layers]
@@ -121,7 +111,7 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
     ax.set_ylabel("cycles per sample")
     ax.set_xlabel("layer")
     ax.set_title(f"cycles per layer (red: bottleneck {rep.bottleneck}, II {rep.ii_cycles})")
-    out["cycles"] = _png(fig)
+    out["cycles"] = png_bytes(fig)
     return out
 
 
