@@ -30,12 +30,29 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
     return path
 
 
-def execute_qonnx(path: str | os.PathLike, x: np.ndarray) -> np.ndarray:
-    """Run the QONNX graph (qonnx's reference executor) sample by sample; returns (N, ...) outputs."""
+def execute_qonnx(path: str | os.PathLike, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Run the QONNX graph with qonnx's reference executor, `batch` samples per call.
+
+    The exported graph has batch 1; a copy with the batch dimension re-set (shapes re-inferred)
+    runs a whole batch per call.
+    """
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.infer_shapes import InferShapes
 
-    model = ModelWrapper(str(path))
-    iname, oname = model.graph.input[0].name, model.graph.output[0].name
-    outs = [execute_onnx(model, {iname: x[i:i + 1].astype(np.float32)})[oname] for i in range(len(x))]
+    base = ModelWrapper(str(path))
+    iname, oname = base.graph.input[0].name, base.graph.output[0].name
+    out_shape = [d.dim_value for d in base.graph.output[0].type.tensor_type.shape.dim][1:]
+    models: dict[int, ModelWrapper] = {}
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = np.ascontiguousarray(x[i:i + batch], dtype=np.float32)
+        m = models.get(len(xb))
+        if m is None:
+            m = ModelWrapper(base.model.__deepcopy__())
+            del m.graph.value_info[:]
+            m.set_tensor_shape(iname, [len(xb)] + list(xb.shape[1:]))
+            m.set_tensor_shape(oname, [len(xb)] + out_shape)
+            m = models[len(xb)] = m.transform(InferShapes())
+        outs.append(execute_onnx(m, {iname: xb})[oname])
     return np.concatenate(outs, axis=0)

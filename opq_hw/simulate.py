@@ -44,31 +44,10 @@ def level_function(level: str) -> Callable[..., np.ndarray]:
 
 
 def _run_qonnx(run, x_q: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Level "qonnx": qonnx's reference executor on the run's `model.qonnx.onnx`, in batches.
+    """Level "qonnx": qonnx's reference executor on the run's `model.qonnx.onnx`, in batches."""
+    from .export import execute_qonnx
 
-    The exported graph has batch 1; a copy with the batch dimension re-set (shapes re-inferred)
-    runs `batch` samples per call.
-    """
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
-    from qonnx.transformation.infer_shapes import InferShapes
-
-    base = ModelWrapper(str(run.path / "model.qonnx.onnx"))
-    iname, oname = base.graph.input[0].name, base.graph.output[0].name
-    out_shape = [d.dim_value for d in base.graph.output[0].type.tensor_type.shape.dim][1:]
-    models: dict[int, Any] = {}
-    outs = []
-    for i in range(0, len(x_q), batch):
-        xb = np.ascontiguousarray(x_q[i:i + batch], dtype=np.float32)
-        m = models.get(len(xb))
-        if m is None:
-            m = ModelWrapper(base.model.__deepcopy__())
-            del m.graph.value_info[:]
-            m.set_tensor_shape(iname, [len(xb)] + list(xb.shape[1:]))
-            m.set_tensor_shape(oname, [len(xb)] + out_shape)
-            m = models[len(xb)] = m.transform(InferShapes())
-        outs.append(execute_onnx(m, {iname: xb})[oname])
-    return np.concatenate(outs).astype(np.float32).reshape(len(x_q), -1)
+    return execute_qonnx(run.path / "model.qonnx.onnx", x_q, batch=batch).astype(np.float32).reshape(len(x_q), -1)
 
 
 def reference(run, x_q: np.ndarray, batch: int = 512) -> np.ndarray:
