@@ -159,9 +159,7 @@ def _builtin_data(model_ref: str) -> str | None:
 
 def quantize_input(run: Run, x: np.ndarray) -> np.ndarray:
     """Inputs snapped onto the input quantizer's grid (float32, same layout)."""
-    with torch.no_grad():
-        y = run.qmodel.input_quant(torch.as_tensor(x, dtype=torch.float32))
-    return (y.value if hasattr(y, "value") else y).numpy().astype(np.float32)
+    return _quantize(run.qmodel, x)
 
 
 def _versions() -> dict[str, str]:

@@ -58,7 +58,7 @@ def reference(run, x_q: np.ndarray, batch: int = 512) -> np.ndarray:
     with torch.no_grad():
         for i in range(0, len(x_q), batch):
             y = run.qmodel(torch.as_tensor(x_q[i:i + batch]))
-            outs.append((y.value if hasattr(y, "value") and not isinstance(y, torch.Tensor) else y).numpy())
+            outs.append(y.numpy())  # QuantModel.forward returns a plain tensor
     return np.concatenate(outs).astype(np.float32).reshape(len(x_q), -1)
 
 
