@@ -1,5 +1,5 @@
-"""Fit the cost model's rtl-da coefficients per family against real Yosys synthesis, and report the
-held-out error.
+"""Fit the cost model's rtl-da (or, with --arch seq, rtl-seq) coefficients per family against real
+Yosys synthesis, and report the held-out error.
 
 Layers: random conv/dense layers (not the demo model): shapes, weight bits (2-8) and sparsity
 (0-90%) drawn with a fixed seed, each a full layer module of the open RTL flow (window or
@@ -9,7 +9,14 @@ bits (coefficients at 1/0). Fit on the training layers (least squares, LUT = a *
 FF = c * X + the model's register term), report MAPE on the held-out layers, and write the
 coefficients with provenance to board_configs/rtl_da_calibration.yaml.
 
-    python benchmarks/rtl_calibration.py [--n 24] [--families xc7,ecp5,ice40]
+--arch seq: the same random layers as sequential-architecture layer modules (opq_hw.rtl.seq: ROM
+of the nonzero weights + one multiply-accumulate unit + requantization; the activation buffers
+live in the top level and are not part of a layer module). Features from `cost.seq_features`;
+LUT = a + b * acc + c * table_bits and FF = d + e * acc + f * (address + pointer bits), least
+squares on the training layers; ROM bits, BRAM, DSP and cycles are exact counts, not fitted.
+Writes board_configs/rtl_seq_calibration.yaml and benchmarks/results/rtl_seq_calibration.json.
+
+    python benchmarks/rtl_calibration.py [--n 24] [--families xc7,ecp5,ice40] [--arch da4ml|seq]
 """
 from __future__ import annotations
 
@@ -68,7 +75,7 @@ def random_layer(rng: np.random.Generator, i: int):
                     out_pixels=int(np.prod(out_shape[1:])), in_pixels=int(np.prod(in_shape[1:])) if kind == "conv" else 1,
                     in_channels=cin, kernel=(3, 3) if kind == "conv" else (), in_width=in_shape[2],
                     n_weights=int(wq.size), nnz=int(np.count_nonzero(wq)), w_bits=bits, a_bits=in_bits, a_signed=in_signed,
-                    has_bias=True)
+                    has_bias=True, in_words=cin * (h + 2) * (w + 2) if kind == "conv" else fan_in)
     return net, p
 
 
@@ -108,7 +115,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24, help="random layers (half train, half held out)")
     ap.add_argument("--families", default="xc7,ecp5,ice40")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arch", default="da4ml", choices=["da4ml", "seq"])
     args = ap.parse_args()
+    if args.arch == "seq":
+        return main_seq(args)
     from opq_hw.boards import load_board
 
     boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
@@ -205,6 +215,103 @@ def main() -> None:
             + yaml.safe_dump(cal_yaml, sort_keys=True, width=200))
     write_bytes(ROOT / "board_configs" / "rtl_da_calibration.yaml", text.encode())
     print(json.dumps({f: {k: v for k, v in r.items() if k != "rows"} for f, r in result["families"].items()}, indent=1))
+
+
+def _rename_into(files: list[Path], i: int, names: tuple[str, ...]) -> list[Path]:
+    """Rename this design's modules apart (suffix _c<i>) so that all layers live in one Yosys session."""
+    out = []
+    for f in files:
+        txt = f.read_text()
+        for m in names:
+            txt = txt.replace(m, f"{m}_c{i}")
+        if f.name.startswith(names):
+            nf = f.with_name(f.name.replace(".v", f"_c{i}.v"))
+            nf.write_text(txt)
+            f.unlink()
+            out.append(nf)
+        else:
+            out.append(f)
+    return out
+
+
+def _lstsq(rows: list[dict], xkeys: tuple[str, ...], ykey: str) -> np.ndarray:
+    A = np.array([[1.0] + [r[k] for k in xkeys] for r in rows])
+    y = np.array([r[ykey] for r in rows], dtype=float)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    return coef
+
+
+def main_seq(args) -> None:
+    from opq_hw.cost import seq_features
+    from opq_hw.rtl.seq import generate_seq
+
+    rng = np.random.default_rng(args.seed)
+    layers, designs = [], []
+    with tempfile.TemporaryDirectory(prefix="opq-rtlcal-seq-") as td:
+        work = Path(td)
+        for i in range(args.n):
+            net, p = random_layer(rng, i)
+            d = generate_seq(net)
+            files = _rename_into(write_design(d, work / f"l{i}"), i, ("opq_S0", "opq_S1", "opq_top"))
+            designs.append((f"opq_S0_c{i}", [f for f in files if f.name.startswith("opq_S0_")]))
+            f = seq_features(p)
+            layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels, "w_bits": p.w_bits,
+                           "nnz": int(p.nnz), "acc": float(f["acc"]), "table_bits": float(f["table_bits"]),
+                           "addr_ptr": float(f["addr"] + f["ptr"]), "rom_entries": d.layer_modules[0]["rom_entries"],
+                           "acc_w_design": d.layer_modules[0]["acc_w"]})
+        fams = [f for f in args.families.split(",") if f]
+        synth = {}
+        for fam in fams:
+            print(f"synthesizing {len(designs)} seq layers for {fam} ...", flush=True)
+            synth[fam] = synth_family(fam, designs, work)
+    train = [L for L in layers if L["i"] % 4 != 3]  # 3/4 train (both kinds), 1/4 held out
+    test = [L for L in layers if L["i"] % 4 == 3]
+    result = {"arch": "seq", "n_layers": len(layers), "n_train": len(train), "n_test": len(test),
+              "yosys": eda.yosys_version(), "families": {}}
+    cal_yaml = {}
+    for fam in fams:
+        rows = [{**L, "lut": synth[fam][f"opq_S0_c{L['i']}"]["lut_equiv"], "ff": synth[fam][f"opq_S0_c{L['i']}"]["ff"],
+                 "dsp": synth[fam][f"opq_S0_c{L['i']}"]["dsp"], "bram": synth[fam][f"opq_S0_c{L['i']}"]["bram18"]}
+                for L in layers]
+        tr = [r for r in rows if r["i"] % 4 != 3]
+        te = [r for r in rows if r["i"] % 4 == 3]
+        lc = _lstsq(tr, ("acc", "table_bits"), "lut")
+        fc = _lstsq(tr, ("acc", "addr_ptr"), "ff")
+
+        def lut(r):
+            return lc[0] + lc[1] * r["acc"] + lc[2] * r["table_bits"]
+
+        def ff(r):
+            return fc[0] + fc[1] * r["acc"] + fc[2] * r["addr_ptr"]
+
+        def mape(rs, f, k):
+            return float(np.mean([abs(f(r) - r[k]) / r[k] for r in rs]))
+
+        res = {"lut_coef": [float(v) for v in lc], "ff_coef": [float(v) for v in fc],
+               "lut_mape_train": mape(tr, lut, "lut"), "lut_mape_heldout": mape(te, lut, "lut"),
+               "ff_mape_train": mape(tr, ff, "ff"), "ff_mape_heldout": mape(te, ff, "ff"),
+               "dsp_per_layer": sorted({r["dsp"] for r in rows}), "synth_seconds": round(synth[fam]["_seconds"], 1),
+               "rows": rows}
+        result["families"][fam] = res
+        cal_yaml[fam] = {"lut_per_layer": round(float(lc[0]), 2), "lut_per_acc_bit": round(float(lc[1]), 4),
+                         "lut_per_table_bit": round(float(lc[2]), 4), "ff_per_layer": round(float(fc[0]), 2),
+                         "ff_per_acc_bit": round(float(fc[1]), 4), "ff_per_addr_bit": round(float(fc[2]), 4),
+                         "provenance": (f"fitted by benchmarks/rtl_calibration.py --arch seq (seed {args.seed}) on "
+                                        f"{len(tr)} random conv/dense seq layer modules (not the demo model), "
+                                        f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; "
+                                        f"held-out ({len(te)} layers) LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
+                                        f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}%")}
+        print(f"{fam}: held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% (train {res['lut_mape_train'] * 100:.1f}%), "
+              f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}% (train {res['ff_mape_train'] * 100:.1f}%), DSP per layer "
+              f"{res['dsp_per_layer']}", flush=True)
+    write_json(ROOT / "benchmarks" / "results" / "rtl_seq_calibration.json", result)
+    import yaml
+
+    text = ("# rtl-seq cost-model coefficients per family (LUT and FF only; ROM, BRAM, DSP and cycles are exact counts),\n"
+            "# fitted against Yosys synthesis of the sequential architecture's layer modules; written by\n"
+            "# benchmarks/rtl_calibration.py --arch seq (read by opq_hw.cost.rtl_calibration).\n"
+            + yaml.safe_dump(cal_yaml, sort_keys=True, width=200))
+    write_bytes(ROOT / "board_configs" / "rtl_seq_calibration.yaml", text.encode())
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def main() -> None:
                                       target_cr=args.cr, epochs=2), args.out or tmp / "run", progress=False,
                        overwrite=True)
     try:
-        s = build(run, board=args.board)
+        s = build(run, board=args.board, rtl_arch="da4ml")  # this script records the da4ml architecture
         ok, err = True, None
     except OpqError as e:
         import json

@@ -172,7 +172,7 @@ def _validate(d: Any, source: str) -> Board:
 def list_boards() -> list[str]:
     """Names of the boards shipped in `board_configs/` (the YAML file stems), sorted."""
     d = config_dir()
-    return sorted(p.stem for p in d.glob("*.yaml") if p.stem != "rtl_da_calibration")
+    return sorted(p.stem for p in d.glob("*.yaml") if not p.stem.endswith("_calibration"))
 
 
 def load_board(name: "str | Board") -> Board:
@@ -186,7 +186,7 @@ def load_board(name: "str | Board") -> Board:
         path = p
     else:
         path = config_dir() / f"{name}.yaml"
-        if not path.is_file() or name == "rtl_da_calibration":
+        if not path.is_file() or name.endswith("_calibration"):
             raise OpqError(f"unknown board {name!r}; available: {', '.join(list_boards())} "
                            f"(or add board_configs/{name}.yaml, see opq_hw/boards.py)")
     with open(path) as f:

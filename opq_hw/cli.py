@@ -119,7 +119,8 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    opts = {k: getattr(args, k) for k in ("backend", "io", "board", "allow_inexact") if getattr(args, k, None) is not None}
+    opts = {k: getattr(args, k) for k in ("backend", "io", "board", "allow_inexact", "rtl_arch")
+            if getattr(args, k, None) is not None}
     res = _simulate(args.run, args.level, data=args.data, n=args.n, **opts)
     return 0 if res.get("bit_exact") else 1
 
@@ -182,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--io", choices=["parallel", "stream"], help="csim: hls4ml io type (default parallel)")
     s.add_argument("--board", help="csim: take reuse factors from the cost model for this board")
     s.add_argument("--allow-inexact", action="store_true", default=None, help="csim: accept a float-scale run, measure the error")
+    s.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="rtl: architecture (default: the build's, else seq)")
     s.set_defaults(func=cmd_simulate)
     b = sub.add_parser("build", help="generate an accelerator project for a run")
     b.add_argument("run")
@@ -193,7 +195,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--synth", action="store_true", default=None, help="run the vendor synthesis tool (must be on PATH)")
     b.add_argument("--allow-inexact", action="store_true", default=None, help="allow float-scale runs (error is measured)")
     b.add_argument("--target-fps", type=float, help="FINN: throughput target for folding")
-    b.add_argument("--pipeline", type=float, help="RTL: da4ml latency cutoff per pipeline stage (0: combinational kernels)")
+    b.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="RTL: seq (default; one sparse MAC per layer, weights in "
+                   "block RAM) or da4ml (constant-weight adder graphs, one pixel per cycle)")
+    b.add_argument("--pipeline", type=float, help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
     b.add_argument("--freq", type=float, help="RTL: place-and-route target in MHz (default: the board's clock)")
     b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
     b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")

@@ -5,11 +5,12 @@ One function per architecture; each docstring cites where its formula comes from
 - `hls4ml_resource` hls4ml io_parallel, Resource strategy (weights in BRAM, reuse factor R)
 - `finn_mvau`       FINN MatrixVectorActivation (PE/SIMD folding), FINN-R formulas as in FINN's code
 - `rtl_da`          the open flow's constant-weight RTL (da4ml distributed arithmetic), no DSP
+- `rtl_seq`         the open flow's sequential RTL: one multiply-accumulate unit per layer, ROM of nonzeros
 
 `estimate(specs, allocation, board, arch, folding)` adds the layers up into a `CostReport`
 (memory bits, LUT, FF, DSP, BRAM18, URAM, cycles, II, latency, throughput, fits-or-not, the binding
 resource); `choose_folding(...)` picks the fastest folding that fits the board. Coefficients are
-data (board YAML, `board_configs/rtl_da_calibration.yaml`), recorded with their provenance in
+data (board YAML, `board_configs/rtl_*_calibration.yaml`), recorded with their provenance in
 every report. Arithmetic works elementwise on numpy arrays of `n_nonzero`, so the same functions
 serve as the additive rate of the hardware-aware allocator (`opq_hw.hwaware`).
 """
@@ -28,8 +29,8 @@ from .boards import RESOURCES, Board, config_dir, load_board
 from .errors import OpqError
 from .spec import Allocation, LayerAlloc, LayerSpec
 
-ARCHS = ("hls4ml-latency", "hls4ml-resource", "finn-mvau", "rtl-da")
-ARCH_FLOW = {"hls4ml-latency": "hls4ml", "hls4ml-resource": "hls4ml", "finn-mvau": "finn", "rtl-da": "rtl"}
+ARCHS = ("hls4ml-latency", "hls4ml-resource", "finn-mvau", "rtl-da", "rtl-seq")
+ARCH_FLOW = {"hls4ml-latency": "hls4ml", "hls4ml-resource": "hls4ml", "finn-mvau": "finn", "rtl-da": "rtl", "rtl-seq": "rtl"}
 INPUT_BITS = 8  # the input quantizer of every hardware-mode model: 8-bit signed (see the core contract)
 
 
@@ -57,6 +58,7 @@ class LayerParams:
     a_bits: int
     a_signed: bool
     has_bias: bool
+    in_words: int = 0  # input activation words with the zero padding (C_in x padded spatial size; linear: fan_in)
 
     @property
     def acc_bits(self) -> int:
@@ -76,15 +78,18 @@ def layer_params(spec: LayerSpec, la: LayerAlloc, index: int, act_bits: int | No
     a_bits = INPUT_BITS if index == 0 else (act_bits or 16)
     if spec.kind == "linear":
         in_pixels, in_width, kernel = 1, 1, ()
+        in_words = spec.n_weights // spec.out_channels
     else:
         in_pixels = int(np.prod(spec.in_shape[1:]))
         in_width = int(spec.in_shape[-1])
         kernel = tuple(spec.kernel_size)
+        in_words = spec.in_channels * int(np.prod([d + 2 * q for d, q in zip(spec.in_shape[1:], spec.padding)]))
     return LayerParams(
         name=spec.name, kind=spec.kind, fan_in=spec.n_weights // spec.out_channels, out_channels=spec.out_channels,
         out_pixels=spec.out_pixels, in_pixels=in_pixels, in_channels=spec.in_channels, kernel=kernel, in_width=in_width,
         n_weights=spec.n_weights, nnz=la.n_nonzero if n_nonzero is None else n_nonzero,
-        w_bits=int(la.bits if bits is None else bits), a_bits=int(a_bits), a_signed=index == 0, has_bias=spec.has_bias)
+        w_bits=int(la.bits if bits is None else bits), a_bits=int(a_bits), a_signed=index == 0, has_bias=spec.has_bias,
+        in_words=int(in_words))
 
 
 def _ceil(x):
@@ -343,19 +348,35 @@ def csd_digits_mean(bits: int) -> float:
 DEFAULT_DIGIT_SCALE = 0.48
 
 
-def rtl_calibration(family: str) -> dict[str, Any]:
-    """Fitted rtl-da coefficients for a family from `board_configs/rtl_da_calibration.yaml`
-    (`{family: {coefficients..., provenance: ...}}`, written by the RTL flow's calibration), or
-    the documented defaults when the file or the family is absent."""
+_CAL_KEYS = {"rtl-da": ("lut_per_adder_bit", "ff_per_adder_bit", "digit_scale", "lut_per_layer"),
+             "rtl-seq": ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "ff_per_layer", "ff_per_acc_bit",
+                         "ff_per_addr_bit")}
+_CAL_DEFAULTS = {
+    "rtl-da": ({"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": DEFAULT_DIGIT_SCALE, "lut_per_layer": 0.0},
+               "defaults (no fitted calibration for this family): one LUT per adder bit, one adder "
+               "per CSD digit beyond the first of each output (da4ml's cost is ~ the number of adder "
+               "bits: Sun et al., da4ml, arXiv 2507.04535), digit_scale 0.48 fitted (1 parameter) to "
+               "Yosys synth_ecp5 LUTs of the demo run's three da4ml kernels "
+               "(benchmarks/results/estimate_vs_synth.json: the unscaled model was 2.03-2.10x high)"),
+    "rtl-seq": ({"lut_per_layer": 150.0, "lut_per_acc_bit": 8.0, "lut_per_table_bit": 0.5, "ff_per_layer": 40.0,
+                 "ff_per_acc_bit": 4.0, "ff_per_addr_bit": 4.0},
+                "defaults (no fitted calibration for this family): rough register and LUT counts read off "
+                "opq_hw/rtl/seq.py (acc, max, pipeline registers; tables of MH entries)"),
+}
+
+
+def rtl_calibration(family: str, arch: str = "rtl-da") -> dict[str, Any]:
+    """Fitted coefficients of an open-RTL architecture for a family from
+    `board_configs/<arch>_calibration.yaml` (rtl_da_calibration.yaml, rtl_seq_calibration.yaml:
+    `{family: {coefficients..., provenance: ...}}`, written by benchmarks/rtl_calibration.py), or the
+    documented defaults when the file or the family is absent."""
     import yaml
 
-    defaults = {"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": DEFAULT_DIGIT_SCALE, "lut_per_layer": 0.0,
-                "provenance": "defaults (no fitted calibration for this family): one LUT per adder bit, one adder "
-                              "per CSD digit beyond the first of each output (da4ml's cost is ~ the number of adder "
-                              "bits: Sun et al., da4ml, arXiv 2507.04535), digit_scale 0.48 fitted (1 parameter) to "
-                              "Yosys synth_ecp5 LUTs of the demo run's three da4ml kernels "
-                              "(benchmarks/results/estimate_vs_synth.json: the unscaled model was 2.03-2.10x high)"}
-    path = config_dir() / "rtl_da_calibration.yaml"
+    if arch not in _CAL_KEYS:
+        raise OpqError(f"no calibration for architecture {arch!r}; calibrated: {sorted(_CAL_KEYS)}")
+    values, why = _CAL_DEFAULTS[arch]
+    defaults = {**values, "provenance": why}
+    path = config_dir() / f"{arch.replace('-', '_')}_calibration.yaml"
     if not path.is_file():
         return defaults
     try:
@@ -366,7 +387,7 @@ def rtl_calibration(family: str) -> dict[str, Any]:
     if not isinstance(fam, dict):
         return defaults
     out = dict(defaults)
-    for k in ("lut_per_adder_bit", "ff_per_adder_bit", "digit_scale", "lut_per_layer"):
+    for k in _CAL_KEYS[arch]:
         if k in fam:
             v = fam[k]
             if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -418,6 +439,65 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     depth = _ceil(np.log2(np.maximum(digits / p.out_channels, 1.0))) + board.coeff("pipeline_extra_cycles")
     return {"LUT": lut, "FF": ff, "DSP": 0 * nnz, "BRAM18": 0 * nnz + bram, "URAM": 0 * nnz, "mults": 0 * nnz,
             "cycles": cycles, "ii": cycles, "latency": cycles + depth}
+
+
+SEQ_DRAIN = 6  # cycles per layer beyond its ROM walk: start, ROM read, activation read, MAC, requant, write
+
+
+def seq_features(p: LayerParams) -> dict[str, Any]:
+    """What the sequential RTL of one layer is made of, counted from opq_hw/rtl/seq.py."""
+    entries = np.maximum(np.asarray(p.nnz, dtype=np.float64), p.out_channels)  # >= one entry per channel
+    in_words = p.in_words or p.in_channels * max(p.in_pixels, 1)
+    addr = clog2(max(in_words, 2))
+    acc = p.w_bits + p.a_bits + clog2(p.fan_in) + 1  # the accumulator plus the bias (seq.py sizes it exactly)
+    ptr = np.ceil(np.log2(entries + 1))  # the ROM pointer's bits
+    return {"entries": entries, "rom_bits": entries * (p.w_bits + addr), "buf_bits": in_words * p.a_bits, "addr": addr,
+            "acc": acc, "ptr": ptr,
+            # tables of MH entries: bias (acc bits), channel start/end (ptr bits), requant shift ids
+            "table_bits": p.out_channels * (acc + 2 * ptr + 2)}
+
+
+def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The open flow's sequential RTL (opq_hw.rtl.seq, `--rtl-arch seq`): per layer one W x A
+    multiply-accumulate unit walks a ROM that holds only the nonzero weights, one entry per cycle;
+    activations sit in block RAM with the zero padding built in; layers run one after another.
+
+    Source: the structure of the generated Verilog, counted (seq.py's docstring):
+      entries  = nnz (+1 for each output channel without a nonzero weight; costed as max(nnz, MH))
+      rom_bits = entries * (W + ceil(log2 in_words)), in_words = C_in * padded spatial size (conv), MW (linear)
+      buf_bits = in_words * A (the layer's input buffer)
+      BRAM18   = block RAMs of the ROM (entries x (W + address bits)) and of the buffer (in_words x A),
+                 each packed at the board's best block aspect ratio (as `bram_blocks`), when it holds
+                 >= rom_bram_min_bits (smaller ones become LUT RAM: lutram_bits_per_lut bits per LUT)
+      DSP      = 1: Yosys maps the one W x A product onto one MULT18X18D / SB_MAC16 / DSP48E1
+      cycles   = out_pixels * entries (every output position, pool offsets included, walks its
+                 channels' entries); latency = cycles + SEQ_DRAIN; the network's interval is the SUM
+                 over layers (one datapath per layer, one layer active at a time)
+      LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
+      FF       = ff_per_layer + ff_per_acc_bit * acc + ff_per_addr_bit * (address + pointer bits)
+    The LUT/FF coefficients per family come from `rtl_seq_calibration.yaml` (Yosys synthesis of
+    random layers, benchmarks/rtl_calibration.py --arch seq); ROM bits, BRAM, DSP and cycles are exact
+    counts of the design, not fitted.
+    """
+    cal = dict(calibration or rtl_calibration(board.family, "rtl-seq"))
+    f = seq_features(p)
+    bram = 0 * f["entries"]
+    lut_ram = 0 * f["entries"]
+    aspects = _ASPECTS_4K if board.bram_block_bits == 4096 else _ASPECTS_18K
+    for width, depth in ((p.w_bits + f["addr"], f["entries"]), (p.a_bits, np.asarray(f["buf_bits"]) / p.a_bits)):
+        depth = np.asarray(depth, dtype=np.float64)
+        blocks = np.min([np.ceil(depth / d - 1e-9) * math.ceil(width / w) for d, w in aspects], axis=0)
+        big = depth * width >= board.coeff("rom_bram_min_bits")
+        bram = bram + np.where(big, blocks, 0)
+        lut_ram = lut_ram + np.where(big, 0, depth * width / board.coeff("lutram_bits_per_lut"))
+    lut = _ceil(cal["lut_per_layer"] + cal["lut_per_acc_bit"] * f["acc"] + cal["lut_per_table_bit"] * f["table_bits"]
+                + lut_ram)
+    ff = _ceil(cal["ff_per_layer"] + cal["ff_per_acc_bit"] * f["acc"] + cal["ff_per_addr_bit"] * (f["addr"] + f["ptr"])
+               + 0 * f["entries"])
+    dsp = (1 if board.capacity["DSP"] > 0 else 0) + 0 * f["entries"]
+    cycles = p.out_pixels * f["entries"]
+    return {"LUT": lut, "FF": ff, "DSP": dsp, "BRAM18": bram, "URAM": 0 * f["entries"], "mults": 1 + 0 * f["entries"],
+            "cycles": cycles, "ii": cycles, "latency": cycles + SEQ_DRAIN}
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,7 +628,7 @@ def _pairs(specs: list[LayerSpec], allocation: Allocation) -> list[tuple[LayerSp
 
 
 def default_folding(p: LayerParams, arch: str) -> dict[str, Any]:
-    """Fully parallel: R = 1 (hls4ml), PE = MH and SIMD = MW (FINN), nothing to fold for rtl-da."""
+    """Fully parallel: R = 1 (hls4ml), PE = MH and SIMD = MW (FINN), nothing to fold for rtl-da/rtl-seq."""
     if arch.startswith("hls4ml"):
         return {"reuse_factor": 1}
     if arch == "finn-mvau":
@@ -557,7 +637,8 @@ def default_folding(p: LayerParams, arch: str) -> dict[str, Any]:
 
 
 _FOLD_KEYS = {"hls4ml-latency": {"reuse_factor"}, "hls4ml-resource": {"reuse_factor"},
-              "finn-mvau": {"pe", "simd", "mem_mode", "ram_style", "res_type", "acc_bits", "w_bits"}, "rtl-da": set()}
+              "finn-mvau": {"pe", "simd", "mem_mode", "ram_style", "res_type", "acc_bits", "w_bits"}, "rtl-da": set(),
+              "rtl-seq": set()}
 
 
 def layer_cost(p: LayerParams, board: Board, arch: str, fold: Mapping[str, Any] | None = None,
@@ -574,6 +655,8 @@ def layer_cost(p: LayerParams, board: Board, arch: str, fold: Mapping[str, Any] 
         return hls4ml_resource(p, board, **fold)
     if arch == "finn-mvau":
         return finn_mvau(p, board, **fold)
+    if arch == "rtl-seq":
+        return rtl_seq(p, board, calibration)
     return rtl_da(p, board, calibration)
 
 
@@ -592,7 +675,7 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     unknown = set(folding) - {s.name for s in specs}
     if unknown:
         raise OpqError(f"folding names unknown layers {sorted(unknown)}; layers: {[s.name for s in specs]}")
-    cal = rtl_calibration(board.family) if arch == "rtl-da" else None
+    cal = rtl_calibration(board.family, arch) if arch.startswith("rtl-") else None
     layers = []
     notes = []
     for i, (s, la) in enumerate(_pairs(specs, allocation)):
@@ -615,8 +698,10 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     if arch == "finn-mvau":
         notes.append("finn-mvau counts the MVAUs only (no sliding-window generators, pools, FIFOs or DMA); "
                      "weights are stored dense, so sparsity saves nothing")
-    if arch == "rtl-da":
-        notes.append(f"rtl-da coefficients: {cal['provenance']}")
+    if arch.startswith("rtl-"):
+        notes.append(f"{arch} coefficients: {cal['provenance']}")
+    if arch == "rtl-seq":
+        notes.append("rtl-seq: the layers run one after another, so the interval is the sum of their cycles")
     if act_bits is None:
         notes.append("the run has float activations; costed as 16-bit activations")
     return _report(layers, board, arch, act_bits or 16, cal, notes)
@@ -636,13 +721,14 @@ def _report(layers: list[LayerCost], board: Board, arch: str, act_bits: int, cal
     fits = not over
     binding = max(RESOURCES, key=lambda r: press[r])
     bott = max(layers, key=lambda lc: lc.cycles)
-    ii = bott.cycles
+    ii = sum(lc.cycles for lc in layers) if arch == "rtl-seq" else bott.cycles  # rtl-seq: one layer at a time
     lat = int(sum(lc.latency_cycles for lc in layers))
     coeffs: dict[str, Any] = dict(board.coefficients)
     prov = {"board": f"board_configs/{board.name}.yaml", **{f"board.{k}": v for k, v in board.provenance.items()}}
     if cal is not None:
-        coeffs.update({f"rtl_da.{k}": v for k, v in cal.items() if k != "provenance"})
-        prov["rtl_da"] = cal["provenance"]
+        key = arch.replace("-", "_")
+        coeffs.update({f"{key}.{k}": v for k, v in cal.items() if k != "provenance"})
+        prov[key] = cal["provenance"]
     prov["formulas"] = f"opq_hw.cost.{arch.replace('-', '_')} (docstring cites the sources)"
     return CostReport(
         arch=arch, board=board.name, part=board.part, family=board.family, clock_mhz=board.clock_mhz, act_bits=int(act_bits),

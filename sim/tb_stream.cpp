@@ -47,8 +47,10 @@ int main(int argc, char** argv) {
         bool drive = sent < total && !(gap > 0 && (std::rand() % 1000) < gap);
         top->s_valid = drive ? 1 : 0;
         top->s_data = drive ? px[sent] : 0;
+        top->eval();  // settle: a beat is taken at the rising edge when s_valid && s_ready before it
+        bool taken = drive && top->s_ready;
         top->clk = 1; top->eval();
-        if (drive && top->s_ready) {
+        if (taken) {
             if (sent % ppf == 0) std::fprintf(fo, "I %lld\n", cycle);
             ++sent;
         }
@@ -56,7 +58,7 @@ int main(int argc, char** argv) {
             std::fprintf(fo, "O %lld %lu %d\n", cycle, (unsigned long)top->m_data, (int)top->m_last);
             ++outs; idle = 0;
         } else if (sent >= total) {
-            if (++idle > 100000) break;  // no more output: stop (the caller checks the count)
+            if (++idle > 20000000) break;  // no output for 20M cycles: stop (the caller checks the count)
         }
         top->clk = 0; top->eval();
         ++cycle;

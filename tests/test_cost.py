@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from opq_hw.boards import load_board
 from opq_hw.cost import (CostReport, LayerParams, bram_blocks, choose_folding, csd_digits_mean, estimate,
-                         finn_bram18, finn_mvau, hls4ml_latency, hls4ml_resource, rtl_da, valid_reuse_factors)
+                         finn_bram18, finn_mvau, hls4ml_latency, hls4ml_resource, rtl_da, rtl_seq, valid_reuse_factors)
 from opq_hw.errors import OpqError
 from opq_hw.spec import Allocation, LayerSpec
 
@@ -22,6 +22,8 @@ GOLDEN = Path(__file__).parent / "golden"
 PYNQ = load_board("pynq-z2")
 DEFAULT_CAL = {"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": 1.0, "lut_per_layer": 0.0,
                "provenance": "test"}
+SEQ_CAL = {"lut_per_layer": 100.0, "lut_per_acc_bit": 2.0, "lut_per_table_bit": 0.5, "ff_per_layer": 50.0,
+           "ff_per_acc_bit": 3.0, "ff_per_addr_bit": 1.0, "provenance": "test"}
 
 
 def lin(fan_in=16, out=4, nnz=40, w=4, a=8, signed=False, bias=True, pixels=1):
@@ -150,6 +152,30 @@ def test_rtl_da_hand_case():
     assert rc["cycles"] == 64
 
 
+def test_rtl_seq_hand_case():
+    ice, ecp5 = load_board("ice40-up5k"), load_board("ecp5-85f")
+    conv = LayerParams(name="c", kind="conv2d", fan_in=9 * 16, out_channels=32, out_pixels=16, in_pixels=16,
+                       in_channels=16, kernel=(3, 3), in_width=4, n_weights=9 * 16 * 32, nnz=1918, w_bits=3, a_bits=8,
+                       a_signed=False, has_bias=True, in_words=16 * 6 * 6)
+    r = rtl_seq(conv, ice, SEQ_CAL)
+    # one ROM entry per nonzero weight, walked at every output position: the demo layer's 30,688 cycles
+    assert int(r["cycles"]) == 16 * 1918 and int(r["DSP"]) == 1
+    # ROM 1918 x (3 + 10 address bits): 2048x2 EBRs -> 7; buffer 576 x 8: 512x8 EBRs -> 2 (9 in all)
+    assert int(r["BRAM18"]) == 7 + 2
+    # ECP5 (18 Kb): ROM 2048x9 x 2 -> 2; buffer 1024x18 -> 1
+    assert int(rtl_seq(conv, ecp5, SEQ_CAL)["BRAM18"]) == 3
+    acc = 3 + 8 + 8 + 1
+    assert int(r["LUT"]) == int(np.ceil(100 + 2 * acc + 0.5 * 32 * (acc + 2 * 11 + 2)))
+    small = rtl_seq(lin(fan_in=16, out=4, nnz=10, w=4, a=8), ice, SEQ_CAL)  # ROM 10 x 8 bits: LUTs, not EBR
+    assert int(small["BRAM18"]) == 0 and int(small["cycles"]) == 10
+    # a channel with no nonzero weight still costs an entry: never fewer entries than channels
+    assert int(rtl_seq(lin(fan_in=16, out=4, nnz=2), ice, SEQ_CAL)["cycles"]) == 4
+    # the network's interval is the sum over layers (one layer at a time), not the slowest layer
+    specs, alloc = golden_inputs()
+    rep = estimate(specs, alloc, "ecp5-85f", "rtl-seq")
+    assert rep.ii_cycles == sum(lc.cycles for lc in rep.layers) == 8448 + 30688 + 687
+
+
 def test_valid_reuse_factors():
     assert valid_reuse_factors(4, 2) == [1, 2, 4, 8]
     v = valid_reuse_factors(144, 32)
@@ -177,11 +203,20 @@ def test_more_sparsity_or_fewer_bits_never_costs_more(shape, w, frac, drop, r, f
         for res in ("LUT", "FF", "DSP", "BRAM18", "URAM"):
             assert float(sparser[res]) <= float(a[res]) + 1e-9, (res, f)
             assert float(narrower[res]) <= float(a[res]) + 1e-9, (res, f)
+    # rtl-seq: a ROM that shrinks below rom_bram_min_bits moves from block RAM into LUTs, so LUTs may
+    # grow exactly when block RAMs drop; cycles, block RAMs and FFs never grow
+    f = lambda p: rtl_seq(p, ecp5, SEQ_CAL)  # noqa: E731
+    a = f(base)
+    for other in (f(dataclasses.replace(base, nnz=k2)), f(dataclasses.replace(base, w_bits=w - 1 if w > 2 else w))):
+        for res in ("cycles", "BRAM18", "FF", "DSP"):
+            assert float(other[res]) <= float(a[res]) + 1e-9, res
+        assert float(other["LUT"]) <= float(a["LUT"]) + 1e-9 or float(other["BRAM18"]) < float(a["BRAM18"])
 
 
 def test_vectorised_over_nnz_matches_scalar():
     ks = np.array([4.0, 10.0, 33.0, 64.0])
     for f in (lambda p: hls4ml_latency(p, PYNQ, 2), lambda p: rtl_da(p, load_board("ecp5-85f"), DEFAULT_CAL),
+              lambda p: rtl_seq(p, load_board("ice40-up5k"), SEQ_CAL),
               lambda p: finn_mvau(p, PYNQ, 2, 4), lambda p: hls4ml_resource(p, PYNQ, 4)):
         vec = f(lin(nnz=ks))
         for i, k in enumerate(ks):

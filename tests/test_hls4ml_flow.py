@@ -65,34 +65,34 @@ def _exec(model, x):
 
 
 @pytest.mark.slow
-def test_fold_channel_scales_is_exact_on_qonnx(tmp_path):
+def test_split_channel_scales_is_exact_on_qonnx(tmp_path):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.infer_shapes import InferShapes
 
-    from opq_hw.flows.hls4ml_flow import fold_channel_scales
+    from opq_hw.flows.hls4ml_flow import split_channel_scales
 
     path, xq, y = _tiny_qonnx(tmp_path)
     model = ModelWrapper(str(path)).transform(InferShapes())
     before = _exec(model, xq)
     np.testing.assert_array_equal(before, y)  # the export itself is exact
-    model, changed, records = fold_channel_scales(model)
-    assert changed
-    weight_recs = [r for r in records if r["bits_in"] in (3, 4)]
-    assert len(weight_recs) == 2 and all(r["exact"] for r in records)
-    assert max(r["shift_bits"] for r in weight_recs) >= 3  # the spread is real, so the fold did something
-    for r in records:
-        assert r["bits_out"] == r["bits_in"] + r["shift_bits"]
-    for n in model.graph.node:  # no per-channel scale left on any constant
+    model, changed, records = split_channel_scales(model)
+    assert changed and [r["kind"] for r in records] == ["split", "split"]
+    assert sorted(r["bits_out"] for r in records) == [3, 4]  # the weights keep their bit widths
+    assert all(r["bits_out"] == r["bits_in"] and r["exact"] for r in records)
+    assert max(r["scale_exponents"][1] - r["scale_exponents"][0] for r in records) >= 3  # the spread is real
+    for n in model.graph.node:  # no per-channel scale left on any Quant; weights are integers at scale 1
         if n.op_type == "Quant":
             assert model.get_initializer(n.input[1]).size == 1
+    muls = [n for n in model.graph.node if n.op_type == "Mul"]
+    assert len(muls) == 2
     np.testing.assert_array_equal(_exec(model, xq), y)
 
 
 @pytest.mark.slow
-def test_fold_rejects_float_scales_unless_inexact(tmp_path):
+def test_split_rejects_float_scales_unless_inexact(tmp_path):
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from opq_hw.flows.hls4ml_flow import fold_channel_scales
+    from opq_hw.flows.hls4ml_flow import split_channel_scales
 
     path, _, _ = _tiny_qonnx(tmp_path)
     model = ModelWrapper(str(path))
@@ -101,10 +101,10 @@ def test_fold_rejects_float_scales_unless_inexact(tmp_path):
     s = model.get_initializer(wq.input[1])
     model.set_initializer(wq.input[1], (s * 0.7).astype(np.float32))  # not a power of two (nor dyadic) any more
     with pytest.raises(OpqError, match="power-of-two.*allow-inexact"):
-        fold_channel_scales(model)
-    model, _, records = fold_channel_scales(model, allow_inexact=True)
+        split_channel_scales(model)
+    model, _, records = split_channel_scales(model, allow_inexact=True)
     rec = next(r for r in records if not r["exact"])
-    assert rec["max_abs_error"] > 0
+    assert rec["kind"] == "inexact" and rec["max_abs_error"] > 0
 
 
 def test_bad_options_are_named():
@@ -143,16 +143,18 @@ def test_build_writes_project_with_allocation_precisions(demo_run, tmp_path):
     for r, s in zip(rec["layers"], run.specs):
         la = run.allocation.layer(s.name)
         assert r["layer"] == s.name
-        # stored width = allocation bits + the folded per-channel shift
-        assert r["quant_bits"] == la.bits + r["shift_bits"] and r["weight_width"] == r["quant_bits"]
+        # stored weight width = the allocation's bits; the per-channel pow2 scale is a separate exact node
+        assert r["quant_bits"] == la.bits == r["weight_width"], r
+        assert r["weight_precision"].startswith(f"ap_fixed<{la.bits},{la.bits},")
+        assert r["channel_scale_precision"] is not None
         # pruned weights are exact zeros in the generated weights, and only they are
         assert r["n_zero"] == la.n_weights - la.n_nonzero == r["alloc_n_pruned"]
-        # the generated weight file holds q * scale[c]: integers of the allocation's codebook
+        # the generated weight file holds q: the integers of the allocation's codebook, within B bits
         wfile = prj / r["weight_file"]
         vals = np.array([float(v) for v in wfile.read_text().replace("\n", ",").split(",") if v.strip()])
         q = run.int_weights(s.name)
-        assert sorted(np.round(vals / min(la.scales)).astype(int).tolist()) == sorted(
-            (q * (np.array(la.scales) / min(la.scales)).reshape((-1,) + (1,) * (q.ndim - 1))).astype(int).ravel().tolist())
+        assert np.all(vals == np.round(vals)) and np.abs(vals).max() <= 2 ** (la.bits - 1) - 1
+        assert sorted(vals.astype(int).tolist()) == sorted(np.asarray(q).astype(int).ravel().tolist())
     # no machine path leaks into the written project beyond the final location
     assert ".tmp" not in (prj / "hls4ml_config.yml").read_text()
 
@@ -257,10 +259,9 @@ def test_unknown_option_is_named(demo_run):
 def test_csim_bit_exact_demo(demo_run, backend, io, board):
     from opq_hw.simulate import simulate
 
-    n = None if (backend, io) == ("Vitis", "parallel") else 120  # the whole test split once, a slice for the others
     # with a board, the reuse factors come from the cost model (hls4ml-resource: folded multipliers)
     opts = dict(board=board, strategy="resource") if board else {}
-    res = simulate(demo_run, "csim", n=n, write=False, log=None, backend=backend, io=io, **opts)
+    res = simulate(demo_run, "csim", write=False, log=None, backend=backend, io=io, **opts)  # the whole test split
     assert res["bit_exact"], res
     assert res["exact_samples"] == res["n"] and res["max_diff_lsb"] == 0.0
     assert res["accuracy"] == res["ref_accuracy"]
@@ -272,11 +273,13 @@ def test_csim_bit_exact_demo(demo_run, backend, io, board):
 
 @pytest.mark.slow
 @pytest.mark.tools
-def test_csim_bit_exact_mlp(mlp_run):
+@pytest.mark.parametrize("backend,io", [("Vitis", "parallel"), ("Vivado", "stream")])
+def test_csim_bit_exact_mlp(mlp_run, backend, io):
     from opq_hw.simulate import simulate
 
-    res = simulate(mlp_run, "csim", write=False, log=None)
+    res = simulate(mlp_run, "csim", write=False, log=None, backend=backend, io=io)
     assert res["bit_exact"] and res["n"] == res["exact_samples"] > 100
+    assert all(r["weight_width"] == r["alloc_bits"] for r in res["level_info"]["layers"])
 
 
 @pytest.mark.slow
@@ -286,3 +289,4 @@ def test_csim_bit_exact_mnist1d(mnist1d_run):
 
     res = simulate(mnist1d_run, "csim", n=300, write=False, log=None, io="stream")
     assert res["bit_exact"] and res["exact_samples"] == 300
+    assert all(r["weight_width"] == r["alloc_bits"] for r in res["level_info"]["layers"])

@@ -1,22 +1,22 @@
 """hls4ml flow: run directory -> QONNX -> hls4ml project, its C simulation, and its synthesis reports.
 
-Path: the run's `model.qonnx.onnx` (Brevitas export) -> `fold_channel_scales` -> qonnx cleanup,
+Path: the run's `model.qonnx.onnx` (Brevitas export) -> `split_channel_scales` -> qonnx cleanup,
 channels-last, Gemm->MatMul (as the hls4ml QONNX frontend docs prescribe) -> hls4ml
 `convert_from_onnx_model`, every precision `auto` (inferred from the Quant nodes) except the input,
 which is pinned to the input quantizer's exact fixed-point grid.
 
 Per-output-channel weight scales. hls4ml 1.3.0 cannot convert a Quant node with a per-channel
 scale on a weight (it fails inside `infer_precision`). OPQ's unified channel-wise quantization
-has such scales, so before conversion every per-channel pow2 weight (and bias) quantizer is
-folded into one per-tensor pow2 grid: with scales s_c = 2^e_c, e_min = min e_c and
-k = max e_c - e_min, the weights q_c * s_c equal (q_c * 2^(e_c - e_min)) * 2^e_min exactly,
-so the Quant node gets scale 2^e_min and bit width B + k, and its input is replaced by the
-already-quantized values. The integer codebook of the layer does not change (a per-channel shift
-of a constant operand is free in a constant multiplier); only the stored container widens from
-B to B + k bits. The build records both (`opq_hls4ml.json`: `alloc_bits`, `shift_bits`,
-`weight_precision`). Float (non-pow2) scales cannot be folded exactly: they raise an `OpqError`
-unless `allow_inexact=True`, which re-rounds the weights onto a pow2 grid 4 bits finer than the
-smallest scale (the measured error is then reported by the simulation harness).
+has such scales (s_c = 2^e_c in pow2 mode), so before conversion each such layer is split:
+conv(x, q * s) + b == s * (conv(x, q) + b / s) exactly, so the layer keeps the allocation's B-bit
+integer codebook q (a Quant with scale 1: hls4ml stores it as ap_fixed<B,B>, the per-layer weight
+precision equal to the allocation's bit width), its Int16Bias divided by s_c lies on the input's
+grid (one per-tensor scale), and an explicit `Mul` by s_c follows the layer, through a Quant of
+scale 2^min(e) and (spread + 1) unsigned bits, which hls4ml turns into an ApplyAlpha whose scale
+type holds every s_c exactly. The build records it per layer (`opq_hls4ml.json`: `alloc_bits`,
+`weight_precision`, `channel_scale_precision`). Float (non-pow2) scales cannot be computed exactly:
+they raise an `OpqError` unless `allow_inexact=True`, which re-rounds the weights onto a pow2 grid
+4 bits finer than the smallest scale (the measured error is then reported by the simulation harness).
 
 All hls4ml / qonnx imports are inside functions (`import opq_hw` stays light).
 """
@@ -148,20 +148,116 @@ def _pow2_exponents(s: np.ndarray) -> np.ndarray | None:
     return (ex - 1).astype(np.int64)
 
 
-def fold_channel_scales(model, allow_inexact: bool = False):
-    """qonnx-style transformation: per-channel weight/bias Quant nodes -> one per-tensor pow2 grid.
-
-    Returns `(model, changed, records)`; `records` has one dict per folded Quant node
-    (tensor, bits in/out, shift, exact, max weight error). Activation Quant nodes with non-pow2
-    scales raise `OpqError` unless `allow_inexact` (hls4ml then inserts float rescaling).
-    """
+def _quant_values(model, n) -> np.ndarray:
+    """What a Quant node on a constant outputs (float64)."""
     from qonnx.custom_op.general.quant import quant
 
+    ins = [model.get_initializer(i) for i in n.input]
+    return quant(ins[0].astype(np.float32), ins[1], ins[2], ins[3], int(_attr(n, "signed", 1)), int(_attr(n, "narrow", 0)),
+                 _attr(n, "rounding_mode", "ROUND")).astype(np.float64)
+
+
+def _set_quant(model, n, values: np.ndarray, scale: float, bits: int | None = None) -> None:
+    """Point a constant Quant node at new values and a per-tensor scale (and bit width)."""
+    model.set_initializer(n.input[0], np.asarray(values, dtype=np.float32))
+    model.set_initializer(f"{n.name}_tensor_scale", np.array(scale, dtype=np.float32))
+    n.input[1] = f"{n.name}_tensor_scale"
+    if bits is not None:
+        model.set_initializer(f"{n.name}_tensor_bits", np.array(float(bits), dtype=np.float32))
+        n.input[3] = f"{n.name}_tensor_bits"
+
+
+def _onto_grid(model, n, exps: np.ndarray) -> dict[str, Any]:
+    """A constant Quant with per-channel pow2 scales 2^e_c -> one grid 2^min(e), B + spread bits (exact)."""
+    bits = int(np.asarray(model.get_initializer(n.input[3])).item())
+    k = int(exps.max() - exps.min())
+    _set_quant(model, n, _quant_values(model, n), 2.0 ** int(exps.min()), bits + k)
+    return {"node": n.name, "kind": "grid", "bits_in": bits, "bits_out": bits + k, "exact": True}
+
+
+def _split_layer(model, layer, wq, exps: np.ndarray, producers: dict) -> dict[str, Any]:
+    """Conv/Gemm `layer` with per-output-channel pow2 weight scales s_c = 2^e_c -> integer weights at the
+    allocation's B bits (scale 1), the bias divided by s_c (Int16Bias: then on the input's grid), and an
+    explicit `Mul` by s_c after the layer (through a Quant with scale 2^min e_c, unsigned, spread + 1 bits,
+    which hls4ml turns into an exact ApplyAlpha). conv(x, q s) + b == s (conv(x, q) + b / s) exactly."""
+    from onnx import helper
+
+    s = model.get_initializer(wq.input[1]).astype(np.float64)
+    c_out = s.size
+    if s.reshape(-1).shape[0] != s.shape[0]:
+        raise OpqError(f"weight quantizer {wq.name!r}: per-channel scales must run along the output axis (axis 0)")
+    bits = int(np.asarray(model.get_initializer(wq.input[3])).item())
+    ints = _quant_values(model, wq) / s
+    _set_quant(model, wq, ints, 1.0)
+    sc = s.reshape(-1)
+    bias_rec = None
+    if len(layer.input) > 2 and layer.input[2]:
+        bq = producers.get(layer.input[2])
+        if bq is None or bq.op_type != "Quant" or model.get_initializer(bq.input[0]) is None:
+            b = model.get_initializer(layer.input[2])
+            if b is None:
+                raise OpqError(f"layer {layer.name!r}: its bias is neither a constant nor a quantized constant")
+            model.set_initializer(layer.input[2], (b.reshape(-1) / sc).astype(np.float32))
+        else:
+            ratio = model.get_initializer(bq.input[1]).astype(np.float64).reshape(-1) / sc
+            if ratio.size == c_out and not np.all(ratio == ratio[0]):
+                raise OpqError(f"bias quantizer {bq.name!r}: its scale is not (input scale) x (weight scale); "
+                               "use Int16Bias (the hardware mode's bias quantizer)")
+            _set_quant(model, bq, _quant_values(model, bq).reshape(-1) / sc, float(ratio.reshape(-1)[0]))
+            bias_rec = float(ratio.reshape(-1)[0])
+    e = exps.reshape(-1)
+    k = int(e.max() - e.min())
+    shape = (1, c_out) + (1,) * (len(model.get_tensor_shape(layer.output[0]) or [0, 0]) - 2)
+    names = {t: f"{layer.name}_channel_scale_{t}" for t in ("value", "step", "zero", "bits", "q", "raw")}
+    model.set_initializer(names["value"], (2.0 ** e).reshape(shape).astype(np.float32))
+    model.set_initializer(names["step"], np.array(2.0 ** int(e.min()), dtype=np.float32))
+    model.set_initializer(names["zero"], np.array(0.0, dtype=np.float32))
+    model.set_initializer(names["bits"], np.array(float(k + 1), dtype=np.float32))
+    out = layer.output[0]
+    layer.output[0] = names["raw"]
+    qn = helper.make_node("Quant", [names[t] for t in ("value", "step", "zero", "bits")], [names["q"]],
+                          name=f"{layer.name}_channel_scale_quant", domain="qonnx.custom_op.general",
+                          signed=0, narrow=0, rounding_mode="ROUND")
+    mul = helper.make_node("Mul", [names["raw"], names["q"]], [out], name=f"{layer.name}_channel_scale")
+    nodes = model.graph.node
+    idx = list(nodes).index(layer)
+    nodes.insert(idx + 1, mul)
+    nodes.insert(idx, qn)
+    return {"node": wq.name, "layer": layer.name, "kind": "split", "bits_in": bits, "bits_out": bits,
+            "scale_exponents": [int(e.min()), int(e.max())], "scale_bits": k + 1, "bias_step": bias_rec, "exact": True}
+
+
+def split_channel_scales(model, allow_inexact: bool = False):
+    """qonnx-style transformation: no per-channel scale left on any Quant node, computed exactly.
+
+    Per-output-channel pow2 weight scales of a Conv/Gemm are split off (`_split_layer`): the layer keeps
+    the allocation's B-bit integer codebook and an explicit per-channel scale node follows it. Other
+    per-channel pow2 constants go onto one finer grid (`_onto_grid`). Non-pow2 scales cannot be computed
+    exactly: they raise `OpqError` unless `allow_inexact`, which re-rounds the weights onto a pow2 grid
+    INEXACT_EXTRA_BITS finer than the smallest scale (the simulation harness then measures the error).
+    Returns `(model, changed, records)`, one record per rewritten Quant node.
+    """
     inits = {i.name for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
     records: list[dict[str, Any]] = []
-    changed = False
-    for n in model.graph.node:
-        if n.op_type != "Quant":
+    done: set[str] = set()
+    # first the layers: a weight quantizer with per-output-channel pow2 scales is split off, and the
+    # layer's bias quantizer with it (before the generic pass below could put the bias on a grid)
+    for layer in [n for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1]:
+        wq = producers.get(layer.input[1])
+        if wq is None or wq.op_type != "Quant" or wq.input[0] not in inits:
+            continue
+        scale = model.get_initializer(wq.input[1])
+        exps = _pow2_exponents(scale) if scale is not None else None
+        zeropt = model.get_initializer(wq.input[2])
+        if exps is None or scale.size == 1 or exps.size != scale.shape[0] or zeropt is None or np.any(zeropt != 0):
+            continue  # per-tensor, non-pow2 or unusual: the generic pass below decides
+        records.append(_split_layer(model, layer, wq, exps, producers))
+        done.add(wq.name)
+        if len(layer.input) > 2 and layer.input[2] in producers:
+            done.add(producers[layer.input[2]].name)
+    for n in list(model.graph.node):
+        if n.op_type != "Quant" or n.name in done:
             continue
         scale = model.get_initializer(n.input[1])
         zeropt = model.get_initializer(n.input[2])
@@ -172,8 +268,7 @@ def fold_channel_scales(model, allow_inexact: bool = False):
         if np.any(zeropt != 0):
             raise OpqError(f"Quant node {n.name!r} has a non-zero zero point; only symmetric quantizers map to hls4ml exactly")
         exps = _pow2_exponents(scale)
-        is_const = n.input[0] in inits
-        if not is_const:  # an activation quantizer
+        if n.input[0] not in inits:  # an activation quantizer
             if exps is None or len(set(exps.reshape(-1).tolist())) > 1:
                 if not allow_inexact:
                     raise OpqError(f"activation quantizer {n.name!r} has a non-power-of-two or per-channel scale "
@@ -183,46 +278,48 @@ def fold_channel_scales(model, allow_inexact: bool = False):
             continue
         if scale.size == 1 and exps is not None:
             continue  # per-tensor pow2: hls4ml handles it exactly
-        signed, narrow, rmode = int(_attr(n, "signed", 1)), int(_attr(n, "narrow", 0)), _attr(n, "rounding_mode", "ROUND")
-        w = model.get_initializer(n.input[0])
-        wq = quant(w.astype(np.float32), scale, zeropt, bw, signed, narrow, rmode).astype(np.float64)
-        bits = int(np.asarray(bw).item())
         if exps is not None:
-            k = int(exps.max() - exps.min())
-            step = 2.0 ** int(exps.min())
-            new_w = wq.astype(np.float32)
-            new_bits = bits + k
-            exact = True
+            rec = _onto_grid(model, n, exps)
         else:
             if not allow_inexact:
                 raise OpqError(f"weight quantizer {n.name!r} has non-power-of-two scales (e.g. "
                                f"{np.asarray(scale).reshape(-1)[:3].tolist()}): its fixed-point hardware cannot be bit-exact. "
                                "Compress with scale_mode='pow2' (the hardware mode), or pass --allow-inexact to re-round "
                                "the weights onto a pow2 grid and have the error measured")
+            wq = _quant_values(model, n)
             step = 2.0 ** (math.floor(math.log2(float(np.min(scale)))) - INEXACT_EXTRA_BITS)
             ints = np.round(wq / step)
-            new_w = (ints * step).astype(np.float32)
-            k = None
             new_bits = max(2, int(math.ceil(math.log2(float(np.abs(ints).max()) + 1))) + 1)
-            narrow = 0
-            exact = False
             for a in n.attribute:
                 if a.name == "narrow":
                     a.i = 0
-        model.set_initializer(n.input[0], new_w)
-        sname, bname = f"{n.name}_folded_scale", f"{n.name}_folded_bits"
-        model.set_initializer(sname, np.array(step, dtype=np.float32))
-        model.set_initializer(bname, np.array(float(new_bits), dtype=np.float32))
-        n.input[1], n.input[3] = sname, bname
-        records.append({"node": n.name, "tensor": n.input[0], "bits_in": bits, "bits_out": new_bits,
-                        "shift_bits": k, "step": step, "exact": exact,
-                        "max_abs_error": float(np.abs(new_w.astype(np.float64) - wq).max())})
-        changed = True
-    return model, changed, records
+            _set_quant(model, n, ints * step, step, new_bits)
+            rec = {"node": n.name, "kind": "inexact", "bits_in": int(np.asarray(bw).item()), "bits_out": new_bits,
+                   "exact": False, "max_abs_error": float(np.abs(ints * step - wq).max())}
+        records.append(rec)
+    if records:
+        from qonnx.transformation.infer_shapes import InferShapes
+
+        model = model.transform(InferShapes())
+    return model, bool(records), records
+
+
+def _channel_scale_vectors(model):
+    """After the channels-last conversion: the per-channel scale constants of the `Mul` nodes become 1-D
+    (C,), which broadcasts over (H, W, C) in ONNX and is the shape hls4ml's ApplyAlpha expects."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for n in model.graph.node:
+        q = producers.get(n.input[1]) if n.op_type == "Mul" and len(n.input) == 2 else None
+        if q is not None and q.op_type == "Quant" and model.get_initializer(q.input[0]) is not None:
+            v = model.get_initializer(q.input[0])
+            shape = model.get_tensor_shape(n.output[0])
+            if shape and v.size == shape[-1]:
+                model.set_initializer(q.input[0], v.reshape(-1))
+    return model
 
 
 def prepare_qonnx(onnx_path: str | os.PathLike, allow_inexact: bool = False):
-    """The run's QONNX graph made ready for hls4ml: folded scales, cleaned, channels-last, MatMul."""
+    """The run's QONNX graph made ready for hls4ml: channel scales split off, cleaned, channels-last, MatMul."""
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
     from qonnx.transformation.gemm_to_matmul import GemmToMatMul
@@ -233,11 +330,11 @@ def prepare_qonnx(onnx_path: str | os.PathLike, allow_inexact: bool = False):
         raise OpqError(f"{onnx_path} not found; the run directory must hold model.qonnx.onnx (re-create it with `opq-hw compress`)")
     model = ModelWrapper(str(onnx_path))
     model = cleanup_model(model)
-    model, _, records = fold_channel_scales(model, allow_inexact=allow_inexact)
+    model, _, records = split_channel_scales(model, allow_inexact=allow_inexact)
     model = cleanup_model(model)
     model = model.transform(ConvertToChannelsLastAndClean())
     model = model.transform(GemmToMatMul())
-    model = cleanup_model(model)
+    model = cleanup_model(_channel_scale_vectors(cleanup_model(model)))
     return model, records
 
 
@@ -370,7 +467,10 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
                        f"{[lay.name for lay in layers]} vs {names}")
     per_layer = []
     producers = {o: n for n in model.graph.node for o in n.output}
+    order = list(hm.get_layers())
     for lay, name, node in zip(layers, names, weight_nodes):
+        after = order[order.index(lay) + 1] if order.index(lay) + 1 < len(order) else None
+        alpha = after if after is not None and after.class_name == "ApplyAlpha" else None
         la = run.allocation.layer(name)
         w = lay.weights["weight"]
         prec = w.type.precision
@@ -381,8 +481,11 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
         res = lay.get_output_variable().type.precision
         per_layer.append({
             "layer": name, "hls_layer": lay.name, "class": lay.class_name, "alloc_bits": la.bits,
-            "quant_bits": qbits, "shift_bits": (qbits - la.bits) if qbits is not None else None,
+            "quant_bits": qbits,
             "weight_precision": str(prec.definition_cpp()) if hasattr(prec, "definition_cpp") else str(prec),
+            "channel_scale_layer": alpha.name if alpha is not None else None,
+            "channel_scale_precision": (alpha.get_attr("scale_t").precision.definition_cpp()
+                                        if alpha is not None else None),
             "weight_width": int(prec.width), "weight_file": f"firmware/weights/{w.name}.txt",
             "n_weights": int(data.size), "n_zero": int(np.sum(data == 0)),
             "alloc_n_pruned": int(la.n_weights - la.n_nonzero),
@@ -390,7 +493,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             "result_precision": str(res.definition_cpp()) if hasattr(res, "definition_cpp") else str(res),
             "reuse_factor": int(lay.get_attr("reuse_factor", 1)),
         })
-    info = {"backend": backend, "io_type": io_type, "input_precision": in_prec, "folded_quant_nodes": records,
+    info = {"backend": backend, "io_type": io_type, "input_precision": in_prec, "rewritten_quant_nodes": records,
             "layers": per_layer, "exact": all(r["exact"] for r in records) and run.allocation.scale_mode == "pow2"
             and not skipped, "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
     return hm, info
@@ -464,7 +567,8 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
         write_json(tmp / BUILD_INFO, record)
     log(f"hls4ml project ({info['backend']}, {info['io_type']}, part {binfo['part']}) written to {final}")
     for r in info["layers"]:
-        log(f"  {r['layer']:<12} {r['weight_precision']:<24} alloc {r['alloc_bits']} bits (+{r['shift_bits']} shift), "
+        log(f"  {r['layer']:<12} {r['weight_precision']:<24} alloc {r['alloc_bits']} bits, channel scale "
+            f"{r['channel_scale_precision'] or '-'}, "
             f"zeros {r['n_zero']}/{r['n_weights']}, reuse {r['reuse_factor']}")
     if synth:
         if shutil.which(tool) is None:

@@ -1,9 +1,17 @@
-"""Open RTL flow (issue 5): whole-network RTL from da4ml kernels, Verilator bit-exact simulation,
-Yosys resource counts per layer and in total, nextpnr place-and-route and a bitstream for Lattice
-parts. No vendor tool is needed.
+"""Open RTL flow (issue 5): whole-network RTL, Verilator bit-exact simulation, Yosys resource
+counts per layer and in total, nextpnr place-and-route and a bitstream for Lattice parts. No
+vendor tool is needed.
 
-    opq-hw build RUN --flow rtl --board ecp5-85f|ice40-up5k|<xc7 board> [--pipeline N]
+    opq-hw build RUN --flow rtl --board ecp5-85f|ice40-up5k|<xc7 board> [--rtl-arch seq|da4ml] [--pipeline N]
     opq-hw simulate RUN --level rtl
+
+Two architectures (`ARCHS`): `seq` (default; `opq_hw.rtl.seq`): per layer one sparse
+multiply-accumulate unit walking a ROM of the nonzero weights, activations in block RAM; small
+(the digits demo is ~1.3k iCE40 logic cells) and places and routes in seconds, one sample per
+(nonzero weights x output positions) cycles. `da4ml` (`opq_hw.rtl.gen`): per layer a
+constant-weight adder graph from da4ml, convolutions streamed through a line buffer; one input
+pixel per cycle, but its logic grows with every nonzero weight (the demo is ~34k LUT-equivalents,
+which the single-threaded WebAssembly nextpnr-ecp5 does not route in minutes).
 
 Steps (each timed into the artifact): `intnet` (integer network read off the Brevitas model,
 checked bit-exact against it on the golden input) -> `rtl` (Verilog) -> `verilator` (build) ->
@@ -87,28 +95,52 @@ def run_intnet(run):
     return net
 
 
-def _net_hash(net, pipeline: float) -> str:
-    return hashlib.sha256(json.dumps({"net": net.to_dict(), "pipeline": pipeline}, sort_keys=True).encode()).hexdigest()[:16]
+ARCHS = ("seq", "da4ml")
 
 
-def _pixels(net, x_q: np.ndarray) -> np.ndarray:
-    """(N, pixels) unsigned input words in stream order (raster, channels packed LSB first)."""
+def _arch(arch: str | None) -> str:
+    arch = arch or "seq"
+    if arch not in ARCHS:
+        raise OpqError(f"unknown RTL architecture {arch!r}; use one of {list(ARCHS)} (--rtl-arch)")
+    return arch
+
+
+def _generate(net, arch: str, pipeline: float):
+    if arch == "seq":
+        from ..rtl.seq import generate_seq
+
+        return generate_seq(net)
+    from ..rtl.gen import generate
+
+    return generate(net, pipeline=pipeline)
+
+
+def _net_hash(net, pipeline: float, arch: str) -> str:
+    key = {"net": net.to_dict(), "pipeline": pipeline, "arch": arch}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pixels(net, x_q: np.ndarray, arch: str = "da4ml") -> np.ndarray:
+    """(N, beats) unsigned input words in stream order: raster order, a pixel's channels packed LSB
+    first in one word (da4ml), or one value per word in H, W, C order (seq)."""
     xi = net.to_int_input(x_q)  # N C H W
     n, c, h, w = xi.shape
     bw = net.in_bits
     v = xi.transpose(0, 2, 3, 1).reshape(n, h * w, c) & ((1 << bw) - 1)
+    if arch == "seq":
+        return v.reshape(n, h * w * c)
     words = np.zeros((n, h * w), dtype=np.int64)
     for ch in range(c):
         words |= v[:, :, ch] << (ch * bw)
     return words
 
 
-def _sim_binary(run, net, pipeline: float, log: Callable[[str], Any] | None) -> tuple[Path, dict[str, Any]]:
+def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] | None) -> tuple[Path, dict[str, Any]]:
     """A Verilator simulator for this run's design: the build's if it matches, else a cached one."""
-    from ..rtl.gen import generate, write_design
+    from ..rtl.gen import write_design
     from ..rtl.verilator import build_sim
 
-    h = _net_hash(net, pipeline)
+    h = _net_hash(net, pipeline, arch)
     for d in (run.path / "build" / "rtl", run.path / "build" / "rtl_sim"):
         meta = d / "design.json"
         binary = d / "sim" / "obj_dir" / "Vopq_top"
@@ -120,28 +152,31 @@ def _sim_binary(run, net, pipeline: float, log: Callable[[str], Any] | None) -> 
     with atomic_dir(dest) as tmp:
         if log:
             log("rtl: generating Verilog and building the Verilator simulator")
-        design = generate(net, pipeline=pipeline)
+        design = _generate(net, arch, pipeline)
         files = write_design(design, tmp / "src")
         build_sim(files, tmp / "sim")
-        meta = {**design.meta(), "hash": h, "pipeline": pipeline}
+        meta = {**design.meta(), "hash": h, "pipeline": pipeline, "arch": arch}
         write_json(tmp / "design.json", meta)
     return dest / "sim" / "obj_dir" / "Vopq_top", meta
 
 
 def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permille: int = 0,
-                 info: dict | None = None) -> np.ndarray:
+                 rtl_arch: str | None = None, info: dict | None = None) -> np.ndarray:
     """Simulation level "rtl": the whole network's RTL in Verilator, float32 logits (N, n_out).
 
-    Uses the simulator of `opq-hw build --flow rtl` when it matches the run, else builds one
-    (cached in RUN/build/rtl_sim). `gap_permille` drops input valid at random (stream test)."""
+    Uses the simulator of `opq-hw build --flow rtl` when it matches the run (and, by default, that
+    build's architecture and pipeline), else builds one (cached in RUN/build/rtl_sim).
+    `gap_permille` drops input valid at random (stream test)."""
     from ..rtl.verilator import run_sim, to_signed
 
     net = run_intnet(run)
+    b = run.path / "build" / "rtl" / "design.json"
+    built = read_json(b) if b.exists() else {}
     if pipeline is None:
-        b = run.path / "build" / "rtl" / "design.json"
-        pipeline = float(read_json(b).get("pipeline", 0.0)) if b.exists() else 0.0
-    binary, meta = _sim_binary(run, net, float(pipeline), None)
-    px = _pixels(net, x_q)
+        pipeline = float(built.get("pipeline", 0.0))
+    arch = _arch(rtl_arch or built.get("arch"))
+    binary, meta = _sim_binary(run, net, float(pipeline), arch, None)
+    px = _pixels(net, x_q, arch)
     import tempfile
 
     work = Path(tempfile.mkdtemp(prefix="opq-rtl-sim-"))
@@ -157,25 +192,30 @@ def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permil
 
 
 # -- build -----------------------------------------------------------------------------------------
-def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: bool = True, synth: bool = True,
+def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: bool = True, synth: bool = True,
           pnr: bool = True, per_layer: bool = True, freq: float | None = None, n_sim: int | None = None,
-          seed: int = 1, tool_timeout: float = 3600, log: Callable[[str], Any] | None = print,
-          **unused) -> dict[str, Any]:
+          seed: int = 1, tool_timeout: float = 3600, rtl_arch: str | None = None,
+          log: Callable[[str], Any] | None = print, **unused) -> dict[str, Any]:
     """Build the open-RTL accelerator of a run for `board` (see the module docstring).
 
-    pipeline: da4ml latency cutoff per pipeline stage inside each layer kernel (0: combinational
-    kernels; every layer still registers its window/vector and its output). freq: PnR target in
+    rtl_arch: "seq" (default) or "da4ml". pipeline (da4ml only): latency cutoff per pipeline stage
+    inside each layer kernel (0: combinational kernels; every layer still registers its
+    window/vector and its output). freq: PnR target in
     MHz (default: the board's clock). tool_timeout: wall-clock limit per Yosys/nextpnr run. Returns the summary also written to rtl_build.json; raises
     OpqError when the design does not fit the part (after writing the summary)."""
     from ..pipeline import load_run, quantize_input
     from ..rtl import eda
-    from ..rtl.gen import generate, write_design
+    from ..rtl.gen import write_design
     from ..rtl.verilator import build_sim, run_sim, to_signed, verilator_version
 
     ignored = sorted(k for k, v in unused.items() if v is not None)
     if ignored:
-        raise OpqError(f"options {ignored} do not apply to the rtl flow; its options are pipeline, freq, sim, synth, "
-                       "pnr, n_sim, tool_timeout")
+        raise OpqError(f"options {ignored} do not apply to the rtl flow; its options are rtl_arch, pipeline, freq, sim, "
+                       "synth, pnr, n_sim, tool_timeout")
+    arch = _arch(rtl_arch)
+    if arch == "seq" and pipeline:
+        raise OpqError("--pipeline is the da4ml kernels' latency cutoff; it does not apply to --rtl-arch seq "
+                       "(add --rtl-arch da4ml)")
     b = _board(board)
     family = eda.family_of(b.family)
     pipeline = float(pipeline or 0)
@@ -184,7 +224,8 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: boo
     run = load_run(run_dir)
     times: dict[str, float] = {}
     cpu0 = _cpu()
-    summary: dict[str, Any] = {"flow": "rtl", "board": b.name, "family": family, "part": b.part, "pipeline": pipeline}
+    summary: dict[str, Any] = {"flow": "rtl", "arch": arch, "board": b.name, "family": family, "part": b.part,
+                               "pipeline": pipeline}
     t_all = time.time()
 
     def step(name):
@@ -200,9 +241,9 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: boo
         times["intnet"] = time.time() - t
 
         t = step("rtl")
-        design = generate(net, pipeline=pipeline)
+        design = _generate(net, arch, pipeline)
         files = write_design(design, out / "src")
-        meta = {**design.meta(), "hash": _net_hash(net, pipeline), "pipeline": pipeline}
+        meta = {**design.meta(), "hash": _net_hash(net, pipeline, arch), "pipeline": pipeline, "arch": arch}
         write_json(out / "design.json", meta)
         times["rtl"] = time.time() - t
         summary["design"] = {k: v for k, v in meta.items() if k != "layers"}
@@ -222,7 +263,7 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = 0, sim: boo
 
             x = _fit_layout(np.asarray(x, dtype=np.float32), torch.zeros((1,) + tuple(run.specs[0].in_shape)))
             x_q = quantize_input(run, x)
-            res = run_sim(binary, _pixels(net, x_q), design.n_out, out / "sim" / "run")
+            res = run_sim(binary, _pixels(net, x_q, arch), design.n_out, out / "sim" / "run")
             logits = net.logits(to_signed(res.words, design.out_w))
             ref = reference(run, x_q)
             exact = np.all(logits == ref, axis=1)
@@ -340,11 +381,16 @@ def _fit(board, top: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, 
 
 
 def summary_text(s: dict[str, Any]) -> str:
-    lines = [f"RTL build for {s['board']} ({s['family']}, {s['part']}), pipeline cutoff {s['pipeline']}"]
+    arch = s.get("arch", "da4ml")
+    lines = [f"RTL build ({arch} architecture) for {s['board']} ({s['family']}, {s['part']})"
+             + (f", pipeline cutoff {s['pipeline']}" if arch == "da4ml" else "")]
     for m in s.get("layers", []):
         st = m.get("synth", {})
-        lines.append(f"  {m['name']:>10} {m['kind']:6} da4ml {m['da4ml_cost']:8.0f} LUT-est | yosys LUT {st.get('lut', '-')}"
-                     f" FF {st.get('ff', '-')} carry {st.get('carry', '-')} DSP {st.get('dsp', '-')}")
+        what = (f"da4ml {m['da4ml_cost']:8.0f} LUT-est" if "da4ml_cost" in m else
+                f"{m['rom_entries']:5d} ROM entries, {m['cycles']:6d} cycles")
+        lines.append(f"  {m['name']:>10} {m['kind']:6} {what} | yosys LUT {st.get('lut', '-')}"
+                     f" FF {st.get('ff', '-')} carry {st.get('carry', '-')} DSP {st.get('dsp', '-')}"
+                     f" BRAM {st.get('bram18', '-')}")
     if "synth" in s:
         t = s["synth"]
         lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")
