@@ -3,7 +3,7 @@
 For each (backend, io type): conversion and g++ compile time, size of the generated project,
 C-sim throughput over the test split (samples/s), bit-exactness against the Brevitas model; next
 to the PyTorch (Brevitas) reference throughput on the same machine, batch 1 and batched, and
-the QONNX executor. Writes `benchmarks/results/csim_benchmark.json`.
+the QONNX executor. Writes `benchmarks/results/csim_benchmark.json` and `.png`.
 
     python benchmarks/csim_benchmark.py [--run RUN_DIR] [--configs Vitis:parallel,Vitis:stream]
 
@@ -26,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from opq_hw.artifact import write_json  # noqa: E402
+from opq_hw.artifact import write_json, write_png  # noqa: E402
 
 
 def _rate(fn, n_samples: int, min_s: float = 2.0) -> tuple[float, float, int]:
@@ -47,10 +47,30 @@ def _dir_size(p: Path) -> tuple[int, int]:
     return sum(f.stat().st_size for f in files), len(files)
 
 
+def plot(record: dict, path: Path) -> None:
+    """C-sim samples/s (CPU time) per configuration against the 1,000/s goal and the Brevitas reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["csim"]
+    names = [f"{r['backend']}\n{r['io_type']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(names, [r["csim_cpu_sps"] for r in rows], color="tab:blue", label="hls4ml C-sim (CPU time)")
+    ax.axhline(1000, color="tab:red", ls="--", label="goal 1,000/s")
+    ax.axhline(record["reference"]["brevitas_batch1_cpu_sps"], color="tab:gray", ls=":", label="Brevitas, batch 1")
+    ax.set_ylabel("samples/s")
+    ax.set_title(f"digits-cnn C simulation, {record['n_test_samples']} test samples, all bit-exact: "
+                 f"{all(r['bit_exact'] for r in rows)}", fontsize=9)
+    ax.legend(fontsize=8)
+    write_png(path, fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", help="an existing pow2 run directory (default: compress digits-cnn first)")
-    ap.add_argument("--configs", default="Vitis:parallel,Vitis:stream,Vivado:parallel",
+    ap.add_argument("--configs", default="Vitis:parallel,Vitis:stream,Vivado:parallel,Vivado:stream",
                     help="comma-separated backend:io pairs")
     ap.add_argument("--min-seconds", type=float, default=2.0, help="minimum timing window per throughput figure")
     ap.add_argument("--out", default=str(HERE / "results" / "csim_benchmark.json"))
@@ -132,6 +152,7 @@ def main(argv=None) -> int:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_json(args.out, record)
+        plot(record, Path(args.out).with_suffix(".png"))
         print(f"written {Path(args.out).relative_to(HERE.parent) if Path(args.out).is_relative_to(HERE.parent) else args.out}")
         return 0 if all(r["bit_exact"] for r in results) and ref_rates["qonnx_bit_exact"] else 1
     finally:

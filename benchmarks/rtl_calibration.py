@@ -4,10 +4,13 @@ Yosys synthesis, and report the held-out error.
 Layers: random conv/dense layers (not the demo model): shapes, weight bits (2-8) and sparsity
 (0-90%) drawn with a fixed seed, each a full layer module of the open RTL flow (window or
 collector + da4ml kernel + requantization), synthesized alone with Yosys 0.23 for xc7, ecp5 and
-ice40 in one Yosys process per family. Feature: the cost model's own `rtl_da` count of adder
-bits (coefficients at 1/0). Fit on the training layers (least squares, LUT = a * X + b;
-FF = c * X + the model's register term), report MAPE on the held-out layers, and write the
-coefficients with provenance to board_configs/rtl_da_calibration.yaml.
+ice40 in one Yosys process per family. Features: the cost model's own `rtl_da` count of adder
+bits X (coefficients at 1/0) and whether the layer is a conv (its line buffer, window and
+counters). Fit on the training layers (least squares, LUT = a * X + b + c * conv; FF = d * X +
+the model's register term), report MAPE on the held-out layers, and write the coefficients with
+provenance to board_configs/rtl_da_calibration.yaml. `--refit` fits again from the synthesis rows
+committed in benchmarks/results/rtl_calibration.json (the layers are regenerated from the seed)
+without running Yosys.
 
 --arch seq: the same random layers as sequential-architecture layer modules (opq_hw.rtl.seq: ROM
 of the nonzero weights + one multiply-accumulate unit + requantization; the activation buffers
@@ -116,6 +119,7 @@ def main() -> None:
     ap.add_argument("--families", default="xc7,ecp5,ice40")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arch", default="da4ml", choices=["da4ml", "seq"])
+    ap.add_argument("--refit", action="store_true", help="da4ml: refit from the committed rows, no synthesis")
     args = ap.parse_args()
     if args.arch == "seq":
         return main_seq(args)
@@ -123,6 +127,30 @@ def main() -> None:
 
     boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
     rng = np.random.default_rng(args.seed)
+    layers = []
+    if args.refit:
+        layers, synth = _committed_rows(rng)
+        fams = list(synth)
+    else:
+        layers, synth, fams = _synthesize_da(rng, args)
+    _fit_da(layers, synth, fams, boards, args)
+
+
+def _committed_rows(rng):
+    """The layers regenerated from the seed, with the synthesis counts committed in rtl_calibration.json."""
+    old = json.loads((ROOT / "benchmarks" / "results" / "rtl_calibration.json").read_text())
+    layers = []
+    for i in range(old["n_layers"]):
+        _, p = random_layer(rng, i)
+        da = next(r["da4ml"] for r in next(iter(old["families"].values()))["rows"] if r["i"] == i)
+        layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels, "w_bits": p.w_bits,
+                       "nnz": int(p.nnz), "n_weights": p.n_weights, "da4ml_cost": da, "_p": p})
+    synth = {fam: {**{f"opq_L0_c{r['i']}": {"lut_equiv": r["lut"], "ff": r["ff"]} for r in fr["rows"]},
+                   "_seconds": fr["synth_seconds"]} for fam, fr in old["families"].items()}
+    return layers, synth
+
+
+def _synthesize_da(rng, args):
     layers = []
     with tempfile.TemporaryDirectory(prefix="opq-rtlcal-") as td:
         work = Path(td)
@@ -132,20 +160,7 @@ def main() -> None:
             net, p = random_layer(rng, i)
             d = generate(net, pipeline=0.0)
             sub = work / f"l{i}"
-            files = write_design(d, sub)
-            # rename this design's modules so all layers can live in one Yosys session
-            renamed = []
-            for f in files:
-                txt = f.read_text()
-                for m in ("opq_L0", "opq_L1", "opq_k0", "opq_k1", "opq_top"):
-                    txt = txt.replace(m, f"{m}_c{i}")
-                if f.name.startswith(("opq_L", "opq_k", "opq_top")):
-                    nf = sub / f.name.replace(".v", f"_c{i}.v")
-                    nf.write_text(txt)
-                    f.unlink()
-                    renamed.append(nf)
-                else:
-                    renamed.append(f)
+            renamed = _rename_into(write_design(d, sub), i, ("opq_L0", "opq_L1", "opq_k0", "opq_k1", "opq_top"))
             keep = [f for f in renamed if f.name.startswith(("opq_L0_", "opq_k0_"))]
             shared = [f for f in renamed if not f.name.startswith(("opq_L", "opq_k", "opq_top"))]
             designs.append((f"opq_L0_c{i}", keep + shared))
@@ -165,6 +180,10 @@ def main() -> None:
         for fam in fams:
             print(f"synthesizing {len(designs)} layers for {fam} ...", flush=True)
             synth[fam] = synth_family(fam, designs, work)
+    return layers, synth, fams
+
+
+def _fit_da(layers, synth, fams, boards, args) -> None:
     train = [L for L in layers if L["i"] % 2 == 0 or L["i"] % 4 == 1]  # 3/4 train (both kinds), 1/4 held out
     test = [L for L in layers if L not in train]
     result = {"n_layers": len(layers), "n_train": len(train), "n_test": len(test), "yosys": eda.yosys_version(),
@@ -176,12 +195,13 @@ def main() -> None:
         for L in layers:
             X, R = features(L["_p"], b)
             s = synth[fam][f"opq_L0_c{L['i']}"]
-            rows.append({"i": L["i"], "X": X, "R": R, "lut": s["lut_equiv"], "ff": s["ff"], "da4ml": L["da4ml_cost"]})
+            rows.append({"i": L["i"], "X": X, "R": R, "conv": float(L["kind"] != "linear"), "lut": s["lut_equiv"],
+                         "ff": s["ff"], "da4ml": L["da4ml_cost"]})
         tr = [r for r in rows if any(r["i"] == L["i"] for L in train)]
         te = [r for r in rows if r not in tr]
-        A = np.array([[r["X"], 1.0] for r in tr])
+        A = np.array([[r["X"], 1.0, r["conv"]] for r in tr])
         y = np.array([r["lut"] for r in tr], dtype=float)
-        (a, c0), *_ = np.linalg.lstsq(A, y, rcond=None)
+        (a, c0, cc), *_ = np.linalg.lstsq(A, y, rcond=None)
         Xf = np.array([r["X"] for r in tr])
         yf = np.array([r["ff"] - r["R"] for r in tr], dtype=float)
         ffa = float(max(0.0, (Xf @ yf) / (Xf @ Xf))) if (Xf @ Xf) > 0 else 0.0
@@ -189,9 +209,10 @@ def main() -> None:
         def mape(rs, pred):
             return float(np.mean([abs(pred(r) - r[k]) / r[k] for r in rs for k in ["lut"]])) if rs else None
 
-        lut_pred = lambda r: a * r["X"] + c0  # noqa: E731
+        lut_pred = lambda r: a * r["X"] + c0 + cc * r["conv"]  # noqa: E731
         ff_pred = lambda r: ffa * r["X"] + r["R"]  # noqa: E731
-        res = {"lut_per_adder_bit": float(a), "lut_per_layer": float(c0), "ff_per_adder_bit": ffa,
+        res = {"lut_per_adder_bit": float(a), "lut_per_layer": float(c0), "lut_per_conv_layer": float(cc),
+               "ff_per_adder_bit": ffa,
                "lut_mape_train": mape(tr, lut_pred), "lut_mape_heldout": mape(te, lut_pred),
                "ff_mape_heldout": float(np.mean([abs(ff_pred(r) - r["ff"]) / r["ff"] for r in te])) if te else None,
                "da4ml_estimate_mape_heldout": float(np.mean([abs(r["da4ml"] - r["lut"]) / r["lut"] for r in te])),
@@ -199,21 +220,19 @@ def main() -> None:
         result["families"][fam] = res
         cal_yaml[fam] = {"lut_per_adder_bit": round(float(a), 4), "ff_per_adder_bit": round(ffa, 4),
                          "digit_scale": 1.0, "lut_per_layer": round(float(c0), 1),
+                         "lut_per_conv_layer": round(float(cc), 1),
                          "provenance": (f"fitted by benchmarks/rtl_calibration.py (seed {args.seed}) on {len(tr)} random "
                                         f"conv/dense layer modules of the open RTL flow (window/collector + da4ml kernel + "
                                         f"requant, not the demo model), {eda.yosys_version().split('(')[0].strip()} "
                                         f"{eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT = LUT4 + 2 x CCU2C on ecp5; held-out "
-                                        f"LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% on {len(te)} layers")}
-        print(f"{fam}: LUT = {a:.3f} X + {c0:.0f}; held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
+                                        f"LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% on {len(te)} layers"
+                                        + (" (refitted from the committed synthesis rows)" if args.refit else ""))}
+        print(f"{fam}: LUT = {a:.3f} X + {c0:.0f} + {cc:.0f} conv; held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
               f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}%, da4ml estimate MAPE "
               f"{res['da4ml_estimate_mape_heldout'] * 100:.1f}%", flush=True)
-    write_json(ROOT / "benchmarks" / "results" / "rtl_calibration.json", result)
-    import yaml
-
-    text = ("# rtl-da cost-model coefficients per family, fitted against Yosys synthesis of the open RTL flow's\n"
-            "# layer modules; written by benchmarks/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n"
-            + yaml.safe_dump(cal_yaml, sort_keys=True, width=200))
-    write_bytes(ROOT / "board_configs" / "rtl_da_calibration.yaml", text.encode())
+    _write(result, cal_yaml, "rtl_calibration.json", "rtl_da_calibration.yaml",
+           "# rtl-da cost-model coefficients per family, fitted against Yosys synthesis of the open RTL flow's\n"
+           "# layer modules; written by benchmarks/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n")
     print(json.dumps({f: {k: v for k, v in r.items() if k != "rows"} for f, r in result["families"].items()}, indent=1))
 
 
@@ -304,14 +323,18 @@ def main_seq(args) -> None:
         print(f"{fam}: held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% (train {res['lut_mape_train'] * 100:.1f}%), "
               f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}% (train {res['ff_mape_train'] * 100:.1f}%), DSP per layer "
               f"{res['dsp_per_layer']}", flush=True)
-    write_json(ROOT / "benchmarks" / "results" / "rtl_seq_calibration.json", result)
+    _write(result, cal_yaml, "rtl_seq_calibration.json", "rtl_seq_calibration.yaml",
+           "# rtl-seq cost-model coefficients per family (LUT and FF only; ROM, BRAM, DSP and cycles are exact counts),\n"
+           "# fitted against Yosys synthesis of the sequential architecture's layer modules; written by\n"
+           "# benchmarks/rtl_calibration.py --arch seq (read by opq_hw.cost.rtl_calibration).\n")
+
+
+def _write(result: dict, cal_yaml: dict, json_name: str, yaml_name: str, header: str) -> None:
+    """The fit record (benchmarks/results) and the coefficients with provenance (board_configs), atomically."""
     import yaml
 
-    text = ("# rtl-seq cost-model coefficients per family (LUT and FF only; ROM, BRAM, DSP and cycles are exact counts),\n"
-            "# fitted against Yosys synthesis of the sequential architecture's layer modules; written by\n"
-            "# benchmarks/rtl_calibration.py --arch seq (read by opq_hw.cost.rtl_calibration).\n"
-            + yaml.safe_dump(cal_yaml, sort_keys=True, width=200))
-    write_bytes(ROOT / "board_configs" / "rtl_seq_calibration.yaml", text.encode())
+    write_json(ROOT / "benchmarks" / "results" / json_name, result)
+    write_bytes(ROOT / "board_configs" / yaml_name, (header + yaml.safe_dump(cal_yaml, sort_keys=True, width=200)).encode())
 
 
 if __name__ == "__main__":

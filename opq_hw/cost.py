@@ -348,11 +348,12 @@ def csd_digits_mean(bits: int) -> float:
 DEFAULT_DIGIT_SCALE = 0.48
 
 
-_CAL_KEYS = {"rtl-da": ("lut_per_adder_bit", "ff_per_adder_bit", "digit_scale", "lut_per_layer"),
+_CAL_KEYS = {"rtl-da": ("lut_per_adder_bit", "ff_per_adder_bit", "digit_scale", "lut_per_layer", "lut_per_conv_layer"),
              "rtl-seq": ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "ff_per_layer", "ff_per_acc_bit",
                          "ff_per_addr_bit")}
 _CAL_DEFAULTS = {
-    "rtl-da": ({"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": DEFAULT_DIGIT_SCALE, "lut_per_layer": 0.0},
+    "rtl-da": ({"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": DEFAULT_DIGIT_SCALE, "lut_per_layer": 0.0,
+                "lut_per_conv_layer": 0.0},
                "defaults (no fitted calibration for this family): one LUT per adder bit, one adder "
                "per CSD digit beyond the first of each output (da4ml's cost is ~ the number of adder "
                "bits: Sun et al., da4ml, arXiv 2507.04535), digit_scale 0.48 fitted (1 parameter) to "
@@ -409,7 +410,8 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
       adders  = max(digits - MH, 0) + (MH if bias)
       width   = min(acc, W + A + 2): da4ml sizes every adder exactly; in a balanced tree half the
                 adders are at the first level (W+A+1 bits), a quarter at the second, ...: mean W+A+2
-      LUT     = ceil(lut_per_adder_bit * adders * width) + lut_per_layer
+      LUT     = ceil(lut_per_adder_bit * adders * width) + lut_per_layer (+ lut_per_conv_layer for a conv:
+                its line buffer, window registers and position counters)
       FF      = ceil(ff_per_adder_bit * adders * width) + window/collect registers + MH * A (requant out)
                 window = prod(K) * C_in * A (conv), collect = MW * A (linear)
       BRAM18  = line buffer (K_h - 1) * W_in * C_in * A bits in block RAM when >= rom_bram_min_bits
@@ -423,7 +425,8 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     digits = nnz * csd_digits_mean(w) * cal["digit_scale"]
     adders = np.maximum(digits - p.out_channels, 0) + (p.out_channels if p.has_bias else 0)
     width = min(acc, w + a + 2)
-    lut = _ceil(cal["lut_per_adder_bit"] * adders * width) + cal["lut_per_layer"]
+    lut = (_ceil(cal["lut_per_adder_bit"] * adders * width) + cal["lut_per_layer"]
+           + (cal.get("lut_per_conv_layer", 0.0) if p.kind != "linear" else 0.0))
     ff = _ceil(cal["ff_per_adder_bit"] * adders * width) + p.out_channels * a
     bram = 0
     if p.kind == "linear":

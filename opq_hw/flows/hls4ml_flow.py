@@ -11,9 +11,9 @@ has such scales (s_c = 2^e_c in pow2 mode), so before conversion each such layer
 conv(x, q * s) + b == s * (conv(x, q) + b / s) exactly, so the layer keeps the allocation's B-bit
 integer codebook q (a Quant with scale 1: hls4ml stores it as ap_fixed<B,B>, the per-layer weight
 precision equal to the allocation's bit width), its Int16Bias divided by s_c lies on the input's
-grid (one per-tensor scale), and an explicit `Mul` by s_c follows the layer, through a Quant of
-scale 2^min(e) and (spread + 1) unsigned bits, which hls4ml turns into an ApplyAlpha whose scale
-type holds every s_c exactly. The build records it per layer (`opq_hls4ml.json`: `alloc_bits`,
+grid (one per-tensor scale), and an explicit `Mul` by the constant s_c follows the layer, which
+hls4ml turns into an ApplyAlpha; its scale type is set to ufixed<spread + 1, max(e) + 1>, which holds
+every s_c exactly (`channel_scale_type`). The build records it per layer (`opq_hls4ml.json`: `alloc_bits`,
 `weight_precision`, `channel_scale_precision`). Float (non-pow2) scales cannot be computed exactly:
 they raise an `OpqError` unless `allow_inexact=True`, which re-rounds the weights onto a pow2 grid
 4 bits finer than the smallest scale (the measured error is then reported by the simulation harness).
@@ -178,8 +178,10 @@ def _onto_grid(model, n, exps: np.ndarray) -> dict[str, Any]:
 def _split_layer(model, layer, wq, exps: np.ndarray, producers: dict) -> dict[str, Any]:
     """Conv/Gemm `layer` with per-output-channel pow2 weight scales s_c = 2^e_c -> integer weights at the
     allocation's B bits (scale 1), the bias divided by s_c (Int16Bias: then on the input's grid), and an
-    explicit `Mul` by s_c after the layer (through a Quant with scale 2^min e_c, unsigned, spread + 1 bits,
-    which hls4ml turns into an exact ApplyAlpha). conv(x, q s) + b == s (conv(x, q) + b / s) exactly."""
+    explicit `Mul` by the constant s_c after the layer (hls4ml turns it into an ApplyAlpha; `convert`
+    gives its scale the exact type `channel_scale_type`). conv(x, q s) + b == s (conv(x, q) + b / s) exactly.
+    (A plain constant, not a Quant: qonnx's channels-last conversion folds its transposes, while it loops
+    forever moving transposes past a Mul fed by a Quant on 1-D convolutions.)"""
     from onnx import helper
 
     s = model.get_initializer(wq.input[1]).astype(np.float64)
@@ -208,21 +210,13 @@ def _split_layer(model, layer, wq, exps: np.ndarray, producers: dict) -> dict[st
     e = exps.reshape(-1)
     k = int(e.max() - e.min())
     shape = (1, c_out) + (1,) * (len(model.get_tensor_shape(layer.output[0]) or [0, 0]) - 2)
-    names = {t: f"{layer.name}_channel_scale_{t}" for t in ("value", "step", "zero", "bits", "q", "raw")}
-    model.set_initializer(names["value"], (2.0 ** e).reshape(shape).astype(np.float32))
-    model.set_initializer(names["step"], np.array(2.0 ** int(e.min()), dtype=np.float32))
-    model.set_initializer(names["zero"], np.array(0.0, dtype=np.float32))
-    model.set_initializer(names["bits"], np.array(float(k + 1), dtype=np.float32))
+    scale_name, raw = f"{layer.name}_channel_scale_value", f"{layer.name}_channel_scale_raw"
+    model.set_initializer(scale_name, (2.0 ** e).reshape(shape).astype(np.float32))
     out = layer.output[0]
-    layer.output[0] = names["raw"]
-    qn = helper.make_node("Quant", [names[t] for t in ("value", "step", "zero", "bits")], [names["q"]],
-                          name=f"{layer.name}_channel_scale_quant", domain="qonnx.custom_op.general",
-                          signed=0, narrow=0, rounding_mode="ROUND")
-    mul = helper.make_node("Mul", [names["raw"], names["q"]], [out], name=f"{layer.name}_channel_scale")
+    layer.output[0] = raw
     nodes = model.graph.node
-    idx = list(nodes).index(layer)
-    nodes.insert(idx + 1, mul)
-    nodes.insert(idx, qn)
+    nodes.insert(list(nodes).index(layer) + 1,
+                 helper.make_node("Mul", [raw, scale_name], [out], name=f"{layer.name}_channel_scale"))
     return {"node": wq.name, "layer": layer.name, "kind": "split", "bits_in": bits, "bits_out": bits,
             "scale_exponents": [int(e.min()), int(e.max())], "scale_bits": k + 1, "bias_step": bias_rec, "exact": True}
 
@@ -304,18 +298,31 @@ def split_channel_scales(model, allow_inexact: bool = False):
     return model, bool(records), records
 
 
+def _channel_scales(model) -> dict[str, np.ndarray]:
+    """The per-channel pow2 scale constants of the `Mul` nodes (`_split_layer`), by Mul node name."""
+    out = {}
+    for n in model.graph.node:
+        v = model.get_initializer(n.input[1]) if n.op_type == "Mul" and len(n.input) == 2 else None
+        if v is not None and v.size > 1 and _pow2_exponents(v) is not None:
+            out[n.name] = v
+    return out
+
+
 def _channel_scale_vectors(model):
     """After the channels-last conversion: the per-channel scale constants of the `Mul` nodes become 1-D
     (C,), which broadcasts over (H, W, C) in ONNX and is the shape hls4ml's ApplyAlpha expects."""
-    producers = {o: n for n in model.graph.node for o in n.output}
-    for n in model.graph.node:
-        q = producers.get(n.input[1]) if n.op_type == "Mul" and len(n.input) == 2 else None
-        if q is not None and q.op_type == "Quant" and model.get_initializer(q.input[0]) is not None:
-            v = model.get_initializer(q.input[0])
-            shape = model.get_tensor_shape(n.output[0])
-            if shape and v.size == shape[-1]:
-                model.set_initializer(q.input[0], v.reshape(-1))
+    for name, v in _channel_scales(model).items():
+        n = next(n for n in model.graph.node if n.name == name)
+        shape = model.get_tensor_shape(n.output[0])
+        if shape and v.size == shape[-1]:
+            model.set_initializer(n.input[1], v.reshape(-1))
     return model
+
+
+def channel_scale_type(scales: np.ndarray) -> str:
+    """The exact unsigned fixed-point type of a set of pow2 scales 2^e: ufixed<e_max - e_min + 1, e_max + 1>."""
+    e = _pow2_exponents(scales).reshape(-1)
+    return f"ufixed<{int(e.max() - e.min()) + 1},{int(e.max()) + 1}>"
 
 
 def prepare_qonnx(onnx_path: str | os.PathLike, allow_inexact: bool = False):
@@ -430,6 +437,8 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
     in_prec = _input_precision(model)
     if in_prec is not None:
         cfg["LayerName"].setdefault(in_name, {}).setdefault("Precision", {})["result"] = in_prec
+    for mul, scales in _channel_scales(model).items():  # the split-off channel scales: an exact type
+        cfg["LayerName"].setdefault(mul, {}).setdefault("Precision", {})["scale"] = channel_scale_type(scales)
     kwargs: dict[str, Any] = dict(output_dir=str(out_dir), project_name=PROJECT, backend=backend, io_type=io_type,
                                   hls_config=cfg)
     if part:
