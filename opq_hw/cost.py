@@ -27,7 +27,7 @@ import numpy as np
 
 from .boards import RESOURCES, Board, config_dir, load_board
 from .errors import OpqError
-from .spec import Allocation, LayerAlloc, LayerSpec
+from .spec import Allocation, LayerAlloc, LayerSpec, _from_dict
 
 ARCHS = ("hls4ml-latency", "hls4ml-resource", "finn-mvau", "rtl-da", "rtl-seq")
 ARCH_FLOW = {"hls4ml-latency": "hls4ml", "hls4ml-resource": "hls4ml", "finn-mvau": "finn", "rtl-da": "rtl", "rtl-seq": "rtl"}
@@ -444,9 +444,6 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
             "cycles": cycles, "ii": cycles, "latency": cycles + depth}
 
 
-SEQ_DRAIN = 6  # cycles per layer beyond its ROM walk: start, ROM read, activation read, MAC, requant, write
-
-
 def seq_features(p: LayerParams) -> dict[str, Any]:
     """What the sequential RTL of one layer is made of, counted from opq_hw/rtl/seq.py."""
     entries = np.maximum(np.asarray(p.nnz, dtype=np.float64), p.out_channels)  # >= one entry per channel
@@ -474,7 +471,7 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
                  >= rom_bram_min_bits (smaller ones become LUT RAM: lutram_bits_per_lut bits per LUT)
       DSP      = 1: Yosys maps the one W x A product onto one MULT18X18D / SB_MAC16 / DSP48E1
       cycles   = out_pixels * entries (every output position, pool offsets included, walks its
-                 channels' entries); latency = cycles + SEQ_DRAIN; the network's interval is the SUM
+                 channels' entries); latency = cycles + LAYER_OVERHEAD_CYCLES (seq.py); the network's interval is the SUM
                  over layers (one datapath per layer, one layer active at a time)
       LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
       FF       = ff_per_layer + ff_per_acc_bit * acc + ff_per_addr_bit * (address + pointer bits)
@@ -482,6 +479,8 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
     random layers, benchmarks/rtl_calibration.py --arch seq); ROM bits, BRAM, DSP and cycles are exact
     counts of the design, not fitted.
     """
+    from .rtl.seq import LAYER_OVERHEAD_CYCLES
+
     cal = dict(calibration or rtl_calibration(board.family, "rtl-seq"))
     f = seq_features(p)
     bram = 0 * f["entries"]
@@ -500,7 +499,7 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
     dsp = (1 if board.capacity["DSP"] > 0 else 0) + 0 * f["entries"]
     cycles = p.out_pixels * f["entries"]
     return {"LUT": lut, "FF": ff, "DSP": dsp, "BRAM18": bram, "URAM": 0 * f["entries"], "mults": 1 + 0 * f["entries"],
-            "cycles": cycles, "ii": cycles, "latency": cycles + SEQ_DRAIN}
+            "cycles": cycles, "ii": cycles, "latency": cycles + LAYER_OVERHEAD_CYCLES}
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,11 +532,7 @@ class LayerCost:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerCost":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"LayerCost: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -595,13 +590,9 @@ class CostReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CostReport":
         d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"CostReport: unknown keys {sorted(unknown)}")
         d["layers"] = tuple(LayerCost.from_dict(x) for x in d["layers"])
         d["notes"] = tuple(d.get("notes", ()))
-        return cls(**d)
+        return _from_dict(cls, d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)

@@ -25,6 +25,14 @@ def _run(tmp_path_factory, name: str, **kw):
     return compress_run(cfg, tmp_path_factory.mktemp(name) / "run", progress=False, log=lambda *_: None)
 
 
+@pytest.fixture
+def copy_run(tmp_path):
+    """A private copy of a session run: tests that write into a run never touch the shared one."""
+    import shutil
+
+    return lambda run_dir: shutil.copytree(run_dir, tmp_path / "run")
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """digits-cnn, OPQ at 20x CR_w, pow2 (hardware) mode, 2 finetune epochs."""

@@ -120,19 +120,12 @@ def test_bad_options_are_named():
 # ---------------------------------------------------------------- the demo run
 
 
-def _copy(run_dir, tmp_path):
-    """A private copy of the session's run: tests that write into a run never touch the shared one."""
-    import shutil
-
-    return shutil.copytree(run_dir, tmp_path / "run")
-
-
 @pytest.mark.slow
-def test_build_writes_project_with_allocation_precisions(demo_run, tmp_path):
+def test_build_writes_project_with_allocation_precisions(demo_run, copy_run):
     from opq_hw.flows.hls4ml_flow import build
     from opq_hw.pipeline import load_run
 
-    demo_run = _copy(demo_run, tmp_path)
+    demo_run = copy_run(demo_run)
     rec = build(demo_run, board=None, part="xc7z020clg400-1", backend="Vitis", io="parallel", log=lambda *_: None)
     prj = demo_run / "build" / "hls4ml"
     assert (prj / "build_prj.tcl").is_file() and (prj / "firmware" / "myproject.cpp").is_file()
@@ -176,7 +169,7 @@ _CSYNTH = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 @pytest.mark.slow
-def test_synth_without_vendor_tool_then_reports_copied_back(demo_run, tmp_path, monkeypatch):
+def test_synth_without_vendor_tool_then_reports_copied_back(demo_run, copy_run, monkeypatch):
     import shutil as _sh
 
     from opq_hw.artifact import write_json
@@ -184,7 +177,7 @@ def test_synth_without_vendor_tool_then_reports_copied_back(demo_run, tmp_path, 
     from opq_hw.flows import hls4ml_flow
     from opq_hw.pipeline import load_run
 
-    demo_run = _copy(demo_run, tmp_path)
+    demo_run = copy_run(demo_run)
     real_which = _sh.which
     monkeypatch.setattr(hls4ml_flow.shutil, "which", lambda c: None if c in ("vitis-run", "vivado_hls") else real_which(c))
     with pytest.raises(OpqError, match=r"vivado_hls -f build_prj.tcl"):

@@ -59,15 +59,9 @@ def test_missing_tool_says_how_to_install(monkeypatch):
         eda.yosys_version()
 
 
-def _copy(run_dir, tmp_path):
-    import shutil
-
-    return shutil.copytree(run_dir, tmp_path / "run")
-
-
 @pytest.mark.slow
 @pytest.mark.tools
-def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, tmp_path):
+def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, copy_run):
     """The issue's demo claim: the digits demo goes from `build --flow rtl --board ecp5-85f` to a
     bitstream (default seq architecture), bit-exact on the whole test set in Verilator, every stage
     timed; the same design fits and routes on the iCE40 UP5K."""
@@ -75,7 +69,7 @@ def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, tmp_path):
     from opq_hw.pipeline import load_run, quantize_input
     from opq_hw.simulate import reference, simulate
 
-    run_dir = _copy(demo_run, tmp_path)
+    run_dir = copy_run(demo_run)
     s = build(run_dir, board="ecp5-85f", log=None)
     out = run_dir / "build" / "rtl"
     rec = json.loads((out / "rtl_build.json").read_text())
@@ -117,14 +111,14 @@ def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.tools
-def test_demo_da4ml_bit_exact_and_synthesized(demo_run, tmp_path):
+def test_demo_da4ml_bit_exact_and_synthesized(demo_run, copy_run):
     """The da4ml architecture on the digits demo for the ECP5-85F up to synthesis: bit-exact on every
     test sample, real counts per layer and in total, the fit check, stage times. (Place and route of
     this ~34k LUT-equivalent design with the WebAssembly nextpnr takes far longer than CI allows;
     its PnR/bitstream path is tested on a small design below.)"""
     from opq_hw.flows.rtl_flow import build
 
-    run_dir = _copy(demo_run, tmp_path)
+    run_dir = copy_run(demo_run)
     s = build(run_dir, board="ecp5-85f", rtl_arch="da4ml", pnr=False, tool_timeout=1500, log=None)
     out = run_dir / "build" / "rtl"
     rec = json.loads((out / "rtl_build.json").read_text())

@@ -36,7 +36,9 @@ from ..errors import OpqError
 from .gen import Design, bits_for, requant_expr
 from .intnet import IntLayer, IntNet
 
-DRAIN = 4  # pipeline stages after the counters: ROM, activation read, MAC, requant/write
+# cycles per layer beyond its ROM walk: start, ROM read, activation read, MAC, requant, write
+# (the cost model's rtl-seq latency uses the same figure)
+LAYER_OVERHEAD_CYCLES = 6
 
 
 def _layer_plan(net: IntNet) -> list[dict[str, Any]]:
@@ -344,5 +346,5 @@ def generate_seq(net: IntNet) -> Design:
             f"    assign m_last = (state == OUT) && (oc == {onb}'d{n_out - 1});",
             "endmodule", ""]
     files["opq_top.v"] = "\n".join(top)
-    lat = beats + sum(m["cycles"] + DRAIN + 2 for m in mods) + n_out
+    lat = beats + sum(m["cycles"] + LAYER_OVERHEAD_CYCLES for m in mods) + n_out
     return Design(files, "opq_top", mods, net.in_bits, beats, out_w, n_out, lat)
