@@ -4,13 +4,15 @@ Yosys synthesis, and report the held-out error.
 Layers: random conv/dense layers (not the demo model): shapes, weight bits (2-8) and sparsity
 (0-90%) drawn with a fixed seed, each a full layer module of the open RTL flow (window or
 collector + da4ml kernel + requantization), synthesized alone with Yosys 0.23 for xc7, ecp5 and
-ice40 in one Yosys process per family. Features: the cost model's own `rtl_da` count of adder
-bits X (coefficients at 1/0) and whether the layer is a conv (its line buffer, window and
-counters). Fit on the training layers (least squares, LUT = a * X + b + c * conv; FF = d * X +
-the model's register term), report MAPE on the held-out layers, and write the coefficients with
-provenance to board_configs/rtl_da_calibration.yaml. `--refit` fits again from the synthesis rows
-committed in benchmarks/results/rtl_calibration.json (the layers are regenerated from the seed)
-without running Yosys.
+ice40 (one Yosys process per family, two at a time). 3/4 of the layers are fitted, 1/4 held out
+(conv and dense alike); the held-out ones are also synthesized with pipelined kernels (da4ml
+latency cutoff 5). The fit (see `_fit_da`): da4ml's cost from CSD digits and adder width, once
+for all families (the training layers plus 240 more layers solved by da4ml alone), then per family
+the LUT coefficients of `opq_hw.cost.rtl_da` by non-negative least squares. Flip-flops are not
+fitted: the model counts them, and the held-out check says how exactly. Writes
+board_configs/rtl_da_calibration.yaml and benchmarks/results/rtl_calibration.{json,png};
+`--refit` fits again from the synthesis counts committed in rtl_calibration.json (the layers and
+da4ml's solutions are regenerated from the seed) without running Yosys.
 
 --arch seq: the same random layers as sequential-architecture layer modules (opq_hw.rtl.seq: ROM
 of the nonzero weights + one multiply-accumulate unit + requantization; the activation buffers
@@ -19,7 +21,7 @@ LUT = a + b * acc + c * table_bits and FF = d + e * acc + f * (address + pointer
 squares on the training layers; ROM bits, BRAM, DSP and cycles are exact counts, not fitted.
 Writes board_configs/rtl_seq_calibration.yaml and benchmarks/results/rtl_seq_calibration.json.
 
-    python benchmarks/rtl_calibration.py [--n 24] [--families xc7,ecp5,ice40] [--arch da4ml|seq]
+    python benchmarks/rtl_calibration.py [--n 32] [--families xc7,ecp5,ice40] [--arch da4ml|seq] [--refit]
 """
 from __future__ import annotations
 
@@ -42,25 +44,30 @@ from opq_hw.rtl.gen import generate, write_design  # noqa: E402
 from opq_hw.rtl.intnet import IntLayer, IntNet  # noqa: E402
 
 
-def random_layer(rng: np.random.Generator, i: int):
-    """(IntNet of [layer with requant, tiny dense head], LayerParams-like dict) for layer i."""
+def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
+    """(IntNet of [layer with requant, tiny dense head], LayerParams) for layer i: conv (even i) or
+    dense (odd i), shapes, weight bits and sparsity drawn from `rng`; draws again while the layer
+    would hold more than `max_digits` CSD digits (a ~10k-LUT kernel: larger ones take Yosys minutes)."""
+    from opq_hw.cost import LayerParams, csd_digits_mean
+
     kind = "conv" if i % 2 == 0 else "linear"
-    bits = int(rng.choice([2, 3, 4, 5, 6, 8]))
-    sparsity = float(rng.choice([0.0, 0.3, 0.5, 0.7, 0.9]))
+    while True:
+        bits = int(rng.choice([2, 3, 4, 5, 6, 8]))
+        sparsity = float(rng.choice([0.0, 0.3, 0.5, 0.7, 0.9]))
+        if kind == "conv":
+            cin = int(rng.choice([1, 2, 4]))  # the streaming top level takes <= 32 input bits per pixel
+            cout = int(rng.choice([4, 8, 16, 32]))
+            h = w = int(rng.choice([6, 8]))
+            shape_w = (cout, cin, 3, 3)
+            in_shape, out_shape = (cin, h, w), (cout, h, w)
+        else:
+            cin = int(rng.choice([16, 32, 48, 64]))
+            cout = int(rng.choice([8, 16, 32]))
+            shape_w = (cout, cin)
+            in_shape, out_shape = (1, 1, cin), (cout, 1, 1)
+        if np.prod(shape_w) * (1 - sparsity) * csd_digits_mean(bits) <= max_digits:
+            break
     qmax = 2 ** (bits - 1) - 1
-    if kind == "conv":
-        cin = int(rng.choice([1, 2, 4]))
-        cout = int(rng.choice([4, 8, 16]))
-        h = w = int(rng.choice([6, 8]))
-        shape_w = (cout, cin, 3, 3)
-        in_shape = (cin, h, w)
-        out_shape = (cout, h, w)
-    else:
-        cin = int(rng.choice([16, 32, 48]))
-        cout = int(rng.choice([8, 16, 32]))
-        shape_w = (cout, cin)
-        in_shape = (1, 1, cin)
-        out_shape = (cout, 1, 1)
     wq = rng.integers(-qmax, qmax + 1, size=shape_w)
     wq[rng.random(shape_w) < sparsity] = 0
     b = rng.integers(-200, 200, size=cout)
@@ -71,8 +78,6 @@ def random_layer(rng: np.random.Generator, i: int):
     head = IntLayer(f"head{i}", "linear", rng.integers(-1, 2, size=(2, int(np.prod(out_shape)))).astype(np.int64),
                     np.zeros(2, dtype=np.int64), 8, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
     net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, ("flatten",), head])
-    from opq_hw.cost import LayerParams
-
     fan_in = int(np.prod(shape_w[1:]))
     p = LayerParams(name=L.name, kind="conv2d" if kind == "conv" else "linear", fan_in=fan_in, out_channels=cout,
                     out_pixels=int(np.prod(out_shape[1:])), in_pixels=int(np.prod(in_shape[1:])) if kind == "conv" else 1,
@@ -82,16 +87,6 @@ def random_layer(rng: np.random.Generator, i: int):
     return net, p
 
 
-def features(p, board) -> tuple[float, float]:
-    """(adder-bit term X, FF register term R) of the cost model with unit coefficients."""
-    from opq_hw.cost import rtl_da
-
-    base = {"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": 1.0, "lut_per_layer": 0.0,
-            "provenance": "unit"}
-    r = rtl_da(p, board, base)
-    return float(np.asarray(r["LUT"])), float(np.asarray(r["FF"]))
-
-
 def synth_family(family: str, designs: list[tuple[str, list[Path]]], work: Path) -> dict[str, dict]:
     """One Yosys process: each layer module synthesized alone (design -load between them)."""
     files = sorted({p for _, fs in designs for p in fs})
@@ -99,23 +94,33 @@ def synth_family(family: str, designs: list[tuple[str, list[Path]]], work: Path)
     cmd = eda.SYNTH_CMD[family]
     for mod, _ in designs:
         lines += ["design -load base", cmd.format(top=mod, json="x.json").replace(" -json x.json", ""),
-                  f"tee -o {mod}.stat stat"]
+                  f"tee -o {family}_{mod}.stat stat"]
     (work / f"cal_{family}.ys").write_text("\n".join(lines) + "\n")
     t = time.time()
-    subprocess.run(["yosys", "-q", "-l", f"cal_{family}.log", "-s", f"cal_{family}.ys"], cwd=work, check=True,
-                   capture_output=True)
+    r = subprocess.run(["yosys", "-q", "-l", f"cal_{family}.log", "-s", f"cal_{family}.ys"], cwd=work,
+                       capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"Yosys failed ({family}): {r.stderr.strip()[-2000:]}")
     out = {}
     for mod, _ in designs:
-        st = eda.parse_stat((work / f"{mod}.stat").read_text(), family, mod)
+        st = eda.parse_stat((work / f"{family}_{mod}.stat").read_text(), family, mod)
         st.pop("cells")
         out[mod] = st
     out["_seconds"] = time.time() - t
     return out
 
 
+PIPE = 5.0  # da4ml latency cutoff of the pipelined variants (the flow's --pipeline)
+
+
+def heldout(i: int) -> bool:
+    """1/4 of the layers, conv and dense alike, never seen by the fit."""
+    return i % 8 in (3, 4)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=24, help="random layers (half train, half held out)")
+    ap.add_argument("--n", type=int, default=32, help="random layers (3/4 fitted, 1/4 held out)")
     ap.add_argument("--families", default="xc7,ecp5,ice40")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arch", default="da4ml", choices=["da4ml", "seq"])
@@ -123,128 +128,240 @@ def main() -> None:
     args = ap.parse_args()
     if args.arch == "seq":
         return main_seq(args)
-    from opq_hw.boards import load_board
-
-    boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
-    rng = np.random.default_rng(args.seed)
-    layers = []
+    rows = _layer_rows(args)
     if args.refit:
-        layers, synth = _committed_rows(rng)
-        fams = list(synth)
+        old = json.loads((ROOT / "benchmarks" / "results" / "rtl_calibration.json").read_text())
+        synth, seconds = {r["tag"]: r["synth"] for r in old["rows"]}, old["synth_seconds"]
+        for r in rows:
+            r["synth"] = synth[r["tag"]]
     else:
-        layers, synth, fams = _synthesize_da(rng, args)
-    _fit_da(layers, synth, fams, boards, args)
+        seconds = _synthesize_da(rows, args)
+    for r in rows:
+        r.pop("_design")
+    if not args.refit:
+        write_json(ROOT / "benchmarks" / "results" / "rtl_calibration.json",  # the rows first: a refit needs no synthesis
+                   {"yosys": eda.yosys_version(), "seed": args.seed, "synth_seconds": seconds,
+                    "rows": [_slim(r) for r in rows]})
+    _fit_da(rows, seconds, args)
 
 
-def _committed_rows(rng):
-    """The layers regenerated from the seed, with the synthesis counts committed in rtl_calibration.json."""
-    old = json.loads((ROOT / "benchmarks" / "results" / "rtl_calibration.json").read_text())
-    layers = []
-    for i in range(old["n_layers"]):
-        _, p = random_layer(rng, i)
-        da = next(r["da4ml"] for r in next(iter(old["families"].values()))["rows"] if r["i"] == i)
-        layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels, "w_bits": p.w_bits,
-                       "nnz": int(p.nnz), "n_weights": p.n_weights, "da4ml_cost": da, "_p": p})
-    synth = {fam: {**{f"opq_L0_c{r['i']}": {"lut_equiv": r["lut"], "ff": r["ff"]} for r in fr["rows"]},
-                   "_seconds": fr["synth_seconds"]} for fam, fr in old["families"].items()}
-    return layers, synth
+def _layer_rows(args) -> list[dict]:
+    """One row per layer module: the layer's LayerParams and what the generator records of da4ml's
+    solution (cost, latency, registers kept by synthesis, shift-register runs), for every layer
+    combinational and for the held-out ones also pipelined (cutoff PIPE). `_design` keeps the design."""
+    from dataclasses import asdict
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for i in range(args.n):
+        net, p = random_layer(rng, i)
+        for pipe in [0.0] + ([PIPE] if heldout(i) else []):
+            d = generate(net, pipeline=pipe)
+            m = d.layer_modules[0]
+            rows.append({"i": i, "tag": f"{'p' if pipe else 'c'}{i}", "pipeline": pipe, "params": asdict(p),
+                         "da4ml_cost": m["da4ml_cost"], "acc_w": m["acc_w"], "kernel_latency": m["kernel_latency"],
+                         "registers": m["registers"], "chains": m["chains"], "synth": {}, "_design": d})
+    return rows
 
 
-def _synthesize_da(rng, args):
-    layers = []
+def _synthesize_da(rows: list[dict], args) -> dict[str, float]:
+    """Each family's Yosys counts of every row's layer module, into row["synth"]."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with tempfile.TemporaryDirectory(prefix="opq-rtlcal-") as td:
         work = Path(td)
-        # all layer modules into one source folder, renamed apart
         designs = []
-        for i in range(args.n):
-            net, p = random_layer(rng, i)
-            d = generate(net, pipeline=0.0)
-            sub = work / f"l{i}"
-            renamed = _rename_into(write_design(d, sub), i, ("opq_L0", "opq_L1", "opq_k0", "opq_k1", "opq_top"))
-            keep = [f for f in renamed if f.name.startswith(("opq_L0_", "opq_k0_"))]
-            shared = [f for f in renamed if not f.name.startswith(("opq_L", "opq_k", "opq_top"))]
-            designs.append((f"opq_L0_c{i}", keep + shared))
-            layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels,
-                           "w_bits": p.w_bits, "nnz": int(p.nnz), "n_weights": p.n_weights,
-                           "da4ml_cost": d.layer_modules[0]["da4ml_cost"], "_p": p})
-        # one copy of each shared file (identical across designs)
-        uniq: dict[str, Path] = {}
-        for mod, fs in designs:
-            for f in fs:
-                if not f.name.startswith(("opq_L", "opq_k")):
-                    uniq.setdefault(f.name, f)
-        designs = [(mod, [f for f in fs if f.name.startswith(("opq_L", "opq_k"))] + list(uniq.values()))
-                   for mod, fs in designs]
+        for r in rows:
+            files = _rename_into(write_design(r["_design"], work / r["tag"]), r["tag"],
+                                 ("opq_L0", "opq_L1", "opq_k0", "opq_k1", "opq_top"))
+            designs.append((f"opq_L0_{r['tag']}", [f for f in files if f.name.startswith(("opq_L0_", "opq_k0_"))]))
+        shared = list({f.name: f for f in work.glob("*/*.v") if not f.name.startswith(("opq_L", "opq_k", "opq_top"))}
+                      .values())  # one copy of each primitive that some kernel instantiates
+        designs = [(mod, fs + shared) for mod, fs in designs]
         fams = [f for f in args.families.split(",") if f]
-        synth = {}
+        print(f"synthesizing {len(designs)} layer modules for {', '.join(fams)} (two Yosys processes at a time) ...",
+              flush=True)
+        with ThreadPoolExecutor(max_workers=2) as ex:
+            synth = dict(zip(fams, ex.map(lambda f: synth_family(f, designs, work), fams)))
+    for r in rows:
         for fam in fams:
-            print(f"synthesizing {len(designs)} layers for {fam} ...", flush=True)
-            synth[fam] = synth_family(fam, designs, work)
-    return layers, synth, fams
+            s = synth[fam][f"opq_L0_{r['tag']}"]
+            r["synth"][fam] = {k: s[k] for k in ("lut_equiv", "lut", "carry", "ff", "lutram", "srl", "muxf")}
+    return {f: round(synth[f]["_seconds"], 1) for f in fams}
 
 
-def _fit_da(layers, synth, fams, boards, args) -> None:
-    train = [L for L in layers if L["i"] % 2 == 0 or L["i"] % 4 == 1]  # 3/4 train (both kinds), 1/4 held out
-    test = [L for L in layers if L not in train]
-    result = {"n_layers": len(layers), "n_train": len(train), "n_test": len(test), "yosys": eda.yosys_version(),
-              "families": {}}
-    cal_yaml = {}
+def _slim(r: dict) -> dict:
+    """A row as recorded: the layer regenerates from the seed, so its shape facts stay out."""
+    p = r["params"]
+    return {"tag": r["tag"], "kind": p["kind"], "fan_in": p["fan_in"], "out_channels": p["out_channels"],
+            "w_bits": p["w_bits"], "nnz": p["nnz"], "da4ml_cost": r["da4ml_cost"], "registers": r["registers"],
+            "synth": r["synth"]}
+
+
+def _params(r: dict):
+    from opq_hw.cost import LayerParams
+
+    return LayerParams(**{**r["params"], "kernel": tuple(r["params"]["kernel"])})
+
+
+def _kernel(r: dict) -> dict:
+    """What the generator recorded of da4ml's solution of the row's layer, as the cost model takes it."""
+    return {"da4ml_cost": r["da4ml_cost"], "registers": r["registers"], "chains": r["chains"], "latency": r["kernel_latency"]}
+
+
+def da_cost_rows(seed: int, n: int = 240) -> list[dict]:
+    """(digits, width, da4ml cost) of n more random layers: da4ml's solver only, no synthesis."""
+    from opq_hw.cost import da_features
+    from opq_hw.rtl.gen import make_kernel
+
+    rng = np.random.default_rng(seed + 1000)
+    out = []
+    for i in range(n):
+        net, p = random_layer(rng, i)
+        f = da_features(p)
+        if float(f["digits"]) > 0:
+            out.append({"digits": float(f["digits"]), "width": f["width"], "da4ml_cost": make_kernel(net.layers[0], "k", 0.0).cost})
+    return out
+
+
+def _fit_da(rows: list[dict], seconds: dict, args) -> None:
+    """Fit (1) da4ml's cost from CSD digits and adder width, family-independent, on the training
+    layers plus `da_cost_rows`; (2) per family LUT = lut_per_da * da + lut_per_requant_bit *
+    requant_bits + lut_per_window_bit * window_bits + lut_per_conv_layer * conv + lut_per_layer,
+    non-negative least squares with da = da4ml's exact cost of the training layers. Held out:
+    the LUT error weight-agnostic (da from (1)) and with da4ml's solution at hand (da exact), and
+    the register count (no fit) on the combinational and the pipelined held-out layers."""
+    from scipy.optimize import nnls
+
+    from opq_hw.boards import load_board
+    from opq_hw.cost import da_features, rtl_da
+
+    boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
+    fams = list(rows[0]["synth"])
+    comb = [r for r in rows if not r["pipeline"]]
+    train = [r for r in comb if not heldout(r["i"])]
+    test = [r for r in comb if heldout(r["i"])]
+    piped = [r for r in rows if r["pipeline"]]
+    feats = {r["tag"]: da_features(_params(r)) for r in rows}
+
+    extra = da_cost_rows(args.seed)
+    pts = [(float(feats[r["tag"]]["digits"]), feats[r["tag"]]["width"], r["da4ml_cost"]) for r in train] + \
+          [(e["digits"], e["width"], e["da4ml_cost"]) for e in extra]
+    pts = [q for q in pts if q[0] > 0 and q[2] > 0]
+    A = np.array([[1.0, np.log(d), np.log(w)] for d, w, _ in pts])
+    (c0, e_d, e_w), *_ = np.linalg.lstsq(A, np.log([q[2] for q in pts]), rcond=None)
+    da_cal = {"da_coef": float(np.exp(c0)), "da_digit_exp": float(e_d), "da_width_exp": float(e_w)}
+
+    def da_est(r):
+        f = feats[r["tag"]]
+        return da_cal["da_coef"] * float(f["digits"]) ** e_d * f["width"] ** e_w if float(f["digits"]) > 0 else 0.0
+
+    def mape(pairs):
+        return float(np.mean([abs(e - m) / m for e, m in pairs])) if pairs else None
+
+    da_err = mape([(da_est(r), r["da4ml_cost"]) for r in test if r["da4ml_cost"] > 0])
+    result = {"yosys": eda.yosys_version(), "seed": args.seed, "n_layers": len(comb), "n_train": len(train),
+              "n_test": len(test), "n_pipelined": len(piped), "pipeline_cutoff": PIPE, "synth_seconds": seconds,
+              "da4ml_cost_fit": {**da_cal, "n_points": len(pts), "mape_heldout": da_err}, "families": {},
+              "rows": [_slim(r) for r in rows]}
+    print(f"da4ml cost = {da_cal['da_coef']:.3f} digits^{e_d:.3f} width^{e_w:.3f} ({len(pts)} layers); "
+          f"held-out MAPE {da_err * 100:.1f}%", flush=True)
+    keys = ("lut_per_da", "lut_per_requant_bit", "lut_per_window_bit", "lut_per_conv_layer", "lut_per_layer")
+    cal_yaml, plot_rows = {}, {}
     for fam in fams:
+        def x(r, da):
+            f = feats[r["tag"]]
+            return [da, float(f["requant_bits"]), float(f["window_bits"]), f["conv"], 1.0]
+
+        A = np.array([x(r, r["da4ml_cost"]) for r in train])
+        # the shift-register LUTs (xc7 SRLs) are counted by the model, not fitted
+        y = np.array([r["synth"][fam]["lut_equiv"] - r["synth"][fam].get("srl", 0) for r in train], dtype=float)
+        coef, _ = nnls(A, y)
+        cal = {**da_cal, **dict(zip(keys, (float(c) for c in coef)))}
         b = boards[fam]
-        rows = []
-        for L in layers:
-            X, R = features(L["_p"], b)
-            s = synth[fam][f"opq_L0_c{L['i']}"]
-            rows.append({"i": L["i"], "X": X, "R": R, "conv": float(L["kind"] != "linear"), "lut": s["lut_equiv"],
-                         "ff": s["ff"], "da4ml": L["da4ml_cost"]})
-        tr = [r for r in rows if any(r["i"] == L["i"] for L in train)]
-        te = [r for r in rows if r not in tr]
-        A = np.array([[r["X"], 1.0, r["conv"]] for r in tr])
-        y = np.array([r["lut"] for r in tr], dtype=float)
-        (a, c0, cc), *_ = np.linalg.lstsq(A, y, rcond=None)
-        Xf = np.array([r["X"] for r in tr])
-        yf = np.array([r["ff"] - r["R"] for r in tr], dtype=float)
-        ffa = float(max(0.0, (Xf @ yf) / (Xf @ Xf))) if (Xf @ Xf) > 0 else 0.0
 
-        def mape(rs, pred):
-            return float(np.mean([abs(pred(r) - r[k]) / r[k] for r in rs for k in ["lut"]])) if rs else None
+        def est(r, with_kernel):
+            return rtl_da(_params(r), b, {**cal, "provenance": "fit"}, _kernel(r) if with_kernel else None)
 
-        lut_pred = lambda r: a * r["X"] + c0 + cc * r["conv"]  # noqa: E731
-        ff_pred = lambda r: ffa * r["X"] + r["R"]  # noqa: E731
-        res = {"lut_per_adder_bit": float(a), "lut_per_layer": float(c0), "lut_per_conv_layer": float(cc),
-               "ff_per_adder_bit": ffa,
-               "lut_mape_train": mape(tr, lut_pred), "lut_mape_heldout": mape(te, lut_pred),
-               "ff_mape_heldout": float(np.mean([abs(ff_pred(r) - r["ff"]) / r["ff"] for r in te])) if te else None,
-               "da4ml_estimate_mape_heldout": float(np.mean([abs(r["da4ml"] - r["lut"]) / r["lut"] for r in te])),
-               "synth_seconds": round(synth[fam]["_seconds"], 1), "rows": rows}
+        def err(rs, res, with_kernel):
+            return mape([(float(est(r, with_kernel)[res]), r["synth"][fam][res.lower() if res == "FF" else "lut_equiv"])
+                         for r in rs])
+
+        def ff_check(rs):
+            d = [int(round(float(est(r, True)["FF"]))) - r["synth"][fam]["ff"] for r in rs]
+            return {"n": len(rs), "exact": sum(x == 0 for x in d), "max_abs_error": max(map(abs, d)),
+                    "mape": mape([(r["synth"][fam]["ff"] + x, r["synth"][fam]["ff"]) for r, x in zip(rs, d)]),
+                    "errors": dict(zip((r["tag"] for r in rs), d))}
+
+        res = {**{k: float(v) for k, v in cal.items()},
+               "lut_mape_train": err(train, "LUT", True), "lut_mape_heldout": err(test, "LUT", False),
+               "lut_mape_heldout_with_kernel": err(test, "LUT", True), "ff_mape_heldout": err(test, "FF", False),
+               "ff_with_kernel": {"combinational": ff_check(test), "pipelined": ff_check(piped)},
+               "heldout": [{"tag": r["tag"], "pipelined": bool(r["pipeline"]), "LUT": int(r["synth"][fam]["lut_equiv"]), "FF": r["synth"][fam]["ff"],
+                            "LUT_estimated": int(est(r, False)["LUT"]), "LUT_with_kernel": int(est(r, True)["LUT"]),
+                            "FF_estimated": int(est(r, False)["FF"]), "FF_with_kernel": int(est(r, True)["FF"])}
+                           for r in test + piped]}
         result["families"][fam] = res
-        cal_yaml[fam] = {"lut_per_adder_bit": round(float(a), 4), "ff_per_adder_bit": round(ffa, 4),
-                         "digit_scale": 1.0, "lut_per_layer": round(float(c0), 1),
-                         "lut_per_conv_layer": round(float(cc), 1),
-                         "provenance": (f"fitted by benchmarks/rtl_calibration.py (seed {args.seed}) on {len(tr)} random "
-                                        f"conv/dense layer modules of the open RTL flow (window/collector + da4ml kernel + "
-                                        f"requant, not the demo model), {eda.yosys_version().split('(')[0].strip()} "
-                                        f"{eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT = LUT4 + 2 x CCU2C on ecp5; held-out "
-                                        f"LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% on {len(te)} layers"
-                                        + (" (refitted from the committed synthesis rows)" if args.refit else ""))}
-        print(f"{fam}: LUT = {a:.3f} X + {c0:.0f} + {cc:.0f} conv; held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
-              f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}%, da4ml estimate MAPE "
-              f"{res['da4ml_estimate_mape_heldout'] * 100:.1f}%", flush=True)
+        fc, fp = res["ff_with_kernel"]["combinational"], res["ff_with_kernel"]["pipelined"]
+        prov = (f"fitted by benchmarks/rtl_calibration.py (seed {args.seed}) on {len(train)} random conv/dense layer "
+                f"modules of the open RTL flow (window/collector + da4ml kernel + requant, not the demo model), "
+                f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT-equivalents "
+                f"(ecp5: LUT4 + 2 x CCU2C; xc7: LUT + SRL); held-out ({len(test)} layers) LUT MAPE "
+                f"{res['lut_mape_heldout'] * 100:.1f}% weight-agnostic, {res['lut_mape_heldout_with_kernel'] * 100:.1f}% "
+                f"with da4ml's solution; FF (counted, not fitted) MAPE {res['ff_mape_heldout'] * 100:.1f}%, with da4ml's "
+                f"solution exact on {fc['exact']}/{fc['n']} combinational and {fp['exact']}/{fp['n']} pipelined held-out "
+                f"layers (max error {fc['max_abs_error']} / {fp['max_abs_error']} FF)")
+        cal_yaml[fam] = {**{k: round(v, 5) for k, v in cal.items()}, "provenance": prov}
+        plot_rows[fam] = res["heldout"]
+        print(f"{fam}: LUT = {' + '.join(f'{c:.3g} {k}' for k, c in zip(keys, coef))}; held-out LUT MAPE "
+              f"{res['lut_mape_heldout'] * 100:.1f}% (with da4ml's solution {res['lut_mape_heldout_with_kernel'] * 100:.1f}%, "
+              f"train {res['lut_mape_train'] * 100:.1f}%); FF MAPE {res['ff_mape_heldout'] * 100:.1f}%; with da4ml's "
+              f"solution FF exact {fc['exact']}/{fc['n']} combinational (max error {fc['max_abs_error']}), "
+              f"{fp['exact']}/{fp['n']} pipelined (max error {fp['max_abs_error']})", flush=True)
+    _plot_da(plot_rows, ROOT / "benchmarks" / "results" / "rtl_calibration.png")
     _write(result, cal_yaml, "rtl_calibration.json", "rtl_da_calibration.yaml",
            "# rtl-da cost-model coefficients per family, fitted against Yosys synthesis of the open RTL flow's\n"
-           "# layer modules; written by benchmarks/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n")
-    print(json.dumps({f: {k: v for k, v in r.items() if k != "rows"} for f, r in result["families"].items()}, indent=1))
+           "# layer modules; written by benchmarks/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n"
+           "# da_*: da4ml's cost from the CSD digits and adder width (the same fit for every family).\n")
 
 
-def _rename_into(files: list[Path], i: int, names: tuple[str, ...]) -> list[Path]:
-    """Rename this design's modules apart (suffix _c<i>) so that all layers live in one Yosys session."""
+def _plot_da(rows: dict[str, list[dict]], path: Path) -> None:
+    """Held-out layer modules: estimated vs Yosys LUT-equivalents and flip-flops, per family (the
+    weight-agnostic estimate assumes combinational kernels: shown for those only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from opq_hw.artifact import write_png
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for fam, rs in rows.items():
+        for ax, (key, ests) in zip(axes, (("LUT", ("LUT_estimated", "LUT_with_kernel")), ("FF", ("FF_estimated", "FF_with_kernel")))):
+            for e, mk, what in zip(ests, ("o", "x"), ("weight-agnostic", "with da4ml's solution")):
+                sel = [r for r in rs if mk == "x" or not r["pipelined"]]
+                ax.plot([r[key] for r in sel], [r[e] for r in sel], mk, ms=5, label=f"{fam} {what}")
+    for ax, key in zip(axes, ("LUT-equivalents", "flip-flops")):
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"Yosys 0.23 {key}")
+        ax.set_ylabel(f"rtl-da estimate, {key}")
+        ax.set_title(f"held-out layer modules: {key}")
+    axes[0].legend(fontsize=7)
+    write_png(path, fig, dpi=100)
+
+
+def _rename_into(files: list[Path], tag: str, names: tuple[str, ...]) -> list[Path]:
+    """Rename this design's modules apart (suffix _<tag>) so that all layers live in one Yosys session."""
     out = []
     for f in files:
         txt = f.read_text()
         for m in names:
-            txt = txt.replace(m, f"{m}_c{i}")
+            txt = txt.replace(m, f"{m}_{tag}")
         if f.name.startswith(names):
-            nf = f.with_name(f.name.replace(".v", f"_c{i}.v"))
+            nf = f.with_name(f.name.replace(".v", f"_{tag}.v"))
             nf.write_text(txt)
             f.unlink()
             out.append(nf)
@@ -271,7 +388,7 @@ def main_seq(args) -> None:
         for i in range(args.n):
             net, p = random_layer(rng, i)
             d = generate_seq(net)
-            files = _rename_into(write_design(d, work / f"l{i}"), i, ("opq_S0", "opq_S1", "opq_top"))
+            files = _rename_into(write_design(d, work / f"l{i}"), f"c{i}", ("opq_S0", "opq_S1", "opq_top"))
             designs.append((f"opq_S0_c{i}", [f for f in files if f.name.startswith("opq_S0_")]))
             f = seq_features(p)
             layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels, "w_bits": p.w_bits,
@@ -283,8 +400,8 @@ def main_seq(args) -> None:
         for fam in fams:
             print(f"synthesizing {len(designs)} seq layers for {fam} ...", flush=True)
             synth[fam] = synth_family(fam, designs, work)
-    train = [L for L in layers if L["i"] % 4 != 3]  # 3/4 train (both kinds), 1/4 held out
-    test = [L for L in layers if L["i"] % 4 == 3]
+    train = [L for L in layers if not heldout(L["i"])]
+    test = [L for L in layers if heldout(L["i"])]
     result = {"arch": "seq", "n_layers": len(layers), "n_train": len(train), "n_test": len(test),
               "yosys": eda.yosys_version(), "families": {}}
     cal_yaml = {}
@@ -292,8 +409,8 @@ def main_seq(args) -> None:
         rows = [{**L, "lut": synth[fam][f"opq_S0_c{L['i']}"]["lut_equiv"], "ff": synth[fam][f"opq_S0_c{L['i']}"]["ff"],
                  "dsp": synth[fam][f"opq_S0_c{L['i']}"]["dsp"], "bram": synth[fam][f"opq_S0_c{L['i']}"]["bram18"]}
                 for L in layers]
-        tr = [r for r in rows if r["i"] % 4 != 3]
-        te = [r for r in rows if r["i"] % 4 == 3]
+        tr = [r for r in rows if not heldout(r["i"])]
+        te = [r for r in rows if heldout(r["i"])]
         lc = _lstsq(tr, ("acc", "table_bits"), "lut")
         fc = _lstsq(tr, ("acc", "addr_ptr"), "ff")
 

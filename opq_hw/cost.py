@@ -59,6 +59,8 @@ class LayerParams:
     a_signed: bool
     has_bias: bool
     in_words: int = 0  # input activation words with the zero padding (C_in x padded spatial size; linear: fan_in)
+    laplace_b: float = 0.0  # OPQ's Laplace scale of the normalised weights (0: unknown, magnitudes taken as uniform)
+    last: bool = False  # the network's output layer (no requantization: its accumulators are the logits)
 
     @property
     def acc_bits(self) -> int:
@@ -72,9 +74,10 @@ def clog2(x: int) -> int:
 
 
 def layer_params(spec: LayerSpec, la: LayerAlloc, index: int, act_bits: int | None = 8,
-                 n_nonzero: Any = None, bits: int | None = None) -> LayerParams:
+                 n_nonzero: Any = None, bits: int | None = None, last: bool = False) -> LayerParams:
     """Params of layer `index` (0 = first: fed by the 8-bit signed input quantizer; later layers are
-    fed by unsigned `act_bits` QuantReLU outputs). `n_nonzero`/`bits` override the allocation's."""
+    fed by unsigned `act_bits` QuantReLU outputs; `last`: the network's output layer, whose
+    accumulators are the logits). `n_nonzero`/`bits` override the allocation's."""
     a_bits = INPUT_BITS if index == 0 else (act_bits or 16)
     if spec.kind == "linear":
         in_pixels, in_width, kernel = 1, 1, ()
@@ -89,7 +92,7 @@ def layer_params(spec: LayerSpec, la: LayerAlloc, index: int, act_bits: int | No
         out_pixels=spec.out_pixels, in_pixels=in_pixels, in_channels=spec.in_channels, kernel=kernel, in_width=in_width,
         n_weights=spec.n_weights, nnz=la.n_nonzero if n_nonzero is None else n_nonzero,
         w_bits=int(la.bits if bits is None else bits), a_bits=int(a_bits), a_signed=index == 0, has_bias=spec.has_bias,
-        in_words=int(in_words))
+        in_words=int(in_words), laplace_b=float(la.laplace_b), last=last)
 
 
 def _ceil(x):
@@ -331,34 +334,52 @@ def csd_digits_mean(bits: int) -> float:
     top = 2 ** (bits - 1) - 1
     if top < 1:
         return 1.0
-    total = 0
-    for m in range(1, top + 1):
-        x, c = m, 0
-        while x:
-            if x & 1:
-                c += 1
-                x -= 2 - (x & 3)  # NAF digit +1 or -1
-            x >>= 1
-        total += c
-    return total / top
+    return sum(_csd(m) for m in range(1, top + 1)) / top
 
 
-# digit_scale default: CSE in da4ml and the smaller magnitudes of real weights leave ~half the
-# naive CSD adders; fitted to Yosys synth_ecp5 of the demo run's kernels (see rtl_calibration)
-DEFAULT_DIGIT_SCALE = 0.48
+def csd_digits_expected(p: LayerParams) -> Any:
+    """Mean CSD digits per nonzero weight of a layer. With OPQ's Laplace model of the normalised
+    weights (scale b, ../shared/OPQ.md) the survivors are |x| > t, t = -b ln(nnz / n), and a
+    survivor in [(m - 1/2)/K, (m + 1/2)/K) (K = 2^(W-1) - 1; the top bin ends at 1) is stored as
+    magnitude m: the mean of csd(m) under that mass, small magnitudes (few digits) being the most
+    common. Without b (0): `csd_digits_mean`, magnitudes uniform."""
+    uniform = csd_digits_mean(p.w_bits)
+    nnz = np.asarray(p.nnz, dtype=np.float64)
+    top = 2 ** (p.w_bits - 1) - 1
+    if p.laplace_b <= 0 or top < 2:
+        return uniform + 0 * nnz
+    b = p.laplace_b
+    t = -b * np.log(np.clip(nnz / p.n_weights, 1e-12, 1.0))
+    m = np.arange(1, top + 1, dtype=np.float64)
+    lo = np.maximum((m - 0.5) / top, t[..., None])
+    hi = np.minimum((m + 0.5) / top, 1.0)
+    mass = np.where(hi > lo, np.exp(-lo / b) - np.exp(-hi / b), 0.0)
+    digits = np.array([_csd(int(v)) for v in m])
+    tot = mass.sum(-1)
+    return np.where(tot > 0, (mass * digits).sum(-1) / np.where(tot > 0, tot, 1.0), uniform)
 
 
-_CAL_KEYS = {"rtl-da": ("lut_per_adder_bit", "ff_per_adder_bit", "digit_scale", "lut_per_layer", "lut_per_conv_layer"),
+def _csd(m: int) -> int:
+    """Nonzero digits of the canonical signed digit (NAF) form of m >= 0."""
+    c = 0
+    while m:
+        if m & 1:
+            c += 1
+            m -= 2 - (m & 3)
+        m >>= 1
+    return c
+
+
+_CAL_KEYS = {"rtl-da": ("da_coef", "da_digit_exp", "da_width_exp", "lut_per_da", "lut_per_requant_bit",
+                        "lut_per_window_bit", "lut_per_conv_layer", "lut_per_layer"),
              "rtl-seq": ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "ff_per_layer", "ff_per_acc_bit",
                          "ff_per_addr_bit")}
 _CAL_DEFAULTS = {
-    "rtl-da": ({"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": DEFAULT_DIGIT_SCALE, "lut_per_layer": 0.0,
-                "lut_per_conv_layer": 0.0},
-               "defaults (no fitted calibration for this family): one LUT per adder bit, one adder "
-               "per CSD digit beyond the first of each output (da4ml's cost is ~ the number of adder "
-               "bits: Sun et al., da4ml, arXiv 2507.04535), digit_scale 0.48 fitted (1 parameter) to "
-               "Yosys synth_ecp5 LUTs of the demo run's three da4ml kernels "
-               "(benchmarks/results/estimate_vs_synth.json: the unscaled model was 2.03-2.10x high)"),
+    "rtl-da": ({"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
+                "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0},
+               "defaults (no fitted calibration for this family): one adder bit per CSD digit beyond the first "
+               "of each output (da4ml's cost is ~ the number of adder bits: Sun et al., da4ml, arXiv "
+               "2507.04535), one LUT per adder bit, no wrapper logic"),
     "rtl-seq": ({"lut_per_layer": 150.0, "lut_per_acc_bit": 8.0, "lut_per_table_bit": 0.5, "ff_per_layer": 40.0,
                  "ff_per_acc_bit": 4.0, "ff_per_addr_bit": 4.0},
                 "defaults (no fitted calibration for this family): rough register and LUT counts read off "
@@ -398,50 +419,89 @@ def rtl_calibration(family: str, arch: str = "rtl-da") -> dict[str, Any]:
     return out
 
 
-def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+SRL_MIN_RUN, SRL_DEPTH = 4, 32  # Yosys synth_xilinx puts runs of >= 4 flip-flops into SRLC32Es (measured, Yosys 0.23)
+
+
+def da_features(p: LayerParams, kernel: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What one layer module of the da4ml architecture (opq_hw/rtl/gen.py) is made of.
+
+    digits: CSD digits of the nonzero weights (`csd_digits_expected`); width: the
+    mean adder width W + A + 2 (a balanced tree: half the adders at the first level, W+A+1 bits);
+    requant_bits: MH x accumulator bits (one rounding adder and one clamp per output channel);
+    window_bits: KH*KW*C*A padding multiplexers (conv). Registers, counted off opq_window.v /
+    opq_collect.v / gen.py: the window's shift register C*A*((KH-1)*W + KW) and counters, or the
+    collector's MW*A and counter; the valid delay line; MH*A requantized outputs (the last layer:
+    MH accumulators); `chains`: the
+    shift register's runs between read positions ([length, bit lanes]). `kernel` (what
+    `opq_hw.rtl.gen` records per layer from da4ml's solution of the weights: `da4ml_cost`,
+    `registers` and `chains` that synthesis keeps, `latency`) replaces the weight-agnostic parts;
+    without it every input is read and the kernel is combinational."""
+    from .rtl.gen import COLLECT_COUNTER_BITS, WINDOW_COUNTER_BITS, shift_chains, window_offsets
+
+    nnz = np.asarray(p.nnz, dtype=np.float64)
+    a = p.a_bits
+    if p.kind == "linear":
+        regs = p.fan_in * a + COLLECT_COUNTER_BITS + 1
+        window_bits, conv, chains = 0, 0.0, []
+    else:
+        kh, kw = (p.kernel if len(p.kernel) == 2 else (1, p.kernel[0]))
+        regs = p.in_channels * a * ((kh - 1) * p.in_width + kw) + WINDOW_COUNTER_BITS + 1
+        window_bits, conv = kh * kw * p.in_channels * a, 1.0
+        pads = (kh // 2, kw // 2)  # 'same' padding, as the demo models use
+        chains = [[n, p.in_channels * a] for n in shift_chains([o for o in window_offsets(kh, kw, p.in_width, *pads) if o >= 1], 1)]
+    k = dict(kernel or {})
+    regs += 1 + p.out_channels * (p.acc_bits if p.last else a)  # valid delay, requantized outputs (last: accumulators)
+    if "registers" in k:
+        regs, chains = int(k["registers"]), [list(c) for c in k.get("chains", [])]
+    return {"digits": nnz * csd_digits_expected(p), "width": p.w_bits + a + 2, "requant_bits": p.out_channels * p.acc_bits,
+            "window_bits": window_bits, "conv": conv, "registers": regs + 0 * nnz, "chains": chains,
+            "da4ml_cost": k.get("da4ml_cost"), "latency": int(k.get("latency", 0))}
+
+
+def da4ml_cost_estimate(p: LayerParams, calibration: Mapping[str, Any]) -> Any:
+    """da4ml's cost (its LUT estimate of the adder graph) of a layer, from its CSD digits and adder
+    width: da_coef * digits^da_digit_exp * width^da_width_exp (0 without nonzero weights)."""
+    f = da_features(p)
+    d = f["digits"]
+    da = calibration["da_coef"] * np.power(np.maximum(d, 1e-9), calibration["da_digit_exp"]) * f["width"] ** calibration["da_width_exp"]
+    return np.where(d > 0, da, 0.0)
+
+
+def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None,
+           kernel: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The open flow's RTL (opq_hw.rtl.gen): one da4ml constant-matrix kernel per layer, fed one
-    input pixel per cycle (convs through a line buffer + window), no DSP, no weight memory.
+    input pixel per cycle (convs through a shift-register window), no DSP, no memory blocks.
 
     Source: distributed arithmetic CMVM of da4ml (Sun et al., arXiv 2507.04535): each nonzero weight
-    becomes its CSD digits as shifted operands; an output of d operands needs d - 1 adders of about
-    the accumulator width; da4ml's LUT estimate is ~ the total adder bits. Pruned weights cost
-    nothing. Coefficients per family from `rtl_da_calibration.yaml` (see `rtl_calibration`):
-      digits  = nnz * csd_digits_mean(W) * digit_scale
-      adders  = max(digits - MH, 0) + (MH if bias)
-      width   = min(acc, W + A + 2): da4ml sizes every adder exactly; in a balanced tree half the
-                adders are at the first level (W+A+1 bits), a quarter at the second, ...: mean W+A+2
-      LUT     = ceil(lut_per_adder_bit * adders * width) + lut_per_layer (+ lut_per_conv_layer for a conv:
-                its line buffer, window registers and position counters)
-      FF      = ceil(ff_per_adder_bit * adders * width) + window/collect registers + MH * A (requant out)
-                window = prod(K) * C_in * A (conv), collect = MW * A (linear)
-      BRAM18  = line buffer (K_h - 1) * W_in * C_in * A bits in block RAM when >= rom_bram_min_bits
-                (ceil(bits / bram_block_bits)), else registers (FF)
-      cycles  = II = input pixels per sample (conv), 1 for a linear layer's kernel;
-      latency = cycles + ceil(log2(digits / MH)) + pipeline_extra_cycles
+    becomes its CSD digits as shifted operands into an adder graph, which da4ml shrinks by common
+    subexpressions; its cost is ~ the adder bits. Pruned weights cost nothing. With `da_features`
+    and the coefficients of `rtl_da_calibration.yaml` (see `rtl_calibration`; fitted by
+    benchmarks/rtl_calibration.py):
+      da     = da_coef * digits^da_digit_exp * width^da_width_exp   (da4ml's cost, fitted to da4ml's
+               own solutions; da4ml's exact cost when `kernel` is given)
+      LUT    = lut_per_da * da + lut_per_requant_bit * requant_bits + lut_per_window_bit * window_bits
+               + lut_per_conv_layer (conv) + lut_per_layer
+      FF     = the register count of `da_features` (no fitted term); on xc7 less the runs of >= 4
+               shift-register flip-flops that Yosys maps into SRLC32Es, which count as LUTs
+      cycles = II = input pixels per sample (conv), 1 for a linear layer's kernel;
+      latency = cycles + the kernel's pipeline latency + 1 (+ pipeline_extra_cycles of the board)
     """
     cal = dict(calibration or rtl_calibration(board.family))
-    nnz = np.asarray(p.nnz, dtype=np.float64)
-    w, a, acc = p.w_bits, p.a_bits, p.acc_bits
-    digits = nnz * csd_digits_mean(w) * cal["digit_scale"]
-    adders = np.maximum(digits - p.out_channels, 0) + (p.out_channels if p.has_bias else 0)
-    width = min(acc, w + a + 2)
-    lut = (_ceil(cal["lut_per_adder_bit"] * adders * width) + cal["lut_per_layer"]
-           + (cal.get("lut_per_conv_layer", 0.0) if p.kind != "linear" else 0.0))
-    ff = _ceil(cal["ff_per_adder_bit"] * adders * width) + p.out_channels * a
-    bram = 0
-    if p.kind == "linear":
-        ff = ff + p.fan_in * a
-    else:
-        ff = ff + int(np.prod(p.kernel)) * p.in_channels * a
-        lb_bits = (p.kernel[0] - 1) * p.in_width * p.in_channels * a if len(p.kernel) == 2 else 0
-        if lb_bits >= board.coeff("rom_bram_min_bits"):
-            bram = math.ceil(lb_bits / board.bram_block_bits)
-        else:
-            ff = ff + lb_bits
+    f = da_features(p, kernel)
+    digits = f["digits"]
+    da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else da4ml_cost_estimate(p, cal)
+    lut = _ceil(cal["lut_per_da"] * da + cal["lut_per_requant_bit"] * f["requant_bits"]
+                + cal["lut_per_window_bit"] * f["window_bits"] + cal["lut_per_conv_layer"] * f["conv"] + cal["lut_per_layer"])
+    ff = f["registers"]
+    if board.family == "xc7":
+        runs = [(n, lanes) for n, lanes in f["chains"] if n >= SRL_MIN_RUN]
+        ff = ff - sum(n * lanes for n, lanes in runs)
+        lut = lut + sum(math.ceil(n / SRL_DEPTH) * lanes for n, lanes in runs)
     cycles = p.in_pixels if p.kind != "linear" else 1
-    depth = _ceil(np.log2(np.maximum(digits / p.out_channels, 1.0))) + board.coeff("pipeline_extra_cycles")
-    return {"LUT": lut, "FF": ff, "DSP": 0 * nnz, "BRAM18": 0 * nnz + bram, "URAM": 0 * nnz, "mults": 0 * nnz,
-            "cycles": cycles, "ii": cycles, "latency": cycles + depth}
+    depth = f["latency"] + 1 + board.coeff("pipeline_extra_cycles")
+    zero = 0 * digits
+    return {"LUT": lut, "FF": ff, "DSP": zero, "BRAM18": zero, "URAM": zero, "mults": zero, "cycles": cycles,
+            "ii": cycles, "latency": cycles + depth + zero}
 
 
 def seq_features(p: LayerParams) -> dict[str, Any]:
@@ -673,7 +733,7 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     layers = []
     notes = []
     for i, (s, la) in enumerate(_pairs(specs, allocation)):
-        p = layer_params(s, la, i, act_bits)
+        p = layer_params(s, la, i, act_bits, last=i == len(specs) - 1)
         fold = dict(default_folding(p, arch))
         if arch.startswith("hls4ml") and la.reuse_factor:
             fold["reuse_factor"] = int(la.reuse_factor)
@@ -768,7 +828,7 @@ def choose_folding(specs: list[LayerSpec], allocation: Allocation, board: "Board
     board = load_board(board)
     _check_arch(arch, board)
     pairs = _pairs(specs, allocation)
-    params = [layer_params(s, la, i, act_bits) for i, (s, la) in enumerate(pairs)]
+    params = [layer_params(s, la, i, act_bits, last=i == len(pairs) - 1) for i, (s, la) in enumerate(pairs)]
     usable = {r: max(board.limit(r), 1e-9) for r in RESOURCES}
     per_layer = []
     for p in params:

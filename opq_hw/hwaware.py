@@ -33,7 +33,8 @@ def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: 
 
     def cost_fn(spec: LayerSpec, bits: int, k):
         la = LayerAlloc(name=spec.name, bits=int(bits), n_weights=spec.n_weights, n_nonzero=0, sparsity=0.0, scales=())
-        p = layer_params(spec, la, index[spec.name], act_bits, n_nonzero=np.asarray(k, dtype=np.float64))
+        p = layer_params(spec, la, index[spec.name], act_bits, n_nonzero=np.asarray(k, dtype=np.float64),
+                         last=index[spec.name] == len(specs) - 1)
         fold = dict(default_folding(p, arch))
         fold.update(folding.get(spec.name, {}))
         res = layer_cost(p, board, arch, fold)

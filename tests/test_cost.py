@@ -20,8 +20,8 @@ from opq_hw.spec import Allocation, LayerSpec
 
 GOLDEN = Path(__file__).parent / "golden"
 PYNQ = load_board("pynq-z2")
-DEFAULT_CAL = {"lut_per_adder_bit": 1.0, "ff_per_adder_bit": 0.0, "digit_scale": 1.0, "lut_per_layer": 0.0,
-               "provenance": "test"}
+DEFAULT_CAL = {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.5,
+               "lut_per_window_bit": 0.25, "lut_per_conv_layer": 100.0, "lut_per_layer": 10.0, "provenance": "test"}
 SEQ_CAL = {"lut_per_layer": 100.0, "lut_per_acc_bit": 2.0, "lut_per_table_bit": 0.5, "ff_per_layer": 50.0,
            "ff_per_acc_bit": 3.0, "ff_per_addr_bit": 1.0, "provenance": "test"}
 
@@ -134,22 +134,49 @@ def test_csd_digits_exact():
     assert csd_digits_mean(4) == pytest.approx(11 / 7)  # 1..7: 1,1,2,1,2,2,2
 
 
+def test_csd_digits_expected_laplace():
+    """OPQ layers: small magnitudes dominate, so fewer digits than uniform; total digits fall with sparsity."""
+    from opq_hw.cost import csd_digits_expected
+
+    base = lin(fan_in=64, out=16, nnz=512, w=5)
+    assert float(csd_digits_expected(base)) == pytest.approx(csd_digits_mean(5))  # no Laplace scale: uniform
+    tight = dataclasses.replace(base, laplace_b=0.01, nnz=1000)  # mass all in the lowest surviving bin
+    assert float(csd_digits_expected(tight)) == pytest.approx(1.0, abs=1e-4)
+    mid = dataclasses.replace(base, laplace_b=0.25)
+    assert 1.0 < float(csd_digits_expected(mid)) < csd_digits_mean(5)
+    ks = np.array([50.0, 200.0, 500.0, 900.0])
+    total = ks * csd_digits_expected(dataclasses.replace(mid, nnz=ks))
+    assert np.all(np.diff(total) > 0)
+
+
 def test_rtl_da_hand_case():
     p = lin(fan_in=16, out=4, nnz=30, w=3, a=8)
     r = ints(rtl_da(p, load_board("ecp5-85f"), DEFAULT_CAL))
-    # digits = 30 * 4/3 = 40; adders = 40 - 4 + 4 (bias) = 40; width = min(3+8+4, 3+8+2) = 13
-    assert r["LUT"] == 40 * 13
-    assert r["FF"] == 4 * 8 + 16 * 8  # requant outputs + collect registers
+    # digits = 30 * 4/3 = 40, width 3+8+2 = 13 -> da 520; requant 4 x acc (3+8+4 = 15) = 60 bits
+    assert r["LUT"] == 520 + 0.5 * 60 + 10
+    # collector 16*8 + its counter 16 + valid 1; valid delay 1; requantized outputs 4*8
+    assert r["FF"] == 16 * 8 + 16 + 1 + 1 + 4 * 8
     assert (r["DSP"], r["BRAM18"], r["cycles"]) == (0, 0, 1)
+    # with what the generator records of da4ml's solution, its cost and register count replace the model's
+    kernel = {"da4ml_cost": 300, "registers": 777, "chains": [[5, 8], [3, 8], [40, 2]], "latency": 2}
+    rk = ints(rtl_da(p, load_board("ecp5-85f"), DEFAULT_CAL, kernel=kernel))
+    extra = load_board("ecp5-85f").coeff("pipeline_extra_cycles")
+    assert (rk["LUT"], rk["FF"], rk["latency"]) == (300 + 30 + 10, 777, 1 + 2 + 1 + extra)
+    # xc7: runs of >= 4 shift-register flip-flops become SRLC32Es (32 deep), counted as LUTs
+    rx = ints(rtl_da(p, load_board("arty-a7-100t"), DEFAULT_CAL, kernel=kernel))
+    assert (rx["FF"], rx["LUT"]) == (777 - 5 * 8 - 40 * 2, 340 + 8 + 2 * 2)
     conv = LayerParams(name="c", kind="conv2d", fan_in=9 * 16, out_channels=8, out_pixels=64, in_pixels=64,
                        in_channels=16, kernel=(3, 3), in_width=8, n_weights=9 * 16 * 8, nnz=90, w_bits=2, a_bits=8,
                        a_signed=False, has_bias=False)
     rc = ints(rtl_da(conv, load_board("ecp5-85f"), DEFAULT_CAL))
-    # digits = 90, adders = 82, width = min(2+8+8, 12) = 12; line buffer 2*8*16*8 = 2048 bits -> 1 EBR
-    assert rc["LUT"] == 82 * 12
-    assert rc["BRAM18"] == 1
-    assert rc["FF"] == 8 * 8 + 9 * 16 * 8
-    assert rc["cycles"] == 64
+    # digits 90, width 12; requant 8 x (2+8+8) bits; window multiplexers 9*16*8 bits
+    assert rc["LUT"] == 90 * 12 + 0.5 * 8 * 18 + 0.25 * 9 * 16 * 8 + 100 + 10
+    # shift register of (3-1)*8 + 3 pixels of 16*8 bits, window counters 96 + valid 1, delay 1, outputs 8*8
+    assert rc["FF"] == 16 * 8 * 19 + 96 + 1 + 1 + 8 * 8
+    assert (rc["BRAM18"], rc["cycles"]) == (0, 64)
+    # xc7: the window reads offsets 0-2, 8-10, 16-18; the runs 3-8 and 11-16 (6 each) become SRLs
+    rcx = ints(rtl_da(conv, load_board("arty-a7-100t"), DEFAULT_CAL))
+    assert rcx["FF"] == rc["FF"] - 2 * 6 * 16 * 8
 
 
 def test_rtl_seq_hand_case():

@@ -137,8 +137,9 @@ endmodule
 
 
 def test_requant_round_half_even(tmp_path):
-    """The generated requantizer equals rne_shift + clamp (what Brevitas' QuantReLU computes)."""
-    aw, ob, shifts = 12, 5, [-3, -1, 0, 2, -12, -5]
+    """The generated requantizer equals rne_shift + clamp (what Brevitas' QuantReLU computes), and
+    synthesis sees no undefined bit in it (-8, -9: the shifted value is narrower than the output)."""
+    aw, ob, shifts = 12, 5, [-3, -1, 0, 2, -12, -5, -8, -9]
     body = []
     for i, s in enumerate(shifts):
         body += ["    " + ln for ln in requant_expr("s_data", aw, s, ob, f"r{i}")]
@@ -157,3 +158,9 @@ endmodule
     want = np.stack([np.clip(rne_shift(acc, s), 0, 2 ** ob - 1) for s in shifts], axis=1)
     res = _sim(tmp_path, top, [], (acc & ((1 << aw) - 1)).reshape(-1, 1), 1)[0]
     np.testing.assert_array_equal(res.words.reshape(-1), _pack(want, ob))
+    import subprocess
+
+    lint = subprocess.run(["yosys", "-p", "read_verilog src/opq_top.v; proc; opt", "-q"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stderr
+    assert "out of bounds" not in lint.stdout + lint.stderr

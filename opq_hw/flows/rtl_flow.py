@@ -248,6 +248,7 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
         times["rtl"] = time.time() - t
         summary["design"] = {k: v for k, v in meta.items() if k != "layers"}
         summary["layers"] = [dict(m) for m in design.layer_modules]
+        _layer_estimates(run, summary["layers"], arch, b)
 
         if sim:
             t = step("verilator")
@@ -359,6 +360,32 @@ def _peak_rss_mb() -> float:
                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
 
 
+def _layer_estimates(run, layers: list[dict[str, Any]], arch: str, board) -> None:
+    """Each layer module's LUT/FF from the cost model beside what Yosys will count: `estimate`
+    (weight-agnostic, what `opq-hw estimate` says) and, for da4ml, `estimate_with_kernel` (fed with
+    what the generator records of da4ml's solution of this layer's weights: its cost, latency,
+    the registers synthesis keeps and the shift-register runs)."""
+    from .. import cost
+
+    index = {s.name: i for i, s in enumerate(run.specs)}
+    for lm in layers:
+        i = index.get(lm["name"])
+        if i is None:
+            continue
+        s = run.specs[i]
+        p = cost.layer_params(s, run.allocation.layer(s.name), i, run.config.get("act_bits", 8),
+                              last=i == len(run.specs) - 1)
+        if arch == "seq":
+            r = cost.rtl_seq(p, board)
+            lm["estimate"] = {"LUT": int(round(float(r["LUT"]))), "FF": int(round(float(r["FF"])))}
+            continue
+        kernel = {"da4ml_cost": lm["da4ml_cost"], "registers": lm["registers"], "chains": lm["chains"],
+                  "latency": lm["kernel_latency"]}
+        for key, k in (("estimate", None), ("estimate_with_kernel", kernel)):
+            r = cost.rtl_da(p, board, None, k)
+            lm[key] = {"LUT": int(round(float(r["LUT"]))), "FF": int(round(float(r["FF"])))}
+
+
 def _fit(board, top: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, Any]:
     """Does the synthesized design fit the part? Names the overflow and the largest layer."""
     use = {"LUT": top.get("lut_equiv", top["lut"]), "FF": top["ff"], "DSP": top["dsp"], "BRAM18": top["bram18"] + 2 * top.get("bram36", 0)}
@@ -388,9 +415,10 @@ def summary_text(s: dict[str, Any]) -> str:
         st = m.get("synth", {})
         what = (f"da4ml {m['da4ml_cost']:8.0f} LUT-est" if "da4ml_cost" in m else
                 f"{m['rom_entries']:5d} ROM entries, {m['cycles']:6d} cycles")
-        lines.append(f"  {m['name']:>10} {m['kind']:6} {what} | yosys LUT {st.get('lut', '-')}"
-                     f" FF {st.get('ff', '-')} carry {st.get('carry', '-')} DSP {st.get('dsp', '-')}"
-                     f" BRAM {st.get('bram18', '-')}")
+        est = m.get("estimate_with_kernel", m.get("estimate"))
+        lines.append(f"  {m['name']:>10} {m['kind']:6} {what} | yosys LUT-equiv {st.get('lut_equiv', '-')}"
+                     f" FF {st.get('ff', '-')} DSP {st.get('dsp', '-')} BRAM {st.get('bram18', '-')}"
+                     + (f" | estimated LUT-equiv {est['LUT']} FF {est['FF']}" if est else ""))
     if "synth" in s:
         t = s["synth"]
         lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")

@@ -24,6 +24,7 @@ INSTALL = "run scripts/install_rtl_tools.sh (apt: yosys nextpnr-ice40 fpga-icest
 CELL_CLASS = {
     "xc7": [(r"^LUT[1-6]$", "lut"), (r"^(FD[RSCP]E?|FD[RSCP]E_1|FDRE|FDSE|FDCE|FDPE)$", "ff"), (r"^CARRY4$", "carry"),
             (r"^DSP48E1$", "dsp"), (r"^RAMB18E1$", "bram18"), (r"^RAMB36E1$", "bram36"), (r"^(RAM\d+[XM]|RAM64M|RAM32M)", "lutram"),
+            (r"^SRL(16E|C32E)$", "srl"),
             (r"^MUXF[78]$", "muxf")],
     "ecp5": [(r"^LUT4$", "lut"), (r"^TRELLIS_FF$", "ff"), (r"^CCU2C$", "carry"), (r"^MULT18X18D$", "dsp"),
              (r"^DP16KD$", "bram18"), (r"^TRELLIS_DPR16X4$", "lutram"), (r"^PFUMX$|^L6MUX21$", "muxf")],
@@ -75,15 +76,17 @@ def tool_versions(family: str) -> dict[str, str]:
 
 
 def _classify(cells: dict[str, int], family: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"lut": 0, "ff": 0, "carry": 0, "dsp": 0, "bram18": 0, "bram36": 0, "lutram": 0, "muxf": 0}
+    out: dict[str, Any] = {"lut": 0, "ff": 0, "carry": 0, "dsp": 0, "bram18": 0, "bram36": 0, "lutram": 0, "srl": 0,
+                           "muxf": 0}
     for name, n in cells.items():
         for pat, cls in CELL_CLASS[family]:
             if re.match(pat, name):
                 out[cls] += n
                 break
     # LUT-equivalents against the part's LUT capacity: an ECP5 CCU2C takes both LUT4s of a slice;
-    # an iCE40 SB_CARRY and a xc7 CARRY4 sit beside the LUTs
-    out["lut_equiv"] = out["lut"] + (2 * out["carry"] if family == "ecp5" else 0)
+    # an iCE40 SB_CARRY and a xc7 CARRY4 sit beside the LUTs; a xc7 shift register (SRL16E/SRLC32E)
+    # is a LUT of a SLICEM
+    out["lut_equiv"] = out["lut"] + (2 * out["carry"] if family == "ecp5" else 0) + out["srl"]
     return out
 
 

@@ -29,6 +29,8 @@ from .intnet import IntLayer, IntNet
 
 HDL_DIR = Path(__file__).resolve().parents[2] / "hls" / "rtl"
 STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
+WINDOW_COUNTER_BITS = 6 * 16  # opq_window.v: n, tail, orow, ocol, prow, pcol (16 bits each)
+COLLECT_COUNTER_BITS = 16  # opq_collect.v: cnt
 
 
 def _da4ml():
@@ -56,6 +58,16 @@ class Kernel:
     n_stages: int
     files: dict[str, str] = field(default_factory=dict)  # module name -> verilog
     wrapper: str = ""
+    used_in: list[bool] = field(default_factory=list)  # input j enters the adder graph (a nonzero weight)
+    out_widths: list[int] = field(default_factory=list)  # bits da4ml gives output o (0: a constant)
+    out_fracs: list[int] = field(default_factory=list)  # fractional bits of output o (<= 0: -zero low bits)
+
+    @property
+    def reg_bits(self) -> int:
+        """Register bits of the kernel: da4ml's pipeline top declares every stage's input register
+        and the registered output (`reg [n:0] ...`); a combinational kernel has none."""
+        top = self.files.get(self.module, "")
+        return sum(int(hi) - int(lo) + 1 for hi, lo in re.findall(r"\breg\s*\[(\d+):(\d+)\]", top))
 
 
 def matrix_for(L: IntLayer) -> np.ndarray:
@@ -108,7 +120,9 @@ def make_kernel(L: IntLayer, module: str, pipeline: float) -> Kernel:
             raise OpqError(f"layer {L.name!r}: da4ml output with fractional bits (f={ff}); weights must be integers")
         if int(kk) + int(ii) + int(ff) > 0:
             acc_w = max(acc_w, int(ii) + 1)
-    K = Kernel(module, n_in, n_out, L.in_bits, L.in_signed, acc_w, latency, float(sol.cost), n_stages, files)
+    K = Kernel(module, n_in, n_out, L.in_bits, L.in_signed, acc_w, latency, float(sol.cost), n_stages, files,
+               used_in=[sum(map(int, q)) > 0 for q in in_kifs], out_widths=[sum(map(int, q)) for q in out_kifs],
+               out_fracs=[int(q[2]) for q in out_kifs])
     K.wrapper = _kernel_wrapper(K, in_kifs, out_kifs)
     return K
 
@@ -156,6 +170,73 @@ endmodule
 """
 
 
+def requant_live_bits(width: int, frac: int, shift: int, out_bits: int) -> int:
+    """Flip-flops synthesis keeps of a registered requantized output clamp(rne(acc * 2^shift), 0,
+    2^out_bits - 1), the accumulator `width` bits wide with its sign (`frac` = -(its zero low
+    bits); width 0: a constant). The result is at most 2^hi, hi = the accumulator's top bit +
+    shift; Yosys keeps hi + 2 of the out_bits (the bits above read constant 0 once the clamp has
+    removed negatives; the rounding carry into bit hi + 1 is not proven zero): measured against
+    Yosys 0.23 on the random layers of benchmarks/rtl_calibration.py."""
+    if width == 0:
+        return 0
+    hi = width - 1 + max(-frac, 0) + shift
+    return min(out_bits, max(hi + 2, 0))
+
+
+def window_offsets(kh: int, kw: int, w: int, ph: int, pw: int) -> list[int]:
+    """Shift-register offset (0 = newest pixel) that opq_window reads for window position
+    t = r*kw + q, in t order (opq_window.v: OFF = D + PH*W + PW - kh*W - kw)."""
+    d = (kh - 1 - ph) * w + (kw - 1 - pw)
+    return [d + ph * w + pw - r * w - q for r in range(kh) for q in range(kw)]
+
+
+def shift_chains(observed: list[int], first: int) -> list[int]:
+    """Lengths of the flip-flop runs of one bit lane of a shift register whose positions
+    `first`.. move towards higher positions, each run ending at an observed position."""
+    out, prev = [], first - 1
+    for t in sorted(observed):
+        out.append(t - prev)
+        prev = t
+    return out
+
+
+def module_registers(L: IntLayer, K: Kernel, c: int, h: int, w: int, bw: int, is_last: bool) -> dict[str, Any]:
+    """Flip-flops of layer module `L` (input c x h x w of bw bits) that synthesis keeps: the
+    registers `generate` declares less those that never change or feed nothing: the oldest
+    positions of the window's / collector's shift register that no used input reads, outputs that
+    are constant or narrower than their register (sign copies merge into one flip-flop).
+    `chains`: [run length, bit lanes] of the shift registers' runs between read positions, which
+    a shift-register LUT can absorb (xc7 SRLs); the window's newest position is not in a run (its
+    zero-on-idle input makes it a flip-flop with a synchronous reset)."""
+    used = np.asarray(K.used_in, dtype=bool)
+    chains: list[list[int]] = []
+    chain_bits = 0
+    if L.kind == "conv":
+        _, _, kh, kw = L.w.shape
+        taps = window_offsets(kh, kw, w, *L.padding)
+        for ch in range(c):
+            offs = [o for t, o in enumerate(taps) if used[t * c + ch]]
+            if offs:
+                chain_bits += (max(offs) + 1) * bw
+                chains += [[n, bw] for n in shift_chains([o for o in offs if o >= 1], 1)]
+        regs = chain_bits + WINDOW_COUNTER_BITS + 1  # + out_valid
+    else:
+        n = h * w
+        for ch in range(c):  # opq_collect: pixel p sits at position p; data enters at n-1 and moves towards 0
+            ps = [p for p in range(n) if used[p * c + ch]]
+            if ps:
+                chain_bits += (n - min(ps)) * bw
+                chains += [[m, bw] for m in shift_chains([n - 1 - p for p in ps], 0)]
+        regs = chain_bits + COLLECT_COUNTER_BITS + 1  # + out_valid
+    regs += K.reg_bits + K.latency + 1  # kernel pipeline, valid delay line
+    if is_last:
+        regs += sum(K.out_widths)
+    else:
+        regs += sum(requant_live_bits(wd, fr, L.out_shift[o], L.out_bits)
+                    for o, (wd, fr) in enumerate(zip(K.out_widths, K.out_fracs)))
+    return {"registers": int(regs), "chains": chains}
+
+
 def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> list[str]:
     """Verilog lines computing `name` = clamp(rne(acc * 2^shift), 0, 2^out_bits - 1).
 
@@ -163,23 +244,25 @@ def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> lis
     mx = 2 ** out_bits - 1
     a = f"{name}_a"
     head = [f"wire [{aw - 1}:0] {a} = {acc};"]
+    # the clamped value is read off the low out_bits of `t`: `t` is at least out_bits + 1 wide (a
+    # narrower `t` would leave the top bits of that select undefined, which synthesis may set to 1)
+    clamp = (f"wire [{out_bits - 1}:0] {name} = ({name}_t < 0) ? {out_bits}'d0 : "
+             f"({name}_t > {mx}) ? {out_bits}'d{mx} : {name}_t[{out_bits - 1}:0];")
     if shift >= 0:
-        tw = aw + shift + 1
-        return head + [f"wire signed [{tw - 1}:0] {name}_t = $signed({a}) <<< {shift};",
-                       f"wire [{out_bits - 1}:0] {name} = ({name}_t < 0) ? {out_bits}'d0 : "
-                       f"({name}_t > {mx}) ? {out_bits}'d{mx} : {name}_t[{out_bits - 1}:0];"]
+        tw = max(aw + shift + 1, out_bits + 1)
+        return head + [f"wire signed [{tw - 1}:0] {name}_t = $signed({a}) <<< {shift};", clamp]
     k = -shift
     if k >= aw:
         # everything is dropped: |acc| <= 2^(aw-1) <= 2^(k-1), so the result rounds to 0
         return [f"wire [{out_bits - 1}:0] {name} = {out_bits}'d0;"]
-    tw = aw - k + 1
+    qw = aw - k
+    tw = max(qw + 1, out_bits + 1)
     lo = f"(|{a}[{k - 2}:0])" if k >= 2 else "1'b0"
-    return head + [f"wire signed [{aw - k - 1}:0] {name}_q = $signed({a}) >>> {k};",
+    return head + [f"wire signed [{qw - 1}:0] {name}_q = $signed({a}) >>> {k};",
                    f"wire {name}_up = {a}[{k - 1}] & ({lo} | {name}_q[0]);",
-                   f"wire signed [{tw - 1}:0] {name}_t = $signed({{{name}_q[{aw - k - 1}], {name}_q}}) + "
+                   f"wire signed [{tw - 1}:0] {name}_t = $signed({{{{{tw - qw}{{{name}_q[{qw - 1}]}}}}, {name}_q}}) + "
                    f"$signed({{{tw - 1}'d0, {name}_up}});",
-                   f"wire [{out_bits - 1}:0] {name} = ({name}_t < 0) ? {out_bits}'d0 : "
-                   f"({name}_t > {mx}) ? {out_bits}'d{mx} : {name}_t[{out_bits - 1}:0];"]
+                   clamp]
 
 
 @dataclass
@@ -278,6 +361,7 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
                      f".out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
             mods.append({"name": L.name, "module": mod, "kind": L.kind, "da4ml_cost": K.cost,
                          "kernel_latency": K.latency, "kernel_stages": K.n_stages, "n_in": K.n_in, "n_out": K.n_out,
+                         **module_registers(L, K, c, h, w, bw, is_last),
                          "acc_w": aw, "in_bits": L.in_bits, "w_bits": int(np.abs(L.w).max()).bit_length() + 1, "n_nonzero": int(np.count_nonzero(L.w)),
                          "n_weights": int(L.w.size)})
             lat_total += stage_lat + lat
