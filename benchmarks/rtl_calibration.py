@@ -159,7 +159,7 @@ def _layer_rows(args) -> list[dict]:
             d = generate(net, pipeline=pipe)
             m = d.layer_modules[0]
             rows.append({"i": i, "tag": f"{'p' if pipe else 'c'}{i}", "pipeline": pipe, "params": asdict(p),
-                         "da4ml_cost": m["da4ml_cost"], "acc_w": m["acc_w"], "kernel_latency": m["kernel_latency"],
+                         "da4ml_cost": m["da4ml_cost"], "kernel_latency": m["kernel_latency"],
                          "registers": m["registers"], "chains": m["chains"], "synth": {}, "_design": d})
     return rows
 
@@ -234,7 +234,7 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     from scipy.optimize import nnls
 
     from opq_hw.boards import load_board
-    from opq_hw.cost import da_features, rtl_da
+    from opq_hw.cost import da4ml_cost_estimate, da_features, rtl_da
 
     boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
     fams = list(rows[0]["synth"])
@@ -252,14 +252,10 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     (c0, e_d, e_w), *_ = np.linalg.lstsq(A, np.log([q[2] for q in pts]), rcond=None)
     da_cal = {"da_coef": float(np.exp(c0)), "da_digit_exp": float(e_d), "da_width_exp": float(e_w)}
 
-    def da_est(r):
-        f = feats[r["tag"]]
-        return da_cal["da_coef"] * float(f["digits"]) ** e_d * f["width"] ** e_w if float(f["digits"]) > 0 else 0.0
-
     def mape(pairs):
         return float(np.mean([abs(e - m) / m for e, m in pairs])) if pairs else None
 
-    da_err = mape([(da_est(r), r["da4ml_cost"]) for r in test if r["da4ml_cost"] > 0])
+    da_err = mape([(float(da4ml_cost_estimate(_params(r), da_cal)), r["da4ml_cost"]) for r in test if r["da4ml_cost"] > 0])
     result = {"yosys": eda.yosys_version(), "seed": args.seed, "n_layers": len(comb), "n_train": len(train),
               "n_test": len(test), "n_pipelined": len(piped), "pipeline_cutoff": PIPE, "synth_seconds": seconds,
               "da4ml_cost_fit": {**da_cal, "n_points": len(pts), "mape_heldout": da_err}, "families": {},
@@ -280,8 +276,10 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
         cal = {**da_cal, **dict(zip(keys, (float(c) for c in coef)))}
         b = boards[fam]
 
+        ests = {(r["tag"], k): rtl_da(_params(r), b, cal, _kernel(r) if k else None) for r in rows for k in (False, True)}
+
         def est(r, with_kernel):
-            return rtl_da(_params(r), b, {**cal, "provenance": "fit"}, _kernel(r) if with_kernel else None)
+            return ests[r["tag"], with_kernel]
 
         def err(rs, res, with_kernel):
             return mape([(float(est(r, with_kernel)[res]), r["synth"][fam][res.lower() if res == "FF" else "lut_equiv"])

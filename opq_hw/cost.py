@@ -431,8 +431,8 @@ def da_features(p: LayerParams, kernel: Mapping[str, Any] | None = None) -> dict
     window_bits: KH*KW*C*A padding multiplexers (conv). Registers, counted off opq_window.v /
     opq_collect.v / gen.py: the window's shift register C*A*((KH-1)*W + KW) and counters, or the
     collector's MW*A and counter; the valid delay line; MH*A requantized outputs (the last layer:
-    MH accumulators); `chains`: the
-    shift register's runs between read positions ([length, bit lanes]). `kernel` (what
+    MH accumulators); `chains`: the shift register's runs between read positions ([length, bit
+    lanes]). `kernel` (what
     `opq_hw.rtl.gen` records per layer from da4ml's solution of the weights: `da4ml_cost`,
     `registers` and `chains` that synthesis keeps, `latency`) replaces the weight-agnostic parts;
     without it every input is read and the kernel is combinational."""
@@ -462,9 +462,12 @@ def da4ml_cost_estimate(p: LayerParams, calibration: Mapping[str, Any]) -> Any:
     """da4ml's cost (its LUT estimate of the adder graph) of a layer, from its CSD digits and adder
     width: da_coef * digits^da_digit_exp * width^da_width_exp (0 without nonzero weights)."""
     f = da_features(p)
-    d = f["digits"]
-    da = calibration["da_coef"] * np.power(np.maximum(d, 1e-9), calibration["da_digit_exp"]) * f["width"] ** calibration["da_width_exp"]
-    return np.where(d > 0, da, 0.0)
+    return _da_cost(f["digits"], f["width"], calibration)
+
+
+def _da_cost(digits: Any, width: int, cal: Mapping[str, Any]) -> Any:
+    da = cal["da_coef"] * np.power(np.maximum(digits, 1e-9), cal["da_digit_exp"]) * width ** cal["da_width_exp"]
+    return np.where(digits > 0, da, 0.0)
 
 
 def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None,
@@ -489,7 +492,7 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     cal = dict(calibration or rtl_calibration(board.family))
     f = da_features(p, kernel)
     digits = f["digits"]
-    da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else da4ml_cost_estimate(p, cal)
+    da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else _da_cost(digits, f["width"], cal)
     lut = _ceil(cal["lut_per_da"] * da + cal["lut_per_requant_bit"] * f["requant_bits"]
                 + cal["lut_per_window_bit"] * f["window_bits"] + cal["lut_per_conv_layer"] * f["conv"] + cal["lut_per_layer"])
     ff = f["registers"]
@@ -681,6 +684,13 @@ def _pairs(specs: list[LayerSpec], allocation: Allocation) -> list[tuple[LayerSp
     return [(s, allocation.layer(s.name)) for s in specs]
 
 
+def network_params(specs: list[LayerSpec], allocation: Allocation, act_bits: int | None = 8) -> list[LayerParams]:
+    """`layer_params` of every layer in network order (the first fed by the input quantizer, the
+    last one's accumulators the logits)."""
+    pairs = _pairs(specs, allocation)
+    return [layer_params(s, la, i, act_bits, last=i == len(pairs) - 1) for i, (s, la) in enumerate(pairs)]
+
+
 def default_folding(p: LayerParams, arch: str) -> dict[str, Any]:
     """Fully parallel: R = 1 (hls4ml), PE = MH and SIMD = MW (FINN), nothing to fold for rtl-da/rtl-seq."""
     if arch.startswith("hls4ml"):
@@ -732,8 +742,7 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     cal = rtl_calibration(board.family, arch) if arch.startswith("rtl-") else None
     layers = []
     notes = []
-    for i, (s, la) in enumerate(_pairs(specs, allocation)):
-        p = layer_params(s, la, i, act_bits, last=i == len(specs) - 1)
+    for (s, la), p in zip(_pairs(specs, allocation), network_params(specs, allocation, act_bits)):
         fold = dict(default_folding(p, arch))
         if arch.startswith("hls4ml") and la.reuse_factor:
             fold["reuse_factor"] = int(la.reuse_factor)
@@ -827,8 +836,7 @@ def choose_folding(specs: list[LayerSpec], allocation: Allocation, board: "Board
     """
     board = load_board(board)
     _check_arch(arch, board)
-    pairs = _pairs(specs, allocation)
-    params = [layer_params(s, la, i, act_bits, last=i == len(pairs) - 1) for i, (s, la) in enumerate(pairs)]
+    params = network_params(specs, allocation, act_bits)
     usable = {r: max(board.limit(r), 1e-9) for r in RESOURCES}
     per_layer = []
     for p in params:

@@ -367,22 +367,20 @@ def _layer_estimates(run, layers: list[dict[str, Any]], arch: str, board) -> Non
     the registers synthesis keeps and the shift-register runs)."""
     from .. import cost
 
-    index = {s.name: i for i, s in enumerate(run.specs)}
+    params = {p.name: p for p in cost.network_params(run.specs, run.allocation, run.config.get("act_bits", 8))}
+    cal = cost.rtl_calibration(board.family, "rtl-seq" if arch == "seq" else "rtl-da")
     for lm in layers:
-        i = index.get(lm["name"])
-        if i is None:
+        p = params.get(lm["name"])
+        if p is None:
             continue
-        s = run.specs[i]
-        p = cost.layer_params(s, run.allocation.layer(s.name), i, run.config.get("act_bits", 8),
-                              last=i == len(run.specs) - 1)
         if arch == "seq":
-            r = cost.rtl_seq(p, board)
+            r = cost.rtl_seq(p, board, cal)
             lm["estimate"] = {"LUT": int(round(float(r["LUT"]))), "FF": int(round(float(r["FF"])))}
             continue
         kernel = {"da4ml_cost": lm["da4ml_cost"], "registers": lm["registers"], "chains": lm["chains"],
                   "latency": lm["kernel_latency"]}
         for key, k in (("estimate", None), ("estimate_with_kernel", kernel)):
-            r = cost.rtl_da(p, board, None, k)
+            r = cost.rtl_da(p, board, cal, k)
             lm[key] = {"LUT": int(round(float(r["LUT"]))), "FF": int(round(float(r["FF"])))}
 
 
