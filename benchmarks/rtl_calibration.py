@@ -21,7 +21,14 @@ LUT = a + b * acc + c * table_bits and FF = d + e * acc + f * (address + pointer
 squares on the training layers; ROM bits, BRAM, DSP and cycles are exact counts, not fitted.
 Writes board_configs/rtl_seq_calibration.yaml and benchmarks/results/rtl_seq_calibration.json.
 
+--ff-check: the flip-flop count of pipelined kernels on layers never used to develop its rules
+(opq_hw.rtl.kept_bits was worked out on this script's seed-0 layers and on seeds 1 and 2): fresh
+random layers from seeds 10, 11, 12, pipelined at da4ml latency cutoffs 1.5, 3 and 8 (one to eight
+stages), each layer module synthesized per family; the cost model fed with da4ml's solution
+(rtl-da FF, xc7 SRLs included) against Yosys. Writes benchmarks/results/rtl_ff_check.json.
+
     python benchmarks/rtl_calibration.py [--n 32] [--families xc7,ecp5,ice40] [--arch da4ml|seq] [--refit]
+    python benchmarks/rtl_calibration.py --ff-check [--n 12]
 """
 from __future__ import annotations
 
@@ -125,9 +132,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--arch", default="da4ml", choices=["da4ml", "seq"])
     ap.add_argument("--refit", action="store_true", help="da4ml: refit from the committed rows, no synthesis")
+    ap.add_argument("--ff-check", action="store_true", help="pipelined flip-flop counts on fresh layers")
     args = ap.parse_args()
     if args.arch == "seq":
         return main_seq(args)
+    if args.ff_check:
+        return main_ff_check(args)
     rows = _layer_rows(args)
     if args.refit:
         old = json.loads((ROOT / "benchmarks" / "results" / "rtl_calibration.json").read_text())
@@ -188,6 +198,47 @@ def _synthesize_da(rows: list[dict], args) -> dict[str, float]:
             s = synth[fam][f"opq_L0_{r['tag']}"]
             r["synth"][fam] = {k: s[k] for k in ("lut_equiv", "lut", "carry", "ff", "lutram", "srl", "muxf")}
     return {f: round(synth[f]["_seconds"], 1) for f in fams}
+
+
+FF_CHECK = ((10, 1.5), (11, 3.0), (12, 8.0))  # (seed, da4ml latency cutoff) of the --ff-check layers
+
+
+def main_ff_check(args) -> None:
+    from dataclasses import asdict
+
+    from opq_hw.boards import load_board
+    from opq_hw.cost import rtl_calibration, rtl_da
+
+    rows = []
+    for seed, cut in FF_CHECK:
+        rng = np.random.default_rng(seed)
+        for i in range(args.n):
+            net, p = random_layer(rng, i)
+            d = generate(net, pipeline=cut)
+            m = d.layer_modules[0]
+            rows.append({"tag": f"s{seed}l{i}", "seed": seed, "cutoff": cut, "stages": m["kernel_stages"],
+                         "params": asdict(p), "da4ml_cost": m["da4ml_cost"], "kernel_latency": m["kernel_latency"],
+                         "registers": m["registers"], "chains": m["chains"], "synth": {}, "_design": d})
+    seconds = _synthesize_da(rows, args)
+    boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
+    result = {"yosys": eda.yosys_version(), "synth_seconds": seconds, "checks": FF_CHECK, "families": {}, "rows": []}
+    for fam in rows[0]["synth"]:
+        cal = rtl_calibration(fam)
+        errs = {r["tag"]: int(round(float(rtl_da(_params(r), boards[fam], cal, _kernel(r))["FF"]))) - r["synth"][fam]["ff"]
+                for r in rows}
+        by_cut = {str(cut): {"n": sum(r["cutoff"] == cut for r in rows),
+                             "exact": sum(errs[r["tag"]] == 0 for r in rows if r["cutoff"] == cut)} for _, cut in FF_CHECK}
+        result["families"][fam] = {"n": len(rows), "exact": sum(e == 0 for e in errs.values()),
+                                   "max_abs_error": max(map(abs, errs.values())),
+                                   "max_rel_error": max(abs(e) / r["synth"][fam]["ff"] for e, r in zip(errs.values(), rows)),
+                                   "by_cutoff": by_cut, "errors": {k: e for k, e in errs.items() if e}}
+        f = result["families"][fam]
+        print(f"{fam}: FF exact on {f['exact']}/{f['n']} pipelined layer modules (max error {f['max_abs_error']} FF, "
+              f"{f['max_rel_error'] * 100:.2f}%); by cutoff {by_cut}", flush=True)
+    result["rows"] = [{"tag": r["tag"], "cutoff": r["cutoff"], "stages": r["stages"], "kind": r["params"]["kind"],
+                       "registers": r["registers"], "ff": {fam: r["synth"][fam]["ff"] for fam in r["synth"]},
+                       "srl": {fam: r["synth"][fam]["srl"] for fam in r["synth"]}} for r in rows]
+    write_json(ROOT / "benchmarks" / "results" / "rtl_ff_check.json", result)
 
 
 def _slim(r: dict) -> dict:

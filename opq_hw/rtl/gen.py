@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import OpqError
 from .intnet import IntLayer, IntNet
+from .kept_bits import C1, pipeline_kept_bits
 
 HDL_DIR = Path(__file__).resolve().parents[2] / "hls" / "rtl"
 STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
@@ -61,13 +62,8 @@ class Kernel:
     used_in: list[bool] = field(default_factory=list)  # input j enters the adder graph (a nonzero weight)
     out_widths: list[int] = field(default_factory=list)  # bits da4ml gives output o (0: a constant)
     out_fracs: list[int] = field(default_factory=list)  # fractional bits of output o (<= 0: -zero low bits)
-
-    @property
-    def reg_bits(self) -> int:
-        """Register bits of the kernel: da4ml's pipeline top declares every stage's input register
-        and the registered output (`reg [n:0] ...`); a combinational kernel has none."""
-        top = self.files.get(self.module, "")
-        return sum(int(hi) - int(lo) + 1 for hi, lo in re.findall(r"\breg\s*\[(\d+):(\d+)\]", top))
+    out_zeros: list[int] = field(default_factory=list)  # trailing zero bits all of output o's weights share (-1: none)
+    pipeline: Any = None  # da4ml's pipelined solution (None: combinational)
 
 
 def matrix_for(L: IntLayer) -> np.ndarray:
@@ -122,9 +118,16 @@ def make_kernel(L: IntLayer, module: str, pipeline: float) -> Kernel:
             acc_w = max(acc_w, int(ii) + 1)
     K = Kernel(module, n_in, n_out, L.in_bits, L.in_signed, acc_w, latency, float(sol.cost), n_stages, files,
                used_in=[sum(map(int, q)) > 0 for q in in_kifs], out_widths=[sum(map(int, q)) for q in out_kifs],
-               out_fracs=[int(q[2]) for q in out_kifs])
+               out_fracs=[int(q[2]) for q in out_kifs], out_zeros=[_common_zeros(M[:, o]) for o in range(n_out)],
+               pipeline=sol if latency else None)
     K.wrapper = _kernel_wrapper(K, in_kifs, out_kifs)
     return K
+
+
+def _common_zeros(col: np.ndarray) -> int:
+    """Trailing zero bits every nonzero integer in `col` has (-1: all are zero)."""
+    nz = [int(v) for v in col if v]
+    return min((v & -v).bit_length() - 1 for v in nz) if nz else -1
 
 
 def _kernel_wrapper(K: Kernel, in_kifs, out_kifs) -> str:
@@ -170,17 +173,42 @@ endmodule
 """
 
 
-def requant_live_bits(width: int, frac: int, shift: int, out_bits: int) -> int:
+def requant_live_bits(width: int, frac: int, shift: int, out_bits: int, acc_w: int) -> int:
     """Flip-flops synthesis keeps of a registered requantized output clamp(rne(acc * 2^shift), 0,
-    2^out_bits - 1), the accumulator `width` bits wide with its sign (`frac` = -(its zero low
-    bits); width 0: a constant). The result is at most 2^hi, hi = the accumulator's top bit +
-    shift; Yosys keeps hi + 2 of the out_bits (the bits above read constant 0 once the clamp has
-    removed negatives; the rounding carry into bit hi + 1 is not proven zero): measured against
-    Yosys 0.23 on the random layers of benchmarks/rtl_calibration.py."""
-    if width == 0:
-        return 0
-    hi = width - 1 + max(-frac, 0) + shift
-    return min(out_bits, max(hi + 2, 0))
+    2^out_bits - 1) (`requant_expr`), the accumulator `width` bits wide with its sign, its low
+    -frac bits zero (width 0: a constant), on an `acc_w`-bit bus. Rules from Yosys 0.23 netlists
+    (a sweep over width, zero low bits, shift and out_bits, and the random layers of
+    benchmarks/rtl_calibration.py):
+    - rounding (bits dropped that are not all zero): the result is at most 2^hi, hi = the top bit
+      + shift; hi + 2 flip-flops stay (the rounding carry into bit hi + 1 is not proven zero), at
+      least 3;
+    - no rounding (z = zero low bits + shift >= 0 zero bits at the bottom, the sign at bit top): the
+      width - 1 value bits, plus one for the clamp of the bits above them and one for the z low bits
+      (a shared net) while top < out_bits; exactly the value bits when top == out_bits (nothing can
+      overflow); when top > out_bits the out_bits - z value bits that fit, plus the low bits' net.
+    Exact for signed accumulators (benchmarks/requant_ff_sweep.py); an unsigned one (all weights and
+    the bias >= 0, rare) is counted as if signed, which the same sweep finds a few flip-flops off."""
+    lo, k = max(-frac, 0), -shift
+    if width == 0 or k >= acc_w:
+        return 0  # a constant, or requant_expr's constant 0
+    if k > lo:
+        return min(out_bits, max(width - 1 + lo + shift + 2, 3))
+    z = lo + shift
+    top = width - 1 + z
+    if top < out_bits:
+        return min(out_bits, width + (z >= 1))
+    if top == out_bits:
+        return width - 1
+    return max(out_bits - z, 0) + (z >= 1)
+
+
+def acc_varying_bits(width: int, frac: int, zeros: int) -> int:
+    """Bits of a kernel output (the accumulator x @ M[:, o] + b, `width` bits from bit -frac up, all
+    weights multiples of 2^zeros) that are not constant: bits [-frac, zeros) are the bias's."""
+    if width == 0 or zeros < 0:
+        return 0  # a constant: no weights
+    lo = max(-frac, 0)
+    return lo + width - max(zeros, lo)
 
 
 def window_offsets(kh: int, kw: int, w: int, ph: int, pw: int) -> list[int]:
@@ -204,7 +232,9 @@ def module_registers(L: IntLayer, K: Kernel, c: int, h: int, w: int, bw: int, is
     """Flip-flops of layer module `L` (input c x h x w of bw bits) that synthesis keeps: the
     registers `generate` declares less those that never change or feed nothing: the oldest
     positions of the window's / collector's shift register that no used input reads, outputs that
-    are constant or narrower than their register (sign copies merge into one flip-flop).
+    are constant or narrower than their register (sign copies merge into one flip-flop), and of
+    a pipelined kernel's registers what `kept_bits.pipeline_kept_bits` finds constant, duplicate
+    or unread.
     `chains`: [run length, bit lanes] of the shift registers' runs between read positions, which
     a shift-register LUT can absorb (xc7 SRLs); the window's newest position is not in a run (its
     zero-on-idle input makes it a flip-flop with a synchronous reset)."""
@@ -228,12 +258,26 @@ def module_registers(L: IntLayer, K: Kernel, c: int, h: int, w: int, bw: int, is
                 chain_bits += (n - min(ps)) * bw
                 chains += [[m, bw] for m in shift_chains([n - 1 - p for p in ps], 0)]
         regs = chain_bits + COLLECT_COUNTER_BITS + 1  # + out_valid
-    regs += K.reg_bits + K.latency + 1  # kernel pipeline, valid delay line
+    regs += K.latency + 1  # valid delay line
+    dead = [not is_last and -int(L.out_shift[o]) >= K.acc_w for o in range(K.n_out)]  # requant_expr's constant 0
+    if K.pipeline is not None:
+        def read(o: int, bits: list) -> list[bool]:
+            """The accumulator bits the requantizer reads: none when dead; bits below the rounding
+            bit only enter the sticky OR, which a constant 1 among them makes constant."""
+            if is_last:
+                return [True] * len(bits)
+            if dead[o]:
+                return [False] * len(bits)
+            sticky = -int(L.out_shift[o]) - 1 + K.out_fracs[o]  # sticky bits among `bits` (LSB first)
+            const_one = any(b == C1 for b in bits[:max(sticky, 0)])
+            return [not (const_one and j < sticky) for j in range(len(bits))]
+
+        regs += pipeline_kept_bits(K.pipeline, read)
     if is_last:
-        regs += sum(K.out_widths)
+        regs += sum(acc_varying_bits(wd, fr, z) for wd, fr, z in zip(K.out_widths, K.out_fracs, K.out_zeros))
     else:
-        regs += sum(requant_live_bits(wd, fr, L.out_shift[o], L.out_bits)
-                    for o, (wd, fr) in enumerate(zip(K.out_widths, K.out_fracs)))
+        regs += sum(0 if z < 0 else requant_live_bits(wd, fr, int(L.out_shift[o]), L.out_bits, K.acc_w)
+                    for o, (wd, fr, z) in enumerate(zip(K.out_widths, K.out_fracs, K.out_zeros)))
     return {"registers": int(regs), "chains": chains}
 
 
