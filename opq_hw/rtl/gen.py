@@ -173,6 +173,12 @@ endmodule
 """
 
 
+def requant_is_zero(shift: int, acc_w: int) -> bool:
+    """`requant_expr` drops every bit of an `acc_w`-bit accumulator: |acc| <= 2^(acc_w-1) <=
+    2^(-shift-1), so the result rounds to the constant 0."""
+    return -shift >= acc_w
+
+
 def requant_live_bits(width: int, frac: int, shift: int, out_bits: int, acc_w: int) -> int:
     """Flip-flops synthesis keeps of a registered requantized output clamp(rne(acc * 2^shift), 0,
     2^out_bits - 1) (`requant_expr`), the accumulator `width` bits wide with its sign, its low
@@ -189,8 +195,8 @@ def requant_live_bits(width: int, frac: int, shift: int, out_bits: int, acc_w: i
     benchmarks/requant_ff_sweep.py: exact on 784/784 signed accumulators; an unsigned one (all
     weights and the bias >= 0, rare) is counted as if signed: 605/784 exact, at most 3 off."""
     lo, k = max(-frac, 0), -shift
-    if width == 0 or k >= acc_w:
-        return 0  # a constant, or requant_expr's constant 0
+    if width == 0 or requant_is_zero(shift, acc_w):
+        return 0
     if k > lo:
         return min(out_bits, max(width - 1 + lo + shift + 2, 3))
     z = lo + shift
@@ -259,7 +265,7 @@ def module_registers(L: IntLayer, K: Kernel, c: int, h: int, w: int, bw: int, is
                 chains += [[m, bw] for m in shift_chains([n - 1 - p for p in ps], 0)]
         regs = chain_bits + COLLECT_COUNTER_BITS + 1  # + out_valid
     regs += K.latency + 1  # valid delay line
-    dead = [not is_last and -int(L.out_shift[o]) >= K.acc_w for o in range(K.n_out)]  # requant_expr's constant 0
+    dead = [not is_last and requant_is_zero(int(L.out_shift[o]), K.acc_w) for o in range(K.n_out)]
     if K.pipeline is not None:
         def read(o: int, bits: list) -> list[bool]:
             """The accumulator bits the requantizer reads: none when dead; bits below the rounding
@@ -295,10 +301,9 @@ def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> lis
     if shift >= 0:
         tw = max(aw + shift + 1, out_bits + 1)
         return head + [f"wire signed [{tw - 1}:0] {name}_t = $signed({a}) <<< {shift};", clamp]
-    k = -shift
-    if k >= aw:
-        # everything is dropped: |acc| <= 2^(aw-1) <= 2^(k-1), so the result rounds to 0
+    if requant_is_zero(shift, aw):
         return [f"wire [{out_bits - 1}:0] {name} = {out_bits}'d0;"]
+    k = -shift
     qw = aw - k
     tw = max(qw + 1, out_bits + 1)
     lo = f"(|{a}[{k - 2}:0])" if k >= 2 else "1'b0"

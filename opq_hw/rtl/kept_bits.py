@@ -114,6 +114,17 @@ def _adder(nets: _Nets, a: list[Bit], b: list[Bit], a_ext: tuple[bool, int], b_e
     return out
 
 
+def _operands(op) -> list[int]:
+    """The ops da4ml op `op` reads."""
+    if op.opcode in (0, 1):
+        return [op.id0, op.id1]
+    if op.opcode in (3, -3, 4):
+        return [op.id0]
+    if op.opcode in (-1, 5):
+        return []
+    raise ValueError(f"da4ml opcode {op.opcode} is not one the kernels use")
+
+
 def _stage(nets: _Nets, sol, inp: list[Bit]) -> list[Bit]:
     """The output bus bits of one combinational stage (a da4ml CombLogic) given its input bus bits."""
     ops = sol.ops
@@ -126,24 +137,11 @@ def _stage(nets: _Nets, sol, inp: list[Bit]) -> list[Bit]:
     stack = list(read)
     while stack:
         i = stack.pop()
-        if live[i]:
-            continue
-        live[i] = True
-        op = ops[i]
-        if op.opcode in (0, 1):
-            stack += [op.id0, op.id1]
-        elif op.opcode in (3, -3, 4):
-            stack.append(op.id0)
-        elif op.opcode not in (-1, 5):
-            raise ValueError(f"da4ml opcode {op.opcode} is not one the kernels use")
+        if not live[i]:
+            live[i] = True
+            stack += _operands(ops[i])
     users = [0] * len(ops)
-    for i, op in enumerate(ops):
-        if live[i] and op.opcode in (0, 1):
-            users[op.id0] += 1
-            users[op.id1] += 1
-        elif live[i] and op.opcode in (3, -3, 4):
-            users[op.id0] += 1
-    for i in read:
+    for i in [j for i, op in enumerate(ops) if live[i] for j in _operands(op)] + read:
         users[i] += 1
 
     def mergeable(x: int) -> bool:
