@@ -22,8 +22,8 @@ squares on the training layers; ROM bits, BRAM, DSP and cycles are exact counts,
 Writes board_configs/rtl_seq_calibration.yaml and benchmarks/results/rtl_seq_calibration.json.
 
 --ff-check: the flip-flop count of pipelined kernels on layers never used to develop its rules
-(opq_hw.rtl.kept_bits was worked out on this script's seed-0 layers and on seeds 1 and 2): fresh
-random layers from seeds 10, 11, 12, pipelined at da4ml latency cutoffs 1.5, 3 and 8 (one to eight
+(opq_hw.rtl.kept_bits was worked out on this script's layers of seeds 0 to 3): fresh
+random layers from seeds 10, 11, 12, pipelined at da4ml latency cutoffs 1.5, 3 and 8 (one to 13
 stages), each layer module synthesized per family; the cost model fed with da4ml's solution
 (rtl-da FF, xc7 SRLs included) against Yosys. Writes benchmarks/results/rtl_ff_check.json.
 
