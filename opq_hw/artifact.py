@@ -91,25 +91,84 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=_default).encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Build a directory in a temp sibling; on success it replaces `path`, on error it is removed.
+TMP_MARKER = ".opq-hw-tmp"  # inside every temporary directory atomic_dir makes (removed before the swap)
 
-    An existing `path` is replaced only after the new content is complete.
-    """
+
+def make_tmp_dir(path: str | os.PathLike) -> Path:
+    """A temporary sibling `.NAME.XXXXXXXX.tmp` of `path`, marked as opq-hw's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
+    (tmp / TMP_MARKER).write_text(json.dumps({"tool": "opq-hw", "target": path.name, "pid": os.getpid()}))
+    return tmp
+
+
+def stale_tmp_dirs(path: str | os.PathLike) -> list[Path]:
+    """Temporary siblings of `path` that opq-hw made (marker inside, or an old run swapped out
+    right before a crash). Only meaningful while holding the run's lock: then nobody is using them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    out = []
+    pre = f".{path.name}."
+    for p in sorted(path.parent.iterdir()):
+        if not (p.name.startswith(pre) and p.name.endswith(".tmp") and p.is_dir() and not p.is_symlink()):
+            continue
+        if len(p.name) != len(pre) + 8 + 4:  # mkdtemp's 8 random characters
+            continue
+        if (p / TMP_MARKER).is_file() or (p / "manifest.json").is_file():
+            out.append(p)
+    return sorted(out, key=lambda p: p.stat().st_mtime)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directory entries (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Put the complete directory `tmp` at `path`; an existing `path` is replaced in one atomic
+    step where the OS can (so a crash leaves either the old or the new directory, never none)."""
+    with contextlib.suppress(FileNotFoundError):
+        (tmp / TMP_MARKER).unlink()
+    if path.exists() and not path.is_symlink() and path.is_dir() and _exchange(tmp, path):
+        with contextlib.suppress(OSError):  # `tmp` now holds the old content: mark it, then remove it
+            (tmp / TMP_MARKER).write_text("{}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        os.replace(path, old)  # onto the empty dir
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory in a temp sibling; on success it replaces `path`, on error it is removed.
+
+    An existing `path` is replaced only after the new content is complete. Callers that write into
+    a run directory hold its lock (`opq_hw.rundir.locked`)."""
+    path = Path(path)
+    tmp = make_tmp_dir(path)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, path)

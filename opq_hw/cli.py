@@ -131,7 +131,8 @@ def cmd_build(args) -> int:
     flows = {"hls4ml": "opq_hw.flows.hls4ml_flow", "finn": "opq_hw.flows.finn_flow", "rtl": "opq_hw.flows.rtl_flow"}
     if args.flow not in flows:
         raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
-    opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "func", "run", "flow", "board") and v is not None}
+    opts = {k: v for k, v in vars(args).items()
+            if k not in ("cmd", "func", "run", "flow", "board", "model", "trust_run") and v is not None}
     res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
 
@@ -161,6 +162,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _add_trust_args(p: argparse.ArgumentParser) -> None:
+    """A run never names code that opq-hw imports: a module:factory run's model is given again here."""
+    p.add_argument("--model", help="module:factory of a run made from one (opq-hw never imports what a run names)")
+    p.add_argument("--trust-run", action="store_true", help="import the module:factory recorded in the run")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opq-hw", description="One-shot pruning-quantization to FPGA accelerators.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -184,6 +191,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--board", help="csim: take reuse factors from the cost model for this board")
     s.add_argument("--allow-inexact", action="store_true", default=None, help="csim: accept a float-scale run, measure the error")
     s.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="rtl: architecture (default: the build's, else seq)")
+    _add_trust_args(s)
     s.set_defaults(func=cmd_simulate)
     b = sub.add_parser("build", help="generate an accelerator project for a run")
     b.add_argument("run")
@@ -202,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
     b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
     b.add_argument("--tool-timeout", type=float, help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
+    _add_trust_args(b)
     b.set_defaults(func=cmd_build)
     bo = sub.add_parser("boards", help="list boards, or show one")
     bo.add_argument("name", nargs="?")
@@ -224,11 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
     args = parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except OpqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .rundir import run_cli, run_command
+
+    return run_cli(lambda: run_command(args))
 
 
 if __name__ == "__main__":

@@ -174,34 +174,116 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _check_out(out: Path, chash: str, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
+def _inputs(cfg: CompressConfig) -> dict[str, str | None]:
+    """Hashes of the input files a config names (same config, changed file: a different run)."""
+    from .rundir import sha256_file
+
+    def h(p):
+        return sha256_file(p) if p and Path(p).is_file() else None
+
+    return {"weights": h(cfg.weights), "model_file": h(cfg.model) if cfg.model.endswith(".onnx") else None}
+
+
+def _check_out(out: Path, chash: str, inputs: dict, overwrite: bool) -> tuple[str, dict | None]:
+    """What to do with an existing --out: ("new" | "current" | "replace", the old manifest).
+
+    "current": the directory already holds this exact run and every file verifies: it is kept as
+    is, with what later commands wrote (build/, cost.json, reports/). --overwrite replaces only a
+    verifiable opq-hw run with no files opq-hw did not write."""
+    from .rundir import foreign_files, read_manifest, verify
+
+    if not out.exists() and not out.is_symlink():
+        return "new", None
+    if out.is_symlink() or not out.is_dir():
         raise OpqError(f"output {out} exists and is not a directory; choose another --out")
-    man = out / "manifest.json"
-    if man.is_file():
-        old = read_json(man).get("config_hash")
-        if old == chash or overwrite:
-            return
-        raise OpqError(f"output {out} already holds a different run (config hash {old}, this one {chash}); "
+    if not any(out.iterdir()):
+        return "new", None
+    try:
+        man = read_manifest(out)
+    except OpqError as e:
+        if (out / "manifest.json").is_file() and overwrite:
+            raise OpqError(f"--overwrite replaces only an opq-hw run whose files all verify, and {e}".rstrip(".")
+                           + f"; remove {out} yourself if you no longer need it, or choose another --out") from None
+        raise OpqError(f"output {out} is not empty and is not an opq-hw run; choose another --out") from None
+    same = man.get("config_hash") == chash and man.get("inputs") == inputs
+    if same and not overwrite:
+        try:
+            verify(out, manifest=man)
+        except OpqError as e:
+            raise OpqError(f"output {out} holds this configuration's run, but it does not verify: {e}. Pass --overwrite "
+                           "to re-create it") from None
+        return "current", man
+    if not overwrite and man.get("config_hash") == chash:
+        raise OpqError(f"output {out} holds a run of this configuration made from different input files (--weights or "
+                       "the ONNX model changed); choose another --out, or pass --overwrite to replace it")
+    if not overwrite:
+        raise OpqError(f"output {out} already holds a different run (config hash {man.get('config_hash')}, this one {chash}); "
                        "choose another --out, or pass --overwrite to replace it")
-    if any(out.iterdir()):
-        raise OpqError(f"output {out} is not empty and is not an opq-hw run; choose another --out")
+    foreign = foreign_files(out, man)
+    if foreign:
+        shown = ", ".join(foreign[:20]) + (f" and {len(foreign) - 20} more" if len(foreign) > 20 else "")
+        raise OpqError(f"--overwrite replaces only files opq-hw wrote, and {out} holds {len(foreign)} other or changed "
+                       f"file(s): {shown}. Move them out (or remove {out} yourself), or choose another --out")
+    return "replace", man
+
+
+def _resume_checkpoint(out: Path, tag_want: str, log) -> bytes | None:
+    """Stale temporary siblings of `out` (a killed run): a finetune checkpoint of this configuration
+    is returned to resume from; an old run swapped out just before a crash is put back; the rest is removed."""
+    from .artifact import stale_tmp_dirs, TMP_MARKER
+
+    ckpt = None
+    for s in stale_tmp_dirs(out):
+        if not (s / TMP_MARKER).exists() and (s / "manifest.json").is_file() and not out.exists():
+            os.replace(s, out)
+            log(f"note: restored the previous run {out} from {s.name} (a swap was interrupted)")
+            continue
+        c = s / "finetune.ckpt"
+        if c.is_file() and ckpt is None:
+            data = c.read_bytes()
+            try:
+                meta = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                tag, epoch = meta.get("tag"), int(meta.get("epoch", 0))
+            except Exception:  # a torn or foreign file: start over
+                tag, epoch = None, 0
+            if tag == tag_want:
+                ckpt = data
+                log(f"note: resuming the finetune from epoch {epoch} of an interrupted run ({s.name})")
+                shutil.rmtree(s, ignore_errors=True)
+                continue
+        shutil.rmtree(s, ignore_errors=True)
+        log(f"note: removed {s.name}, left by an interrupted run "
+            + ("(its checkpoint is of another configuration)" if c.is_file() else "(nothing to resume)"))
+    return ckpt
 
 
 def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = True,
                  log=print) -> Path:
-    """Run the pipeline for `cfg` and write the run directory `out` (atomically)."""
+    """Run the pipeline for `cfg` and write the run directory `out` (atomically, under its lock)."""
+    from .rundir import locked
+
+    out = Path(out)
+    with locked(out):
+        return _compress_locked(cfg, out, overwrite, progress, log)
+
+
+def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: bool, log) -> Path:
     from .allocation import allocate
     from .carrier import ActConfig, apply
     from .export import export_qonnx
+    from .rundir import CORE, LATER, MANIFEST, SCHEMA, hash_tree
     from .training import accuracy, finetune
     from .layers import inspect_model, layer_weights
 
-    out = Path(out)
     chash = config_hash(cfg.to_dict())
-    _check_out(out, chash, overwrite)
+    inputs = _inputs(cfg)
+    tag = config_hash({"config_hash": chash, "inputs": inputs})  # what a resumable checkpoint must carry
+    ckpt = _resume_checkpoint(out, tag, log)
+    action, old = _check_out(out, chash, inputs, overwrite)
+    if action == "current":
+        log(f"{out} already holds this run (config hash {chash}) and every file verifies: kept as is, with its "
+            "build/, cost.json and reports/ (pass --overwrite to compute it again)")
+        return out
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -241,12 +323,15 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
     qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)
     tick("apply")
     notes = list(alloc.notes)
+    kept: list[str] = []
     with atomic_dir(out) as tmp:
         if data is not None:
             metrics["acc_oneshot"] = accuracy(qmodel, data[2], data[3])
             if cfg.epochs > 0:
+                if ckpt is not None:
+                    write_bytes(tmp / "finetune.ckpt", ckpt)
                 metrics["finetune_loss"] = finetune(qmodel, (data[0], data[1]), epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
-                                                    checkpoint=tmp / "finetune.ckpt", progress=progress)
+                                                    checkpoint=tmp / "finetune.ckpt", progress=progress, tag=tag)
                 (tmp / "finetune.ckpt").unlink()
             metrics["acc_finetuned"] = accuracy(qmodel, data[2], data[3])
         else:
@@ -270,12 +355,27 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
         write_json(tmp / "allocation.json", alloc.to_dict())
         write_json(tmp / "specs.json", [s.to_dict() for s in specs])
         write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "manifest.json", {"tool": "opq-hw", "config": cfg.to_dict(), "config_hash": chash,
-                                           "versions": _versions(), "timings_s": timings, "notes": notes,
-                                           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        arts = {n: h for n, h in hash_tree(tmp, tmp).items() if n in CORE}
+        if old is not None and all(old["artifacts"].get(n) == arts.get(n) for n in ("allocation.json", "weights.pt",
+                                                                                      "model.qonnx.onnx", "specs.json")):
+            # --overwrite that reproduced the same artifacts: what later commands wrote is still valid
+            for name, h in old["artifacts"].items():
+                if name.startswith(LATER) and (out / name).is_file():
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(out / name, tmp / name)
+                    arts[name] = h
+                    kept.append(name)
+        write_json(tmp / MANIFEST, {"tool": "opq-hw", "schema": SCHEMA, "config": cfg.to_dict(), "config_hash": chash,
+                                    "inputs": inputs, "artifacts": dict(sorted(arts.items())),
+                                    "versions": _versions(), "timings_s": timings, "notes": notes,
+                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     log(summary_table(specs, alloc, metrics))
     for n in notes:
         log(f"note: {n}")
+    if old is not None:
+        log(f"note: replaced the previous run in {out}; " + (f"kept {len(kept)} file(s) of later commands (build/, cost.json, "
+            "reports/), still valid: the new artifacts are identical" if kept else
+            "what later commands wrote there (build/, cost.json, reports/) was made from other artifacts and is gone"))
     return out
 
 
@@ -307,21 +407,28 @@ def summary_table(specs: list[LayerSpec], alloc: Allocation, metrics: dict[str, 
     return "\n".join(lines)
 
 
-def load_run(run_dir: str | os.PathLike) -> Run:
-    """Read a run directory back into a Brevitas model (weights_only state_dict) and its records."""
+def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run: bool | None = None) -> Run:
+    """Read a run directory back into a Brevitas model (weights_only state_dict) and its records.
+
+    Every artifact is checked against the manifest's SHA-256, and the weights against the
+    allocation (masks, survivors, bits, scales). No code named by the run is imported: built-in
+    models come from the registry, a float ONNX run uses its own copy, and a `module:factory`
+    model must be given again (`model`, or `rundir.model_source`), or `trust_run` given."""
     from .carrier import ActConfig, build_carrier
     from .models import build_model
+    from .rundir import check_weights, model_ref, open_run
 
     path = Path(run_dir)
-    man_path = path / "manifest.json"
-    if not man_path.is_file():
-        raise OpqError(f"{path} is not an opq-hw run (no manifest.json); create one with `opq-hw compress` or `opq-hw demo`")
-    manifest = read_json(man_path)
-    cfg = CompressConfig.from_dict(manifest["config"])
-    alloc = Allocation.from_dict(read_json(path / "allocation.json"))
-    specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
-    model = build_model(str(path / "float_model.onnx") if cfg.model.endswith(".onnx") else cfg.model)
-    qmodel = build_carrier(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
+    manifest = open_run(path)
+    try:
+        cfg = CompressConfig.from_dict(manifest["config"])
+        alloc = Allocation.from_dict(read_json(path / "allocation.json"))
+        specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
+    except (KeyError, TypeError, ValueError) as e:
+        raise OpqError(f"{path}: the manifest or allocation/specs records are malformed ({type(e).__name__}: "
+                       f"{str(e)[:200]}); re-create the run with `opq-hw compress`") from None
+    fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
+    qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
     try:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         qmodel.load_state_dict(state)
@@ -329,4 +436,5 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         raise OpqError(f"{path / 'weights.pt'} cannot be loaded into the run's model ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200]}); re-create the run") from e
     qmodel.eval()
+    check_weights(path, qmodel, alloc)
     return Run(path=path, qmodel=qmodel, allocation=alloc, specs=specs, config=cfg.to_dict(), manifest=manifest)

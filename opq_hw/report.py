@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from .artifact import png_bytes, read_json, write_bytes, write_json
+from .artifact import dumps, png_bytes, read_json
+from .rundir import write_outputs
 from .boards import RESOURCES, list_boards, load_board
 from .cost import ARCH_FLOW, CostReport, choose_folding, estimate
 from .errors import OpqError
@@ -21,14 +22,18 @@ from .spec import Allocation, LayerSpec
 
 
 def read_records(run_dir: str | os.PathLike) -> tuple[list[LayerSpec], Allocation, dict[str, Any]]:
-    """(specs, allocation, manifest) of a run directory, JSON only."""
+    """(specs, allocation, manifest) of a run directory, JSON only (every core artifact verified)."""
+    from .rundir import open_run
+
     path = Path(run_dir)
-    for f in ("manifest.json", "specs.json", "allocation.json"):
-        if not (path / f).is_file():
-            raise OpqError(f"{path} is not an opq-hw run (no {f}); create one with `opq-hw compress` or `opq-hw demo`")
-    specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
-    alloc = Allocation.from_dict(read_json(path / "allocation.json"))
-    return specs, alloc, read_json(path / "manifest.json")
+    manifest = open_run(path)
+    try:
+        specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
+        alloc = Allocation.from_dict(read_json(path / "allocation.json"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise OpqError(f"{path}: specs.json or allocation.json is malformed ({type(e).__name__}: {str(e)[:200]}); "
+                       "re-create the run with `opq-hw compress`") from None
+    return specs, alloc, manifest
 
 
 def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
@@ -218,13 +223,12 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = "hls4ml-lat
     rep = estimate_for(specs, alloc, b, arch, act_bits, folding)
     boards = across_boards(specs, alloc, arch, act_bits) if boards_table else [rep]
     figs = figures(rep, alloc)
-    pngs = {}
-    for k, v in figs.items():
-        write_bytes(path / "reports" / f"estimate_{k}.png", v)
-        pngs[k] = f"estimate_{k}.png"
-    write_json(path / "cost.json", rep.to_dict())
-    write_bytes(path / "reports" / "estimate.md", render_markdown(rep, alloc, boards, pngs).encode())
-    write_bytes(path / "reports" / "estimate.html", render_html(rep, alloc, boards, figs).encode())
+    files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}
+    pngs = {k: f"estimate_{k}.png" for k in figs}
+    files["cost.json"] = dumps(rep.to_dict()).encode()
+    files["reports/estimate.md"] = render_markdown(rep, alloc, boards, pngs).encode()
+    files["reports/estimate.html"] = render_html(rep, alloc, boards, figs).encode()
+    write_outputs(path, files)  # all at once, once everything is computed; hashes into the manifest
     return rep
 
 
@@ -235,11 +239,16 @@ def measured_resources(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """Measured resources the flows left in the run: `build/<flow>/resources.json`, a JSON object
     with totals under any of the keys LUT, FF, DSP, BRAM18, URAM (numbers) and optionally
     `"layers": {layer name: {LUT: ...}}` and `"source": "what measured it (tool, version)"`."""
+    from .rundir import verify
+
     out = {}
     build = Path(run_dir) / "build"
     if not build.is_dir():
         return out
     for f in sorted(build.glob("*/resources.json")):
+        if f.parent.name.endswith(".failed"):
+            continue
+        verify(run_dir, [f"build/{f.parent.name}/resources.json"])  # recorded ones must match; copied-back ones are read as given
         d = read_json(f)
         if not isinstance(d, dict):
             raise OpqError(f"{f} must hold a JSON object with LUT/FF/DSP/BRAM18/URAM totals")
@@ -260,9 +269,13 @@ def compare(estimated: Mapping[str, float], measured: Mapping[str, float]) -> di
 def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Write `reports/report.md` and `reports/report.json`: the run's `cost.json` beside every
     `build/<flow>/resources.json` found, per metric with the relative error."""
+    from .rundir import open_run, verify
+
     path = Path(run_dir)
+    open_run(path)
     if not (path / "cost.json").is_file():
         raise OpqError(f"{path} has no cost.json; run `opq-hw estimate {path} --board B --arch A` first")
+    verify(path, ["cost.json"])
     rep = CostReport.from_dict(read_json(path / "cost.json"))
     if (path / "build" / "hls4ml" / "project.tcl").is_file():
         from .flows.hls4ml_flow import report as hls4ml_report
@@ -281,6 +294,6 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
                             [[r, f"{v['estimated']:,.0f}", f"{v['measured']:,.0f}",
                               "-" if v["rel_error"] is None else f"{100 * v['rel_error']:+.1f}%"] for r, v in cmp_.items()]), ""]
     lines += ["## Estimate", "", *_summary(rep), ""]
-    write_json(path / "reports" / "report.json", result)
-    write_bytes(path / "reports" / "report.md", "\n".join(lines).encode())
+    write_outputs(path, {"reports/report.json": dumps(result).encode(),
+                         "reports/report.md": "\n".join(lines).encode()})
     return result

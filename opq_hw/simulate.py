@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .artifact import write_json
+from .artifact import dumps
 from .errors import OpqError
 
 LEVELS: dict[str, str] = {
@@ -194,7 +194,9 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
     if run.allocation.scale_mode != "pow2":
         res["note"] = "float-scale run: the hardware levels are not expected to be bit-exact; the error is measured above"
     if write:
-        write_json(run.path / "reports" / f"simulate_{level}.json", res)
+        from .rundir import write_outputs
+
+        write_outputs(run.path, {f"reports/simulate_{level}.json": dumps(res).encode()})
     if log is not None:
         log(summary_line(res))
     return res

@@ -25,11 +25,13 @@ def accuracy(model: nn.Module, x, y, batch: int = 512) -> float:
 
 
 def train(model: nn.Module, x, y, *, epochs: int, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-          checkpoint: str | os.PathLike | None = None, progress: bool = True, desc: str = "train") -> list[float]:
+          checkpoint: str | os.PathLike | None = None, progress: bool = True, desc: str = "train",
+          tag: str | None = None) -> list[float]:
     """Adam on the parameters that require grad; returns the mean loss per epoch.
 
     With `checkpoint`, model + optimizer + epoch are saved (atomically) after each epoch and a run
-    that finds the file resumes from it (loaded with weights_only=True).
+    that finds the file resumes from it (loaded with weights_only=True) when it carries the same
+    `tag` (the run's configuration); a checkpoint with another tag is ignored and overwritten.
     """
     from tqdm import tqdm
 
@@ -44,11 +46,13 @@ def train(model: nn.Module, x, y, *, epochs: int, lr: float = 1e-3, batch_size: 
     if checkpoint is not None and Path(checkpoint).is_file():
         try:
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optim"])
-            start, history = int(state["epoch"]), [float(v) for v in state["history"]]
+            if isinstance(state, dict) and state.get("tag") == tag:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optim"])
+                start, history = int(state["epoch"]), [float(v) for v in state["history"]]
         except Exception as e:
-            raise OpqError(f"checkpoint {checkpoint} cannot be resumed ({type(e).__name__}: {e}); delete it to start over") from e
+            raise OpqError(f"checkpoint {checkpoint} cannot be resumed ({type(e).__name__}: {str(e)[:200]}); "
+                           "delete it to start over") from e
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, epochs):
         g = torch.Generator().manual_seed(seed * 1000 + epoch)
@@ -71,14 +75,14 @@ def train(model: nn.Module, x, y, *, epochs: int, lr: float = 1e-3, batch_size: 
 
             buf = io.BytesIO()
             torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch + 1,
-                        "history": history}, buf)
+                        "history": history, "tag": tag}, buf)
             write_bytes(checkpoint, buf.getvalue())
     model.eval()
     return history
 
 
 def finetune(qmodel: nn.Module, data, *, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
-             checkpoint: str | os.PathLike | None = None, progress: bool = True) -> list[float]:
+             checkpoint: str | os.PathLike | None = None, progress: bool = True, tag: str | None = None) -> list[float]:
     """Finetune the compressed model: only weights, biases (and BN) train; masks and quantizers are
     frozen, rounding passes gradients straight through (STE). `data` = (x_train, y_train)."""
     from .carrier import freeze
@@ -87,4 +91,4 @@ def finetune(qmodel: nn.Module, data, *, epochs: int = 3, lr: float = 1e-3, batc
     torch.manual_seed(seed)
     x, y = data
     return train(qmodel, np.asarray(x), np.asarray(y), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                 checkpoint=checkpoint, progress=progress, desc="finetune")
+                 checkpoint=checkpoint, progress=progress, desc="finetune", tag=tag)

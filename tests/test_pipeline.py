@@ -125,7 +125,9 @@ def test_float_onnx_model_without_data(tmp_path):
 def test_module_factory_model(tmp_path):
     out = compress_run(CompressConfig(model="opq_hw.models:digits_mlp", input_shape=(64,), target_cr=10, epochs=0),
                        tmp_path / "r", progress=False, log=lambda *_: None)
-    assert load_run(out).allocation.cr_w == pytest.approx(10, rel=0.01)
+    with pytest.raises(OpqError, match="--model opq_hw.models:digits_mlp"):  # a run never names code we import
+        load_run(out)
+    assert load_run(out, model="opq_hw.models:digits_mlp").allocation.cr_w == pytest.approx(10, rel=0.01)
     with pytest.raises(OpqError, match="cannot load model factory"):
         compress_run(CompressConfig(model="no_such_mod:f", input_shape=(4,), epochs=0), tmp_path / "x")
 

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..artifact import atomic_dir, read_json, write_bytes, write_json
+from ..artifact import dumps, read_json, write_json
+from ..rundir import build_dir, write_outputs
 from ..errors import OpqError
 
 FLOW = "finn"
@@ -290,7 +291,8 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
         "ours_totals": ours.totals, "finn_version": FINN_VERSION,
     }
     t0 = time.perf_counter()
-    with atomic_dir(final) as tmp:
+    with build_dir(run.path, FLOW, log) as bd:  # swapped in only on success; a failed FINN run goes to build/finn.failed
+        tmp = bd.path
         shutil.copyfile(run.path / "model.qonnx.onnx", tmp / "model.qonnx.onnx")
         write_json(tmp / "folding_config.json", fold_cfg)
         write_json(tmp / "specialize_layers_config.json", spec_cfg)
@@ -323,8 +325,10 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
                 record["traceback"] = res.get("traceback", "")[-4000:]
         record["build_s"] = round(time.perf_counter() - t0, 2)
         write_json(tmp / BUILD_INFO, record)
-    write_json(run.path / "reports" / "finn.json", record)
-    write_bytes(run.path / "reports" / "finn.md", _markdown(record).encode())
+        if fpy is not None and record["finn_status"] != "ran":
+            bd.failed = record["finn_status"]
+    final = bd.path
+    write_outputs(run.path, {"reports/finn.json": dumps(record).encode(), "reports/finn.md": _markdown(record).encode()})
     log(f"FINN build directory written to {final} (folding from the cost model: "
         + ", ".join(f"{n} PE={f['pe']} SIMD={f['simd']}" for n, f in folding.items()) + ")")
     if fpy is None:

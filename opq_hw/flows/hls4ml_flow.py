@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import atomic_dir, read_json, write_bytes, write_json
+from ..artifact import dumps, read_json, write_bytes, write_json
+from ..rundir import build_dir, record as record_build, write_outputs
 from ..errors import OpqError
 
 FLOW = "hls4ml"
@@ -559,7 +560,8 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     rf, rf_source = _reuse_factors(run, board, reuse, strategy)
     final = run.path / "build" / FLOW
     t0 = time.perf_counter()
-    with atomic_dir(final) as tmp:
+    with build_dir(run.path, FLOW, log) as bd:  # swapped in only when complete; the previous build stays otherwise
+        tmp = bd.path
         hm, info = convert(run, tmp, backend=backend, io=io, part=binfo["part"], clock_period=binfo["clock_period_ns"],
                            reuse=rf, allow_inexact=allow_inexact, strategy=strategy)
         with contextlib.redirect_stdout(io_mod.StringIO()):
@@ -592,6 +594,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
         record["synth_s"] = round(time.perf_counter() - t1, 1)
         record["synth_returncode"] = proc.returncode
         write_json(final / BUILD_INFO, record)
+        record_build(run.path, f"build/{FLOW}")  # the tool's outputs are this build's: hashes into the manifest
         if proc.returncode != 0:
             raise OpqError(f"{tool} failed (exit {proc.returncode}); see {final / 'synth_stdout.log'}")
         record["report"] = report(run.path)
@@ -650,8 +653,8 @@ def report(run_dir: str | os.PathLike, write: bool = True) -> dict[str, Any]:
            "estimated": estimated, "timing": timing, "side_by_side": rows,
            "available": {k[len("Available"):]: _num(v) for k, v in csynth.items() if k.startswith("Available")}}
     if write:
-        write_json(prj / "resources.json", {**measured, "source": f"hls4ml {source}"})
-        write_json(run_dir / "reports" / "hls4ml_synth.json", out)
+        write_outputs(run_dir, {f"build/{FLOW}/resources.json": dumps({**measured, "source": f"hls4ml {source}"}).encode(),
+                                "reports/hls4ml_synth.json": dumps(out).encode()})
     return out
 
 

@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..artifact import atomic_dir, read_json, write_json
+from ..artifact import read_json, write_json
+from ..rundir import build_dir
 from ..errors import OpqError
 
 STEPS = ("intnet", "rtl", "verilator", "simulate", "synth", "pnr")
@@ -140,16 +141,21 @@ def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] 
     from ..rtl.gen import write_design
     from ..rtl.verilator import build_sim
 
+    from ..rundir import read_manifest, sha256_file
+
     h = _net_hash(net, pipeline, arch)
+    arts = read_manifest(run.path)["artifacts"]
     for d in (run.path / "build" / "rtl", run.path / "build" / "rtl_sim"):
         meta = d / "design.json"
         binary = d / "sim" / "obj_dir" / "Vopq_top"
-        if meta.exists() and binary.exists():
+        # only a simulator this tool built and recorded, unchanged since (never a binary someone put in the run)
+        if all(f.is_file() and arts.get(f.relative_to(run.path).as_posix()) == sha256_file(f) for f in (meta, binary)):
             m = read_json(meta)
             if m.get("hash") == h:
                 return binary, m
     dest = run.path / "build" / "rtl_sim"
-    with atomic_dir(dest) as tmp:
+    with build_dir(run.path, "rtl_sim") as bd:
+        tmp = bd.path
         if log:
             log("rtl: generating Verilog and building the Verilator simulator")
         design = _generate(net, arch, pipeline)
@@ -234,7 +240,8 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
         return time.time()
 
     dest = run.path / "build" / "rtl"
-    with atomic_dir(dest) as out:
+    with build_dir(run.path, "rtl", log) as bd:  # a failed build goes to build/rtl.failed; the previous build/rtl stays
+        out = bd.path
         t = step("intnet")
         net = run_intnet(run)
         write_json(out / "intnet.json", net.to_dict())
@@ -325,6 +332,7 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
         summary["cpu_seconds"] = round(_cpu() - cpu0, 1)  # this process + its tools: the machine-load-free cost
         summary["peak_rss_mb"] = _peak_rss_mb()
         write_json(out / "rtl_build.json", summary)
+        bd.failed = _failure(summary, sim, synth)
         if isinstance(summary.get("synth"), dict) and "lut" in summary["synth"]:
             syn = summary["synth"]  # the measurement `opq-hw report` puts beside the estimate
             write_json(out / "resources.json", {
@@ -334,15 +342,23 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
                                                              and "fmax_mhz" in summary["pnr"] else "")})
     if log:
         log(summary_text(summary))
-    if "synth_error" in summary:
-        raise OpqError(summary["synth_error"])
-    if synth and not summary.get("fit", {}).get("fits", True):
-        raise OpqError(summary["fit"]["message"])
-    if "pnr" in summary and "error" in summary["pnr"]:
-        raise OpqError(summary["pnr"]["error"])
+    if bd.failed:
+        kept = f"the previous {dest.name}/ was kept" if dest.exists() else f"no build/{dest.name}/ was written"
+        raise OpqError(f"{bd.failed} (this build is in {bd.path}; {kept})")
     if sim and not summary["simulation"]["bit_exact"]:
         summary["returncode"] = 1
     return summary
+
+
+def _failure(summary: dict[str, Any], sim: bool, synth: bool) -> str | None:
+    """Why a finished build must not replace the previous one (None: it may)."""
+    if "synth_error" in summary:
+        return summary["synth_error"]
+    if synth and not summary.get("fit", {}).get("fits", True):
+        return summary["fit"]["message"]
+    if "pnr" in summary and "error" in summary["pnr"]:
+        return summary["pnr"]["error"]
+    return None
 
 
 def _cpu() -> float:
