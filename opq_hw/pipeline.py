@@ -251,9 +251,9 @@ def _resume_checkpoint(out: Path, tag_want: str, log) -> bytes | None:
                 log(f"note: resuming the finetune from epoch {epoch} of an interrupted run ({s.name})")
                 shutil.rmtree(s, ignore_errors=True)
                 continue
+        why = "(its checkpoint is of another configuration)" if c.is_file() else "(nothing to resume)"
         shutil.rmtree(s, ignore_errors=True)
-        log(f"note: removed {s.name}, left by an interrupted run "
-            + ("(its checkpoint is of another configuration)" if c.is_file() else "(nothing to resume)"))
+        log(f"note: removed {s.name}, left by an interrupted run {why}")
     return ckpt
 
 
@@ -416,10 +416,12 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
     model must be given again (`model`, or `rundir.model_source`), or `trust_run` given."""
     from .carrier import ActConfig, build_carrier
     from .models import build_model
-    from .rundir import check_weights, model_ref, open_run
+    from .rundir import check_weights, model_ref, open_run, verify
 
     path = Path(run_dir)
     manifest = open_run(path)
+    verify(path, ["weights.pt"] + (["float_model.onnx"] if str(manifest.get("config", {}).get("model", "")).endswith(".onnx")
+                                   else []), manifest=manifest)  # recorded, present and unchanged
     try:
         cfg = CompressConfig.from_dict(manifest["config"])
         alloc = Allocation.from_dict(read_json(path / "allocation.json"))
@@ -428,7 +430,11 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
         raise OpqError(f"{path}: the manifest or allocation/specs records are malformed ({type(e).__name__}: "
                        f"{str(e)[:200]}); re-create the run with `opq-hw compress`") from None
     fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
-    qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
+    try:
+        qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise OpqError(f"{path}: allocation.json and specs.json do not describe the run's model ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None
     try:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         qmodel.load_state_dict(state)

@@ -167,8 +167,8 @@ def verify(run: str | os.PathLike, names: list[str] | tuple[str, ...] | None = N
     m = dict(manifest) if manifest is not None else read_manifest(run)
     arts = m["artifacts"]
     if names is None:
-        names = [n for n in CORE if n in arts]
-        for must in ("allocation.json", "specs.json", "weights.pt"):
+        names = list(CORE)
+        for must in ("allocation.json", "specs.json"):
             if must not in arts:
                 raise OpqError(f"{run}/{MANIFEST} records no hash for {must}; re-create the run with `opq-hw compress`")
     for name in names:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import shutil
@@ -24,7 +25,9 @@ def run_dir(tmp_path):
     d.mkdir()
     shutil.copyfile(GOLDEN / "demo_specs.json", d / "specs.json")
     shutil.copyfile(GOLDEN / "demo_allocation.json", d / "allocation.json")
-    (d / "manifest.json").write_text(json.dumps({"tool": "opq-hw", "config": {"act_bits": 8, "model": "digits-cnn"}}))
+    arts = {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in ("specs.json", "allocation.json")}
+    (d / "manifest.json").write_text(json.dumps({"tool": "opq-hw", "schema": 2, "artifacts": arts,
+                                                 "config": {"act_bits": 8, "model": "digits-cnn"}}))
     return d
 
 
