@@ -416,3 +416,27 @@ def test_sigkill_at_random_moments(tmp_path):
     assert not tmp_siblings(prj) and (prj / "opq_hls4ml.json").is_file()
     arts = read_manifest(out)["artifacts"]
     assert snapshot(prj) == {k[len("build/hls4ml/"):]: v for k, v in arts.items() if k.startswith("build/hls4ml/")}
+
+
+def test_failed_rtl_rebuild_keeps_the_previous_build(run, monkeypatch):
+    """A synthesis failure on rebuild leaves the previous build/rtl/ (its bitstream) in place."""
+    from opq_hw.flows import rtl_flow
+    from opq_hw.rtl import eda
+
+    rtl_flow.build(run, board="ecp5-85f", sim=False, synth=False, log=None)
+    prj = run / "build" / "rtl"
+    (prj / "opq_top.bit").write_bytes(b"a bitstream")  # as if placed and routed
+    from opq_hw.rundir import record
+
+    record(run, "build/rtl")
+    good = snapshot(prj)
+
+    def broken(*a, **k):
+        raise OpqError("yosys failed (test)")
+
+    monkeypatch.setattr(eda, "synth", broken)
+    monkeypatch.setattr(eda, "tool_versions", lambda family: {})
+    with pytest.raises(OpqError, match=r"yosys failed \(test\) \(this build is in .*rtl.failed; the previous rtl/ was kept\)"):
+        rtl_flow.build(run, board="ecp5-85f", sim=False, synth=True, log=None)
+    assert snapshot(prj) == good
+    assert json.loads((run / "build" / "rtl.failed" / "rtl_build.json").read_text())["synth_error"] == "yosys failed (test)"
