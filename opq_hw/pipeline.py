@@ -263,6 +263,8 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
     from .rundir import locked
 
     out = Path(out)
+    if out.name in ("", ".", ".."):
+        out = Path(os.path.abspath(out))  # `--out .`: the directory itself (swapped as a whole, like any run)
     with locked(out):
         return _compress_locked(cfg, out, overwrite, progress, log)
 
