@@ -273,8 +273,9 @@ def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | Non
 
     An exception removes the temporary directory; `b.failed = "why"` keeps it as
     `build/<flow>.failed/` instead. Either way the previous good `build/<flow>/` stays. The swapped-in
-    files are recorded in the manifest. Holds the run's lock throughout."""
-    run = Path(run)
+    files are recorded in the manifest. Holds the run's lock throughout. The path is absolute (tools
+    such as Verilator run in subfolders of it)."""
+    run = Path(os.path.abspath(run))
     final = run / "build" / flow
     with locked(run):
         read_manifest(run)
