@@ -106,20 +106,74 @@ def build_model(ref: str) -> nn.Module:
     raise OpqError(f"unknown model {ref!r}; use one of {sorted(BUILTIN)}, 'module:factory' or a path/to/model.onnx")
 
 
-def load_state(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a float state_dict with weights_only=True (never unpickle arbitrary objects)."""
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
+    """A state_dict read with weights_only=True (never unpickle arbitrary objects); every failure is
+    an OpqError naming the file (and not torch's advice to turn weights_only off)."""
+    import pickle
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
-        raise OpqError(f"checkpoint {str(path)!r} not found")
+        raise OpqError(f"{what} {str(path)!r} not found")
+    fix = "save it with torch.save(model.state_dict(), path)"
+    if path.stat().st_size == 0:
+        raise OpqError(f"{what} {path.name} is empty (0 bytes); {fix}")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise OpqError(f"{what} {path.name} is not a torch checkpoint (no zip archive: truncated, or another "
+                       f"format); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise OpqError(f"checkpoint {path.name} cannot be read as a weights-only state_dict ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200]}); save it with torch.save(model.state_dict(), path)") from e
+    except pickle.UnpicklingError as e:
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        why = why if "weights_only" not in why and len(why) < 200 else ""
+        raise OpqError(f"{what} {path.name} is not a weights-only state_dict (not loadable with weights_only=True): "
+                       f"it holds Python objects other than tensors (a whole nn.Module, an optimizer, custom classes)"
+                       f"{' - ' + why if why else ''}; opq-hw never unpickles them: {fix}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, IndexError, KeyError, TypeError,
+            AttributeError, UnicodeDecodeError, MemoryError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise OpqError(f"{what} {path.name} cannot be read as a weights-only state_dict (truncated or not a torch "
+                       f"file: {type(e).__name__}{': ' + first if first else ''}); {fix}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise OpqError(f"checkpoint {path.name} holds a {type(state).__name__}, not a state_dict")
+        raise OpqError(f"{what} {path.name} holds a {type(state).__name__}, not a state_dict; {fix}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise OpqError(f"{what} {path.name} is not a state_dict: entries {[str(k) for k in bad[:5]]} are not "
+                       f"name -> tensor; {fix}")
+    return state
+
+
+def check_state_dict(model: nn.Module, state: dict, name: str) -> None:
+    """The state_dict fits the model: same keys, shapes and finite floating values; the error names
+    the first few missing, unexpected or mismatched keys."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(want[k].shape)})" for k in want
+              if k in state and state[k].shape != want[k].shape]
+
+    def few(xs):
+        return ", ".join(xs[:5]) + (f" and {len(xs) - 5} more" if len(xs) > 5 else "")
+
+    parts = ([f"missing keys: {few(missing)}"] if missing else []) + (
+        [f"unexpected keys: {few(unexpected)}"] if unexpected else []) + ([f"wrong shapes: {few(shapes)}"] if shapes else [])
+    if parts:
+        raise OpqError(f"{name} does not match the model ({'; '.join(parts)}); give the checkpoint of this model")
+    kinds = [k for k in want if want[k].is_floating_point() and not state[k].is_floating_point()]
+    if kinds:
+        raise OpqError(f"{name}: {few(kinds)} hold {state[kinds[0]].dtype} values where the model has floats")
+    nonfinite = [k for k in want if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if nonfinite:
+        raise OpqError(f"{name} has NaN or Inf values in {few(nonfinite)}; fix the checkpoint (train it again)")
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a float state_dict with weights_only=True (never unpickle arbitrary objects)."""
+    path = Path(path)
+    state = read_state_dict(path)
+    check_state_dict(model, state, f"checkpoint {path.name}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -17,7 +17,8 @@ import torch
 
 from .artifact import atomic_dir, config_hash, read_json, write_bytes, write_json, write_npy
 from .errors import OpqError
-from .spec import Allocation, LayerSpec
+from .spec import Allocation, LayerSpec, read_records
+from .validate import read_manifest
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class CompressConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     board: str | None = None  # hardware-aware mode: fit this board ...
     arch: str | None = None  # ... with this architecture's cost model
+
+    def __post_init__(self):
+        from .validate import check_config
+
+        check_config(self.to_dict())  # every field in its stated range (opq_hw/validate.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,7 +95,10 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
     torch.manual_seed(seed)
     model = build_model(model_ref)
     if path.is_file():
-        return load_state(model, path)
+        try:
+            return load_state(model, path)
+        except OpqError:
+            pass  # a corrupt cache entry (empty, truncated) is rebuilt below
     xtr, ytr, _, _ = dataset_for(data if data != "digits-flat" else "digits", model_ref)
     train(model, xtr, ytr, epochs=epochs, lr=3e-3, batch_size=64, seed=seed, progress=False, desc="pretrain")
     buf = io.BytesIO()
@@ -181,7 +190,7 @@ def _check_out(out: Path, chash: str, overwrite: bool) -> None:
         raise OpqError(f"output {out} exists and is not a directory; choose another --out")
     man = out / "manifest.json"
     if man.is_file():
-        old = read_json(man).get("config_hash")
+        old = read_manifest(out).get("config_hash")
         if old == chash or overwrite:
             return
         raise OpqError(f"output {out} already holds a different run (config hash {old}, this one {chash}); "
@@ -310,21 +319,23 @@ def summary_table(specs: list[LayerSpec], alloc: Allocation, metrics: dict[str, 
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Read a run directory back into a Brevitas model (weights_only state_dict) and its records."""
     from .carrier import ActConfig, build_carrier
-    from .models import build_model
+    from .models import build_model, check_state_dict, read_state_dict
 
     path = Path(run_dir)
     man_path = path / "manifest.json"
     if not man_path.is_file():
         raise OpqError(f"{path} is not an opq-hw run (no manifest.json); create one with `opq-hw compress` or `opq-hw demo`")
-    manifest = read_json(man_path)
+    manifest = read_manifest(path)
     cfg = CompressConfig.from_dict(manifest["config"])
-    alloc = Allocation.from_dict(read_json(path / "allocation.json"))
-    specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
+    specs, alloc = read_records(path)
     model = build_model(str(path / "float_model.onnx") if cfg.model.endswith(".onnx") else cfg.model)
     qmodel = build_carrier(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
     try:
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        state = read_state_dict(path / "weights.pt", "run weights")
+        check_state_dict(qmodel, state, str(path / "weights.pt"))
         qmodel.load_state_dict(state)
+    except OpqError as e:
+        raise OpqError(f"{e} (re-create the run)") from None
     except Exception as e:
         raise OpqError(f"{path / 'weights.pt'} cannot be loaded into the run's model ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200]}); re-create the run") from e

@@ -22,13 +22,12 @@ from .spec import Allocation, LayerSpec
 
 def read_records(run_dir: str | os.PathLike) -> tuple[list[LayerSpec], Allocation, dict[str, Any]]:
     """(specs, allocation, manifest) of a run directory, JSON only."""
-    path = Path(run_dir)
-    for f in ("manifest.json", "specs.json", "allocation.json"):
-        if not (path / f).is_file():
-            raise OpqError(f"{path} is not an opq-hw run (no {f}); create one with `opq-hw compress` or `opq-hw demo`")
-    specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
-    alloc = Allocation.from_dict(read_json(path / "allocation.json"))
-    return specs, alloc, read_json(path / "manifest.json")
+    from .spec import read_records as read_specs_alloc
+    from .validate import read_manifest
+
+    manifest = read_manifest(run_dir)
+    specs, alloc = read_specs_alloc(run_dir)
+    return specs, alloc, manifest
 
 
 def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
@@ -241,8 +240,9 @@ def measured_resources(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
         return out
     for f in sorted(build.glob("*/resources.json")):
         d = read_json(f)
-        if not isinstance(d, dict):
-            raise OpqError(f"{f} must hold a JSON object with LUT/FF/DSP/BRAM18/URAM totals")
+        if not isinstance(d, dict) or any(r in d and d[r] is not None and (isinstance(d[r], bool) or not isinstance(
+                d[r], (int, float)) or not d[r] >= 0) for r in RESOURCES):
+            raise OpqError(f"{f} must hold a JSON object with LUT/FF/DSP/BRAM18/URAM totals (non-negative numbers)")
         out[f.parent.name] = d
     return out
 
@@ -263,7 +263,13 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir)
     if not (path / "cost.json").is_file():
         raise OpqError(f"{path} has no cost.json; run `opq-hw estimate {path} --board B --arch A` first")
-    rep = CostReport.from_dict(read_json(path / "cost.json"))
+    d = read_json(path / "cost.json")
+    try:
+        if not isinstance(d, dict) or not isinstance(d.get("layers"), list):
+            raise OpqError("expected a JSON object with a list `layers`")
+        rep = CostReport.from_dict(d)
+    except OpqError as e:
+        raise OpqError(f"{path / 'cost.json'}: {e}; write it again with `opq-hw estimate {path} --board B`") from None
     if (path / "build" / "hls4ml" / "project.tcl").is_file():
         from .flows.hls4ml_flow import report as hls4ml_report
 

@@ -40,7 +40,11 @@ def level_function(level: str) -> Callable[..., np.ndarray]:
     try:
         return getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
-        raise OpqError(f"simulation level {level!r} ({LEVELS[level]}) is not available here: {e}") from e
+        from .validate import TOOL_PACKAGES
+
+        root = (getattr(e, "name", None) or "").split(".")[0]
+        fix = f"; run `{TOOL_PACKAGES[root]}`" if root in TOOL_PACKAGES else ""
+        raise OpqError(f"simulation level {level!r} ({LEVELS[level]}) is not available here: {e}{fix}") from e
 
 
 def _run_qonnx(run, x_q: np.ndarray, batch: int = 256) -> np.ndarray:
