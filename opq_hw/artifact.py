@@ -120,6 +120,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing `path` is replaced only after the new content is complete.
     """
     path = Path(path)
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # removed again on failure
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -127,6 +128,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # innermost first; only while empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise
     old = None
     if path.exists():

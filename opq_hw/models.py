@@ -66,7 +66,7 @@ def _onnx2torch_convert():
     try:
         from onnx2torch import convert
     except ImportError as e:
-        raise OpqError(f"ONNX input needs onnx2torch ({e}); install it with `pip install --no-deps onnx2torch`") from e
+        raise OpqError(f"ONNX input needs onnx2torch ({e}); run `make setup` (it installs onnx2torch with pip --no-deps)") from e
     return convert
 
 
@@ -84,7 +84,32 @@ def model_from_onnx(path: str | Path) -> nn.Module:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx raises several types
         raise OpqError(f"{path.name} is not a valid ONNX model ({e}); export it again with torch.onnx.export") from e
-    return convert(model)
+    unsupported = _unsupported_ops(model)
+    if unsupported:
+        raise OpqError(f"{path.name} uses ONNX ops that onnx2torch cannot convert: {', '.join(unsupported)}; "
+                       "export the model without them (or give it as module:factory)")
+    try:
+        return convert(model)
+    except OpqError:
+        raise
+    except Exception as e:  # onnx2torch raises NotImplementedError, KeyError, ... on what it cannot convert
+        raise OpqError(f"onnx2torch cannot convert {path.name} ({type(e).__name__}: {str(e)[:200]}); export the "
+                       "model with standard ops (Conv, Gemm/MatMul, Relu, MaxPool, Flatten/Reshape)") from None
+
+
+def _unsupported_ops(model) -> list[str]:
+    """`domain::op (opset N)` of every node type onnx2torch has no converter for, sorted."""
+    from onnx2torch.node_converters.registry import get_converter
+
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    bad = set()
+    for node in model.graph.node:
+        domain = node.domain or ""
+        try:
+            get_converter(node.op_type, opsets.get(domain, opsets.get("", 1)), domain)
+        except NotImplementedError:
+            bad.add(f"{domain + '::' if domain else ''}{node.op_type} (opset {opsets.get(domain, '?')})")
+    return sorted(bad)
 
 
 def build_model(ref: str) -> nn.Module:
@@ -119,8 +144,8 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
     if path.stat().st_size == 0:
         raise OpqError(f"{what} {path.name} is empty (0 bytes); {fix}")
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
-        raise OpqError(f"{what} {path.name} is not a torch checkpoint (no zip archive: truncated, or another "
-                       f"format); {fix}")
+        raise OpqError(f"{what} {path.name} cannot be read as a weights-only state_dict: it is not a torch checkpoint "
+                       f"(no zip archive: truncated, or another format); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -145,12 +170,13 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
     return state
 
 
-def check_state_dict(model: nn.Module, state: dict, name: str) -> None:
-    """The state_dict fits the model: same keys, shapes and finite floating values; the error names
-    the first few missing, unexpected or mismatched keys."""
+def check_state_dict(model: nn.Module, state: dict, name: str, keys: bool = True) -> None:
+    """The state_dict fits the model: same keys (unless `keys=False`: Brevitas creates some of its
+    quantizer keys on loading), shapes and finite floating values; the error names the first few
+    missing, unexpected or mismatched keys."""
     want = model.state_dict()
-    missing = [k for k in want if k not in state]
-    unexpected = [k for k in state if k not in want]
+    missing = [k for k in want if k not in state] if keys else []
+    unexpected = [k for k in state if k not in want] if keys else []
     shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(want[k].shape)})" for k in want
               if k in state and state[k].shape != want[k].shape]
 
@@ -161,6 +187,7 @@ def check_state_dict(model: nn.Module, state: dict, name: str) -> None:
         [f"unexpected keys: {few(unexpected)}"] if unexpected else []) + ([f"wrong shapes: {few(shapes)}"] if shapes else [])
     if parts:
         raise OpqError(f"{name} does not match the model ({'; '.join(parts)}); give the checkpoint of this model")
+    want = {k: v for k, v in want.items() if k in state}
     kinds = [k for k in want if want[k].is_floating_point() and not state[k].is_floating_point()]
     if kinds:
         raise OpqError(f"{name}: {few(kinds)} hold {state[kinds[0]].dtype} values where the model has floats")

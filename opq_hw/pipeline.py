@@ -332,7 +332,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     qmodel = build_carrier(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
     try:
         state = read_state_dict(path / "weights.pt", "run weights")
-        check_state_dict(qmodel, state, str(path / "weights.pt"))
+        check_state_dict(qmodel, state, str(path / "weights.pt"), keys=False)
         qmodel.load_state_dict(state)
     except OpqError as e:
         raise OpqError(f"{e} (re-create the run)") from None
