@@ -84,7 +84,7 @@ def dataset_for(cfg_data: str | None, model_ref: str):
 
 def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torch.nn.Module:
     """A built-in model trained on its data set, cached (state_dict) after the first call."""
-    from .training import train
+    from .training import one_thread, train
     from .models import BUILTIN, build_model, load_state
 
     if model_ref not in BUILTIN:
@@ -100,7 +100,8 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
         except OpqError:
             pass  # a corrupt cache entry (empty, truncated) is rebuilt below
     xtr, ytr, _, _ = dataset_for(data if data != "digits-flat" else "digits", model_ref)
-    train(model, xtr, ytr, epochs=epochs, lr=3e-3, batch_size=64, seed=seed, progress=False, desc="pretrain")
+    with one_thread():  # bit-identical whatever the torch thread count
+        train(model, xtr, ytr, epochs=epochs, lr=3e-3, batch_size=64, seed=seed, progress=False, desc="pretrain")
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     write_bytes(path, buf.getvalue())
