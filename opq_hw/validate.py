@@ -339,6 +339,27 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
     return man
 
 
+def read_npy(path: str | os.PathLike, like: tuple[int, ...] | None = None):
+    """A numeric .npy array of a run (no pickles), finite; with `like`, each sample must hold
+    prod(like) values. Errors name the file."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise OpqError(f"{path} is missing; re-create the run with `opq-hw compress`")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError, EOFError, OSError, UnpicklingError for bad files
+        raise OpqError(f"{path} is not a readable .npy array ({type(e).__name__}); re-create the run") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.ndim < 1 or len(x) == 0:
+        raise OpqError(f"{path} must hold a non-empty numeric array; re-create the run")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise OpqError(f"{path} holds NaN or Inf; re-create the run")
+    if like is not None and int(np.prod(x.shape[1:])) != math.prod(like):
+        raise OpqError(f"{path} holds samples of shape {x.shape[1:]}, the model takes {tuple(like)}; re-create the run")
+    return x
+
+
 # ------------------------------------------------------------------------------------------------
 # missing tool packages
 # ------------------------------------------------------------------------------------------------
