@@ -34,6 +34,7 @@ WEIGHTINGS = ("mean", "total")
 CostFn = Callable[[LayerSpec, int, "np.ndarray"], "np.ndarray"]
 
 _GRID = 160
+MAX_WEIGHT = 1e6  # largest |w| accepted: trained weights are O(1); beyond this pow2 scales and activations overflow
 MIN_CHANNEL_MAX = 1e-6  # a channel's largest |w| (if not 0): its 16-bit scale stays above Brevitas's 2.5e-11 floor
 
 
@@ -94,6 +95,9 @@ def _check_weights(name: str, w: torch.Tensor) -> None:
     if lo == 0 and hi == 0:
         raise OpqError(f"layer {name!r} has all-zero weights; nothing to compress: load trained weights or skip it")
     cmax = w.detach().reshape(w.shape[0], -1).abs().amax(dim=1)
+    if float(cmax.max()) > MAX_WEIGHT:
+        raise OpqError(f"layer {name!r} has weights up to {float(cmax.max()):.3g}, beyond {MAX_WEIGHT:g}: not a trained "
+                       "network's weights (fixed-point scales and activations overflow); rescale or fix the checkpoint")
     tiny = torch.nonzero((cmax > 0) & (cmax < MIN_CHANNEL_MAX)).reshape(-1)
     if len(tiny):
         c = int(tiny[0])

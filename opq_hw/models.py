@@ -170,6 +170,9 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
     return state
 
 
+MAX_VALUE = 1e6  # largest |value| in a float checkpoint (trained weights, biases and BN statistics are far below)
+
+
 def check_state_dict(model: nn.Module, state: dict, name: str, keys: bool = True) -> None:
     """The state_dict fits the model: same keys (unless `keys=False`: Brevitas creates some of its
     quantizer keys on loading), shapes and finite floating values; the error names the first few
@@ -194,6 +197,11 @@ def check_state_dict(model: nn.Module, state: dict, name: str, keys: bool = True
     nonfinite = [k for k in want if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
     if nonfinite:
         raise OpqError(f"{name} has NaN or Inf values in {few(nonfinite)}; fix the checkpoint (train it again)")
+    huge = [k for k in want if keys and state[k].is_floating_point() and state[k].numel()
+            and float(state[k].abs().max()) > MAX_VALUE]
+    if huge:
+        raise OpqError(f"{name} has values beyond {MAX_VALUE:g} in {few(huge)}: not a trained network's (fixed-point "
+                       "scales and activations would overflow); fix the checkpoint")
 
 
 def load_state(model: nn.Module, path: str | Path) -> nn.Module:

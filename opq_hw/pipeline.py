@@ -270,6 +270,9 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
         xq = _quantize(qmodel, golden_x)
         with torch.no_grad():
             golden_y = qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
+        if not np.isfinite(golden_y).all():
+            raise OpqError("the compressed model computes NaN or Inf on the golden inputs (weights or biases too large "
+                           "for its fixed-point scales?); check the checkpoint")
         write_npy(tmp / "golden_input.npy", xq)
         write_npy(tmp / "golden_output.npy", golden_y)
         buf = io.BytesIO()

@@ -222,6 +222,9 @@ ROWS = [
         setup=ckpt(lambda sd: _set(sd, "0.weight", sd["0.weight"].index_fill(1, __import__("torch").tensor([3]), float("nan"))))),
     Row("ckpt-inf-bias", W, r"NaN or Inf values in 2\.bias", setup=ckpt(lambda sd: _set(sd, "2.bias", sd["2.bias"] / 0))),
     Row("ckpt-tiny", W, r"channel \d+ has weights of at most [0-9.]+e-3\d.*rescale", setup=ckpt(lambda sd: {k: v * 1e-30 for k, v in sd.items()})),
+    Row("ckpt-huge", W, r"values beyond 1e\+06 in 0\.weight, 0\.bias", setup=ckpt(lambda sd: {k: v * 1e30 for k, v in sd.items()})),
+    Row("ckpt-huge-bias", W, r"values beyond 1e\+06 in 0\.bias:",
+        setup=ckpt(lambda sd: _set(sd, "0.bias", sd["0.bias"] * 1e37))),
     Row("ckpt-all-zero-layer", W, r"layer '2' has all-zero weights", setup=ckpt(lambda sd: _set(sd, "2.weight", sd["2.weight"] * 0))),
     Row("ckpt-int-tensors", W, r"hold torch\.int64 values where the model has floats",
         setup=ckpt(lambda sd: _set(sd, "0.weight", sd["0.weight"].long()))),
@@ -454,6 +457,15 @@ def test_library_rejects_what_the_cli_rejects():
         with pytest.raises(OpqError, match=pat):
             resolve_overrides(["0", "2"], ov)
     assert resolve_overrides(["0", "2"], {"0": {"min_bits": 6, "weight": 2}})["0"].min_bits == 6
+    import torch
+
+    from opq_hw.allocation import _check_weights
+
+    for w, pat in [(torch.full((2, 3), 1e9), "beyond 1e\\+06"), (torch.tensor([[1.0, 0.5], [1e-9, 0.0]]), "channel 1"),
+                   (torch.zeros(2, 2), "all-zero"), (torch.tensor([[1.0, float("nan")]]), "NaN")]:
+        with pytest.raises(OpqError, match=pat):
+            _check_weights("L", w)
+    _check_weights("L", torch.tensor([[1.0, 0.5], [0.0, 0.0]]))  # an all-zero channel is fine
 
 
 def test_artifacts_share_one_file_mode(mlp_run):
