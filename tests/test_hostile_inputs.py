@@ -340,6 +340,8 @@ ROWS = [
         run=True, patch=hide("hls4ml")),
     Row("rtl-without-da4ml", ["build", "{run}", "--flow", "rtl", "--board", "ecp5-85f", "--rtl-arch", "da4ml",
                               "--no-pnr", "--no-sim"], r"'da4ml'.*make rtl-tools", run=True, patch=hide("da4ml")),
+    Row("onnx-without-onnx2torch", ["compress", "--model", "{bad}/det.onnx", "--out", "{out}"],
+        r"ONNX input needs onnx2torch.*run `make setup`", setup=det_onnx, patch=hide("onnx2torch")),
     Row("estimate-unknown-arch", ["estimate", "{run}", "--board", "pynq-z2", "--arch", "magic"], r"magic", run=True),
     # --- the real entry point: stderr of a separate process ---------------------------------------
     Row("proc-lr-nan", C + ["--lr", "nan"], r"--lr.*finite", subprocess=True),
