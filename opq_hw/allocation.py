@@ -34,6 +34,8 @@ WEIGHTINGS = ("mean", "total")
 CostFn = Callable[[LayerSpec, int, "np.ndarray"], "np.ndarray"]
 
 _GRID = 160
+MAX_WEIGHT = 1e6  # largest |w| accepted: trained weights are O(1); beyond this pow2 scales and activations overflow
+MIN_CHANNEL_MAX = 1e-6  # a channel's largest |w| (if not 0): its 16-bit scale stays above Brevitas's 2.5e-11 floor
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,17 @@ class LayerOptions:
 
 
 def resolve_overrides(names: list[str], overrides: Mapping[str, Mapping] | None) -> dict[str, LayerOptions]:
-    overrides = dict(overrides or {})
-    allowed = set(LayerOptions.__dataclass_fields__)
-    for key, val in overrides.items():
-        bad = set(val) - allowed
-        if bad:
-            raise OpqError(f"override {key!r}: unknown keys {sorted(bad)}; allowed: {sorted(allowed)}")
+    from .validate import check_override
+
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise OpqError(f"overrides must map layer names or glob patterns to options, got {overrides!r:.80}")
+    checked = {}
+    for key, val in dict(overrides or {}).items():
+        try:
+            checked[key] = check_override(key, val)  # known keys, bits 2..16, weight finite > 0
+        except ValueError as e:
+            raise OpqError(str(e)) from None
+    overrides = checked
     used: set[str] = set()
     out = {}
     for n in names:
@@ -87,6 +94,16 @@ def _check_weights(name: str, w: torch.Tensor) -> None:
         raise OpqError(f"layer {name!r} has NaN or Inf weights; fix the checkpoint (or skip the layer with an override)")
     if lo == 0 and hi == 0:
         raise OpqError(f"layer {name!r} has all-zero weights; nothing to compress: load trained weights or skip it")
+    cmax = w.detach().reshape(w.shape[0], -1).abs().amax(dim=1)
+    if float(cmax.max()) > MAX_WEIGHT:
+        raise OpqError(f"layer {name!r} has weights up to {float(cmax.max()):.3g}, beyond {MAX_WEIGHT:g}: not a trained "
+                       "network's weights (fixed-point scales and activations overflow); rescale or fix the checkpoint")
+    tiny = torch.nonzero((cmax > 0) & (cmax < MIN_CHANNEL_MAX)).reshape(-1)
+    if len(tiny):
+        c = int(tiny[0])
+        raise OpqError(f"layer {name!r}: channel {c} has weights of at most {float(cmax[c]):.3g} (below "
+                       f"{MIN_CHANNEL_MAX:g}, whose quantization scales Brevitas cannot hold); rescale the layer's "
+                       f"weights, zero that channel, or skip the layer with an override")
 
 
 @dataclass
@@ -222,6 +239,8 @@ def allocate(
         raise OpqError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
     if not 2 <= min_bits <= max_bits <= 16:
         raise OpqError(f"need 2 <= min_bits <= max_bits <= 16, got {min_bits}, {max_bits}")
+    if uniform_bits is not None and (isinstance(uniform_bits, bool) or uniform_bits not in range(2, 17)):
+        raise OpqError(f"uniform_bits must be an integer in 2..16, got {uniform_bits!r}")
     if (target_cr is None) == (cost_fn is None):
         raise OpqError("give either target_cr or cost_fn with budget")
     if cost_fn is not None and budget is None:

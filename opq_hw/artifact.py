@@ -58,9 +58,31 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_bytes(path, dumps(obj).encode())
 
 
+JSON_MAX_BYTES = 256 << 20  # no record of a run comes near this
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON record; a missing, oversized, empty, truncated or non-UTF-8 file is an OpqError naming it."""
+    from .errors import OpqError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size > JSON_MAX_BYTES:
+            raise OpqError(f"{path} is larger than {JSON_MAX_BYTES >> 20} MiB; it is not an opq-hw record")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise OpqError(f"{path} cannot be read ({e.strerror or e}); re-create it (or the run holding it)") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise OpqError(f"{path} is not UTF-8 text (byte {e.start}); it is corrupt: re-create it") from None
+    if not text.strip():
+        raise OpqError(f"{path} is empty; it is corrupt (a truncated write?): re-create it")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise OpqError(f"{path} is not valid JSON ({getattr(e, 'msg', 'nested too deeply')} at line "
+                       f"{getattr(e, 'lineno', '?')}); it is truncated or corrupt: re-create it") from None
 
 
 def write_npy(path: str | os.PathLike, arr: np.ndarray) -> Path:
@@ -97,6 +119,7 @@ TMP_MARKER = ".opq-hw-tmp"  # inside every temporary directory atomic_dir makes 
 def make_tmp_dir(path: str | os.PathLike) -> Path:
     """A temporary sibling `.NAME.XXXXXXXX.tmp` of `path`, marked as opq-hw's."""
     path = Path(path)
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # removed again on failure
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -170,5 +193,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in made:  # innermost first; only while empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise
     swap_in(tmp, path)

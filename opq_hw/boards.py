@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,14 @@ COEFFICIENTS = {
     "lutram_bits_per_lut": "bits of distributed RAM per LUT (64 for LUT6, 16 for LUT4)",
     "pipeline_extra_cycles": "fixed pipeline cycles per layer beyond the adder tree (multiply + output register)",
 }
+
+
+# Stated ranges of the numeric fields (a board outside them is a typo, not a board).
+MAX_COUNT = 100_000_000  # LUT/FF/BRAM18/URAM/DSP: the largest FPGAs have ~10^7 LUTs
+MAX_CLOCK_MHZ = 5000.0
+MAX_COEFFICIENT = 1e6
+POSITIVE_COEFFICIENTS = ("lutram_bits_per_lut", "dsp_min_operand_bits")
+YAML_MAX_BYTES = 1 << 20  # a board file is a few KiB
 
 
 def config_dir() -> Path:
@@ -102,34 +111,40 @@ def _validate(d: Any, source: str) -> Board:
         raise _err(source, f"missing keys {missing}")
 
     def is_num(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def is_count(v):  # a resource count: a non-negative integer no FPGA exceeds
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_COUNT
 
     for key in ("name", "display_name", "vendor", "family", "part"):
         if not isinstance(d[key], str) or not d[key]:
             raise _err(source, f"`{key}` must be a non-empty string, got {d[key]!r}")
     if d["family"] not in FAMILIES:
         raise _err(source, f"family {d['family']!r} unknown; choose one of {FAMILIES}")
-    if not is_num(d["clock_mhz"]) or d["clock_mhz"] <= 0:
-        raise _err(source, f"clock_mhz must be a positive number, got {d['clock_mhz']!r}")
-    for key, num_ok in (("capacity", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-                        ("utilisation_limits", lambda v: is_num(v) and 0 < v <= 1),
-                        ("shell", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)):
+    if not is_num(d["clock_mhz"]) or not 0 < d["clock_mhz"] <= MAX_CLOCK_MHZ:
+        raise _err(source, f"clock_mhz must be a finite number in (0, {MAX_CLOCK_MHZ}], got {d['clock_mhz']!r}")
+    for key, num_ok in (("capacity", is_count), ("utilisation_limits", lambda v: is_num(v) and 0 < v <= 1),
+                        ("shell", is_count)):
         m = d[key]
         if not isinstance(m, dict) or set(m) != set(RESOURCES):
             raise _err(source, f"`{key}` must map exactly {list(RESOURCES)}, got {sorted(m) if isinstance(m, dict) else m!r}")
         bad = {k: v for k, v in m.items() if not num_ok(v)}
         if bad:
-            what = "in (0, 1]" if key == "utilisation_limits" else "non-negative integers"
+            what = "in (0, 1]" if key == "utilisation_limits" else f"non-negative integers (at most {MAX_COUNT:,})"
             raise _err(source, f"`{key}` values must be {what}; bad: {bad}")
     if any(d["shell"][r] > d["capacity"][r] for r in RESOURCES):
         raise _err(source, "shell overhead exceeds the capacity")
+    empty = [r for r in ("LUT", "FF") if d["utilisation_limits"][r] * d["capacity"][r] - d["shell"][r] < 1]
+    if empty:
+        raise _err(source, f"no usable {' or '.join(empty)} (capacity x utilisation limit - shell < 1); every FPGA has "
+                           "logic: check `capacity`, `utilisation_limits` and `shell`")
     dm = d["dsp_mult_width"]
-    if not (isinstance(dm, (list, tuple)) and len(dm) == 2 and all(isinstance(v, int) and v > 0 for v in dm)):
+    if not (isinstance(dm, (list, tuple)) and len(dm) == 2 and all(is_count(v) and 0 < v <= 64 for v in dm)):
         raise _err(source, f"dsp_mult_width must be [a_bits, b_bits], got {dm!r}")
-    if d["lut_inputs"] not in (4, 6):
+    if isinstance(d["lut_inputs"], bool) or d["lut_inputs"] not in (4, 6):
         raise _err(source, f"lut_inputs must be 4 or 6, got {d['lut_inputs']!r}")
-    if not isinstance(d["bram_block_bits"], int) or d["bram_block_bits"] <= 0:
-        raise _err(source, f"bram_block_bits must be a positive integer, got {d['bram_block_bits']!r}")
+    if not is_count(d["bram_block_bits"]) or not 0 < d["bram_block_bits"] <= 1 << 20:
+        raise _err(source, f"bram_block_bits must be an integer in 1..{1 << 20}, got {d['bram_block_bits']!r}")
     flows = d["flows"]
     if not isinstance(flows, (list, tuple)) or not flows or any(f not in FLOWS for f in flows):
         raise _err(source, f"flows must be a non-empty list drawn from {FLOWS}, got {flows!r}")
@@ -142,9 +157,11 @@ def _validate(d: Any, source: str) -> Board:
     missing_c = set(COEFFICIENTS) - set(co)
     if missing_c:
         raise _err(source, f"missing coefficients {sorted(missing_c)}")
-    bad_c = {k: v for k, v in co.items() if not is_num(v) or v < 0}
+    bad_c = {k: v for k, v in co.items() if not is_num(v) or v < 0 or v > MAX_COEFFICIENT
+             or (k in POSITIVE_COEFFICIENTS and v == 0)}
     if bad_c:
-        raise _err(source, f"coefficients must be non-negative numbers; bad: {bad_c}")
+        raise _err(source, f"coefficients must be finite numbers in 0..{MAX_COEFFICIENT:g} (> 0 for "
+                           f"{', '.join(POSITIVE_COEFFICIENTS)}); bad: {bad_c}")
     prov = d["provenance"]
     if not isinstance(prov, dict) or not all(isinstance(v, str) and v for v in prov.values()):
         raise _err(source, "`provenance` must map field names to non-empty source strings")
@@ -189,15 +206,56 @@ def load_board(name: "str | Board") -> Board:
         if not path.is_file() or name.endswith("_calibration"):
             raise OpqError(f"unknown board {name!r}; available: {', '.join(list_boards())} "
                            f"(or add board_configs/{name}.yaml, see opq_hw/boards.py)")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise OpqError(f"{path.name}: not valid YAML ({e})") from e
+    data = read_yaml(path)
     board = _validate(data, path.name)
     if path.parent == config_dir() and board.name != path.stem:
         raise OpqError(f"{path.name}: `name` is {board.name!r} but must equal the file stem {path.stem!r}")
     return board
+
+
+def _no_alias_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """SafeLoader that refuses aliases: a board file never needs them, and expanding them is how
+        a small file becomes a "billion laughs" memory bomb."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                ev = self.peek_event()
+                raise OpqError(f"YAML aliases (*{ev.anchor}) are not allowed in board files (line "
+                               f"{ev.start_mark.line + 1}); write the values out")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A board YAML file: at most 1 MiB, UTF-8 text, not empty, no aliases; errors name the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > YAML_MAX_BYTES:
+            raise OpqError(f"{path.name}: {size:,} bytes is too large for a board file (limit {YAML_MAX_BYTES:,})")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise OpqError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if b"\0" in raw:
+        raise OpqError(f"{path.name}: binary data (NUL bytes), not a YAML board file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise OpqError(f"{path.name}: not UTF-8 text (byte {e.start}); save the board file as UTF-8") from None
+    if not text.strip():
+        raise OpqError(f"{path.name}: the file is empty; copy the closest board_configs/*.yaml and edit it")
+    try:
+        return yaml.load(text, Loader=_no_alias_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise OpqError(f"{path.name}: not valid YAML ({' '.join(str(e).split())[:300]})") from None
+    except RecursionError:
+        raise OpqError(f"{path.name}: nested too deeply to be a board file") from None
 
 
 def describe(board: Board) -> str:

@@ -79,7 +79,8 @@ def _set_scales(layer, scales: tuple[float, ...], scale_mode: str) -> None:
             impl.value.mul_((want / have).reshape(shape))
         got = layer.quant_weight().scale.detach().reshape(-1)
     if scale_mode == "pow2" and not torch.equal(got, want):
-        raise RuntimeError(f"Brevitas weight scale {got.tolist()} != allocation {want.tolist()}")
+        raise OpqError(f"the allocation's pow2 weight scales {want.tolist()} are not what Brevitas can hold "
+                       f"({got.tolist()}): they must be powers of two; re-create the run (allocation.json was changed?)")
 
 
 class QuantModel(nn.Module):

@@ -6,41 +6,18 @@ import json
 import sys
 from pathlib import Path
 
+from . import validate as v
 from .errors import OpqError
 
 
-def _shape(s: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in s.replace("x", ",").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input shape must look like 1,8,8, got {s!r}") from None
-
-
-def _override(s: str) -> tuple[str, dict]:
-    """PATTERN:skip  or  PATTERN:min_bits=6,max_bits=8,weight=2"""
-    name, sep, rest = s.rpartition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"override must be LAYER_OR_PATTERN:key=value[,key=value] or LAYER:skip, got {s!r}")
-    out: dict = {}
-    for item in rest.split(","):
-        if item == "skip":
-            out["skip"] = True
-            continue
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise argparse.ArgumentTypeError(f"override item {item!r} must be key=value or skip")
-        out[k] = float(v) if k == "weight" else int(v)
-    return name, out
-
-
 def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
-    p.add_argument("--out", default=None, help="run directory to write (default runs/<model>-<target>x)")
+    p.add_argument("--out", default=None, type=v.out_dir_arg, help="run directory to write (default runs/<model>-<target>x)")
     p.add_argument("--model", default="digits-cnn" if demo else None, required=not demo,
                    help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
     p.add_argument("--data", choices=["digits", "mnist1d"], default="digits" if demo else None,
                    help="data set for finetuning and accuracy (without it: allocate, apply and export only)")
-    p.add_argument("--target-cr", type=float, default=20.0, help="target compression rate (default 20)")
-    p.add_argument("--epochs", type=int, default=5, help="finetune epochs (default 5)")
+    p.add_argument("--target-cr", type=v.target_cr_arg, default=20.0, help="target compression rate, > 1 (default 20)")
+    p.add_argument("--epochs", type=v.epochs_arg, default=5, help="finetune epochs, >= 0 (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run with a different config")
     if demo:
         p.add_argument("--no-sim", action="store_true", help="skip the closing hls4ml C-simulation bit-exact check")
@@ -53,14 +30,14 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="pow2: power-of-two scales, bit-exact fixed point (default); float: paper-faithful float scales")
     p.add_argument("--weighting", choices=["mean", "total"], default="mean",
                    help="layer weighting of the OPQ error: mean (a_i=1/N_i, default) or total (a_i=1)")
-    p.add_argument("--min-bits", type=int, default=2)
-    p.add_argument("--max-bits", type=int, default=8)
-    p.add_argument("--uniform-bits", type=int, help="bit width of the uniform / global-magnitude baselines")
-    p.add_argument("--act-bits", type=int, default=8, help="activation bits (0: float activations)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input-shape", type=_shape, help="per-sample input shape, e.g. 1,8,8 (when no data gives it)")
-    p.add_argument("--override", type=_override, action="append", default=[],
+    p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=2, help="2..16 (default 2)")
+    p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=8, help="2..16 (default 8)")
+    p.add_argument("--uniform-bits", type=v.bits_arg("--uniform-bits"), help="bit width (2..16) of the uniform / global-magnitude baselines")
+    p.add_argument("--act-bits", type=v.act_bits_arg, default=8, help="activation bits, 2..16 (0: float activations)")
+    p.add_argument("--lr", type=v.lr_arg, default=1e-3, help="finetune learning rate, finite, 0 < lr <= 10")
+    p.add_argument("--seed", type=v.seed_arg, default=0, help="0..2**32-1")
+    p.add_argument("--input-shape", type=v.input_shape_arg, help="per-sample input shape, e.g. 1,8,8 (when no data gives it)")
+    p.add_argument("--override", type=v.override_arg, action="append", default=[],
                    help="per-layer override LAYER_OR_GLOB:skip or LAYER_OR_GLOB:min_bits=6,max_bits=8,weight=2 (repeatable)")
     p.add_argument("--board", help="hardware-aware mode: fit this board (see `opq-hw boards`) instead of a rate")
     p.add_argument("--arch", default="hls4ml-latency", help="cost-model architecture for --board")
@@ -73,6 +50,7 @@ def _config(args, demo: bool):
     if demo:
         model = args.model if args.data != "mnist1d" or args.model != "digits-cnn" else "mnist1d-cnn"
         return CompressConfig(model=model, data=args.data, target_cr=args.target_cr, epochs=args.epochs)
+    v.compress_args(args)
     if args.board and not args.fit:
         raise OpqError("--board selects the hardware-aware mode; add --fit to allocate for the board's limits")
     return CompressConfig(
@@ -121,7 +99,8 @@ def cmd_inspect(args) -> int:
 def cmd_simulate(args) -> int:
     opts = {k: getattr(args, k) for k in ("backend", "io", "board", "allow_inexact", "rtl_arch")
             if getattr(args, k, None) is not None}
-    res = _simulate(args.run, args.level, data=args.data, n=args.n, **opts)
+    with v.missing_tools(f"simulate --level {args.level}"):
+        res = _simulate(args.run, args.level, data=args.data, n=args.n, **opts)
     return 0 if res.get("bit_exact") else 1
 
 
@@ -133,7 +112,8 @@ def cmd_build(args) -> int:
         raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
     opts = {k: v for k, v in vars(args).items()
             if k not in ("cmd", "func", "run", "flow", "board", "model", "trust_run") and v is not None}
-    res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
+    with v.missing_tools(f"build --flow {args.flow}"):
+        res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
 
 
@@ -168,8 +148,15 @@ def _add_trust_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-run", action="store_true", help="import the module:factory recorded in the run")
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opq-hw", description="One-shot pruning-quantization to FPGA accelerators.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="pretrain a small model, compress it with OPQ, finetune, export, check C-sim")
     _add_compress_args(d, demo=True)
@@ -179,13 +166,13 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compress)
     i = sub.add_parser("inspect", help="print the layer specs of a model")
     i.add_argument("--model", required=True)
-    i.add_argument("--input-shape", type=_shape)
+    i.add_argument("--input-shape", type=v.input_shape_arg)
     i.set_defaults(func=cmd_inspect)
     s = sub.add_parser("simulate", help="run a run's test set through a level and check bit-exactness")
     s.add_argument("run")
     s.add_argument("--level", required=True, help="qonnx | csim | rtl")
     s.add_argument("--data", choices=["digits", "mnist1d"])
-    s.add_argument("--n", type=int, help="number of test samples (default all)")
+    s.add_argument("--n", type=v.count_arg, help="number of test samples, >= 1 (default all)")
     s.add_argument("--backend", choices=["Vitis", "Vivado"], help="csim: hls4ml backend (default Vitis)")
     s.add_argument("--io", choices=["parallel", "stream"], help="csim: hls4ml io type (default parallel)")
     s.add_argument("--board", help="csim: take reuse factors from the cost model for this board")
@@ -202,14 +189,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--strategy", choices=["latency", "resource"], help="hls4ml strategy (reuse factors from the cost model)")
     b.add_argument("--synth", action="store_true", default=None, help="run the vendor synthesis tool (must be on PATH)")
     b.add_argument("--allow-inexact", action="store_true", default=None, help="allow float-scale runs (error is measured)")
-    b.add_argument("--target-fps", type=float, help="FINN: throughput target for folding")
+    b.add_argument("--target-fps", type=v.positive_arg("--target-fps"), help="FINN: throughput target for folding")
     b.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="RTL: seq (default; one sparse MAC per layer, weights in "
                    "block RAM) or da4ml (constant-weight adder graphs, one pixel per cycle)")
-    b.add_argument("--pipeline", type=float, help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
-    b.add_argument("--freq", type=float, help="RTL: place-and-route target in MHz (default: the board's clock)")
+    b.add_argument("--pipeline", type=v.positive_arg("--pipeline", zero_ok=True), help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
+    b.add_argument("--freq", type=v.positive_arg("--freq", hi=5000), help="RTL: place-and-route target in MHz (default: the board's clock)")
     b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
     b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
-    b.add_argument("--tool-timeout", type=float, help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
+    b.add_argument("--tool-timeout", type=v.positive_arg("--tool-timeout"), help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
     bo = sub.add_parser("boards", help="list boards, or show one")

@@ -392,8 +392,6 @@ def rtl_calibration(family: str, arch: str = "rtl-da") -> dict[str, Any]:
     `board_configs/<arch>_calibration.yaml` (rtl_da_calibration.yaml, rtl_seq_calibration.yaml:
     `{family: {coefficients..., provenance: ...}}`, written by benchmarks/rtl_calibration.py), or the
     documented defaults when the file or the family is absent."""
-    import yaml
-
     if arch not in _CAL_KEYS:
         raise OpqError(f"no calibration for architecture {arch!r}; calibrated: {sorted(_CAL_KEYS)}")
     values, why = _CAL_DEFAULTS[arch]
@@ -401,10 +399,9 @@ def rtl_calibration(family: str, arch: str = "rtl-da") -> dict[str, Any]:
     path = config_dir() / f"{arch.replace('-', '_')}_calibration.yaml"
     if not path.is_file():
         return defaults
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise OpqError(f"{path.name}: not valid YAML ({e}); fix or remove it") from e
+    from .boards import read_yaml
+
+    data = read_yaml(path)  # size-limited, UTF-8, no aliases
     fam = data.get(family) if isinstance(data, dict) else None
     if not isinstance(fam, dict):
         return defaults
@@ -412,8 +409,8 @@ def rtl_calibration(family: str, arch: str = "rtl-da") -> dict[str, Any]:
     for k in _CAL_KEYS[arch]:
         if k in fam:
             v = fam[k]
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                raise OpqError(f"{path.name}: {family}.{k} must be a number, got {v!r}")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise OpqError(f"{path.name}: {family}.{k} must be a finite number, got {v!r}")
             out[k] = float(v)
     out["provenance"] = str(fam.get("provenance", f"{path.name} ({family}), no provenance given"))
     return out

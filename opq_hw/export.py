@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifact import _umask
+
 
 def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str | os.PathLike) -> Path:
     """Write `model.qonnx.onnx` (Brevitas `export_qonnx`, TorchScript path, then qonnx cleanup), atomically."""
@@ -23,6 +25,7 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
         with torch.no_grad():
             _export(qmodel, input_t=example_input[:1], export_path=tmp, dynamo=False)
         cleanup(tmp, out_file=tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; every artifact gets the umask's mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -66,7 +66,7 @@ def _onnx2torch_convert():
     try:
         from onnx2torch import convert
     except ImportError as e:
-        raise OpqError(f"ONNX input needs onnx2torch ({e}); install it with `pip install --no-deps onnx2torch`") from e
+        raise OpqError(f"ONNX input needs onnx2torch ({e}); run `make setup` (it installs onnx2torch with pip --no-deps)") from e
     return convert
 
 
@@ -84,7 +84,32 @@ def model_from_onnx(path: str | Path) -> nn.Module:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx raises several types
         raise OpqError(f"{path.name} is not a valid ONNX model ({e}); export it again with torch.onnx.export") from e
-    return convert(model)
+    unsupported = _unsupported_ops(model)
+    if unsupported:
+        raise OpqError(f"{path.name} uses ONNX ops that onnx2torch cannot convert: {', '.join(unsupported)}; "
+                       "export the model without them (or give it as module:factory)")
+    try:
+        return convert(model)
+    except OpqError:
+        raise
+    except Exception as e:  # onnx2torch raises NotImplementedError, KeyError, ... on what it cannot convert
+        raise OpqError(f"onnx2torch cannot convert {path.name} ({type(e).__name__}: {str(e)[:200]}); export the "
+                       "model with standard ops (Conv, Gemm/MatMul, Relu, MaxPool, Flatten/Reshape)") from None
+
+
+def _unsupported_ops(model) -> list[str]:
+    """`domain::op (opset N)` of every node type onnx2torch has no converter for, sorted."""
+    from onnx2torch.node_converters.registry import get_converter
+
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    bad = set()
+    for node in model.graph.node:
+        domain = node.domain or ""
+        try:
+            get_converter(node.op_type, opsets.get(domain, opsets.get("", 1)), domain)
+        except NotImplementedError:
+            bad.add(f"{domain + '::' if domain else ''}{node.op_type} (opset {opsets.get(domain, '?')})")
+    return sorted(bad)
 
 
 def build_model(ref: str) -> nn.Module:
@@ -106,20 +131,84 @@ def build_model(ref: str) -> nn.Module:
     raise OpqError(f"unknown model {ref!r}; use one of {sorted(BUILTIN)}, 'module:factory' or a path/to/model.onnx")
 
 
-def load_state(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a float state_dict with weights_only=True (never unpickle arbitrary objects)."""
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict:
+    """A state_dict read with weights_only=True (never unpickle arbitrary objects); every failure is
+    an OpqError naming the file (and not torch's advice to turn weights_only off)."""
+    import pickle
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
-        raise OpqError(f"checkpoint {str(path)!r} not found")
+        raise OpqError(f"{what} {str(path)!r} not found")
+    fix = "save it with torch.save(model.state_dict(), path)"
+    if path.stat().st_size == 0:
+        raise OpqError(f"{what} {path.name} is empty (0 bytes); {fix}")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise OpqError(f"{what} {path.name} cannot be read as a weights-only state_dict: it is not a torch checkpoint "
+                       f"(no zip archive: truncated, or another format); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise OpqError(f"checkpoint {path.name} cannot be read as a weights-only state_dict ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200]}); save it with torch.save(model.state_dict(), path)") from e
+    except pickle.UnpicklingError as e:
+        why = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        why = why if "weights_only" not in why and len(why) < 200 else ""
+        raise OpqError(f"{what} {path.name} is not a weights-only state_dict (not loadable with weights_only=True): "
+                       f"it holds Python objects other than tensors (a whole nn.Module, an optimizer, custom classes)"
+                       f"{' - ' + why if why else ''}; opq-hw never unpickles them: {fix}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, IndexError, KeyError, TypeError,
+            AttributeError, UnicodeDecodeError, MemoryError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise OpqError(f"{what} {path.name} cannot be read as a weights-only state_dict (truncated or not a torch "
+                       f"file: {type(e).__name__}{': ' + first if first else ''}); {fix}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise OpqError(f"checkpoint {path.name} holds a {type(state).__name__}, not a state_dict")
+        raise OpqError(f"{what} {path.name} holds a {type(state).__name__}, not a state_dict; {fix}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise OpqError(f"{what} {path.name} is not a state_dict: entries {[str(k) for k in bad[:5]]} are not "
+                       f"name -> tensor; {fix}")
+    return state
+
+
+MAX_VALUE = 1e6  # largest |value| in a float checkpoint (trained weights, biases and BN statistics are far below)
+
+
+def check_state_dict(model: nn.Module, state: dict, name: str, keys: bool = True) -> None:
+    """The state_dict fits the model: same keys (unless `keys=False`: Brevitas creates some of its
+    quantizer keys on loading), shapes and finite floating values; the error names the first few
+    missing, unexpected or mismatched keys."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state] if keys else []
+    unexpected = [k for k in state if k not in want] if keys else []
+    shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(want[k].shape)})" for k in want
+              if k in state and state[k].shape != want[k].shape]
+
+    def few(xs):
+        return ", ".join(xs[:5]) + (f" and {len(xs) - 5} more" if len(xs) > 5 else "")
+
+    parts = ([f"missing keys: {few(missing)}"] if missing else []) + (
+        [f"unexpected keys: {few(unexpected)}"] if unexpected else []) + ([f"wrong shapes: {few(shapes)}"] if shapes else [])
+    if parts:
+        raise OpqError(f"{name} does not match the model ({'; '.join(parts)}); give the checkpoint of this model")
+    want = {k: v for k, v in want.items() if k in state}
+    kinds = [k for k in want if want[k].is_floating_point() and not state[k].is_floating_point()]
+    if kinds:
+        raise OpqError(f"{name}: {few(kinds)} hold {state[kinds[0]].dtype} values where the model has floats")
+    nonfinite = [k for k in want if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if nonfinite:
+        raise OpqError(f"{name} has NaN or Inf values in {few(nonfinite)}; fix the checkpoint (train it again)")
+    huge = [k for k in want if keys and state[k].is_floating_point() and state[k].numel()
+            and float(state[k].abs().max()) > MAX_VALUE]
+    if huge:
+        raise OpqError(f"{name} has values beyond {MAX_VALUE:g} in {few(huge)}: not a trained network's (fixed-point "
+                       "scales and activations would overflow); fix the checkpoint")
+
+
+def load_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a float state_dict with weights_only=True (never unpickle arbitrary objects)."""
+    path = Path(path)
+    state = read_state_dict(path)
+    check_state_dict(model, state, f"checkpoint {path.name}")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -17,7 +17,7 @@ import torch
 
 from .artifact import atomic_dir, config_hash, read_json, write_bytes, write_json, write_npy
 from .errors import OpqError
-from .spec import Allocation, LayerSpec
+from .spec import Allocation, LayerSpec, read_records
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class CompressConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     board: str | None = None  # hardware-aware mode: fit this board ...
     arch: str | None = None  # ... with this architecture's cost model
+
+    def __post_init__(self):
+        from .validate import check_config
+
+        check_config(self.to_dict())  # every field in its stated range (opq_hw/validate.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,7 +83,7 @@ def dataset_for(cfg_data: str | None, model_ref: str):
 
 def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torch.nn.Module:
     """A built-in model trained on its data set, cached (state_dict) after the first call."""
-    from .training import train
+    from .training import one_thread, train
     from .models import BUILTIN, build_model, load_state
 
     if model_ref not in BUILTIN:
@@ -89,9 +94,13 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
     torch.manual_seed(seed)
     model = build_model(model_ref)
     if path.is_file():
-        return load_state(model, path)
+        try:
+            return load_state(model, path)
+        except OpqError:
+            pass  # a corrupt cache entry (empty, truncated) is rebuilt below
     xtr, ytr, _, _ = dataset_for(data if data != "digits-flat" else "digits", model_ref)
-    train(model, xtr, ytr, epochs=epochs, lr=3e-3, batch_size=64, seed=seed, progress=False, desc="pretrain")
+    with one_thread():  # bit-identical whatever the torch thread count
+        train(model, xtr, ytr, epochs=epochs, lr=3e-3, batch_size=64, seed=seed, progress=False, desc="pretrain")
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     write_bytes(path, buf.getvalue())
@@ -347,6 +356,9 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         xq = _quantize(qmodel, golden_x)
         with torch.no_grad():
             golden_y = qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
+        if not np.isfinite(golden_y).all():
+            raise OpqError("the compressed model computes NaN or Inf on the golden inputs (weights or biases too large "
+                           "for its fixed-point scales?); check the checkpoint")
         write_npy(tmp / "golden_input.npy", xq)
         write_npy(tmp / "golden_output.npy", golden_y)
         buf = io.BytesIO()
@@ -417,20 +429,16 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
     models come from the registry, a float ONNX run uses its own copy, and a `module:factory`
     model must be given again (`model`, or `rundir.model_source`), or `trust_run` given."""
     from .carrier import ActConfig, build_carrier
-    from .models import build_model
+    from .models import build_model, check_state_dict, read_state_dict
     from .rundir import check_weights, model_ref, open_run, verify
+    from .spec import read_records
 
     path = Path(run_dir)
     manifest = open_run(path)
     verify(path, ["weights.pt"] + (["float_model.onnx"] if str(manifest.get("config", {}).get("model", "")).endswith(".onnx")
                                    else []), manifest=manifest)  # recorded, present and unchanged
-    try:
-        cfg = CompressConfig.from_dict(manifest["config"])
-        alloc = Allocation.from_dict(read_json(path / "allocation.json"))
-        specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
-    except (KeyError, TypeError, ValueError) as e:
-        raise OpqError(f"{path}: the manifest or allocation/specs records are malformed ({type(e).__name__}: "
-                       f"{str(e)[:200]}); re-create the run with `opq-hw compress`") from None
+    cfg = CompressConfig.from_dict(manifest["config"])
+    specs, alloc = read_records(path)
     fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
     try:
         qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
@@ -438,8 +446,11 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
         raise OpqError(f"{path}: allocation.json and specs.json do not describe the run's model ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None
     try:
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        state = read_state_dict(path / "weights.pt", "run weights")
+        check_state_dict(qmodel, state, str(path / "weights.pt"), keys=False)
         qmodel.load_state_dict(state)
+    except OpqError as e:
+        raise OpqError(f"{e} (re-create the run)") from None
     except Exception as e:
         raise OpqError(f"{path / 'weights.pt'} cannot be loaded into the run's model ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200]}); re-create the run") from e

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from .errors import OpqError
 from .spec import LayerAlloc
 
 
@@ -30,7 +31,7 @@ def normaliser(w: torch.Tensor, normalisation: str) -> torch.Tensor:
     if normalisation == "layer":
         m = torch.full_like(m, float(m.max()))
     elif normalisation != "channel":
-        raise ValueError(f"normalisation must be 'channel' or 'layer', got {normalisation!r}")
+        raise OpqError(f"normalisation must be 'channel' or 'layer', got {normalisation!r}")
     return torch.where(m > 0, m, torch.ones_like(m))
 
 
@@ -43,7 +44,7 @@ def make_scales(w: torch.Tensor, bits_per_channel: list[int], normalisation: str
         if scale_mode == "pow2":
             s = 2.0 ** math.ceil(math.log2(s))
         elif scale_mode != "float":
-            raise ValueError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
+            raise OpqError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
         out.append(s)
     return tuple(torch.tensor(out, dtype=torch.float64).to(torch.float32).tolist())  # one conversion, not one per channel
 

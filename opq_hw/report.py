@@ -24,15 +24,10 @@ from .spec import Allocation, LayerSpec
 def read_records(run_dir: str | os.PathLike) -> tuple[list[LayerSpec], Allocation, dict[str, Any]]:
     """(specs, allocation, manifest) of a run directory, JSON only (every core artifact verified)."""
     from .rundir import open_run
+    from .spec import read_records as read_specs_alloc
 
-    path = Path(run_dir)
-    manifest = open_run(path)
-    try:
-        specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
-        alloc = Allocation.from_dict(read_json(path / "allocation.json"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise OpqError(f"{path}: specs.json or allocation.json is malformed ({type(e).__name__}: {str(e)[:200]}); "
-                       "re-create the run with `opq-hw compress`") from None
+    manifest = open_run(run_dir)
+    specs, alloc = read_specs_alloc(run_dir)
     return specs, alloc, manifest
 
 
@@ -250,8 +245,9 @@ def measured_resources(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
             continue
         verify(run_dir, [f"build/{f.parent.name}/resources.json"])  # recorded ones must match; copied-back ones are read as given
         d = read_json(f)
-        if not isinstance(d, dict):
-            raise OpqError(f"{f} must hold a JSON object with LUT/FF/DSP/BRAM18/URAM totals")
+        if not isinstance(d, dict) or any(r in d and d[r] is not None and (isinstance(d[r], bool) or not isinstance(
+                d[r], (int, float)) or not d[r] >= 0) for r in RESOURCES):
+            raise OpqError(f"{f} must hold a JSON object with LUT/FF/DSP/BRAM18/URAM totals (non-negative numbers)")
         out[f.parent.name] = d
     return out
 
@@ -276,7 +272,13 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not (path / "cost.json").is_file():
         raise OpqError(f"{path} has no cost.json; run `opq-hw estimate {path} --board B --arch A` first")
     verify(path, ["cost.json"])
-    rep = CostReport.from_dict(read_json(path / "cost.json"))
+    d = read_json(path / "cost.json")
+    try:
+        if not isinstance(d, dict) or not isinstance(d.get("layers"), list):
+            raise OpqError("expected a JSON object with a list `layers`")
+        rep = CostReport.from_dict(d)
+    except OpqError as e:
+        raise OpqError(f"{path / 'cost.json'}: {e}; write it again with `opq-hw estimate {path} --board B`") from None
     if (path / "build" / "hls4ml" / "project.tcl").is_file():
         from .flows.hls4ml_flow import report as hls4ml_report
 

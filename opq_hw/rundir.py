@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from .artifact import make_tmp_dir, read_json, stale_tmp_dirs, swap_in, write_bytes, write_json
 from .errors import OpqError
+from .validate import check_config
 
 TOOL = "opq-hw"
 SCHEMA = 2  # 2: manifest["artifacts"] = {relative path: sha256} of every file opq-hw wrote
@@ -143,6 +144,12 @@ def read_manifest(run: str | os.PathLike) -> dict[str, Any]:
     if m.get("schema") != SCHEMA or not isinstance(m.get("artifacts"), dict):
         raise OpqError(f"{run} was written by an older opq-hw (manifest schema {m.get('schema', 1)}, this version reads "
                        f"{SCHEMA}: no file hashes to check it against); re-create the run with `opq-hw compress`")
+    if not isinstance(m.get("config"), dict):
+        raise OpqError(f"{man}: not an opq-hw manifest (no `config` object); re-create the run with `opq-hw compress`")
+    try:
+        check_config(m["config"])
+    except OpqError as e:
+        raise OpqError(f"{man}: config: {e}; re-create the run with `opq-hw compress`") from None
     return m
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from .artifact import dumps
 from .errors import OpqError
+from .validate import read_npy
 
 LEVELS: dict[str, str] = {
     "qonnx": "opq_hw.simulate:_run_qonnx",
@@ -40,7 +41,11 @@ def level_function(level: str) -> Callable[..., np.ndarray]:
     try:
         return getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
-        raise OpqError(f"simulation level {level!r} ({LEVELS[level]}) is not available here: {e}") from e
+        from .validate import TOOL_PACKAGES
+
+        root = (getattr(e, "name", None) or "").split(".")[0]
+        fix = f"; run `{TOOL_PACKAGES[root]}`" if root in TOOL_PACKAGES else ""
+        raise OpqError(f"simulation level {level!r} ({LEVELS[level]}) is not available here: {e}{fix}") from e
 
 
 def _run_qonnx(run, x_q: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -101,9 +106,9 @@ def _inputs(run, data: str | os.PathLike | None, n: int | None) -> tuple[np.ndar
         x, y = run.test_data()
         desc = f"{model_data or data or 'built-in'} test split"
     elif data == "golden":
-        x, y, desc = np.load(run.path / "golden_input.npy", allow_pickle=False), None, "golden_input.npy"
+        x, y, desc = read_npy(run.path / "golden_input.npy", like=run.specs[0].in_shape), None, "golden_input.npy"
     elif str(data).endswith(".npy") and Path(data).is_file():
-        x, y, desc = np.load(data, allow_pickle=False), None, Path(data).name
+        x, y, desc = read_npy(data, like=run.specs[0].in_shape), None, Path(data).name
     else:
         raise OpqError(f"data {data!r} does not fit run {run.path.name!r} (trained on {model_data!r}); "
                        f"give --data {model_data}, 'golden', or a .npy file of inputs")

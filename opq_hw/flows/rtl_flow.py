@@ -75,10 +75,9 @@ def run_intnet(run):
     """IntNet of a run, checked bit-exact against the Brevitas model on the run's golden input."""
     from ..rtl.intnet import extract
 
-    gi = run.path / "golden_input.npy"
-    x = np.load(gi, allow_pickle=False) if gi.exists() else None
-    if x is None:
-        raise OpqError(f"run {run.path.name} has no golden_input.npy; rebuild the run with opq-hw compress")
+    from ..validate import read_npy
+
+    x = read_npy(run.path / "golden_input.npy", like=run.specs[0].in_shape)
     if run.allocation.scale_mode != "pow2":
         raise OpqError(f"run {run.path.name} uses scale_mode={run.allocation.scale_mode!r}; the RTL flow is bit-exact only "
                        f"with power-of-two scales: compress with --scale-mode pow2")
@@ -89,7 +88,9 @@ def run_intnet(run):
     net = extract(run.qmodel, x[:1], int_weights=iw)
     got = net.predict(x)
     gout = run.path / "golden_output.npy"
-    ref = np.load(gout, allow_pickle=False) if gout.exists() else None
+    ref = read_npy(gout) if gout.exists() else None
+    if ref is not None and got.size != ref.size:
+        raise OpqError(f"{gout} holds {ref.shape}, the model gives {got.shape} for golden_input.npy; re-create the run")
     if ref is not None and not np.array_equal(got.reshape(ref.shape), ref.astype(np.float32)):
         raise OpqError("the integer network read off the Brevitas model does not reproduce golden_output.npy bit for "
                        "bit; this model uses a construct the RTL flow does not model exactly (report it)")

