@@ -290,11 +290,15 @@ def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | Non
             shutil.rmtree(s, ignore_errors=True)
             if log:
                 log(f"note: removed {s.name}, left by an interrupted build")
+        new_parent = not final.parent.exists()
         b = Build(path=make_tmp_dir(final), final=final)
         try:
             yield b
         except BaseException:
             shutil.rmtree(b.path, ignore_errors=True)
+            if new_parent:  # a failed first build leaves no empty build/ behind
+                with contextlib.suppress(OSError):
+                    final.parent.rmdir()
             raise
         dest = b.failed_dir if b.failed else final
         swap_in(b.path, dest)
