@@ -9,6 +9,10 @@ from pathlib import Path
 from .errors import OpqError
 
 
+DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_test, y_test (or x, y: split "
+             "80/20, stratified, seed 0), or package.module:function returning them")
+
+
 def _shape(s: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in s.replace("x", ",").split(",") if v)
@@ -37,8 +41,11 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default=None, help="run directory to write (default runs/<model>-<target>x)")
     p.add_argument("--model", default="digits-cnn" if demo else None, required=not demo,
                    help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
-    p.add_argument("--data", choices=["digits", "mnist1d"], default="digits" if demo else None,
-                   help="data set for finetuning and accuracy (without it: allocate, apply and export only)")
+    if demo:
+        p.add_argument("--data", choices=["digits", "mnist1d"], default="digits", help="built-in data set")
+    else:
+        p.add_argument("--data", help=DATA_HELP + "; calibrates activations, finetunes, measures accuracy, gives the "
+                       "golden test arrays (without it: weights only, activations not calibrated)")
     p.add_argument("--target-cr", type=float, default=20.0, help="target compression rate (default 20)")
     p.add_argument("--epochs", type=int, default=5, help="finetune epochs (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run with a different config")
@@ -132,6 +139,12 @@ def cmd_build(args) -> int:
     if args.flow not in flows:
         raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
     opts = {k: v for k, v in vars(args).items() if k not in ("cmd", "func", "run", "flow", "board") and v is not None}
+    from .data import require_run_data
+
+    require_run_data(args.run, "build")
+    if "data" in opts and args.flow != "rtl":
+        raise OpqError(f"--data applies to --flow rtl (its own Verilator check); the {args.flow} build does not run "
+                       f"the model: check it with `opq-hw simulate RUN --level qonnx|csim --data ...`")
     res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
 
@@ -177,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run a run's test set through a level and check bit-exactness")
     s.add_argument("run")
     s.add_argument("--level", required=True, help="qonnx | csim | rtl")
-    s.add_argument("--data", choices=["digits", "mnist1d"])
+    s.add_argument("--data", help=DATA_HELP + "; or 'golden', or a .npy of inputs (default: the run's own test data)")
     s.add_argument("--n", type=int, help="number of test samples (default all)")
     s.add_argument("--backend", choices=["Vitis", "Vivado"], help="csim: hls4ml backend (default Vitis)")
     s.add_argument("--io", choices=["parallel", "stream"], help="csim: hls4ml io type (default parallel)")
@@ -199,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
                    "block RAM) or da4ml (constant-weight adder graphs, one pixel per cycle)")
     b.add_argument("--pipeline", type=float, help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
     b.add_argument("--freq", type=float, help="RTL: place-and-route target in MHz (default: the board's clock)")
+    b.add_argument("--data", help="RTL: data for the Verilator check: " + DATA_HELP + " (default: the run's own test data)")
     b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
     b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
     b.add_argument("--tool-timeout", type=float, help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
