@@ -161,9 +161,9 @@ def cmd_boards(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .report import estimate_run
+    from .report import estimate_run, one_line
 
-    estimate_run(args.run, board=args.board, arch=args.arch)
+    print(one_line(estimate_run(args.run, board=args.board, arch=args.arch), args.run))
     return 0
 
 

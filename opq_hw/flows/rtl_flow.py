@@ -35,6 +35,7 @@ from ..artifact import atomic_dir, read_json, write_json
 from ..errors import OpqError
 
 STEPS = ("intnet", "rtl", "verilator", "simulate", "synth", "pnr")
+VERILATOR_FAILED_LOG = "rtl_verilator_failed.log"  # in RUN/build/: a failed Verilator build's log (the build folder is discarded)
 
 
 # -- boards -----------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] 
             log("rtl: generating Verilog and building the Verilator simulator")
         design = _generate(net, arch, pipeline)
         files = write_design(design, tmp / "src")
-        build_sim(files, tmp / "sim")
+        build_sim(files, tmp / "sim", keep_log=run.path / "build" / VERILATOR_FAILED_LOG)
         meta = {**design.meta(), "hash": h, "pipeline": pipeline, "arch": arch}
         write_json(tmp / "design.json", meta)
     return dest / "sim" / "obj_dir" / "Vopq_top", meta
@@ -256,7 +257,7 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
 
         if sim:
             t = step("verilator")
-            binary = build_sim(files, out / "sim")
+            binary = build_sim(files, out / "sim", keep_log=run.path / "build" / VERILATOR_FAILED_LOG)
             times["verilator"] = time.time() - t
             t = step("simulate")
             from ..simulate import reference
