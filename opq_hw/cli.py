@@ -111,17 +111,20 @@ def _simulate(run, level, **kw) -> dict:
 
 
 def cmd_inspect(args) -> int:
-    import torch
-
     from .layers import inspect_model
-    from .models import BUILTIN, build_model
+    from .models import build_model
+    from .pipeline import CompressConfig, _example_input
 
-    model = build_model(args.model)
-    shape = args.input_shape or (BUILTIN[args.model][2][1:] if args.model in BUILTIN else None)
-    if shape is None:
-        raise OpqError("give --input-shape for this model")
-    for s in inspect_model(model, torch.zeros((1,) + tuple(shape))):
-        print(json.dumps(s.to_dict()))
+    model = build_model(args.model).eval()
+    example = _example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
+    specs = inspect_model(model, example)
+    if args.json:
+        for s in specs:
+            print(json.dumps(s.to_dict()))
+        return 0
+    from .inspection import flow_support, render_table
+
+    print(render_table(specs, flow_support(model, example, specs)))
     return 0
 
 
@@ -186,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print the layer specs of a model")
     i.add_argument("--model", required=True)
     i.add_argument("--input-shape", type=_shape)
+    i.add_argument("--json", action="store_true", help="one JSON LayerSpec per line instead of the table")
     i.set_defaults(func=cmd_inspect)
     s = sub.add_parser("simulate", help="run a run's test set through a level and check bit-exactness")
     s.add_argument("run")
