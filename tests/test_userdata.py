@@ -234,6 +234,8 @@ def test_inspect_table_and_json(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.tools
+@pytest.mark.xfail(strict=True, reason="issue 11 section 3: hls4ml stores a bias moved behind a small per-channel "
+                   "scale in its default type (0/200 exact here, max 18 LSB); remove this mark when that lands")
 def test_user_npz_csim_bit_exact(tmp_path):
     """A tiny user model and data through the hls4ml C simulation."""
     pytest.importorskip("hls4ml")
