@@ -412,12 +412,17 @@ def run_inputs(run, spec: str | None = None, n: int | None = None, layout: str |
     that runs a run's model: `spec` None (the run's own test data), a --data value, "golden" (the
     run's golden_input.npy) or a .npy of inputs.
 
+    `layout`: the layout of the user's arrays (default: the one the run recorded for its data,
+    `Data.layout`, set by `fit_to_model` in compress).
     A --data value that differs from the run's is used (the bit-exact check compares the hardware
     with the run's model on any input) and the note says so; it is refused only when its samples
     do not fit the model's input or its labels exceed the model's outputs."""
     rec = require_run_data(run.path, command)
     per = tuple(run.specs[0].in_shape)
     note = None
+    # the user's arrays are in the layout the run recorded for its data (channels-last models);
+    # the run's own arrays (golden, built-in) are already in the model's layout
+    user_layout = layout if layout is not None else rec.get("layout")
     if n is not None and n <= 0:
         raise OpqError(f"--n must be positive, got {n}")
     if spec is None:
@@ -443,7 +448,8 @@ def run_inputs(run, spec: str | None = None, n: int | None = None, layout: str |
     if n is not None:
         x = x[:n]
         y = None if y is None else y[:n]
-    x = fit_inputs(np.asarray(x, dtype=np.float32), per, layout, desc)
+    own = spec is None or spec == "golden"
+    x = fit_inputs(np.asarray(x, dtype=np.float32), per, None if own else user_layout, desc)
     if y is not None:
         gout = run.path / "golden_output.npy"
         n_out = int(np.load(gout, mmap_mode="r", allow_pickle=False).shape[-1]) if gout.is_file() else None

@@ -57,6 +57,20 @@ def test_split_rule_is_seeded_stratified_80_20():
     assert "seed 0" in SPLIT_RULE and "80/20" in SPLIT_RULE
 
 
+def test_fit_inputs_reshapes_only_when_unambiguous():
+    from opq_hw.data import fit_inputs
+
+    x = np.arange(2 * 8 * 8 * 3, dtype=np.float32).reshape(2, 8, 8, 3)  # NHWC
+    y = fit_inputs(x, (3, 8, 8), layout="NHWC")
+    assert y.shape == (2, 3, 8, 8) and y[1, 2, 5, 7] == x[1, 5, 7, 2]
+    with pytest.raises(OpqError, match=r"the model wants \(3, 8, 8\) per sample"):
+        fit_inputs(x, (3, 8, 8))  # same size, other layout: never reshaped silently
+    assert fit_inputs(np.zeros((2, 40), np.float32), (1, 40)).shape == (2, 1, 40)
+    assert fit_inputs(np.zeros((2, 1, 8, 8), np.float32), (64,)).shape == (2, 64)
+    with pytest.raises(OpqError, match="layout NWC"):
+        fit_inputs(x, (3, 8, 8), layout="NWC")
+
+
 def test_user_npz_compress_records_and_golden(user_run, user_npz):
     man = json.loads((user_run / "manifest.json").read_text())
     d = load_data(str(user_npz))
