@@ -136,6 +136,9 @@ def load_data(spec: str, seed: int = 0) -> Data:
         arrays = load_dataset(spec, seed)
         return _make(arrays, kind="builtin", name=spec, split="given", source=f"built-in data set {spec!r}")
     path = Path(spec)
+    if spec.endswith(".npy"):
+        raise OpqError(f"{path.name} is a .npy file (one array); --data needs inputs and labels: save them with "
+                       "numpy.savez(path, x=..., y=...) or with x_train, y_train, x_test, y_test")
     if spec.endswith(".npz") or path.is_file():
         return _load_npz(path)
     if _MODULE_REF.match(spec):

@@ -139,7 +139,7 @@ def _bad_cases(tmp):
     junk = tmp / "junk.npz"
     junk.write_bytes(b"not a zip file")
     out += [(str(junk), "not a readable .npz"), (str(tmp / "absent.npz"), "not found"),
-            ("no-such-set", "not a built-in name")]
+            ("no-such-set", "not a built-in name"), (str(tmp / "x.npy"), "is a .npy file")]
     return out
 
 
