@@ -71,6 +71,7 @@ def test_fit_inputs_reshapes_only_when_unambiguous():
         fit_inputs(x, (3, 8, 8), layout="NWC")
 
 
+@pytest.mark.slow
 def test_user_npz_compress_records_and_golden(user_run, user_npz):
     man = json.loads((user_run / "manifest.json").read_text())
     d = load_data(str(user_npz))
@@ -88,6 +89,7 @@ def test_user_npz_compress_records_and_golden(user_run, user_npz):
     assert {"acc_float", "acc_oneshot", "acc_finetuned"} <= set(json.loads((user_run / "metrics.json").read_text()))
 
 
+@pytest.mark.slow
 def test_user_npz_simulate_qonnx(user_run, user_npz, tmp_path, capsys):
     from opq_hw.simulate import simulate
 
@@ -152,6 +154,7 @@ def test_bad_data_named_errors(tmp_path, capsys):
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_module_function_data(tmp_path, monkeypatch):
     (tmp_path / "userdata_mod.py").write_text(textwrap.dedent("""
         import numpy as np
@@ -194,6 +197,7 @@ def test_module_function_data(tmp_path, monkeypatch):
     assert "170 training samples" in res["data"]
 
 
+@pytest.mark.slow
 def test_without_data_weights_only_and_refusals(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["compress", "--model", FACTORY, "--input-shape", "64", "--epochs", "0", "--out", str(out)]) == 0
@@ -215,8 +219,9 @@ def test_without_data_weights_only_and_refusals(tmp_path, capsys):
     assert not (out / "build").exists()
 
 
-def test_data_option_on_build_applies_to_rtl_only(user_run, capsys):
-    assert main(["build", str(user_run), "--flow", "hls4ml", "--board", "pynq-z2", "--data", "digits"]) == 2
+def test_data_option_on_build_applies_to_rtl_only(tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text(json.dumps({"data": {"kind": "npz", "name": "d.npz", "sha256": "0"}}))
+    assert main(["build", str(tmp_path), "--flow", "hls4ml", "--board", "pynq-z2", "--data", "digits"]) == 2
     assert "--data applies to --flow rtl" in capsys.readouterr().err
 
 
