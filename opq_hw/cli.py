@@ -112,9 +112,11 @@ def _simulate(run, level, **kw) -> dict:
 
 def cmd_inspect(args) -> int:
     from .layers import inspect_model
-    from .models import build_model
+    from .models import BUILTIN, build_model
     from .pipeline import CompressConfig, _example_input
 
+    if args.input_shape is None and not (args.model in BUILTIN or args.model.endswith(".onnx")):
+        raise OpqError(f"give --input-shape C,H,W (per sample) for {args.model!r}: only built-in and ONNX models carry it")
     model = build_model(args.model).eval()
     example = _example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
     specs = inspect_model(model, example)

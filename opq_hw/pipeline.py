@@ -251,7 +251,7 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
                          scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
                          max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides)
     tick("allocate")
-    calib = torch.as_tensor(data.x_train[:CALIB_SAMPLES]) if data is not None else None
+    calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
     qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)
     calibration = calibration_record(qmodel, example, calib, data)
     tick("apply")
@@ -305,7 +305,15 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
     return out
 
 
-CALIB_SAMPLES = 512  # activation calibration: the first training samples
+CALIB_SAMPLES = 512  # activation calibration: this many training samples, drawn with seed 0
+
+
+def calibration_samples(x_train: np.ndarray) -> np.ndarray:
+    """CALIB_SAMPLES training samples drawn without replacement (seed 0, kept in data order), so a
+    training split sorted by class still calibrates on every class."""
+    if len(x_train) <= CALIB_SAMPLES:
+        return x_train
+    return x_train[np.sort(np.random.default_rng(0).choice(len(x_train), CALIB_SAMPLES, replace=False))]
 DEFAULT_ACT_RANGE = ("every activation quantizer keeps Brevitas's initial range, |x| <= 1 (a power-of-two scale of "
                      "2^-(bits-1) signed, 2^-bits unsigned; recorded per quantizer in the manifest's calibration)")
 
@@ -313,8 +321,8 @@ DEFAULT_ACT_RANGE = ("every activation quantizer keeps Brevitas's initial range,
 def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, Any]:
     """How the activation quantizers were set, and the range each ended with (read off the model)."""
     if calib is not None:
-        rec: dict[str, Any] = {"method": "Brevitas runtime statistics (per-tensor percentile of |x|) over the first "
-                                         f"{len(calib)} training samples of {data.name}", "samples": int(len(calib))}
+        rec: dict[str, Any] = {"method": "Brevitas runtime statistics (per-tensor percentile of |x|) over "
+                                         f"{len(calib)} training samples of {data.name} (drawn with seed 0)", "samples": int(len(calib))}
     else:
         rec = {"method": DEFAULT_ACT_RANGE, "samples": 0}
     ranges: dict[str, list[float]] = {}

@@ -216,6 +216,11 @@ def test_without_data_weights_only_and_refusals(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert "compressed without --data" in err and "Compress again with --data" in err and "Traceback" not in err
+    from opq_hw.flows import finn_flow, hls4ml_flow, rtl_flow
+
+    for build in (hls4ml_flow.build, finn_flow.build, rtl_flow.build):  # the Python API refuses it too
+        with pytest.raises(OpqError, match="compressed without --data"):
+            build(out, board="pynq-z2", log=None)
     assert not (out / "build").exists()
 
 
