@@ -226,13 +226,13 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
     model.eval()
     tick("load")
     example = _example_input(cfg, data)
+    specs = inspect_model(model, example)  # also checks that the model runs on the example
     if data is not None:
         with torch.no_grad():
             n_out = int(model(example).reshape(1, -1).shape[1])
         # layout=None: the data is in the model's layout; a channels-last model passes the layout of
         # the user's arrays here (opq_hw.data.to_model_layout), and later commands read it from the run
         data = fit_to_model(data, tuple(example.shape[1:]), n_out=n_out, layout=None)
-    specs = inspect_model(model, example)
     weights = layer_weights(model, specs)
     metrics: dict[str, Any] = {}
     if data is not None:
