@@ -154,7 +154,8 @@ def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act:
     """A Brevitas model that computes the allocation's compressed weights, frozen.
 
     Latent weights start at the quantized values q*s (masked); activation scales are calibrated on
-    `calib` (a batch of inputs; without data, on the example inputs given) and then frozen.
+    `calib` (a batch of inputs) and then frozen. Without `calib` they are not calibrated: they keep
+    Brevitas's initial range (|x| <= 1), never statistics of made-up inputs.
     """
     from .allocation import compress
     from .layers import layer_weights
@@ -168,8 +169,10 @@ def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act:
             layer = layers[name]
             layer.parametrizations.weight[0].mask.copy_(mask.float())
             layer.parametrizations.weight.original.copy_(qi * s.reshape((-1,) + (1,) * (qi.dim() - 1)))
-    if act.bits is not None:
+    if act.bits is not None and calib is not None:
         calibrate(q, calib)
+    elif act.bits is not None:
+        default_act_scales(q)
     freeze(q)
     q.eval()
     return q
@@ -183,6 +186,14 @@ def calibrate(qmodel: QuantModel, x: torch.Tensor, batch: int = 256) -> None:
     with torch.no_grad(), calibration_mode(qmodel):
         for i in range(0, len(x), batch):
             qmodel(x[i:i + batch])
+
+
+def default_act_scales(qmodel: QuantModel) -> None:
+    """No calibration data: fix every activation quantizer at its initial scale (Brevitas's
+    `init_scale`, threshold 1.0, so |x| <= 1), as if its statistics had been collected."""
+    for m in qmodel.modules():
+        if hasattr(m, "init_scale") and hasattr(m, "collect_stats_steps"):
+            m.init_scale()
 
 
 def freeze(qmodel: QuantModel) -> None:

@@ -10,12 +10,19 @@ from . import validate as v
 from .errors import OpqError
 
 
+DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_test, y_test (or x, y: split "
+             "80/20, stratified, seed 0), or package.module:function returning them")
+
+
 def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default=None, type=v.out_dir_arg, help="run directory to write (default runs/<model>-<target>x)")
     p.add_argument("--model", default="digits-cnn" if demo else None, required=not demo,
                    help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
-    p.add_argument("--data", choices=["digits", "mnist1d"], default="digits" if demo else None,
-                   help="data set for finetuning and accuracy (without it: allocate, apply and export only)")
+    if demo:
+        p.add_argument("--data", choices=["digits", "mnist1d"], default="digits", help="built-in data set")
+    else:
+        p.add_argument("--data", help=DATA_HELP + "; calibrates activations, finetunes, measures accuracy, gives the "
+                       "golden test arrays (without it: weights only, activations not calibrated)")
     p.add_argument("--target-cr", type=v.target_cr_arg, default=20.0, help="target compression rate, > 1 (default 20)")
     p.add_argument("--epochs", type=v.epochs_arg, default=5, help="finetune epochs, >= 0 (default 5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run with a different config")
@@ -82,17 +89,22 @@ def _simulate(run, level, **kw) -> dict:
 
 
 def cmd_inspect(args) -> int:
-    import torch
-
     from .layers import inspect_model
     from .models import BUILTIN, build_model
+    from .pipeline import CompressConfig, _example_input
 
-    model = build_model(args.model)
-    shape = args.input_shape or (BUILTIN[args.model][2][1:] if args.model in BUILTIN else None)
-    if shape is None:
-        raise OpqError("give --input-shape for this model")
-    for s in inspect_model(model, torch.zeros((1,) + tuple(shape))):
-        print(json.dumps(s.to_dict()))
+    if args.input_shape is None and not (args.model in BUILTIN or args.model.endswith(".onnx")):
+        raise OpqError(f"give --input-shape C,H,W (per sample) for {args.model!r}: only built-in and ONNX models carry it")
+    model = build_model(args.model).eval()
+    example = _example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
+    specs = inspect_model(model, example)
+    if args.json:
+        for s in specs:
+            print(json.dumps(s.to_dict()))
+        return 0
+    from .inspection import flow_support, render_table
+
+    print(render_table(specs, flow_support(model, example, specs)))
     return 0
 
 
@@ -112,6 +124,12 @@ def cmd_build(args) -> int:
         raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
     opts = {k: v for k, v in vars(args).items()
             if k not in ("cmd", "func", "run", "flow", "board", "model", "trust_run") and v is not None}
+    from .data import require_run_data
+
+    require_run_data(args.run, "build")
+    if "data" in opts and args.flow != "rtl":
+        raise OpqError(f"--data applies to --flow rtl (its own Verilator check); the {args.flow} build does not run "
+                       f"the model: check it with `opq-hw simulate RUN --level qonnx|csim --data ...`")
     with v.missing_tools(f"build --flow {args.flow}"):
         res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
@@ -129,9 +147,9 @@ def cmd_boards(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .report import estimate_run
+    from .report import estimate_run, one_line
 
-    estimate_run(args.run, board=args.board, arch=args.arch)
+    print(one_line(estimate_run(args.run, board=args.board, arch=args.arch), args.run))
     return 0
 
 
@@ -167,11 +185,12 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print the layer specs of a model")
     i.add_argument("--model", required=True)
     i.add_argument("--input-shape", type=v.input_shape_arg)
+    i.add_argument("--json", action="store_true", help="one JSON LayerSpec per line instead of the table")
     i.set_defaults(func=cmd_inspect)
     s = sub.add_parser("simulate", help="run a run's test set through a level and check bit-exactness")
     s.add_argument("run")
     s.add_argument("--level", required=True, help="qonnx | csim | rtl")
-    s.add_argument("--data", choices=["digits", "mnist1d"])
+    s.add_argument("--data", help=DATA_HELP + "; or 'golden', or a .npy of inputs (default: the run's own test data)")
     s.add_argument("--n", type=v.count_arg, help="number of test samples, >= 1 (default all)")
     s.add_argument("--backend", choices=["Vitis", "Vivado"], help="csim: hls4ml backend (default Vitis)")
     s.add_argument("--io", choices=["parallel", "stream"], help="csim: hls4ml io type (default parallel)")
@@ -194,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
                    "block RAM) or da4ml (constant-weight adder graphs, one pixel per cycle)")
     b.add_argument("--pipeline", type=v.positive_arg("--pipeline", zero_ok=True), help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
     b.add_argument("--freq", type=v.positive_arg("--freq", hi=5000), help="RTL: place-and-route target in MHz (default: the board's clock)")
+    b.add_argument("--data", help="RTL: data for the Verilator check: " + DATA_HELP + " (default: the run's own test data)")
     b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
     b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
     b.add_argument("--tool-timeout", type=v.positive_arg("--tool-timeout"), help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")

@@ -26,7 +26,7 @@ class CompressConfig:
 
     model: str = "digits-cnn"  # built-in name, module:factory, or path/to/float_model.onnx
     weights: str | None = None  # float state_dict (weights_only); built-ins are pre-trained when absent
-    data: str | None = None  # digits | mnist1d | None (no finetuning, no accuracy)
+    data: str | None = None  # built-in name | file.npz | module:function | None (weights only; see opq_hw.data)
     target_cr: float | None = 20.0
     target_kind: str = "cr_w"  # cr_w | cr_idx
     method: str = "opq"  # opq | uniform | global-magnitude | per-channel
@@ -118,19 +118,24 @@ def _float_model(cfg: CompressConfig) -> torch.nn.Module:
 
 
 def _example_input(cfg: CompressConfig, data) -> torch.Tensor:
+    """A zero input of the model's shape: --input-shape, a built-in's, the ONNX graph's, else the data's."""
     from .models import BUILTIN
 
-    if data is not None:
-        return torch.as_tensor(data[2][:1])
     if cfg.input_shape:
         return torch.zeros((1,) + tuple(cfg.input_shape))
     if cfg.model in BUILTIN:
         return torch.zeros(BUILTIN[cfg.model][2])
+    shape = None
     if cfg.model.endswith(".onnx"):
         import onnx
 
         dims = onnx.load(cfg.model).graph.input[0].type.tensor_type.shape.dim
         shape = [d.dim_value or 1 for d in dims]
+        if all(d.dim_value for d in dims[1:]):
+            return torch.zeros([1] + shape[1:])
+    if data is not None:
+        return torch.zeros((1,) + tuple(data.x_test.shape[1:]))
+    if shape is not None:
         return torch.zeros(shape)
     raise OpqError("cannot tell the model's input shape: give --data or --input-shape C,H,W")
 
@@ -152,18 +157,20 @@ class Run:
         return int_weights(carried_layers(self.qmodel)[name]).numpy().astype(np.int64)
 
     def test_data(self) -> tuple[np.ndarray, np.ndarray]:
-        data = dataset_for(self.config["data"] or _builtin_data(self.config["model"]), self.config["model"])
-        if data is None:
-            raise OpqError(f"run {self.path} has no data set; pass --data")
-        return data[2], data[3]
+        """The run's test inputs (model layout) and labels: a built-in data set is loaded again; a
+        user's data (file or module, never imported from here) comes from the golden arrays."""
+        from .data import fit_inputs, load_data, require_run_data
 
-
-def _builtin_data(model_ref: str) -> str | None:
-    from .models import BUILTIN
-
-    if model_ref in BUILTIN:
-        return "digits" if BUILTIN[model_ref][1].startswith("digits") else BUILTIN[model_ref][1]
-    return None
+        rec = require_run_data(self.path, "simulate")
+        if rec.get("kind") == "builtin":
+            d = load_data(rec["name"])
+            return fit_inputs(d.x_test, tuple(self.specs[0].in_shape)), d.y_test
+        labels = self.path / "golden_labels.npy"
+        if not labels.is_file():
+            raise OpqError(f"run {self.path.name!r} has no golden_labels.npy; pass --data again "
+                           f"({rec.get('name')}), or compress the run again")
+        return (np.load(self.path / "golden_input.npy", allow_pickle=False),
+                np.load(labels, allow_pickle=False))
 
 
 def quantize_input(run: Run, x: np.ndarray) -> np.ndarray:
@@ -286,7 +293,11 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
     from .training import accuracy, finetune
     from .layers import inspect_model, layer_weights
 
-    chash = config_hash(cfg.to_dict())
+    from .data import fit_to_model, golden_split, load_data
+
+    data = load_data(cfg.data, seed=0) if cfg.data else None
+    # a user's data file enters the hash by content: the same path with other data is another run
+    chash = config_hash(cfg.to_dict() if data is None or data.builtin else {**cfg.to_dict(), "data_sha256": data.sha256})
     inputs = _inputs(cfg)
     tag = config_hash({"config_hash": chash, "inputs": inputs})  # what a resumable checkpoint must carry
     ckpt = _resume_checkpoint(out, tag, log)
@@ -304,18 +315,21 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         t0 = time.perf_counter()
 
     torch.manual_seed(cfg.seed)
-    data = dataset_for(cfg.data, cfg.model)
     model = _float_model(cfg)
     model.eval()
     tick("load")
     example = _example_input(cfg, data)
+    specs = inspect_model(model, example)  # also checks that the model runs on the example
     if data is not None:
-        data = tuple(_fit_layout(a, example) if i % 2 == 0 else a for i, a in enumerate(data))
-    specs = inspect_model(model, example)
+        with torch.no_grad():
+            n_out = int(model(example).reshape(1, -1).shape[1])
+        # layout=None: the data is in the model's layout; a channels-last model passes the layout of
+        # the user's arrays here (opq_hw.data.to_model_layout), and later commands read it from the run
+        data = fit_to_model(data, tuple(example.shape[1:]), n_out=n_out, layout=None)
     weights = layer_weights(model, specs)
     metrics: dict[str, Any] = {}
     if data is not None:
-        metrics["acc_float"] = accuracy(model, data[2], data[3])
+        metrics["acc_float"] = accuracy(model, data.x_test, data.y_test)
     tick("inspect")
     if cfg.board:
         from .hwaware import fit_allocation  # hardware-aware mode (cost model)
@@ -330,29 +344,39 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
                          scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
                          max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides)
     tick("allocate")
-    calib = torch.as_tensor(data[0][:512]) if data is not None else example.repeat(8, *([1] * (example.dim() - 1))) + torch.randn(8, *example.shape[1:])
+    calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
     qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)
+    calibration = calibration_record(qmodel, example, calib, data)
     tick("apply")
     notes = list(alloc.notes)
     kept: list[str] = []
+    if data is None and cfg.act_bits:
+        notes.append(f"activations were NOT calibrated (no --data): {calibration['method']}; "
+                     "`build` and `simulate` need a run compressed with --data")
     with atomic_dir(out) as tmp:
         if data is not None:
-            metrics["acc_oneshot"] = accuracy(qmodel, data[2], data[3])
+            metrics["acc_oneshot"] = accuracy(qmodel, data.x_test, data.y_test)
             if cfg.epochs > 0:
                 if ckpt is not None:
                     write_bytes(tmp / "finetune.ckpt", ckpt)
-                metrics["finetune_loss"] = finetune(qmodel, (data[0], data[1]), epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
+                metrics["finetune_loss"] = finetune(qmodel, (data.x_train, data.y_train), epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
                                                     checkpoint=tmp / "finetune.ckpt", progress=progress, tag=tag)
                 (tmp / "finetune.ckpt").unlink()
-            metrics["acc_finetuned"] = accuracy(qmodel, data[2], data[3])
+            metrics["acc_finetuned"] = accuracy(qmodel, data.x_test, data.y_test)
         else:
-            notes.append("no data: finetuning and accuracy were skipped (pass --data digits|mnist1d)")
+            notes.append("no data: finetuning and accuracy were skipped (pass --data: a built-in name, "
+                         "a .npz file or package.module:function)")
         tick("finetune")
         metrics.update(cr_w=alloc.cr_w, cr_idx=alloc.cr_idx, target=alloc.target, target_kind=alloc.target_kind,
                        n_weights=sum(s.n_weights for s in specs), n_nonzero=sum(la.n_nonzero for la in alloc.layers))
         export_qonnx(qmodel, example, tmp / "model.qonnx.onnx")
         tick("export")
-        golden_x = data[2] if data is not None else example.numpy()
+        if data is not None:
+            golden_x, golden_y_labels, golden = golden_split(data)
+            write_npy(tmp / "golden_labels.npy", golden_y_labels)
+        else:
+            golden_x, golden = example.numpy(), {"test_samples": 0, "train_samples": 0,
+                                                 "rule": "no data: one all-zero example input"}
         xq = _quantize(qmodel, golden_x)
         with torch.no_grad():
             golden_y = qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
@@ -382,6 +406,8 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         write_json(tmp / MANIFEST, {"tool": "opq-hw", "schema": SCHEMA, "config": cfg.to_dict(), "config_hash": chash,
                                     "inputs": inputs, "artifacts": dict(sorted(arts.items())),
                                     "versions": _versions(), "timings_s": timings, "notes": notes,
+                                    "data": data.record() if data is not None else None,
+                                    "calibration": calibration, "golden": golden,
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     log(summary_table(specs, alloc, metrics))
     for n in notes:
@@ -393,13 +419,50 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
     return out
 
 
-def _fit_layout(x: np.ndarray, example: torch.Tensor) -> np.ndarray:
-    shape = tuple(example.shape[1:])
-    if x.shape[1:] == shape:
-        return x
-    if int(np.prod(x.shape[1:])) == int(np.prod(shape)):
-        return x.reshape((len(x),) + shape)
-    raise OpqError(f"data samples of shape {x.shape[1:]} do not fit the model input {shape}; pick the matching --data")
+CALIB_SAMPLES = 512  # activation calibration: this many training samples, drawn with seed 0
+
+
+def calibration_samples(x_train: np.ndarray) -> np.ndarray:
+    """CALIB_SAMPLES training samples drawn without replacement (seed 0, kept in data order), so a
+    training split sorted by class still calibrates on every class."""
+    if len(x_train) <= CALIB_SAMPLES:
+        return x_train
+    return x_train[np.sort(np.random.default_rng(0).choice(len(x_train), CALIB_SAMPLES, replace=False))]
+DEFAULT_ACT_RANGE = ("every activation quantizer keeps Brevitas's initial range, |x| <= 1 (a power-of-two scale of "
+                     "2^-(bits-1) signed, 2^-bits unsigned; recorded per quantizer in the manifest's calibration)")
+
+
+def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, Any]:
+    """How the activation quantizers were set, and the range each ended with (read off the model)."""
+    if calib is not None:
+        rec: dict[str, Any] = {"method": "Brevitas runtime statistics (per-tensor percentile of |x|) over "
+                                         f"{len(calib)} training samples of {data.name} (drawn with seed 0)", "samples": int(len(calib))}
+    else:
+        rec = {"method": DEFAULT_ACT_RANGE, "samples": 0}
+    ranges: dict[str, list[float]] = {}
+    hooks = []
+    for name, m in qmodel.named_modules():
+        if type(m).__name__ in ("QuantIdentity", "QuantReLU"):
+            hooks.append(m.register_forward_hook(lambda _m, _i, o, name=name: ranges.__setitem__(name, o)))
+    try:
+        with torch.no_grad():
+            qmodel(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for name, o in ranges.items():
+        scale, bits, signed = getattr(o, "scale", None), getattr(o, "bit_width", None), getattr(o, "signed", None)
+        if scale is None or bits is None:
+            continue
+        s, b = float(scale.reshape(-1)[0]), int(bits)
+        lo = -s * 2 ** (b - 1) if signed else 0.0
+        hi = s * (2 ** (b - 1) - 1 if signed else 2 ** b - 1)
+        out[name or "input"] = {"scale": s, "bits": b, "range": [lo, hi]}
+    if not out:
+        rec = {"method": "float activations (--act-bits 0): nothing to calibrate", "samples": 0}
+    rec["activations"] = out
+    return rec
 
 
 def _quantize(qmodel, x) -> np.ndarray:

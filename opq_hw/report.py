@@ -122,11 +122,21 @@ def _fold_str(f: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in f.items()) or "-"
 
 
-def layer_rows(rep: CostReport, alloc: Allocation) -> tuple[list[str], list[list[str]]]:
+def _dims(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def layer_label(name: str, specs: list[LayerSpec] | None = None) -> str:
+    """A layer's name with its kind and shapes, e.g. `3 (conv2d 16x4x4 -> 32x4x4)`."""
+    s = next((s for s in specs or () if s.name == name), None)
+    return name if s is None else f"{name} ({s.kind} {_dims(s.in_shape)} -> {_dims(s.out_shape)})"
+
+
+def layer_rows(rep: CostReport, alloc: Allocation, specs: list[LayerSpec] | None = None) -> tuple[list[str], list[list[str]]]:
     head = ["layer", "bits", "nonzero", "sparsity", "folding", "LUT", "FF", "DSP", "BRAM18", "URAM", "cycles", "latency"]
     rows = []
     for lc in rep.layers:
-        rows.append([lc.name, str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{alloc.layer(lc.name).sparsity:.3f}",
+        rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{alloc.layer(lc.name).sparsity:.3f}",
                      _fold_str(lc.folding), f"{lc.LUT:,}", f"{lc.FF:,}", str(lc.DSP), str(lc.BRAM18), str(lc.URAM),
                      f"{lc.cycles:,}", f"{lc.latency_cycles:,}"])
     rows.append(["total", "", "", "", "", *[f"{rep.totals[r]:,}" for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
@@ -170,16 +180,43 @@ def _summary(rep: CostReport) -> list[str]:
     return lines
 
 
-def render_markdown(rep: CostReport, alloc: Allocation, boards: list[CostReport], pngs: Mapping[str, str]) -> str:
+def one_line(rep: CostReport, path: str | os.PathLike | None = None) -> str:
+    """The `opq-hw estimate` summary line."""
+    b = rep.binding
+    where = f"; wrote {Path(path) / 'cost.json'} and {Path(path) / 'reports' / 'estimate.html'}" if path is not None else ""
+    return (f"estimate: {rep.arch} on {rep.board}: {'fits' if rep.fits else 'does NOT fit'} (binding {b} "
+            f"{rep.totals[b] + rep.shell[b]:,} of {rep.limits[b]:,.0f} usable), II {rep.ii_cycles:,} cycles, "
+            f"latency {rep.latency_us:.2f} us, {rep.throughput_fps:,.0f} frames/s{where}")
+
+
+def report_notes(rep: CostReport, manifest: Mapping[str, Any] | None = None, folding_given: bool = False) -> list[str]:
+    """The Notes section: the cost model's own notes, how the folding was chosen, and the run's notes
+    (allocation, data and calibration)."""
+    notes = list(rep.notes)
+    notes.append("folding: " + ("as given" if folding_given else
+                                f"the fastest that fits {rep.board} (opq_hw.cost.choose_folding; the most folded "
+                                "if none fits)"))
+    m = manifest or {}
+    act = (m.get("config") or {}).get("act_bits", 8)
+    notes.append(f"activations: {act}-bit" if act else "activations: float (costed as 16-bit)")
+    cal = m.get("calibration")
+    if isinstance(cal, dict) and cal.get("method"):
+        notes.append(f"activation calibration: {cal['method']}")
+    notes += [f"run: {n}" for n in m.get("notes", [])]
+    return notes
+
+
+def render_markdown(rep: CostReport, alloc: Allocation, boards: list[CostReport], pngs: Mapping[str, str],
+                    specs: list[LayerSpec] | None = None, notes: list[str] | None = None) -> str:
     parts = [f"# Resource estimate: {rep.arch} on {rep.board}", "", *_summary(rep), "",
              "Analytical estimate (opq_hw.cost), not a synthesis result; see the notes and provenance below.", "",
-             "## Per layer", "", _md_table(*layer_rows(rep, alloc)), ""]
+             "## Per layer", "", _md_table(*layer_rows(rep, alloc, specs)), ""]
     for key, title in (("allocation", "Sparsity and bit width"), ("resources", "Resources against the board"),
                        ("cycles", "Cycles per layer")):
         if key in pngs:
             parts += [f"![{title}]({pngs[key]})", ""]
     parts += [f"## Across boards ({rep.arch}, fastest folding that fits each)", "", _md_table(*board_rows(boards)), "",
-              "## Notes", ""] + [f"- {n}" for n in rep.notes] + ["", "## Provenance", ""] + \
+              "## Notes", ""] + [f"- {n}" for n in (rep.notes if notes is None else notes)] + ["", "## Provenance", ""] + \
         [f"- {k}: {v}" for k, v in rep.provenance.items()] + [""]
     return "\n".join(parts)
 
@@ -190,18 +227,19 @@ th{background:#eee}td:first-child{text-align:left}.fit{color:#1a7f37;font-weight
 img{max-width:100%;margin:0.5em 0}"""
 
 
-def render_html(rep: CostReport, alloc: Allocation, boards: list[CostReport], figs: Mapping[str, bytes]) -> str:
+def render_html(rep: CostReport, alloc: Allocation, boards: list[CostReport], figs: Mapping[str, bytes],
+                specs: list[LayerSpec] | None = None, notes: list[str] | None = None) -> str:
     imgs = "".join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}"></figure>'
                    for k, v in figs.items())
     verdict = f'<span class="{"fit" if rep.fits else "nofit"}">{"fits" if rep.fits else "does NOT fit"}</span>'
     summ = "".join(f"<p>{html.escape(s)}</p>" for s in _summary(rep))
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in (rep.notes if notes is None else notes))
     prov = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in rep.provenance.items())
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>opq-hw estimate: {html.escape(rep.arch)} on "
             f"{html.escape(rep.board)}</title><style>{_CSS}</style></head><body>"
             f"<h1>Resource estimate: {html.escape(rep.arch)} on {html.escape(rep.board)} — {verdict}</h1>{summ}"
             f"<p><i>Analytical estimate (opq_hw.cost), not a synthesis result.</i></p>"
-            f"<h2>Per layer</h2>{_html_table(*layer_rows(rep, alloc))}{imgs}"
+            f"<h2>Per layer</h2>{_html_table(*layer_rows(rep, alloc, specs))}{imgs}"
             f"<h2>Across boards ({html.escape(rep.arch)}, fastest folding that fits each)</h2>{_html_table(*board_rows(boards))}"
             f"<h2>Notes</h2><ul>{notes}</ul><h2>Provenance</h2><ul>{prov}</ul></body></html>\n")
 
@@ -220,9 +258,10 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = "hls4ml-lat
     figs = figures(rep, alloc)
     files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}
     pngs = {k: f"estimate_{k}.png" for k in figs}
+    notes = report_notes(rep, manifest, folding_given=folding is not None)
     files["cost.json"] = dumps(rep.to_dict()).encode()
-    files["reports/estimate.md"] = render_markdown(rep, alloc, boards, pngs).encode()
-    files["reports/estimate.html"] = render_html(rep, alloc, boards, figs).encode()
+    files["reports/estimate.md"] = render_markdown(rep, alloc, boards, pngs, specs, notes).encode()
+    files["reports/estimate.html"] = render_html(rep, alloc, boards, figs, specs, notes).encode()
     write_outputs(path, files)  # all at once, once everything is computed; hashes into the manifest
     return rep
 

@@ -28,6 +28,7 @@ SCHEMA = 2  # 2: manifest["artifacts"] = {relative path: sha256} of every file o
 MANIFEST = "manifest.json"
 # What `compress` writes; every command that reads a run verifies these.
 CORE = ("allocation.json", "specs.json", "weights.pt", "model.qonnx.onnx", "golden_input.npy", "golden_output.npy",
+        "golden_labels.npy",
         "metrics.json", "float_model.onnx")
 LATER = ("build/", "cost.json", "reports/")  # what later commands add to a run
 

@@ -99,31 +99,11 @@ def output_lsb(run, x_q: np.ndarray) -> np.ndarray | None:
     return (float(xs.reshape(-1)[0]) * ws).numpy().astype(np.float64)
 
 
-def _inputs(run, data: str | os.PathLike | None, n: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(x, labels or None, description) for the run."""
-    model_data = run.config.get("data")
-    if data is None or data == model_data or (model_data is None and data in ("digits", "mnist1d")):
-        x, y = run.test_data()
-        desc = f"{model_data or data or 'built-in'} test split"
-    elif data == "golden":
-        x, y, desc = read_npy(run.path / "golden_input.npy", like=run.specs[0].in_shape), None, "golden_input.npy"
-    elif str(data).endswith(".npy") and Path(data).is_file():
-        x, y, desc = read_npy(data, like=run.specs[0].in_shape), None, Path(data).name
-    else:
-        raise OpqError(f"data {data!r} does not fit run {run.path.name!r} (trained on {model_data!r}); "
-                       f"give --data {model_data}, 'golden', or a .npy file of inputs")
-    if n is not None:
-        if n <= 0:
-            raise OpqError(f"--n must be positive, got {n}")
-        x = x[:n]
-        y = None if y is None else y[:n]
-    from .pipeline import _fit_layout
+def _inputs(run, data: str | os.PathLike | None, n: int | None) -> tuple[np.ndarray, np.ndarray | None, str, str | None]:
+    """(x, labels or None, description, note) for the run: see `opq_hw.data.run_inputs`."""
+    from .data import run_inputs
 
-    import torch
-
-    per = tuple(run.specs[0].in_shape)
-    x = _fit_layout(np.asarray(x, dtype=np.float32), torch.zeros((1,) + per))
-    return x, (None if y is None else np.asarray(y)), desc
+    return run_inputs(run, None if data is None else str(data), n, command="simulate")
 
 
 def compare(ref: np.ndarray, out: np.ndarray, lsb: np.ndarray | None) -> dict[str, Any]:
@@ -161,8 +141,8 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
              write: bool = True, log: Callable[[str], Any] | None = print, **level_opts) -> dict[str, Any]:
     """Stream test inputs through `level` and compare with the Brevitas model, sample by sample.
 
-    `data`: None (the run's data set), its name, "golden", or a .npy of inputs (float, PyTorch
-    layout; quantized here). `level_opts` go to the level (csim: backend, io, allow_inexact).
+    `data`: None (the run's own test data), a --data value (built-in name, .npz, module:function;
+    see `opq_hw.data`), "golden", or a .npy of inputs (float, model layout; quantized here). `level_opts` go to the level (csim: backend, io, allow_inexact).
     """
     from .pipeline import load_run, quantize_input
 
@@ -172,8 +152,11 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
         bad = sorted(set(level_opts) - set(params))
         if bad:
             raise OpqError(f"options {bad} do not apply to level {level!r}; it takes {sorted(set(params) - {'run', 'x_q', 'info'})}")
+    from .data import require_run_data
+
+    require_run_data(run_dir, "simulate")
     run = load_run(run_dir)
-    x, y, desc = _inputs(run, data, n)
+    x, y, desc, data_note = _inputs(run, data, n)
     x_q = quantize_input(run, x)
     t0 = time.perf_counter()
     ref = reference(run, x_q)
@@ -196,6 +179,8 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
     res["ref_throughput_sps"] = len(x_q) / t_ref if t_ref > 0 else float("inf")
     if info:
         res["level_info"] = info
+    if data_note:
+        res["data_note"] = data_note
     if run.allocation.scale_mode != "pow2":
         res["note"] = "float-scale run: the hardware levels are not expected to be bit-exact; the error is measured above"
     if write:
@@ -203,5 +188,7 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
 
         write_outputs(run.path, {f"reports/simulate_{level}.json": dumps(res).encode()})
     if log is not None:
+        if data_note:
+            log(f"note: {data_note}")
         log(summary_line(res))
     return res

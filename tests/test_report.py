@@ -89,10 +89,13 @@ def test_report_run_compares_with_measurements(run_dir):
     assert "yosys synth_ecp5 (test)" in (run_dir / "reports" / "report.md").read_text()
 
 
-def test_cli_estimate(run_dir):
+def test_cli_estimate(run_dir, capsys):
     from opq_hw.cli import main
 
     assert main(["estimate", str(run_dir), "--board", "kv260", "--arch", "hls4ml-resource"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("estimate: hls4ml-resource on kv260: fits (binding ")
+    assert "cost.json" in out[0] and "II " in out[0]
     assert json.loads((run_dir / "cost.json").read_text())["board"] == "kv260"
     assert main(["estimate", str(run_dir), "--board", "ice40-up5k", "--arch", "finn-mvau"]) == 2  # clear error
 
@@ -131,3 +134,17 @@ def test_html_renders_in_headless_chromium(run_dir, tmp_path):
     assert 0.005 < dark < 0.6, dark
     colours = np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 50  # figures rendered, not a blank page
+
+
+def test_report_notes_and_layer_shapes(run_dir):
+    m = json.loads((run_dir / "manifest.json").read_text())
+    m["notes"] = ["a note of the run"]
+    (run_dir / "manifest.json").write_text(json.dumps(m))
+    estimate_run(run_dir, "pynq-z2", "hls4ml-latency", boards_table=False)
+    md = (run_dir / "reports" / "estimate.md").read_text()
+    notes = md.split("## Notes")[1].split("## Provenance")[0]
+    assert "- folding: the fastest that fits pynq-z2" in notes and "- activations: 8-bit" in notes
+    assert "- run: a note of the run" in notes
+    assert "| 0 (conv2d 1x8x8 -> 16x8x8) |" in md and "| 7 (linear 128 -> 10) |" in md
+    html = (run_dir / "reports" / "estimate.html").read_text()
+    assert "<li>run: a note of the run</li>" in html and "3 (conv2d 16x4x4 -&gt; 32x4x4)" in html

@@ -261,6 +261,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
     FINN ran ("ran"), or why not. Raises OpqError when FINN ran and failed, or when the dataflow
     graph is not bit-exact with the Brevitas model.
     """
+    from ..data import require_run_data
     from ..pipeline import load_run
 
     unsupported = {k: v for k, v in unsupported.items() if v is not None and v is not False}
@@ -269,6 +270,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
                        "target_fps (--target-fps)")
     if target_fps is not None and not (isinstance(target_fps, (int, float)) and target_fps > 0):
         raise OpqError(f"--target-fps must be a positive number of frames per second, got {target_fps!r}")
+    require_run_data(run_dir, "build --flow finn")  # uncalibrated activations make no hardware
     run = load_run(run_dir)
     b = _board(board)
     if run.allocation.scale_mode != "pow2":

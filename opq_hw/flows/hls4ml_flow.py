@@ -547,6 +547,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     written and an `OpqError` gives the exact command to run on a machine that has the tool.
     Returns the build record (also written to `build/hls4ml/opq_hls4ml.json`).
     """
+    from ..data import require_run_data
     from ..pipeline import load_run
 
     unsupported = {k: v for k, v in unsupported.items() if v is not None}
@@ -555,6 +556,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
                        "synth, allow_inexact, part, clock_period, reuse")
     if strategy not in ("latency", "resource"):
         raise OpqError(f"unknown hls4ml strategy {strategy!r}; use 'latency' or 'resource' (--strategy)")
+    require_run_data(run_dir, "build --flow hls4ml")  # uncalibrated activations make no hardware
     run = load_run(run_dir)
     binfo = _board_info(board, part, clock_period)
     rf, rf_source = _reuse_factors(run, board, reuse, strategy)

@@ -36,6 +36,7 @@ from ..rundir import build_dir
 from ..errors import OpqError
 
 STEPS = ("intnet", "rtl", "verilator", "simulate", "synth", "pnr")
+VERILATOR_FAILED_LOG = "rtl_verilator_failed.log"  # in RUN/build/: a failed Verilator build's log (the build folder is discarded)
 
 
 # -- boards -----------------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] 
             log("rtl: generating Verilog and building the Verilator simulator")
         design = _generate(net, arch, pipeline)
         files = write_design(design, tmp / "src")
-        build_sim(files, tmp / "sim")
+        build_sim(files, tmp / "sim", keep_log=run.path / "build" / VERILATOR_FAILED_LOG)
         meta = {**design.meta(), "hash": h, "pipeline": pipeline, "arch": arch}
         write_json(tmp / "design.json", meta)
     return dest / "sim" / "obj_dir" / "Vopq_top", meta
@@ -201,15 +202,17 @@ def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permil
 # -- build -----------------------------------------------------------------------------------------
 def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: bool = True, synth: bool = True,
           pnr: bool = True, per_layer: bool = True, freq: float | None = None, n_sim: int | None = None,
-          seed: int = 1, tool_timeout: float = 3600, rtl_arch: str | None = None,
+          seed: int = 1, tool_timeout: float = 3600, rtl_arch: str | None = None, data: str | None = None,
           log: Callable[[str], Any] | None = print, **unused) -> dict[str, Any]:
     """Build the open-RTL accelerator of a run for `board` (see the module docstring).
 
     rtl_arch: "seq" (default) or "da4ml". pipeline (da4ml only): latency cutoff per pipeline stage
     inside each layer kernel (0: combinational kernels; every layer still registers its
     window/vector and its output). freq: PnR target in
-    MHz (default: the board's clock). tool_timeout: wall-clock limit per Yosys/nextpnr run. Returns the summary also written to rtl_build.json; raises
+    MHz (default: the board's clock). tool_timeout: wall-clock limit per Yosys/nextpnr run. data: the
+    simulation's inputs (a --data value, see `opq_hw.data.run_inputs`; default the run's own test data). Returns the summary also written to rtl_build.json; raises
     OpqError when the design does not fit the part (after writing the summary)."""
+    from ..data import require_run_data, run_inputs
     from ..pipeline import load_run, quantize_input
     from ..rtl import eda
     from ..rtl.gen import write_design
@@ -218,7 +221,7 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
     ignored = sorted(k for k, v in unused.items() if v is not None)
     if ignored:
         raise OpqError(f"options {ignored} do not apply to the rtl flow; its options are rtl_arch, pipeline, freq, sim, "
-                       "synth, pnr, n_sim, tool_timeout")
+                       "synth, pnr, n_sim, tool_timeout, data")
     arch = _arch(rtl_arch)
     if arch == "seq" and pipeline:
         raise OpqError("--pipeline is the da4ml kernels' latency cutoff; it does not apply to --rtl-arch seq "
@@ -228,6 +231,8 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
     pipeline = float(pipeline or 0)
     if pipeline < 0:
         raise OpqError(f"--pipeline must be >= 0 (da4ml latency cutoff per stage; 0 = combinational), got {pipeline}")
+    if sim:
+        require_run_data(run_dir, "build --flow rtl")
     run = load_run(run_dir)
     times: dict[str, float] = {}
     cpu0 = _cpu()
@@ -260,17 +265,14 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
 
         if sim:
             t = step("verilator")
-            binary = build_sim(files, out / "sim")
+            binary = build_sim(files, out / "sim", keep_log=run.path / "build" / VERILATOR_FAILED_LOG)
             times["verilator"] = time.time() - t
             t = step("simulate")
-            x, y = run.test_data()
-            if n_sim is not None:
-                x, y = x[:n_sim], y[:n_sim]
             from ..simulate import reference
-            from ..pipeline import _fit_layout
-            import torch
 
-            x = _fit_layout(np.asarray(x, dtype=np.float32), torch.zeros((1,) + tuple(run.specs[0].in_shape)))
+            x, y, desc, data_note = run_inputs(run, data, n_sim, command="build --flow rtl")
+            if data_note and log:
+                log(f"note: {data_note}")
             x_q = quantize_input(run, x)
             res = run_sim(binary, _pixels(net, x_q, arch), design.n_out, out / "sim" / "run")
             logits = net.logits(to_signed(res.words, design.out_w))
@@ -278,7 +280,8 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
             exact = np.all(logits == ref, axis=1)
             summary["simulation"] = {
                 "n": int(len(x_q)), "exact_samples": int(exact.sum()), "bit_exact": bool(exact.all()),
-                "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))),
+                "data": desc, **({"data_note": data_note} if data_note else {}),
+                "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))) if y is not None else None,
                 "cycles": int(res.cycles), "latency_cycles": int(max(res.latency)),
                 "latency_cycles_min": int(min(res.latency)), "interval_cycles": float(res.interval),
                 "verilator": verilator_version(), "sim_seconds": round(res.seconds, 2)}
@@ -439,7 +442,8 @@ def summary_text(s: dict[str, Any]) -> str:
         lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")
     if "simulation" in s:
         v = s["simulation"]
-        lines.append(f"  verilator: {v['exact_samples']}/{v['n']} samples bit-exact, accuracy {v['accuracy'] * 100:.2f}%, "
+        acc = "n/a" if v.get("accuracy") is None else f"{v['accuracy'] * 100:.2f}%"
+        lines.append(f"  verilator: {v['exact_samples']}/{v['n']} samples bit-exact, accuracy {acc}, "
                      f"latency {v['latency_cycles']} cycles, one sample per {v['interval_cycles']:.0f} cycles")
     if "pnr" in s:
         p = s["pnr"]

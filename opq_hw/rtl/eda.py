@@ -137,7 +137,7 @@ def synth(src_files: list[Path], top: str, family: str, work: Path, json_out: bo
     work.mkdir(parents=True, exist_ok=True)
     jpath = work / f"{top}.json"
     cmd = SYNTH_CMD[family].format(top=top, json=jpath.name).replace(f" -json {jpath.name}", "")
-    lines = [f"read_verilog {p}" for p in src_files] + [cmd, "tee -o stat.txt stat"]
+    lines = [f"read_verilog {Path(p).resolve()}" for p in src_files] + [cmd, "tee -o stat.txt stat"]  # Yosys runs in work
     if json_out:
         lines += ["setattr -mod -unset keep_hierarchy A:keep_hierarchy", "flatten", "opt_clean", f"write_json {jpath.name}"]
     (work / f"{top}.ys").write_text("\n".join(lines) + "\n")

