@@ -126,10 +126,10 @@ def cmd_build(args) -> int:
             if k not in ("cmd", "func", "run", "flow", "board", "model", "trust_run") and v is not None}
     from .data import require_run_data
 
-    require_run_data(args.run, "build")
     if "data" in opts and args.flow != "rtl":
         raise OpqError(f"--data applies to --flow rtl (its own Verilator check); the {args.flow} build does not run "
                        f"the model: check it with `opq-hw simulate RUN --level qonnx|csim --data ...`")
+    require_run_data(args.run, "build")
     with v.missing_tools(f"build --flow {args.flow}"):
         res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0

@@ -384,12 +384,9 @@ def run_record(manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 def require_run_data(run_dir: str | Path, command: str) -> dict[str, Any]:
     """The run's data record, or an OpqError naming --data when the run was made without data."""
-    from .artifact import read_json
+    from .rundir import read_manifest
 
-    man = Path(run_dir) / "manifest.json"
-    if not man.is_file():
-        return {}  # not a run: the command's own loader names that
-    rec = run_record(read_json(man))
+    rec = run_record(read_manifest(run_dir))  # names a missing, malformed or older manifest
     if rec is None:
         raise OpqError(f"run {Path(run_dir).name!r} was compressed without --data: its activation quantizers were not "
                        f"calibrated and it holds no test samples, so `{command}` has nothing meaningful to check. "

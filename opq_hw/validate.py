@@ -33,7 +33,6 @@ MAX_EPOCHS = 100_000
 MAX_LR = 10.0
 MAX_SEED = 2**32 - 1
 MAX_INPUT_VALUES = 2**24
-DATA = ("digits", "mnist1d")
 OVERRIDE_KEYS = ("skip", "min_bits", "max_bits", "weight")
 
 # Python packages of the optional tool stacks -> the make target that installs them.
@@ -195,7 +194,7 @@ def _overrides_cfg(ov):
 CONFIG_CHECKS = {
     "model": lambda v: _opt_str("model")(v if v is not None else ""),
     "weights": _opt_str("weights"),
-    "data": _choice("data", DATA + (None,)),
+    "data": _opt_str("data"),  # a built-in name, a .npz path or module:function (opq_hw.data.load_data checks it)
     "target_cr": lambda v: v is None or target_cr_value(v, "target_cr"),
     "target_kind": _choice("target_kind", ("cr_w", "cr_idx")),
     "method": _choice("method", ("opq", "uniform", "global-magnitude", "per-channel")),

@@ -465,7 +465,7 @@ def test_library_rejects_what_the_cli_rejects():
                     ({"act_bits": 0}, "None for float"), ({"min_bits": 1}, "min_bits"), ({"max_bits": 99}, "max_bits"),
                     ({"min_bits": 8, "max_bits": 4}, "min_bits 8 > max_bits 4"), ({"uniform_bits": 99}, "uniform_bits"),
                     ({"target_cr": float("inf")}, "target_cr"), ({"target_cr": 1.0}, "> 1"), ({"seed": -1}, "seed"),
-                    ({"data": "cifar"}, "data"), ({"method": "magic"}, "method"), ({"input_shape": (0, 8)}, "input_shape"),
+                    ({"data": ""}, "data"), ({"method": "magic"}, "method"), ({"input_shape": (0, 8)}, "input_shape"),
                     ({"overrides": {"0": {"weight": float("nan")}}}, "weight"), ({"overrides": {"0": {"min_bits": 1}}}, "min_bits"),
                     ({"overrides": {"0": {"skip": "yes"}}}, "skip"), ({"overrides": ["0"]}, "overrides"),
                     ({"epochs": True}, "epochs"), ({"model": ""}, "model")]:
