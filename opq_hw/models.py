@@ -70,29 +70,20 @@ def _onnx2torch_convert():
     return convert
 
 
-def model_from_onnx(path: str | Path) -> nn.Module:
-    """A float ONNX model converted to PyTorch with onnx2torch."""
-    path = Path(path)
-    if not path.is_file():
-        raise OpqError(f"ONNX model {str(path)!r} not found; give an existing .onnx file")
-    import onnx
+def model_from_onnx(path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """A float ONNX model, normalised by the ONNX front end (opq_hw.onnx_frontend), converted to
+    PyTorch with onnx2torch."""
+    from .onnx_frontend import load_onnx
 
-    convert = _onnx2torch_convert()
-
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # onnx raises several types
-        raise OpqError(f"{path.name} is not a valid ONNX model ({e}); export it again with torch.onnx.export") from e
-    return convert(model)
+    return load_onnx(path, input_shape).torch_model()
 
 
-def build_model(ref: str) -> nn.Module:
+def build_model(ref: str, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A float model from a built-in name, `package.module:factory`, or a path to a float .onnx."""
     if ref in BUILTIN:
         return BUILTIN[ref][0]()
     if ref.endswith(".onnx"):
-        return model_from_onnx(ref)
+        return model_from_onnx(ref, input_shape)
     if ":" in ref:
         mod, _, fn = ref.partition(":")
         try:
