@@ -82,12 +82,13 @@ class Frontend:
 
         convert = _onnx2torch_convert()
         try:
-            return convert(copy.deepcopy(self.proto))
+            model = convert(copy.deepcopy(self.proto))
         except OpqError:
             raise
         except Exception as e:  # the ops were checked; this is a converter limitation
             raise UnsupportedOnnx(f"onnx2torch cannot convert the normalised graph ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0][:300]}); export the model with simpler ops") from e
+        return tidy_torch_model(model)
 
     def to_bytes(self) -> bytes:
         return self.proto.SerializeToString()
@@ -95,6 +96,27 @@ class Frontend:
     @property
     def notes(self) -> list[str]:
         return record_notes(self.record)
+
+
+def tidy_torch_model(model):
+    """onnx2torch's modules in the plain torch.nn forms Brevitas handles: pooling sizes as tuples
+    (Brevitas' average-pool handler multiplies them), GlobalAveragePool as AdaptiveAvgPool (whose
+    custom ONNX export breaks Brevitas' TorchScript export)."""
+    from torch import nn
+
+    for name, m in list(model.named_modules()):
+        if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d)):
+            for a in ("kernel_size", "stride", "padding", "dilation"):
+                if isinstance(getattr(m, a, None), list):
+                    setattr(m, a, tuple(getattr(m, a)))
+        elif type(m).__name__ == "OnnxGlobalAveragePoolWithKnownInputShape":
+            nd = len(m._x_dims)
+            if nd not in (1, 2):
+                raise UnsupportedOnnx(f"GlobalAveragePool {name!r} over {nd} spatial dimensions; opq-hw takes 1-D and 2-D")
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child,
+                    nn.AdaptiveAvgPool1d(1) if nd == 1 else nn.AdaptiveAvgPool2d(1))
+    return model
 
 
 def record_notes(rec: dict[str, Any]) -> list[str]:

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,31 +97,39 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
     return model
 
 
-def _float_model(cfg: CompressConfig) -> torch.nn.Module:
+def _float_model(cfg: CompressConfig) -> tuple[torch.nn.Module, dict[str, Any], bytes | None]:
+    """(float model, front-end record, normalised ONNX bytes or None). ONNX files go through the
+    ONNX front end; PyTorch models get their BatchNorms folded (opq_hw.bnfold)."""
+    from .bnfold import fold_batchnorm
     from .models import BUILTIN, build_model, load_state
 
+    if cfg.model.endswith(".onnx"):
+        from .onnx_frontend import load_onnx
+
+        fe = load_onnx(cfg.model, cfg.input_shape)
+        model = fe.torch_model()
+        return (load_state(model, cfg.weights) if cfg.weights else model), fe.record, fe.to_bytes()
     if cfg.weights:
-        return load_state(build_model(cfg.model), cfg.weights)
-    if cfg.model in BUILTIN:
-        return pretrained(cfg.model, epochs=cfg.pretrain_epochs, seed=cfg.seed)
-    return build_model(cfg.model)
+        model = load_state(build_model(cfg.model), cfg.weights)
+    elif cfg.model in BUILTIN:
+        model = pretrained(cfg.model, epochs=cfg.pretrain_epochs, seed=cfg.seed)
+    else:
+        model = build_model(cfg.model)
+    folds = fold_batchnorm(model)
+    return model, ({"folded_bn": folds} if folds else {}), None
 
 
-def _example_input(cfg: CompressConfig, data) -> torch.Tensor:
+def _example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = None) -> torch.Tensor:
     from .models import BUILTIN
 
+    if frontend and frontend.get("input_shape"):
+        return torch.zeros((1,) + tuple(frontend["input_shape"]))
     if data is not None:
         return torch.as_tensor(data[2][:1])
     if cfg.input_shape:
         return torch.zeros((1,) + tuple(cfg.input_shape))
     if cfg.model in BUILTIN:
         return torch.zeros(BUILTIN[cfg.model][2])
-    if cfg.model.endswith(".onnx"):
-        import onnx
-
-        dims = onnx.load(cfg.model).graph.input[0].type.tensor_type.shape.dim
-        shape = [d.dim_value or 1 for d in dims]
-        return torch.zeros(shape)
     raise OpqError("cannot tell the model's input shape: give --data or --input-shape C,H,W")
 
 
@@ -212,10 +219,10 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
 
     torch.manual_seed(cfg.seed)
     data = dataset_for(cfg.data, cfg.model)
-    model = _float_model(cfg)
+    model, frontend, onnx_bytes = _float_model(cfg)
     model.eval()
     tick("load")
-    example = _example_input(cfg, data)
+    example = _example_input(cfg, data, frontend)
     if data is not None:
         data = tuple(_fit_layout(a, example) if i % 2 == 0 else a for i, a in enumerate(data))
     specs = inspect_model(model, example)
@@ -240,7 +247,9 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
     calib = torch.as_tensor(data[0][:512]) if data is not None else example.repeat(8, *([1] * (example.dim() - 1))) + torch.randn(8, *example.shape[1:])
     qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)
     tick("apply")
-    notes = list(alloc.notes)
+    from .onnx_frontend import record_notes
+
+    notes = record_notes(frontend) + list(alloc.notes)
     with atomic_dir(out) as tmp:
         if data is not None:
             metrics["acc_oneshot"] = accuracy(qmodel, data[2], data[3])
@@ -265,13 +274,14 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
         buf = io.BytesIO()
         torch.save(qmodel.state_dict(), buf)
         write_bytes(tmp / "weights.pt", buf.getvalue())
-        if cfg.model.endswith(".onnx"):
-            shutil.copyfile(cfg.model, tmp / "float_model.onnx")
+        if onnx_bytes is not None:  # the normalised graph, self-contained (external data inlined)
+            write_bytes(tmp / "float_model.onnx", onnx_bytes)
         write_json(tmp / "allocation.json", alloc.to_dict())
         write_json(tmp / "specs.json", [s.to_dict() for s in specs])
         write_json(tmp / "metrics.json", metrics)
         write_json(tmp / "manifest.json", {"tool": "opq-hw", "config": cfg.to_dict(), "config_hash": chash,
                                            "versions": _versions(), "timings_s": timings, "notes": notes,
+                                           "frontend": frontend,
                                            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     log(summary_table(specs, alloc, metrics))
     for n in notes:
@@ -321,7 +331,14 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     alloc = Allocation.from_dict(read_json(path / "allocation.json"))
     specs = [LayerSpec.from_dict(d) for d in read_json(path / "specs.json")]
     model = build_model(str(path / "float_model.onnx") if cfg.model.endswith(".onnx") else cfg.model)
-    qmodel = build_carrier(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
+    if not cfg.model.endswith(".onnx"):
+        from .bnfold import fold_batchnorm
+
+        fold_batchnorm(model)  # the same structure as at compress time (weights come from weights.pt)
+    golden = path / "golden_input.npy"
+    example = torch.as_tensor(np.load(golden, allow_pickle=False)[:1]) if golden.is_file() else None
+    qmodel = build_carrier(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode),
+                           example=example)
     try:
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
         qmodel.load_state_dict(state)
