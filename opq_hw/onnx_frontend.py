@@ -127,8 +127,9 @@ def record_notes(rec: dict[str, Any]) -> list[str]:
     for f in rec.get("folded_bn", []):
         out.append(f"BatchNormalization {f['bn']!r} folded into {f['into']!r}")
     if rec.get("input_layout"):
-        out.append(f"input layout {rec['input_layout']} (data is given in it; the model runs "
-                   f"{rec['model_layout']}, converted at every command)")
+        out.append(f"input layout {rec['input_layout']}: the graph's leading Transpose was removed, the model runs "
+                   f"{rec['model_layout']}; the user's {rec['input_layout']} data is transposed to it "
+                   f"(onnx_frontend.to_model_layout)")
     if rec.get("fixed_batch") is not None:
         out.append(f"fixed batch dimension {rec['fixed_batch']} in the graph made symbolic")
     if rec.get("tail"):
@@ -159,11 +160,11 @@ def to_model_layout(x: np.ndarray, layout: str | dict | None) -> np.ndarray:
 
 # ------------------------------------------------------------------ helpers on the graph
 
-def _nodes_desc(nodes) -> str:
+def _nodes_desc(nodes, domains: bool = True) -> str:
     by_op: dict[str, list[str]] = {}
     for n in nodes:
-        by_op.setdefault(n.op_type if not n.domain or n.domain in STANDARD_DOMAINS else f"{n.domain}.{n.op_type}",
-                         []).append(n.name or n.output[0])
+        custom = domains and n.domain not in STANDARD_DOMAINS
+        by_op.setdefault(f"{n.domain}.{n.op_type}" if custom else n.op_type, []).append(n.name or n.output[0])
     return ", ".join(f"{op} (node{'s' if len(v) > 1 else ''} {', '.join(repr(s) for s in v[:6])}"
                      f"{', ...' if len(v) > 6 else ''})" for op, v in sorted(by_op.items()))
 
@@ -314,7 +315,7 @@ def _batched(shape) -> bool:
 def check_quantized(model) -> None:
     q = [n for n in model.graph.node if n.op_type in QUANT_OPS]
     if q:
-        raise QuantizedOnnx(f"this ONNX model is already quantized ({_nodes_desc(q)}); OPQ prunes and quantizes "
+        raise QuantizedOnnx(f"this ONNX model is already quantized ({_nodes_desc(q, domains=False)}); OPQ prunes and quantizes "
                             "a float model itself: give the float model it was made from (e.g. "
                             "torch.onnx.export of the float network)")
 
