@@ -498,6 +498,44 @@ def _strip_input_transpose(model, shapes, rec) -> None:
     rec["model_layout"] = {"NWC": "NCW", "NHWC": "NCHW"}[name]
 
 
+def _explicit_pads(model, shapes, rec) -> None:
+    """auto_pad SAME_UPPER / SAME_LOWER / VALID written out as pads (onnx2torch takes explicit pads only);
+    padding that is not the same on both sides is refused (it would need a separate Pad layer)."""
+    from onnx import helper
+
+    g = model.graph
+    for n in g.node:
+        if n.op_type not in ("Conv", "MaxPool", "AveragePool"):
+            continue
+        label = f"{n.op_type} {n.name or n.output[0]!r}"
+        auto = _attr(n, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        src = shapes.get(n.input[0])
+        if auto != "NOTSET":
+            if not src or not all(isinstance(d, int) for d in src):
+                raise UnsupportedOnnx(f"{label} uses auto_pad={auto} on an input of unknown shape")
+            spatial = list(src[2:])
+            k = list(_attr(n, "kernel_shape", None) or _init_array(g, n.input[1]).shape[2:])
+            st = list(_attr(n, "strides", [1] * len(spatial)))
+            dil = list(_attr(n, "dilations", [1] * len(spatial)))
+            begin, end = [], []
+            for i, size in enumerate(spatial):
+                total = 0 if auto == "VALID" else max((-(-size // st[i]) - 1) * st[i] + (k[i] - 1) * dil[i] + 1 - size, 0)
+                small, large = total // 2, total - total // 2
+                begin.append(large if auto == "SAME_LOWER" else small)
+                end.append(small if auto == "SAME_LOWER" else large)
+            for a in list(n.attribute):
+                if a.name in ("auto_pad", "pads"):
+                    n.attribute.remove(a)
+            n.attribute.append(helper.make_attribute("pads", begin + end))
+            rec.setdefault("explicit_pads", []).append(label)
+        pads = list(_attr(n, "pads", []))
+        if pads and pads[:len(pads) // 2] != pads[len(pads) // 2:]:
+            raise UnsupportedOnnx(f"{label} pads {pads[:len(pads) // 2]} before and {pads[len(pads) // 2:]} after; "
+                                  "opq-hw takes the same padding on both sides (an odd kernel with stride 1 and "
+                                  "'same' padding, or 'valid')")
+
+
 def _matmul_to_gemm(model, shapes, rec) -> None:
     from onnx import helper
 
@@ -698,7 +736,7 @@ def normalize(model, input_shape=None, rec: dict[str, Any] | None = None):
     model = _optimize(model, ["eliminate_deadend", "eliminate_unused_initializer", "fuse_consecutive_transposes",
                               "eliminate_nop_transpose", "fuse_add_bias_into_conv"])
     shapes = _infer_shapes(model)
-    for step in (_strip_input_transpose, _matmul_to_gemm, _canonical_gemm, _absorb_flatten_transpose, _fold_bn,
+    for step in (_explicit_pads, _strip_input_transpose, _matmul_to_gemm, _canonical_gemm, _absorb_flatten_transpose, _fold_bn,
                  _strip_tail):
         step(model, shapes, rec)
         shapes = _infer_shapes(model)

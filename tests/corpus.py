@@ -10,8 +10,8 @@ y_train, x_test, y_test in the model's own input layout: NHWC / NWC for the chan
   fixed batch of 1, some with a Softmax/Sigmoid head, `x.view(x.size(0), -1)` at opset 9;
 - `k_*`: graphs written with `onnx.helper` in the shapes tf2onnx gives Keras models: channels-last
   input and the leading Transpose, MatMul + Add dense layers, BatchNormalization nodes, Transpose
-  before Reshape/Flatten, Dropout/Identity, Softmax/Sigmoid heads, a fixed batch of 1000, an
-  opset-7 graph with Gemm(transB=0), weights as external data.
+  before Reshape/Flatten, Dropout/Identity, Softmax/Sigmoid heads, a fixed batch of 1000,
+  auto_pad=SAME_UPPER, an opset-7 graph with Gemm(transB=0), weights as external data.
 
 `UNSUPPORTED` lists graphs the front end must refuse, with the text the error must contain.
 """
@@ -209,8 +209,9 @@ def _export_torch(name: str, folder: Path) -> Entry:
 class _G:
     """A small graph writer: nodes, initializers, unique names."""
 
-    def __init__(self):
+    def __init__(self, auto_pad: bool = False):
         self.nodes, self.inits, self.i = [], [], 0
+        self.auto_pad = auto_pad  # 'same' convolutions as auto_pad=SAME_UPPER instead of explicit pads
 
     def name(self, base):
         self.i += 1
@@ -240,8 +241,9 @@ def _emit_seq(g: _G, x: str, layers) -> str:
     for m in layers:
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             k = list(m.kernel_size)
+            pad = dict(auto_pad="SAME_UPPER") if g.auto_pad else dict(pads=list(m.padding) * 2)
             x = g.op("Conv", [x, g.const("kernel", _np(m.weight)), g.const("bias", _np(m.bias))], "conv",
-                     kernel_shape=k, pads=list(m.padding) * 2, strides=list(m.stride), group=m.groups)
+                     kernel_shape=k, strides=list(m.stride), group=m.groups, **pad)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             x = g.op("BatchNormalization", [x, g.const("gamma", _np(m.weight)), g.const("beta", _np(m.bias)),
                                             g.const("mean", _np(m.running_mean)), g.const("var", _np(m.running_var))],
@@ -274,10 +276,10 @@ def _shapes_after(layers, x0):
 
 
 def _emit_model(seq: nn.Sequential, in_shape, channels_last: bool, head: str | None, batch, opset: int = 13,
-                dense: str = "matmul", batch_reshape: int = -1, extra_dropout: bool = True):
+                dense: str = "matmul", batch_reshape: int = -1, extra_dropout: bool = True, auto_pad: bool = False):
     from onnx import TensorProto, helper
 
-    g = _G()
+    g = _G(auto_pad)
     layers = list(seq)
     rank = len(in_shape)
     x = "input_1"
@@ -344,7 +346,8 @@ def _k_cnn1d_nwc_b1000(folder):
     seq = train(nn.Sequential(nn.Conv1d(8, 16, 3, padding=1), nn.BatchNorm1d(16), nn.ReLU(), nn.AvgPool1d(2),
                               nn.Dropout(0.1), nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
                               nn.Flatten(), nn.Linear(32, 10)), "seq", seed=13)
-    return _emit_model(seq, (8, 8), True, "sigmoid", 1000, batch_reshape=1000), "nwc", "NWC", "sigmoid", 1
+    return _emit_model(seq, (8, 8), True, "sigmoid", 1000, batch_reshape=1000, auto_pad=True), "nwc", "NWC", \
+        "sigmoid", 1
 
 
 def _k_mlp_o7_gemm(folder):
@@ -501,6 +504,11 @@ def _unsupported():
                                 helper.make_node("Flatten", ["p"], ["y"], name="flat")],
                                [_init("k", np.ones((4, 3, 1, 1)))], in_shape=("N", 3, "H", "W")),
                          "dimensions 2, 3 are not fixed in the graph; give --input-shape 3,?,?"),
+        "asymmetric_pads": (_tiny([helper.make_node("Conv", ["x", "k"], ["c"], name="conv_s2", kernel_shape=[2, 2],
+                                                    strides=[2, 2], auto_pad="SAME_UPPER"),
+                                   helper.make_node("Flatten", ["c"], ["y"], name="flat")],
+                                  [_init("k", np.ones((2, 1, 2, 2)))], in_shape=("N", 1, 5, 5), out_shape=("N", 18)),
+                            "Conv 'conv_s2' pads [0, 0] before and [1, 1] after"),
         "matmul_two_activations": (_tiny([helper.make_node("MatMul", ["x", "x"], ["y"], name="mm")], [],
                                          in_shape=("N", 4, 4), out_shape=("N", 4, 4)),
                                    "MatMul 'mm' multiplies two activations"),
