@@ -44,7 +44,8 @@ MAX_OPSET = 17
 LAYER_OPS = {"Conv", "Gemm", "MatMul"}
 ACTIVATION_OPS = {"Relu", "LeakyRelu", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Selu", "Elu", "Clip", "HardSigmoid"}
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool"}
-STRUCTURE_OPS = {"Add", "Concat", "Flatten", "Reshape", "Squeeze", "Transpose", "BatchNormalization", "Dropout", "Identity"}
+STRUCTURE_OPS = {"Add", "Concat", "Flatten", "Reshape", "Squeeze", "Transpose", "BatchNormalization", "Dropout", "Identity",
+                 "ReduceMean"}  # ReduceMean: only as a global average pool (tf2onnx's GlobalAveragePooling)
 SUPPORTED_OPS = LAYER_OPS | ACTIVATION_OPS | POOL_OPS | STRUCTURE_OPS
 # Ops that only compute Reshape targets (torch's x.view(x.size(0), -1) at old opsets); they must vanish.
 SHAPE_OPS = {"Constant", "Shape", "Gather", "Unsqueeze", "Cast", "Slice", "ConstantOfShape"}
@@ -498,6 +499,48 @@ def _strip_input_transpose(model, shapes, rec) -> None:
     rec["model_layout"] = {"NWC": "NCW", "NHWC": "NCHW"}[name]
 
 
+def _mean_to_gap(model, shapes, rec) -> None:
+    """ReduceMean over all spatial axes -> GlobalAveragePool (+ Flatten without keepdims). tf2onnx writes
+    Keras' GlobalAveragePooling as a ReduceMean, often over the channels-last axes behind a Transpose
+    (NCHW -> NHWC): that Transpose is dropped and the mean taken over the channels-first axes."""
+    from onnx import helper
+
+    g = model.graph
+    for n in list(g.node):
+        if n.op_type != "ReduceMean":
+            continue
+        label = f"ReduceMean {n.name or n.output[0]!r}"
+        axes = _attr(n, "axes", None)
+        if axes is None and len(n.input) > 1 and n.input[1]:
+            axes = _init_array(g, n.input[1])
+        src = shapes.get(n.input[0])
+        keep = int(_attr(n, "keepdims", 1))
+        if axes is None or not src:
+            raise UnsupportedOnnx(f"{label}: axes or input shape unknown; opq-hw takes ReduceMean only as a global "
+                                  "average pool over all spatial axes")
+        r = len(src)
+        axes = sorted(int(a) % r for a in np.asarray(axes).reshape(-1))
+        t = _producer(g, n.input[0])
+        if (axes == list(range(1, r - 1)) and not keep and t is not None and t.op_type == "Transpose"
+                and list(_attr(t, "perm", [])) == [0] + list(range(2, r)) + [1]
+                and len(_consumers(g, t.output[0])) == 1):
+            n.input[0] = t.input[0]
+            g.node.remove(t)
+            axes = list(range(2, r))
+        if axes != list(range(2, r)) or r < 3:
+            raise UnsupportedOnnx(f"{label} averages over axes {axes} of a rank-{r} tensor; opq-hw takes ReduceMean "
+                                  "only as a global average pool over all spatial axes (channels-first)")
+        i = list(g.node).index(n)
+        if keep:
+            g.node.insert(i, helper.make_node("GlobalAveragePool", [n.input[0]], [n.output[0]], name=n.name))
+        else:
+            mid = n.output[0] + "_gap"
+            g.node.insert(i, helper.make_node("Flatten", [mid], [n.output[0]], name=(n.name or "gap") + "_flatten", axis=1))
+            g.node.insert(i, helper.make_node("GlobalAveragePool", [n.input[0]], [mid], name=n.name))
+        g.node.remove(n)
+        rec.setdefault("global_average_pools", []).append(label)
+
+
 def _explicit_pads(model, shapes, rec) -> None:
     """auto_pad SAME_UPPER / SAME_LOWER / VALID written out as pads (onnx2torch takes explicit pads only);
     padding that is not the same on both sides is refused (it would need a separate Pad layer)."""
@@ -698,7 +741,7 @@ def _strip_tail(model, shapes, rec) -> None:
 
 def _final_check(model) -> None:
     g = model.graph
-    left = [n for n in g.node if n.op_type in SHAPE_OPS or n.op_type == "MatMul"]
+    left = [n for n in g.node if n.op_type in SHAPE_OPS or n.op_type in ("MatMul", "ReduceMean")]
     if left:
         raise UnsupportedOnnx(f"unsupported ONNX ops on the data path: {_nodes_desc(left)}; opq-hw takes them only "
                               "where they compute a Reshape to (N, -1)")
@@ -736,7 +779,7 @@ def normalize(model, input_shape=None, rec: dict[str, Any] | None = None):
     model = _optimize(model, ["eliminate_deadend", "eliminate_unused_initializer", "fuse_consecutive_transposes",
                               "eliminate_nop_transpose", "fuse_add_bias_into_conv"])
     shapes = _infer_shapes(model)
-    for step in (_explicit_pads, _strip_input_transpose, _matmul_to_gemm, _canonical_gemm, _absorb_flatten_transpose, _fold_bn,
+    for step in (_mean_to_gap, _explicit_pads, _strip_input_transpose, _matmul_to_gemm, _canonical_gemm, _absorb_flatten_transpose, _fold_bn,
                  _strip_tail):
         step(model, shapes, rec)
         shapes = _infer_shapes(model)

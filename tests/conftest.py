@@ -63,14 +63,14 @@ def onnx_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def onnx_corpus_run(onnx_corpus, tmp_path_factory):
-    """name -> run directory of `compress --model NAME.onnx --data digits` (no finetuning), built on
-    first use and shared by the session."""
+    """name -> run directory of `compress --model NAME.onnx --data digits --target-cr 8` (no finetuning),
+    built on first use and shared by the session."""
     runs = {}
 
     def get(name: str):
         if name not in runs:
             runs[name] = _run(tmp_path_factory, f"onnx_{name}", model=str(onnx_corpus[name].onnx), data="digits",
-                              epochs=0)
+                              target_cr=8, epochs=0)
         return runs[name]
 
     return get

@@ -417,6 +417,35 @@ def _k_res_gap_nhwc(folder):
     return mm, "nhwc", "NHWC", "softmax", 0
 
 
+def _k_dwsep_nhwc_mean(folder):
+    """A Keras MobileNet-style block as tf2onnx writes it without its transpose optimizer: ReLU6 as Clip,
+    a depthwise Conv (group = channels), GlobalAveragePooling as Transpose + ReduceMean."""
+    from onnx import helper
+
+    seq = train(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
+                              nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU6(),
+                              nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)), "img", epochs=10, seed=17)
+    g = _G(auto_pad=True)
+    x = g.op("Transpose", ["input_1"], "transpose", perm=[0, 3, 1, 2])
+    lo, hi = g.const("clip_min", 0.0), g.const("clip_max", 6.0)
+    for m in list(seq)[:10]:
+        if isinstance(m, nn.ReLU6):
+            x = g.op("Clip", [x, lo, hi], "re_lu6")
+        else:
+            x = _emit_seq(g, x, [m])
+    x = g.op("Transpose", [x], "transpose", perm=[0, 2, 3, 1])
+    x = g.op("ReduceMean", [x], "global_average_pooling2d", axes=[1, 2], keepdims=0)
+    x = g.op("MatMul", [x, g.const("kernel", _np(seq[12].weight).T)], "dense")
+    x = g.op("Add", [x, g.const("bias", _np(seq[12].bias))], "dense_bias")
+    x = g.op("Softmax", [x], "softmax", axis=-1)
+    graph = helper.make_graph(g.nodes, "mobile", [helper.make_tensor_value_info("input_1", 1, ["unk__3", 8, 8, 1])],
+                              [helper.make_tensor_value_info(x, 1, ["unk__3", 10])], g.inits)
+    mm = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx")
+    mm.ir_version = 8
+    return mm, "nhwc", "NHWC", "softmax", 3
+
+
 KERAS: dict[str, Callable] = {
     "k_mlp_b1000": _k_mlp_b1000,
     "k_cnn_nhwc": _k_cnn_nhwc,
@@ -424,6 +453,7 @@ KERAS: dict[str, Callable] = {
     "k_mlp_o7_gemm": _k_mlp_o7_gemm,
     "k_external": _k_external,
     "k_res_gap_nhwc": _k_res_gap_nhwc,
+    "k_dwsep_nhwc_mean": _k_dwsep_nhwc_mean,
 }
 
 
