@@ -4,9 +4,11 @@ tf2onnx from Keras) normalised into the shapes the converter (onnx2torch) and th
 `load_onnx(path, input_shape)` checks the graph, rewrites it and returns a `Frontend`: the
 normalised, self-contained graph (`proto`), what was done to it (`record`, stored in the run's
 manifest as `frontend`) and `torch_model()`, the onnx2torch conversion. Library transformations do
-what they can (onnx.version_converter, onnx shape inference with data propagation, onnxoptimizer's
-constant extraction, bias fusion, dead-end, transpose and initializer passes); the rewrites below are
-the ones they lack, each a function `(model, shapes, record) -> None` on the ModelProto:
+what they can (onnx.version_converter, onnx shape inference with data propagation and, where that
+cannot follow a shape computation, one onnxruntime run on a probe batch; onnxoptimizer's constant
+extraction, bias fusion, dead-end, transpose and initializer passes; torch.nn.utils.fusion on the
+PyTorch path, opq_hw.bnfold); the rewrites below are the ones they lack, each a function
+`(model, shapes, record) -> None` on the ModelProto:
 
 - refusals first, before anything is converted: quantized graphs (QONNX Quant/BipolarQuant,
   QuantizeLinear/DequantizeLinear, QLinear*/Integer ops), custom domains, op types outside
@@ -20,6 +22,8 @@ the ones they lack, each a function `(model, shapes, record) -> None` on the Mod
   model takes channels-first input, `record["input_layout"]` keeps the user's layout and
   `to_model_layout` converts user arrays; a channels-last Transpose right before Flatten -> dense is
   folded into the dense layer's weight rows;
+- ReduceMean over all spatial axes (tf2onnx's GlobalAveragePooling, also behind its channels-last
+  Transpose) -> GlobalAveragePool; auto_pad written out as pads, asymmetric padding refused;
 - MatMul (+ Add of a constant) with a constant right operand -> Gemm (onnx2torch makes nn.Linear);
 - BatchNormalization right after Conv/Gemm folded into that layer's weights and bias (recorded);
   any other BatchNormalization refused (`UnfoldableBatchNorm`);

@@ -87,6 +87,19 @@ def test_compress_then_qonnx_bit_exact(onnx_corpus, onnx_corpus_run, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in corpus.NAMES if n.startswith("k_")] + ["t_cnn_bn_o11"])
+def test_compress_without_data(onnx_corpus, tmp_path, name):
+    """No data: the input shape comes from the graph (no --input-shape), compress still exports."""
+    from opq_hw.pipeline import CompressConfig, compress_run
+    from opq_hw.simulate import simulate
+
+    out = compress_run(CompressConfig(model=str(onnx_corpus[name].onnx), data=None, epochs=0, target_cr=8),
+                       tmp_path / "run", progress=False, log=lambda *_: None)
+    assert (out / "model.qonnx.onnx").is_file()
+    assert simulate(out, "qonnx", data="golden", write=False, log=None)["bit_exact"]
+
+
+@pytest.mark.slow
 def test_external_data_run_is_self_contained(onnx_corpus, tmp_path):
     from opq_hw.cli import main
 
