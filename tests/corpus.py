@@ -18,6 +18,7 @@ y_train, x_test, y_test in the model's own input layout: NHWC / NWC for the chan
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -422,10 +423,10 @@ def _k_dwsep_nhwc_mean(folder):
     a depthwise Conv (group = channels), GlobalAveragePooling as Transpose + ReduceMean."""
     from onnx import helper
 
-    seq = train(nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
-                              nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU6(),
-                              nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)), "img", epochs=10, seed=17)
+    seq = train(nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+                              nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+                              nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)), "img", epochs=10, seed=17)
     g = _G(auto_pad=True)
     x = g.op("Transpose", ["input_1"], "transpose", perm=[0, 3, 1, 2])
     lo, hi = g.const("clip_min", 0.0), g.const("clip_max", 6.0)
@@ -477,7 +478,11 @@ def build_corpus(folder: str | Path, names=NAMES) -> dict[str, Entry]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    return {n: (_export_torch(n, folder) if n in TORCH else _build_keras(n, folder)) for n in names}
+    out = {}
+    for n in names:
+        torch.manual_seed(zlib.crc32(n.encode()))  # each entry's initial weights independent of the others
+        out[n] = _export_torch(n, folder) if n in TORCH else _build_keras(n, folder)
+    return out
 
 
 # ------------------------------------------------------------------ graphs the front end must refuse
