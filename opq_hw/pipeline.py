@@ -150,10 +150,23 @@ class Run:
         return int_weights(carried_layers(self.qmodel)[name]).numpy().astype(np.int64)
 
     def test_data(self) -> tuple[np.ndarray, np.ndarray]:
-        data = dataset_for(self.config["data"] or _builtin_data(self.config["model"]), self.config["model"])
+        ref = self.config["data"] or _builtin_data(self.config["model"])
+        data = user_to_model_layout(dataset_for(ref, self.config["model"]), ref, self.manifest.get("frontend"))
         if data is None:
             raise OpqError(f"run {self.path} has no data set; pass --data")
         return data[2], data[3]
+
+
+def user_to_model_layout(data, data_ref: str | None, frontend: dict[str, Any] | None):
+    """(x_train, y_train, x_test, y_test) in the model's layout. The user's own data (anything but a
+    built-in set, which is in PyTorch layout already) comes in the layout of the user's model
+    input: channels-last for a tf2onnx graph, transposed here (opq_hw.onnx_frontend.to_model_layout)."""
+    from .data import DATASETS
+    from .onnx_frontend import to_model_layout
+
+    if data is None or data_ref in DATASETS or not (frontend or {}).get("input_layout"):
+        return data
+    return tuple(to_model_layout(a, frontend) if i % 2 == 0 else a for i, a in enumerate(data))
 
 
 def _builtin_data(model_ref: str) -> str | None:
@@ -220,6 +233,7 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
     torch.manual_seed(cfg.seed)
     data = dataset_for(cfg.data, cfg.model)
     model, frontend, onnx_bytes = _float_model(cfg)
+    data = user_to_model_layout(data, cfg.data, frontend)
     model.eval()
     tick("load")
     example = _example_input(cfg, data, frontend)

@@ -158,6 +158,19 @@ def test_to_model_layout():
         to_model_layout(x, "NWC")
 
 
+def test_user_data_is_converted_built_in_data_is_not():
+    from opq_hw.pipeline import user_to_model_layout
+
+    x = np.arange(3 * 8 * 2, dtype=np.float32).reshape(3, 8, 2)  # NWC: 8 steps, 2 channels
+    y = np.arange(3)
+    fe = {"input_layout": "NWC"}
+    xtr, ytr, xte, yte = user_to_model_layout((x, y, x, y), "mydata.npz", fe)
+    assert xtr.shape == (3, 2, 8) and np.array_equal(xte, x.transpose(0, 2, 1)) and ytr is y
+    assert user_to_model_layout((x, y, x, y), "digits", fe)[0] is x  # built-in sets are in PyTorch layout
+    assert user_to_model_layout((x, y, x, y), "mydata.npz", {"input_layout": None})[0] is x
+    assert user_to_model_layout(None, None, fe) is None
+
+
 # ------------------------------------------------------------------ PyTorch path: BatchNorm folding
 
 def _trained_bn_model():
