@@ -554,3 +554,10 @@ def _unsupported():
 
 
 UNSUPPORTED = _unsupported  # name -> (ModelProto, expected error text), built on call (needs onnx)
+
+
+if __name__ == "__main__":  # python tests/corpus.py OUT_DIR: write the corpus for a look by hand
+    import sys
+
+    for e in build_corpus(sys.argv[1] if len(sys.argv) > 1 else "onnx_corpus").values():
+        print(e.onnx, e.npz, e.layout or "", e.tail or "")
