@@ -486,18 +486,18 @@ def _strip_input_transpose(model, shapes, rec) -> None:
     rank = len(inp.type.tensor_type.shape.dim)
     users = _consumers(g, inp.name)
     rec["input_layout"] = None
-    if rank not in CHANNELS_LAST or len(users) != 1 or users[0].op_type != "Transpose":
+    if rank not in CHANNELS_LAST or not users:
         return
-    t = users[0]
     name, perm = CHANNELS_LAST[rank]
-    if list(_attr(t, "perm", [])) != perm:
-        return
+    if not all(t.op_type == "Transpose" and list(_attr(t, "perm", [])) == perm for t in users):
+        return  # (every reader of the input must take it channels-first)
     dims = inp.type.tensor_type.shape.dim
     vals = [d.dim_value for d in dims]
     for d, p in zip(dims[1:], perm[1:]):
         d.Clear()
         d.dim_value = vals[p]
-    _bypass(g, t, inp.name, t.output[0])
+    for t in users:
+        _bypass(g, t, inp.name, t.output[0])
     rec["input_layout"] = name
     rec["input_perm"] = perm
     rec["model_layout"] = {"NWC": "NCW", "NHWC": "NCHW"}[name]

@@ -149,6 +149,33 @@ def test_input_shape_completes_unknown_dims(tmp_path):
         load_onnx(path, input_shape=(2, 4, 4))
 
 
+def test_channels_last_input_read_by_two_transposes(tmp_path):
+    """tf2onnx without its transpose optimizer: each reader of the NHWC input has its own Transpose."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    k = [numpy_helper.from_array(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), f"k{i}") for i in range(2)]
+    nodes = [helper.make_node("Transpose", ["x"], [f"t{i}"], name=f"tr{i}", perm=[0, 3, 1, 2]) for i in range(2)]
+    nodes += [helper.make_node("Conv", [f"t{i}", f"k{i}"], [f"c{i}"], name=f"conv{i}", kernel_shape=[3, 3],
+                               pads=[1, 1, 1, 1]) for i in range(2)]
+    nodes += [helper.make_node("Add", ["c0", "c1"], ["a"], name="add"),
+              helper.make_node("GlobalAveragePool", ["a"], ["p"], name="gap"),
+              helper.make_node("Flatten", ["p"], ["y"], name="flat")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", 4, 4, 2])],
+                          [helper.make_tensor_value_info("y", 1, ["N", 3])], k)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "two.onnx"
+    onnx.save(m, str(path))
+    fe = load_onnx(path)
+    assert fe.record["input_layout"] == "NHWC" and "Transpose" not in {n.op_type for n in fe.proto.graph.node}
+    x = rng.normal(size=(5, 4, 4, 2)).astype(np.float32)
+    with torch.no_grad():
+        y = fe.torch_model()(torch.as_tensor(to_model_layout(x, fe.record))).numpy()
+    np.testing.assert_allclose(y, _ort(path, x), rtol=1e-4, atol=1e-5)
+
+
 def test_to_model_layout():
     x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
     assert to_model_layout(x, None) is x
