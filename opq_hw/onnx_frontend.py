@@ -783,8 +783,8 @@ def normalize(model, input_shape=None, rec: dict[str, Any] | None = None):
     model = _optimize(model, ["eliminate_deadend", "eliminate_unused_initializer", "fuse_consecutive_transposes",
                               "eliminate_nop_transpose", "fuse_add_bias_into_conv"])
     shapes = _infer_shapes(model)
-    for step in (_mean_to_gap, _explicit_pads, _strip_input_transpose, _matmul_to_gemm, _canonical_gemm, _absorb_flatten_transpose, _fold_bn,
-                 _strip_tail):
+    for step in (_mean_to_gap, _explicit_pads, _strip_input_transpose, _matmul_to_gemm, _canonical_gemm,
+                 _absorb_flatten_transpose, _fold_bn, _strip_tail):
         step(model, shapes, rec)
         shapes = _infer_shapes(model)
     model = _optimize(model, ["eliminate_deadend", "eliminate_unused_initializer"])
