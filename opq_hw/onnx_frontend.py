@@ -24,6 +24,7 @@ PyTorch path, opq_hw.bnfold); the rewrites below are the ones they lack, each a 
   folded into the dense layer's weight rows;
 - ReduceMean over all spatial axes (tf2onnx's GlobalAveragePooling, also behind its channels-last
   Transpose) -> GlobalAveragePool; auto_pad written out as pads, asymmetric padding refused;
+- Unsqueeze -> Conv 2-D (kernel 1 x k) -> Squeeze (tf2onnx's Keras Conv1D) -> Conv 1-D;
 - MatMul (+ Add of a constant) with a constant right operand -> Gemm (onnx2torch makes nn.Linear);
 - BatchNormalization right after Conv/Gemm folded into that layer's weights and bias (recorded);
   any other BatchNormalization refused (`UnfoldableBatchNorm`);
@@ -438,6 +439,50 @@ def _remove_nops(model, rec) -> None:
             _bypass(g, n, n.input[0], n.output[0])
 
 
+def _axes(g, n) -> list[int] | None:
+    """The axes of an Unsqueeze/Squeeze (attribute before opset 13, input from 13)."""
+    axes = _attr(n, "axes", None)
+    if axes is None and len(n.input) > 1 and n.input[1]:
+        axes = _init_array(g, n.input[1])
+    return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+
+
+def _conv1d_from_2d(model, shapes, rec) -> None:
+    """Unsqueeze -> Conv 2-D with a kernel of height (or width) 1 -> Squeeze of that axis -> a 1-D Conv:
+    how tf2onnx writes Keras' Conv1D (TensorFlow runs it as ExpandDims + Conv2D + Squeeze)."""
+    from onnx import helper
+
+    g = model.graph
+    for c in list(g.node):
+        if c.op_type != "Conv":
+            continue
+        u, users = _producer(g, c.input[0]), _consumers(g, c.output[0])
+        w = _init_array(g, c.input[1]) if len(c.input) > 1 else None
+        if u is None or u.op_type != "Unsqueeze" or w is None or w.ndim != 4 or len(users) != 1 \
+                or users[0].op_type != "Squeeze" or len(_consumers(g, u.output[0])) != 1:
+            continue
+        sq, ax = users[0], _axes(g, u)
+        src = shapes.get(u.input[0])
+        if not ax or len(ax) != 1 or not src or len(src) != 3 or ax[0] % 4 not in (2, 3) \
+                or [a % 4 for a in (_axes(g, sq) or [])] != [ax[0] % 4]:
+            continue
+        unit = ax[0] % 4 - 2  # the spatial axis of size 1 (0: height, 1: width)
+        keep = 1 - unit
+        k = list(_attr(c, "kernel_shape", w.shape[2:]))
+        pads = list(_attr(c, "pads", [0, 0, 0, 0]))
+        st, dil = list(_attr(c, "strides", [1, 1])), list(_attr(c, "dilations", [1, 1]))
+        if k[unit] != 1 or pads[unit] or pads[2 + unit] or _attr(c, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        w1 = w.reshape(w.shape[0], w.shape[1], w.shape[2 + keep])
+        new = helper.make_node("Conv", [u.input[0], _fresh_init(g, c.input[1] + "_1d", w1)] + list(c.input[2:]),
+                               [sq.output[0]], name=c.name, kernel_shape=[k[keep]], strides=[st[keep]],
+                               dilations=[dil[keep]], pads=[pads[keep], pads[2 + keep]], group=int(_attr(c, "group", 1)))
+        g.node.insert(list(g.node).index(c), new)
+        for n in (u, c, sq):
+            g.node.remove(n)
+        rec.setdefault("conv1d_from_2d", []).append(c.name or c.output[0])
+
+
 def _flatten_like(model, shapes, rec) -> None:
     """Reshape / Squeeze / Flatten: to (N, -1) -> Flatten(axis=1); to the same shape -> removed."""
     from onnx import helper
@@ -779,6 +824,7 @@ def normalize(model, input_shape=None, rec: dict[str, Any] | None = None):
     model = _optimize(model, ["extract_constant_to_initializer", "eliminate_duplicate_initializer"])
     _io(model, input_shape, rec)
     _remove_nops(model, rec)
+    _conv1d_from_2d(model, _infer_shapes(model), rec)
     _flatten_like(model, _infer_shapes(model), rec)
     model = _optimize(model, ["eliminate_deadend", "eliminate_unused_initializer", "fuse_consecutive_transposes",
                               "eliminate_nop_transpose", "fuse_add_bias_into_conv"])

@@ -11,7 +11,8 @@ y_train, x_test, y_test in the model's own input layout: NHWC / NWC for the chan
 - `k_*`: graphs written with `onnx.helper` in the shapes tf2onnx gives Keras models: channels-last
   input and the leading Transpose, MatMul + Add dense layers, BatchNormalization nodes, Transpose
   before Reshape/Flatten, Dropout/Identity, Softmax/Sigmoid heads, a fixed batch of 1000,
-  auto_pad=SAME_UPPER, an opset-7 graph with Gemm(transB=0), weights as external data.
+  auto_pad=SAME_UPPER, Keras Conv1D as Unsqueeze + Conv 2-D + Squeeze, ReduceMean as global pooling,
+  an opset-7 graph with Gemm(transB=0), weights as external data.
 
 `UNSUPPORTED` lists graphs the front end must refuse, with the text the error must contain.
 """
@@ -213,9 +214,10 @@ def _export_torch(name: str, folder: Path) -> Entry:
 class _G:
     """A small graph writer: nodes, initializers, unique names."""
 
-    def __init__(self, auto_pad: bool = False):
+    def __init__(self, auto_pad: bool = False, conv1d_as_2d: bool = False):
         self.nodes, self.inits, self.i = [], [], 0
         self.auto_pad = auto_pad  # 'same' convolutions as auto_pad=SAME_UPPER instead of explicit pads
+        self.conv1d_as_2d = conv1d_as_2d  # Conv1d as Unsqueeze + Conv 2-D + Squeeze
 
     def name(self, base):
         self.i += 1
@@ -243,7 +245,13 @@ def _np(t):
 def _emit_seq(g: _G, x: str, layers) -> str:
     """tf2onnx-style nodes for trained conv-part layers (the tensor is channels-first here)."""
     for m in layers:
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        if isinstance(m, nn.Conv1d) and g.conv1d_as_2d:  # TF's Conv1D: ExpandDims + Conv2D + Squeeze (opset 11)
+            w = _np(m.weight)[:, :, None, :]
+            x = g.op("Unsqueeze", [x], "expand_dims", axes=[2])
+            x = g.op("Conv", [x, g.const("kernel", w), g.const("bias", _np(m.bias))], "conv1d",
+                     kernel_shape=[1, m.kernel_size[0]], pads=[0, m.padding[0], 0, m.padding[0]])
+            x = g.op("Squeeze", [x], "squeeze", axes=[2])
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             k = list(m.kernel_size)
             pad = dict(auto_pad="SAME_UPPER") if g.auto_pad else dict(pads=list(m.padding) * 2)
             x = g.op("Conv", [x, g.const("kernel", _np(m.weight)), g.const("bias", _np(m.bias))], "conv",
@@ -280,10 +288,11 @@ def _shapes_after(layers, x0):
 
 
 def _emit_model(seq: nn.Sequential, in_shape, channels_last: bool, head: str | None, batch, opset: int = 13,
-                dense: str = "matmul", batch_reshape: int = -1, extra_dropout: bool = True, auto_pad: bool = False):
+                dense: str = "matmul", batch_reshape: int = -1, extra_dropout: bool = True, auto_pad: bool = False,
+                conv1d_as_2d: bool = False):
     from onnx import TensorProto, helper
 
-    g = _G(auto_pad)
+    g = _G(auto_pad, conv1d_as_2d)
     layers = list(seq)
     rank = len(in_shape)
     x = "input_1"
@@ -352,6 +361,13 @@ def _k_cnn1d_nwc_b1000(folder):
                               nn.Flatten(), nn.Linear(32, 10)), "seq", seed=13)
     return _emit_model(seq, (8, 8), True, "sigmoid", 1000, batch_reshape=1000, auto_pad=True), "nwc", "NWC", \
         "sigmoid", 1
+
+
+def _k_conv1d_nwc_o11(folder):
+    seq = train(nn.Sequential(nn.Conv1d(8, 16, 3, padding=1), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(2),
+                              nn.Conv1d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+                              nn.Flatten(), nn.Linear(32, 10)), "seq", seed=18)
+    return _emit_model(seq, (8, 8), True, "softmax", None, opset=11, conv1d_as_2d=True), "nwc", "NWC", "softmax", 1
 
 
 def _k_mlp_o7_gemm(folder):
@@ -454,6 +470,7 @@ KERAS: dict[str, Callable] = {
     "k_mlp_b1000": _k_mlp_b1000,
     "k_cnn_nhwc": _k_cnn_nhwc,
     "k_cnn1d_nwc_b1000": _k_cnn1d_nwc_b1000,
+    "k_conv1d_nwc_o11": _k_conv1d_nwc_o11,
     "k_mlp_o7_gemm": _k_mlp_o7_gemm,
     "k_external": _k_external,
     "k_res_gap_nhwc": _k_res_gap_nhwc,

@@ -43,7 +43,8 @@ def test_frontend_equals_onnxruntime(onnx_corpus, name):
     assert rec["input_layout"] == e.layout and rec["tail"] == e.tail
     assert len(rec.get("folded_bn", [])) == e.n_bn
     ops = {n.op_type for n in fe.proto.graph.node}
-    assert not ops & {"BatchNormalization", "Dropout", "Identity", "MatMul", "Reshape", "Squeeze", "Shape", "Softmax"}
+    assert not ops & {"BatchNormalization", "Dropout", "Identity", "MatMul", "Reshape", "Squeeze", "Unsqueeze", "Shape",
+                      "Softmax", "ReduceMean", "Transpose"}
     assert all(not t.external_data for t in fe.proto.graph.initializer)
     model = fe.torch_model().eval()
     d = np.load(e.npz)
