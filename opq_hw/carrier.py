@@ -102,8 +102,24 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig) -> QuantModel:
-    """The Brevitas structure for an allocation (masks all-ones, weights copied from `model`)."""
+def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig,
+                  example: torch.Tensor | None = None) -> QuantModel:
+    """The Brevitas structure for an allocation (masks all-ones, weights copied from `model`).
+
+    With quantized activations and an `example` input, layers whose input is not an integer tensor
+    (after Tanh, Sigmoid, average pooling, a residual Add, ...) get their own input quantizer, and
+    residual Adds / Concats of an onnx2torch graph a shared one (opq_hw.carrier_graph)."""
+    if example is None or act.bits is None:
+        return _build_carrier(model, specs, allocation, act, frozenset())
+    from .carrier_graph import float_input_layers
+
+    probe = _build_carrier(model, specs, allocation, act, frozenset(), bias=False)  # runs on float inputs too
+    need = float_input_layers(probe, example, allocation.scale_mode == "pow2")
+    return _build_carrier(model, specs, allocation, act, frozenset(need))
+
+
+def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig,
+                   input_quant_layers: frozenset[str], bias: bool = True) -> QuantModel:
     import brevitas.nn as qnn
     from brevitas.quant.scaled_int import Int16Bias
 
@@ -119,7 +135,9 @@ def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocati
             continue
         m = mods[s.name]
         kw = dict(bias=m.bias is not None, weight_quant=_weight_quant(la.bits, allocation.scale_mode, s.out_channels, m.weight.dim()),
-                  bias_quant=Int16Bias if quant_acts and m.bias is not None else None, return_quant_tensor=False)
+                  bias_quant=Int16Bias if bias and quant_acts and m.bias is not None else None, return_quant_tensor=False)
+        if s.name in input_quant_layers:
+            kw["input_quant"] = in_q
         if s.kind == "linear":
             new = qnn.QuantLinear(s.in_channels, s.out_channels, **kw)
         else:
@@ -141,6 +159,9 @@ def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocati
         for name, m in list(body.named_modules()):
             if isinstance(m, nn.ReLU):
                 _replace(body, name, qnn.QuantReLU(act_quant=relu_q, return_quant_tensor=True))
+        from .carrier_graph import insert_join_quants
+
+        insert_join_quants(body, lambda: qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True))
     return QuantModel(body, qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True) if quant_acts else None)
 
 
@@ -162,7 +183,7 @@ def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act:
 
     act = act or ActConfig(scale_mode=allocation.scale_mode)
     comp = compress(layer_weights(model, specs), allocation)
-    q = build_carrier(model, specs, allocation, act)
+    q = build_carrier(model, specs, allocation, act, example=None if calib is None else calib[:1])
     layers = carried_layers(q)
     with torch.no_grad():
         for name, (qi, s, mask) in comp.items():

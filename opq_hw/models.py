@@ -70,54 +70,20 @@ def _onnx2torch_convert():
     return convert
 
 
-def model_from_onnx(path: str | Path) -> nn.Module:
-    """A float ONNX model converted to PyTorch with onnx2torch."""
-    path = Path(path)
-    if not path.is_file():
-        raise OpqError(f"ONNX model {str(path)!r} not found; give an existing .onnx file")
-    import onnx
+def model_from_onnx(path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """A float ONNX model, normalised by the ONNX front end (opq_hw.onnx_frontend), converted to
+    PyTorch with onnx2torch."""
+    from .onnx_frontend import load_onnx
 
-    convert = _onnx2torch_convert()
-
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # onnx raises several types
-        raise OpqError(f"{path.name} is not a valid ONNX model ({e}); export it again with torch.onnx.export") from e
-    unsupported = _unsupported_ops(model)
-    if unsupported:
-        raise OpqError(f"{path.name} uses ONNX ops that onnx2torch cannot convert: {', '.join(unsupported)}; "
-                       "export the model without them (or give it as module:factory)")
-    try:
-        return convert(model)
-    except OpqError:
-        raise
-    except Exception as e:  # onnx2torch raises NotImplementedError, KeyError, ... on what it cannot convert
-        raise OpqError(f"onnx2torch cannot convert {path.name} ({type(e).__name__}: {str(e)[:200]}); export the "
-                       "model with standard ops (Conv, Gemm/MatMul, Relu, MaxPool, Flatten/Reshape)") from None
+    return load_onnx(path, input_shape).torch_model()
 
 
-def _unsupported_ops(model) -> list[str]:
-    """`domain::op (opset N)` of every node type onnx2torch has no converter for, sorted."""
-    from onnx2torch.node_converters.registry import get_converter
-
-    opsets = {o.domain or "": o.version for o in model.opset_import}
-    bad = set()
-    for node in model.graph.node:
-        domain = node.domain or ""
-        try:
-            get_converter(node.op_type, opsets.get(domain, opsets.get("", 1)), domain)
-        except NotImplementedError:
-            bad.add(f"{domain + '::' if domain else ''}{node.op_type} (opset {opsets.get(domain, '?')})")
-    return sorted(bad)
-
-
-def build_model(ref: str) -> nn.Module:
+def build_model(ref: str, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A float model from a built-in name, `package.module:factory`, or a path to a float .onnx."""
     if ref in BUILTIN:
         return BUILTIN[ref][0]()
     if ref.endswith(".onnx"):
-        return model_from_onnx(ref)
+        return model_from_onnx(ref, input_shape)
     if ":" in ref:
         mod, _, fn = ref.partition(":")
         try:

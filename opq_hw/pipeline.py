@@ -6,7 +6,6 @@ import dataclasses
 import io
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,36 +106,40 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
     return model
 
 
-def _float_model(cfg: CompressConfig) -> torch.nn.Module:
+def _float_model(cfg: CompressConfig) -> tuple[torch.nn.Module, dict[str, Any], bytes | None]:
+    """(float model, front-end record, normalised ONNX bytes or None). ONNX files go through the
+    ONNX front end; PyTorch models get their BatchNorms folded (opq_hw.bnfold)."""
+    from .bnfold import fold_batchnorm
     from .models import BUILTIN, build_model, load_state
 
+    if cfg.model.endswith(".onnx"):
+        from .onnx_frontend import load_onnx
+
+        fe = load_onnx(cfg.model, cfg.input_shape)
+        model = fe.torch_model()
+        return (load_state(model, cfg.weights) if cfg.weights else model), fe.record, fe.to_bytes()
     if cfg.weights:
-        return load_state(build_model(cfg.model), cfg.weights)
-    if cfg.model in BUILTIN:
-        return pretrained(cfg.model, epochs=cfg.pretrain_epochs, seed=cfg.seed)
-    return build_model(cfg.model)
+        model = load_state(build_model(cfg.model), cfg.weights)
+    elif cfg.model in BUILTIN:
+        model = pretrained(cfg.model, epochs=cfg.pretrain_epochs, seed=cfg.seed)
+    else:
+        model = build_model(cfg.model)
+    folds = fold_batchnorm(model)
+    return model, ({"folded_bn": folds} if folds else {}), None
 
 
-def _example_input(cfg: CompressConfig, data) -> torch.Tensor:
-    """A zero input of the model's shape: --input-shape, a built-in's, the ONNX graph's, else the data's."""
+def _example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = None) -> torch.Tensor:
+    """A zero input of the model's shape: the ONNX graph's, --input-shape, a built-in's, else the data's."""
     from .models import BUILTIN
 
+    if frontend and frontend.get("input_shape"):
+        return torch.zeros((1,) + tuple(frontend["input_shape"]))
     if cfg.input_shape:
         return torch.zeros((1,) + tuple(cfg.input_shape))
     if cfg.model in BUILTIN:
         return torch.zeros(BUILTIN[cfg.model][2])
-    shape = None
-    if cfg.model.endswith(".onnx"):
-        import onnx
-
-        dims = onnx.load(cfg.model).graph.input[0].type.tensor_type.shape.dim
-        shape = [d.dim_value or 1 for d in dims]
-        if all(d.dim_value for d in dims[1:]):
-            return torch.zeros([1] + shape[1:])
     if data is not None:
         return torch.zeros((1,) + tuple(data.x_test.shape[1:]))
-    if shape is not None:
-        return torch.zeros(shape)
     raise OpqError("cannot tell the model's input shape: give --data or --input-shape C,H,W")
 
 
@@ -315,17 +318,18 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         t0 = time.perf_counter()
 
     torch.manual_seed(cfg.seed)
-    model = _float_model(cfg)
+    model, frontend, onnx_bytes = _float_model(cfg)
     model.eval()
     tick("load")
-    example = _example_input(cfg, data)
+    example = _example_input(cfg, data, frontend)
     specs = inspect_model(model, example)  # also checks that the model runs on the example
     if data is not None:
         with torch.no_grad():
             n_out = int(model(example).reshape(1, -1).shape[1])
-        # layout=None: the data is in the model's layout; a channels-last model passes the layout of
-        # the user's arrays here (opq_hw.data.to_model_layout), and later commands read it from the run
-        data = fit_to_model(data, tuple(example.shape[1:]), n_out=n_out, layout=None)
+        # a user's arrays are in the layout of the user's model input (channels-last for a tf2onnx
+        # graph); built-in sets are in PyTorch layout. Later commands read the layout from the run.
+        layout = None if data.builtin else (frontend or {}).get("input_layout")
+        data = fit_to_model(data, tuple(example.shape[1:]), n_out=n_out, layout=layout)
     weights = layer_weights(model, specs)
     metrics: dict[str, Any] = {}
     if data is not None:
@@ -348,7 +352,9 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
     qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)
     calibration = calibration_record(qmodel, example, calib, data)
     tick("apply")
-    notes = list(alloc.notes)
+    from .onnx_frontend import record_notes
+
+    notes = record_notes(frontend) + list(alloc.notes)
     kept: list[str] = []
     if data is None and cfg.act_bits:
         notes.append(f"activations were NOT calibrated (no --data): {calibration['method']}; "
@@ -388,8 +394,8 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         buf = io.BytesIO()
         torch.save(qmodel.state_dict(), buf)
         write_bytes(tmp / "weights.pt", buf.getvalue())
-        if cfg.model.endswith(".onnx"):
-            shutil.copyfile(cfg.model, tmp / "float_model.onnx")
+        if onnx_bytes is not None:  # the normalised graph, self-contained (external data inlined)
+            write_bytes(tmp / "float_model.onnx", onnx_bytes)
         write_json(tmp / "allocation.json", alloc.to_dict())
         write_json(tmp / "specs.json", [s.to_dict() for s in specs])
         write_json(tmp / "metrics.json", metrics)
@@ -407,7 +413,7 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
                                     "inputs": inputs, "artifacts": dict(sorted(arts.items())),
                                     "versions": _versions(), "timings_s": timings, "notes": notes,
                                     "data": data.record() if data is not None else None,
-                                    "calibration": calibration, "golden": golden,
+                                    "calibration": calibration, "golden": golden, "frontend": frontend,
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     log(summary_table(specs, alloc, metrics))
     for n in notes:
@@ -503,8 +509,15 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
     cfg = CompressConfig.from_dict(manifest["config"])
     specs, alloc = read_records(path)
     fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
+    if not cfg.model.endswith(".onnx"):
+        from .bnfold import fold_batchnorm
+
+        fold_batchnorm(fmodel)  # the same structure as at compress time (weights come from weights.pt)
+    golden = path / "golden_input.npy"
+    example = torch.as_tensor(np.load(golden, allow_pickle=False)[:1]) if golden.is_file() else None
     try:
-        qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode))
+        qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode),
+                               example=example)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise OpqError(f"{path}: allocation.json and specs.json do not describe the run's model ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None

@@ -85,7 +85,11 @@ def output_lsb(run, x_q: np.ndarray) -> np.ndarray | None:
     def hook(_m, inputs):
         seen["x"] = inputs[0]
 
-    h = last.register_forward_pre_hook(hook)
+    iq = getattr(last, "input_quant", None)
+    if iq is not None and getattr(iq, "is_quant_enabled", False):  # the layer quantizes its own input
+        h = iq.register_forward_hook(lambda _m, _i, out: seen.__setitem__("x", out))
+    else:
+        h = last.register_forward_pre_hook(hook)
     try:
         with torch.no_grad():
             run.qmodel(torch.as_tensor(x_q[:1]))

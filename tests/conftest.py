@@ -51,3 +51,26 @@ def mnist1d_run(tmp_path_factory):
     a trained-like model, not the best one)."""
     return _run(tmp_path_factory, "mnist1d", model="mnist1d-cnn", data="mnist1d", target_cr=20, epochs=1,
                 pretrain_epochs=15)
+
+
+@pytest.fixture(scope="session")
+def onnx_corpus(tmp_path_factory):
+    """tests/corpus.py: float ONNX models as other exporters write them (+ a .npz each), built once."""
+    from corpus import build_corpus
+
+    return build_corpus(tmp_path_factory.mktemp("onnx_corpus"))
+
+
+@pytest.fixture(scope="session")
+def onnx_corpus_run(onnx_corpus, tmp_path_factory):
+    """name -> run directory of `compress --model NAME.onnx --data digits --target-cr 8` (no finetuning),
+    built on first use and shared by the session."""
+    runs = {}
+
+    def get(name: str):
+        if name not in runs:
+            runs[name] = _run(tmp_path_factory, f"onnx_{name}", model=str(onnx_corpus[name].onnx), data="digits",
+                              target_cr=8, epochs=0)
+        return runs[name]
+
+    return get

@@ -1,0 +1,259 @@
+"""The ONNX front end on the corpus of tests/corpus.py: the converted PyTorch model equals
+onnxruntime on the original graph, compress -> QONNX is bit-exact, unsupported graphs are refused
+with a named error (exit code 2, no traceback), and BatchNorm folding on the PyTorch path."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import corpus
+from opq_hw.errors import OpqError
+from opq_hw.onnx_frontend import load_onnx, to_model_layout
+
+
+def _ort(path, x: np.ndarray) -> np.ndarray:
+    """onnxruntime on the original graph; a graph with a fixed batch is fed in chunks of it."""
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = s.get_inputs()[0]
+    b = inp.shape[0]
+    if not isinstance(b, int):
+        return s.run(None, {inp.name: x})[0]
+    n = len(x)
+    xx = np.concatenate([x] * (b // n + 1))[:max(b, n) + (-max(b, n)) % b]
+    return np.concatenate([s.run(None, {inp.name: xx[i:i + b]})[0] for i in range(0, len(xx), b)])[:n]
+
+
+def _head(y: np.ndarray, tail: str | None) -> np.ndarray:
+    t = torch.as_tensor(y)
+    return {None: t, "softmax": torch.softmax(t, 1), "sigmoid": torch.sigmoid(t)}[tail].numpy()
+
+
+@pytest.mark.slow  # the corpus takes ~20 s to train and write
+@pytest.mark.parametrize("name", corpus.NAMES)
+def test_frontend_equals_onnxruntime(onnx_corpus, name):
+    e = onnx_corpus[name]
+    fe = load_onnx(e.onnx)
+    rec = fe.record
+    assert rec["input_layout"] == e.layout and rec["tail"] == e.tail
+    assert len(rec.get("folded_bn", [])) == e.n_bn
+    ops = {n.op_type for n in fe.proto.graph.node}
+    assert not ops & {"BatchNormalization", "Dropout", "Identity", "MatMul", "Reshape", "Squeeze", "Unsqueeze", "Shape",
+                      "Softmax", "ReduceMean", "Transpose"}
+    assert all(not t.external_data for t in fe.proto.graph.initializer)
+    model = fe.torch_model().eval()
+    d = np.load(e.npz)
+    assert len(d["x_test"]) >= 200
+    rng = np.random.default_rng(0)
+    x_real = d["x_test"][:64]
+    x_rand = rng.normal(0, 1, size=(32,) + x_real.shape[1:]).astype(np.float32)
+    for x in (x_real, x_rand):
+        with torch.no_grad():
+            y = model(torch.as_tensor(to_model_layout(x, rec))).numpy()
+        np.testing.assert_allclose(_head(y, rec["tail"]), _ort(e.onnx, x), rtol=1e-4, atol=2e-5)
+    # the normalised graph goes through the front end unchanged (load_run reads it back)
+    again = load_onnx_bytes(fe.to_bytes())
+    assert [n.op_type for n in again.proto.graph.node] == [n.op_type for n in fe.proto.graph.node]
+
+
+def load_onnx_bytes(data: bytes):
+    import onnx
+
+    from opq_hw.onnx_frontend import Frontend, normalize
+
+    model, rec = normalize(onnx.load_from_string(data))
+    return Frontend(model, rec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", corpus.NAMES)
+def test_compress_then_qonnx_bit_exact(onnx_corpus, onnx_corpus_run, name):
+    from opq_hw.simulate import simulate
+
+    e = onnx_corpus[name]
+    run = onnx_corpus_run(name)
+    man = json.loads((run / "manifest.json").read_text())
+    fe = man["frontend"]
+    assert fe["input_layout"] == e.layout and len(fe.get("folded_bn", [])) == e.n_bn
+    if e.tail:
+        assert f"tail: {e.tail} on the host" in " ".join(man["notes"])
+    res = simulate(run, "qonnx", write=False, log=None)
+    assert res["n"] >= 200 and res["bit_exact"] and res["max_diff_lsb"] == 0, res  # the output LSB is known
+    assert res["accuracy"] > 0.15  # compressed 20x without finetuning, still far above chance (0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in corpus.NAMES if n.startswith("k_")] + ["t_cnn_bn_o11"])
+def test_compress_without_data(onnx_corpus, tmp_path, name):
+    """No data: the input shape comes from the graph (no --input-shape), compress still exports."""
+    from opq_hw.pipeline import CompressConfig, compress_run
+    from opq_hw.simulate import simulate
+
+    out = compress_run(CompressConfig(model=str(onnx_corpus[name].onnx), data=None, epochs=0, target_cr=8),
+                       tmp_path / "run", progress=False, log=lambda *_: None)
+    assert (out / "model.qonnx.onnx").is_file()
+    assert simulate(out, "qonnx", data="golden", write=False, log=None)["bit_exact"]
+
+
+@pytest.mark.slow
+def test_external_data_run_is_self_contained(onnx_corpus, tmp_path):
+    from opq_hw.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("k_external.onnx", "k_external.weights"):
+        shutil.copy(onnx_corpus["k_external"].onnx.parent / f, src / f)
+    out = tmp_path / "run"
+    assert main(["compress", "--model", str(src / "k_external.onnx"), "--out", str(out), "--target-cr", "8"]) == 0
+    shutil.rmtree(src)  # later commands need nothing but the run
+    from opq_hw.simulate import simulate
+
+    assert simulate(out, "qonnx", data="golden", write=False, log=None)["bit_exact"]
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["frontend"]["external_data"] is True
+
+
+def _unsupported_cases():
+    return sorted(corpus.UNSUPPORTED())
+
+
+@pytest.mark.parametrize("case", _unsupported_cases())
+def test_unsupported_graphs_are_refused_by_name(case, tmp_path, capsys):
+    import onnx
+
+    from opq_hw.cli import main
+
+    model, text = corpus.UNSUPPORTED()[case]
+    path = tmp_path / f"{case}.onnx"
+    onnx.save(model, str(path))
+    rc = main(["compress", "--model", str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and text in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_shape_completes_unknown_dims(tmp_path):
+    model, _ = corpus.UNSUPPORTED()["unknown_dims"]
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    fe = load_onnx(path, input_shape=(3, 4, 4))
+    assert fe.record["input_shape"] == [3, 4, 4]
+    with pytest.raises(OpqError, match="does not fit the ONNX input"):
+        load_onnx(path, input_shape=(2, 4, 4))
+
+
+def test_channels_last_input_read_by_two_transposes(tmp_path):
+    """tf2onnx without its transpose optimizer: each reader of the NHWC input has its own Transpose."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    k = [numpy_helper.from_array(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), f"k{i}") for i in range(2)]
+    nodes = [helper.make_node("Transpose", ["x"], [f"t{i}"], name=f"tr{i}", perm=[0, 3, 1, 2]) for i in range(2)]
+    nodes += [helper.make_node("Conv", [f"t{i}", f"k{i}"], [f"c{i}"], name=f"conv{i}", kernel_shape=[3, 3],
+                               pads=[1, 1, 1, 1]) for i in range(2)]
+    nodes += [helper.make_node("Add", ["c0", "c1"], ["a"], name="add"),
+              helper.make_node("GlobalAveragePool", ["a"], ["p"], name="gap"),
+              helper.make_node("Flatten", ["p"], ["y"], name="flat")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, ["N", 4, 4, 2])],
+                          [helper.make_tensor_value_info("y", 1, ["N", 3])], k)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    path = tmp_path / "two.onnx"
+    onnx.save(m, str(path))
+    fe = load_onnx(path)
+    assert fe.record["input_layout"] == "NHWC" and "Transpose" not in {n.op_type for n in fe.proto.graph.node}
+    x = rng.normal(size=(5, 4, 4, 2)).astype(np.float32)
+    with torch.no_grad():
+        y = fe.torch_model()(torch.as_tensor(to_model_layout(x, fe.record))).numpy()
+    np.testing.assert_allclose(y, _ort(path, x), rtol=1e-4, atol=1e-5)
+
+
+def test_to_model_layout():
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    assert to_model_layout(x, None) is x
+    np.testing.assert_array_equal(to_model_layout(x, {"input_layout": "NHWC"}), x.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(to_model_layout(x[..., 0], "NWC"), x[..., 0].transpose(0, 2, 1))
+    with pytest.raises(OpqError, match="not NWC"):
+        to_model_layout(x, "NWC")
+
+
+def test_user_data_is_converted_built_in_data_is_not():
+    from opq_hw.data import Data, fit_to_model
+
+    x = np.arange(3 * 8 * 2, dtype=np.float32).reshape(3, 8, 2)  # NWC: 8 steps, 2 channels
+    y = np.arange(3)
+    d = Data(x, y, x, y, kind="npz", name="mydata.npz")
+    got = fit_to_model(d, (2, 8), n_out=3, layout="NWC")
+    assert got.x_train.shape == (3, 2, 8) and np.array_equal(got.x_test, x.transpose(0, 2, 1)) and got.layout == "NWC"
+    assert fit_to_model(d, (8, 2), n_out=3, layout=None).x_train is x  # already the model's layout
+
+
+# ------------------------------------------------------------------ PyTorch path: BatchNorm folding
+
+def _trained_bn_model():
+    from torch import nn
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(256, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    m.train()
+    with torch.no_grad():
+        for _ in range(5):
+            m(torch.randn(32, 1, 8, 8) * 2 + 0.5)  # running statistics that are not the identity
+    return m.eval()
+
+
+def test_fold_batchnorm_torch_equals_unfolded():
+    from torch import nn
+
+    from opq_hw.bnfold import fold_batchnorm
+
+    m = _trained_bn_model()
+    x = torch.randn(16, 1, 8, 8)
+    with torch.no_grad():
+        ref = m(x)
+        folds = fold_batchnorm(m)
+        out = m(x)
+    assert folds == [{"bn": "1", "into": "0"}, {"bn": "5", "into": "4"}]
+    assert isinstance(m[1], nn.Identity) and isinstance(m[5], nn.Identity) and m[0].bias is not None
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorm_refuses_bn_not_after_a_layer():
+    from torch import nn
+
+    from opq_hw.bnfold import fold_batchnorm
+    from opq_hw.onnx_frontend import UnfoldableBatchNorm
+
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4)).eval()
+    with pytest.raises(UnfoldableBatchNorm, match="BatchNorm '2' follows call_module 1"):
+        fold_batchnorm(m)
+
+
+def bn_factory():
+    """A module:factory model with BatchNorm for the compress test below."""
+    return _trained_bn_model()
+
+
+@pytest.mark.slow
+def test_compress_torch_model_folds_batchnorm(tmp_path):
+    from opq_hw.pipeline import CompressConfig, compress_run, load_run
+    from opq_hw.simulate import simulate
+
+    out = compress_run(CompressConfig(model="test_onnx_frontend:bn_factory", input_shape=(1, 8, 8), target_cr=4,
+                                      epochs=0), tmp_path / "run", progress=False, log=lambda *_: None)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["frontend"]["folded_bn"] == [{"bn": "1", "into": "0"}, {"bn": "5", "into": "4"}]
+    assert "BatchNormalization '1' folded into '0'" in man["notes"]
+    run = load_run(out)
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in run.qmodel.modules())
+    assert simulate(out, "qonnx", data="golden", write=False, log=None)["bit_exact"]
