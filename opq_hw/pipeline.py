@@ -6,6 +6,7 @@ import dataclasses
 import io
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -501,6 +502,7 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
     from .models import build_model, check_state_dict, read_state_dict
     from .rundir import check_weights, model_ref, open_run, verify
     from .spec import read_records
+    from .validate import read_npy
 
     path = Path(run_dir)
     manifest = open_run(path)
@@ -514,12 +516,13 @@ def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run:
 
         fold_batchnorm(fmodel)  # the same structure as at compress time (weights come from weights.pt)
     golden = path / "golden_input.npy"
-    example = torch.as_tensor(np.load(golden, allow_pickle=False)[:1]) if golden.is_file() else None
+    example = torch.as_tensor(read_npy(golden)[:1]) if golden.is_file() else None
     try:
         qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode),
                                example=example)
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        raise OpqError(f"{path}: allocation.json and specs.json do not describe the run's model ({type(e).__name__}: "
+        shape = "" if example is None else f" and golden_input.npy (samples of shape {tuple(example.shape[1:])})"
+        raise OpqError(f"{path}: allocation.json, specs.json{shape} do not describe the run's model ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None
     try:
         state = read_state_dict(path / "weights.pt", "run weights")

@@ -182,7 +182,7 @@ def test_to_model_layout():
     assert to_model_layout(x, None) is x
     np.testing.assert_array_equal(to_model_layout(x, {"input_layout": "NHWC"}), x.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(to_model_layout(x[..., 0], "NWC"), x[..., 0].transpose(0, 2, 1))
-    with pytest.raises(OpqError, match="not NWC"):
+    with pytest.raises(OpqError, match="cannot be in layout NWC"):
         to_model_layout(x, "NWC")
 
 
