@@ -35,7 +35,7 @@ ERROR_MODELS = ("exact-gain", "exact", "laplace")
 CostFn = Callable[[LayerSpec, int, "np.ndarray"], "np.ndarray"]
 
 _GRID = 160
-_TABLE_SAMPLES = 1 << 16  # weights per layer that stand for it in the exact error table
+_TABLE_SAMPLES = 1 << 14  # weights per layer (drawn with a fixed seed) that stand for it in the exact error table
 
 
 @dataclass(frozen=True)
@@ -359,8 +359,10 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     rows = []  # (layer, channel|None, n, b, a, bmin, bmax, kmin, spec, qf, table)
     for s in active:
         o = opts[s.name]
-        w64 = weights[s.name].detach().double().reshape(weights[s.name].shape[0], -1)
-        u = _normalised(weights[s.name], "channel")
+        wt = weights[s.name].detach()
+        # each array only where the error model needs it (one pass over the layer each)
+        u = _normalised(wt, "channel") if (per_channel or not magnitude) else None
+        raw = wt.double().reshape(wt.shape[0], -1).numpy() if (magnitude or exact) and not per_channel else None
         bmin = o.min_bits if o.min_bits is not None else min_bits
         bmax = o.max_bits if o.max_bits is not None else max(max_bits, bmin)
         if bmin > bmax:
@@ -371,14 +373,13 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
                 b, _ = laplace.fit_scale(u[c])
                 rows.append((s.name, c, u.shape[1], max(b, 1e-12), a, bmin, bmax, 1, s, 1.0, None))
             continue
-        x = w64.numpy() if (magnitude or exact) else u  # the error model's units
-        a = _weight_of(s, weighting, o, float(np.sum(x * x)))
-        b, _ = laplace.fit_scale(x if magnitude else u)
+        x = raw if raw is not None else u  # the error model's units
+        a = _weight_of(s, weighting, o, float(np.sum(x * x)) if weighting == "relative" else None)
+        b, _ = laplace.fit_scale(raw if magnitude else u)
         qf = 1.0
-        if magnitude:
-            m2 = w64.abs().amax(dim=1).numpy() ** 2
-            aw = np.abs(w64.numpy())
-            qf = float(np.sum(m2[:, None] * aw) / max(np.sum(aw), 1e-300))
+        if magnitude and not exact:
+            aw = np.abs(raw)
+            qf = float(np.sum(aw.max(axis=1) ** 2 * aw.sum(axis=1)) / max(np.sum(aw), 1e-300))
         table = None
         if exact:
             bl = [int(B) for B in bits if bmin <= B <= bmax]
@@ -387,7 +388,7 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             quant = np.full((len(bits), len(prune)), np.inf)
             quant[[int(B) - 2 for B in bl]] = q
             table = (prune, quant)
-        rows.append((s.name, None, u.size, max(b, 1e-12), a, bmin, bmax, s.out_channels, s, qf, table))
+        rows.append((s.name, None, s.n_weights, max(b, 1e-12), a, bmin, bmax, s.out_channels, s, qf, table))
     g, nb = len(rows), len(bits)
     err = np.full((g, nb, _GRID), np.inf)
     cost = np.full((g, nb, _GRID), np.inf)
@@ -446,8 +447,8 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     _trim_to_budget(rows, ks, B, cost_fn, var_budget)
     decisions = {}
     for (name, c, n, b, a, *_), k, Bi, t in zip(rows, ks, B, -groups.b * np.log(d)):
-        if magnitude and not per_channel:  # the raw |w| of the weakest survivor (the realised threshold)
-            t = float(torch.kthvalue(weights[name].detach().double().abs().reshape(-1), int(n - k) + 1).values) if k else 0.0
+        if magnitude and not per_channel:
+            t = float("nan")  # set from the mask in _finish: the raw |w| of the weakest survivor
         dec = decisions.setdefault(name, {"bits": [], "k": [], "b": [], "a": a, "t": [], "normalisation": "channel"})
         dec["bits"].append(int(Bi)); dec["k"].append(int(k)); dec["b"].append(float(b)); dec["t"].append(float(t))
         dec["per_channel"] = c is not None
@@ -572,6 +573,8 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
         realised = int(mask.sum())
         assert realised == nnz, (s.name, realised, nnz)
         la = dataclasses.replace(la, mask_digest=mask_digest(mask))
+        if math.isnan(la.threshold):  # magnitude order: the realised threshold, the weakest survivor's |w|
+            la = dataclasses.replace(la, threshold=float(w.detach().abs()[mask].min()) if nnz else 0.0)
         layers.append(la)
         wbits = sum(k * b for k, b in zip(dec["k"], dec["bits"])) if per_channel else nnz * dec["bits"][0]
         bits_w += wbits + side

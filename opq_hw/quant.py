@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import torch
 
 from .spec import LayerAlloc
@@ -36,7 +37,10 @@ def normaliser(w: torch.Tensor, normalisation: str) -> torch.Tensor:
 
 def make_scales(w: torch.Tensor, bits_per_channel: list[int], normalisation: str, scale_mode: str) -> tuple[float, ...]:
     """Dequantisation scale per output channel: max |w| / K, rounded up to a power of two in pow2 mode."""
-    m = normaliser(w, normalisation)
+    return _scales_from_max(normaliser(w, normalisation), bits_per_channel, scale_mode)
+
+
+def _scales_from_max(m: torch.Tensor, bits_per_channel: list[int], scale_mode: str) -> tuple[float, ...]:
     out = []
     for mc, b in zip(m.tolist(), bits_per_channel):
         s = mc / qmax(b)
@@ -46,6 +50,14 @@ def make_scales(w: torch.Tensor, bits_per_channel: list[int], normalisation: str
             raise ValueError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
         out.append(s)
     return tuple(torch.tensor(out, dtype=torch.float64).to(torch.float32).tolist())  # one conversion, not one per channel
+
+
+def _scales_vec(m: torch.Tensor, bits: int, scale_mode: str) -> torch.Tensor:
+    """`make_scales` for one bit width, vectorised (float32): max / K, or rounded up to a power of two."""
+    s = m.double().numpy() / qmax(bits)
+    if scale_mode == "pow2":
+        s = np.exp2(np.ceil(np.log2(s)))
+    return torch.from_numpy(s).to(torch.float32)
 
 
 def _top_k(score: torch.Tensor, k: int) -> torch.Tensor:
@@ -142,19 +154,32 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     With `max_samples` a random subset (seeded) of that many weights stands for the layer and the
     sums are scaled by N / samples (the value at survivor fraction d is then read at k = d * samples).
 
+    gain=True: quant[B][k] = (energy of the k kept) - (w . w_hat)^2 / |w_hat|^2 over them, so that
+    prune + quant = min_g |w - g w_hat|^2, the error up to one gain per layer (the `exact-gain`
+    error model: a gain common to a layer only rescales its outputs, which the next activation
+    quantizer, calibrated on the compressed model, largely takes up; per-channel gains are not
+    forgiven). This is what lets 2-bit layers, whose max-based scale overshoots every survivor,
+    be priced by their shape error instead of their scale error.
+
     Returns (n_points, prune (m+1,), quant (len(bits), m+1)), float64, in units of w^2.
     """
     w = w.detach()
     C = w.shape[0]
-    flat = w.reshape(C, -1).double()
-    ch = torch.arange(C).repeat_interleave(flat.shape[1])
-    x = flat.reshape(-1)
-    score = mask_score(w, normalisation, mask_order).reshape(-1)
-    n = x.numel()
+    flat = w.reshape(C, -1)
+    n, per = flat.numel(), flat.shape[1]
+    idx = None
     if max_samples is not None and n > max_samples:
         g = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(n, generator=g)[:max_samples]
-        x, ch, score = x[pick], ch[pick], score[pick]
+        idx = torch.randint(n, (max_samples,), generator=g)  # with replacement: O(samples), not O(n)
+    x = (flat.reshape(-1) if idx is None else flat.reshape(-1)[idx]).double()
+    ch = torch.arange(n) // per if idx is None else idx // per
+    cmax = normaliser(w, normalisation)  # once; make_scales' arithmetic per bit width below
+    if mask_order == "magnitude":
+        score = x.abs()
+    elif mask_order == "channel-normalised":  # the same float64 division as mask_score
+        score = x.abs() / cmax[ch]
+    else:
+        raise ValueError(f"mask_order must be one of {MASK_ORDERS}, got {mask_order!r}")
     m = x.numel()
     order = torch.argsort(-score, stable=True)
     x, ch = x[order], ch[order]
@@ -165,7 +190,7 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     quant = torch.zeros(len(bits), m + 1, dtype=torch.float64)
     keep = torch.ones(m, dtype=torch.bool)
     for i, B in enumerate(bits):
-        s = torch.tensor(make_scales(w, [int(B)] * C, normalisation, scale_mode), dtype=torch.float32)[ch]
+        s = _scales_vec(cmax, int(B), scale_mode)[ch]
         q = quantize(x.float().reshape(-1, 1), keep.reshape(-1, 1), s.reshape(-1, 1),
                      torch.full((m,), float(qmax(int(B))))).reshape(-1)
         wq = q.double() * s.double()
