@@ -150,9 +150,10 @@ def goals(res) -> dict:
                     for b in BASELINES:
                         rb = rs.get(b, {})
                         if rb.get("reachable") and rb.get(key) is not None:
-                            margins.append((round((r[key] - rb[key]) * 100, 2), int(cr), b))
+                            margins.append((r[key] - rb[key], int(cr), b))
                 if margins:
-                    behind = [m for m in margins if m[0] < -tol * 100]
+                    behind = [(round(m[0] * 100, 2),) + m[1:] for m in margins if m[0] < -tol]
+                    margins = [(round(m[0] * 100, 2),) + m[1:] for m in margins]
                     out[f"{ds}_{tag}_ge_every_baseline/{label}"] = {
                         "met": not behind, "tie_tolerance_points": round(tol * 100, 2), "worst_margins": sorted(margins)[:4],
                         "behind": [{"cr": c, "baseline": b, "points": p} for p, c, b in behind]}
