@@ -12,6 +12,14 @@ as well. Stage 1 bisects lam on the total size with each group's best integer B;
 those bit widths and bisects lam again, so that the continuous thresholds fill the budget
 (integer bit widths otherwise leave a gap of up to one bit step). Survivors are then counted as
 integers (k = round(d N)) and the real integer-bit size is checked against the budget.
+
+For OPQ the group error a_g E_g(B, d) comes from one of three error models (`_lagrangian`):
+the closed forms above on channel-normalised weights (the original derivation), the closed forms
+re-derived for masks by raw |w| (pruning term: the layer's own Laplace fit of raw w; quantization
+term: per channel, Delta^2 -> qf Delta^2), or the layer's exact error table from the real
+quantizer (`quant.error_curves`, optionally up to one gain per layer: the default). With a table
+the thresholds come from the grid alone, and the two grid points tied at the critical lam are
+mixed so that the thresholds still fill the budget.
 """
 from __future__ import annotations
 
