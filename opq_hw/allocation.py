@@ -12,6 +12,14 @@ as well. Stage 1 bisects lam on the total size with each group's best integer B;
 those bit widths and bisects lam again, so that the continuous thresholds fill the budget
 (integer bit widths otherwise leave a gap of up to one bit step). Survivors are then counted as
 integers (k = round(d N)) and the real integer-bit size is checked against the budget.
+
+For OPQ the group error a_g E_g(B, d) comes from one of three error models (`_lagrangian`):
+the closed forms above on channel-normalised weights (the original derivation), the closed forms
+re-derived for masks by raw |w| (pruning term: the layer's own Laplace fit of raw w; quantization
+term: per channel, Delta^2 -> qf Delta^2), or the layer's exact error table from the real
+quantizer (`quant.error_curves`, optionally up to one gain per layer: the default). With a table
+the thresholds come from the grid alone, and the two grid points tied at the critical lam are
+mixed so that the thresholds still fill the budget.
 """
 from __future__ import annotations
 
@@ -26,16 +34,18 @@ import torch
 
 from . import laplace
 from .errors import OpqError
-from .quant import compress_layer, layer_mask, make_scales, mask_digest
+from .quant import MASK_ORDERS, compress_layer, error_curves, layer_mask, make_scales, mask_digest
 from .spec import Allocation, LayerAlloc, LayerSpec
 
 METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
-WEIGHTINGS = ("mean", "total")
+WEIGHTINGS = ("mean", "total", "relative")
+ERROR_MODELS = ("exact-gain", "exact", "laplace")
 CostFn = Callable[[LayerSpec, int, "np.ndarray"], "np.ndarray"]
 
 _GRID = 160
 MAX_WEIGHT = 1e6  # largest |w| accepted: trained weights are O(1); beyond this pow2 scales and activations overflow
 MIN_CHANNEL_MAX = 1e-6  # a channel's largest |w| (if not 0): its 16-bit scale stays above Brevitas's 2.5e-11 floor
+_TABLE_SAMPLES = 1 << 14  # weights per layer (drawn with a fixed seed) that stand for it in the exact error table
 
 
 @dataclass(frozen=True)
@@ -119,12 +129,16 @@ class _Groups:
     b: np.ndarray
     bits: np.ndarray  # (nb,)
     lin: np.ndarray  # (g, nb) marginal cost per survivor
+    qf: np.ndarray  # (g,) mean squared channel scale of the survivors (1 on channel-normalised weights)
+    tables: list | None = None  # exact error model: per group (prune (m+1,), quant (nb, m+1)), else Laplace
 
     def error(self, bi: np.ndarray, d: np.ndarray) -> float:
         """Modelled a-weighted error of a choice (bit index, survivor fraction) per group."""
+        if self.tables is not None:
+            return float(sum(a * _table_error(tab, j, dj) for a, tab, j, dj in zip(self.a, self.tables, bi, d)))
         delta = laplace.step(self.bits[bi])
         t = -self.b * np.log(d)
-        return float(np.sum(self.a * self.n * (laplace.prune_error(t, self.b) + d * delta**2 / 12)))
+        return float(np.sum(self.a * self.n * (laplace.prune_error(t, self.b) + d * self.qf * delta**2 / 12)))
 
     def solve(self, lam: float, fixed_bits: np.ndarray | None = None):
         """Best (bit index, d) per group for lam; closed form plus grid."""
@@ -138,13 +152,15 @@ class _Groups:
         bi, gi = np.divmod(flat, G)
         best_d = self.d[np.arange(g), bi, gi]
         best_J = J[np.arange(g), bi, gi]
-        # closed-form candidate per (group, bits): t* = sqrt(D^2/12 + lam m / a)
-        delta = laplace.step(self.bits)[None, :]
-        t = np.sqrt(delta**2 / 12 + lam * self.lin / self.a[:, None])
+        if self.tables is not None:  # exact error table: the grid alone (no closed form)
+            return bi, best_d, float(self.cost[np.arange(g), bi, gi].sum())
+        # closed-form candidate per (group, bits): t* = sqrt(qf D^2/12 + lam m / a)
+        delta2 = self.qf[:, None] * laplace.step(self.bits)[None, :] ** 2
+        t = np.sqrt(delta2 / 12 + lam * self.lin / self.a[:, None])
         lo, hi = self.d[:, :, 0], self.d[:, :, -1]
         dstar = np.clip(np.exp(-t / self.b[:, None]), lo, hi)
         tt = -self.b[:, None] * np.log(dstar)
-        errc = self.a[:, None] * self.n[:, None] * (laplace.prune_error(tt, self.b[:, None]) + dstar * delta**2 / 12)
+        errc = self.a[:, None] * self.n[:, None] * (laplace.prune_error(tt, self.b[:, None]) + dstar * delta2 / 12)
         costc = np.where(np.isfinite(self.err[:, :, 0]), _interp_rows(dstar, self.d, self.cost), np.inf)
         Jc = errc + lam * costc
         if fixed_bits is not None:
@@ -156,6 +172,14 @@ class _Groups:
         best_d = np.where(use, dstar[np.arange(g), cb], best_d)
         size = np.where(use, costc[np.arange(g), cb], self.cost[np.arange(g), np.divmod(flat, G)[0], np.divmod(flat, G)[1]])
         return bi, best_d, float(size.sum())
+
+
+def _table_error(tab, j: int, d: float) -> float:
+    """Exact error table of a group at bit index j and survivor fraction d (linear between counts)."""
+    prune, quant = tab
+    x = d * (len(prune) - 1)
+    xp = np.arange(len(prune))
+    return float(np.interp(x, xp, prune) + np.interp(x, xp, quant[j]))
 
 
 def _interp_rows(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
@@ -214,7 +238,9 @@ def allocate(
     budget: float | None = None,
     method: str = "opq",
     scale_mode: str = "pow2",
-    weighting: str = "mean",
+    weighting: str | None = None,
+    mask_order: str = "magnitude",
+    error_model: str = "exact-gain",
     min_bits: int = 2,
     max_bits: int = 8,
     uniform_bits: int | None = None,
@@ -229,12 +255,30 @@ def allocate(
       layer), "global-magnitude" (one global |w| threshold + layer-wise scale), "per-channel"
       (non-unified: each channel its own sparsity and bit width, side info counted).
     weighting: a_i in the objective: "mean" (a_i = 1/N_i: each layer's mean error counts
-      equally) or "total" (a_i = 1: total squared error); overrides may scale a_i per layer.
+      equally), "total" (a_i = 1: total squared error) or "relative" (a_i = 1/sum w_i^2: each
+      layer's relative error counts equally), the error in the units of the error model (raw w;
+      channel-normalised u for the old `channel-normalised` + `laplace` pair); overrides may scale a_i.
+      None: "relative" for opq, "mean" for the baselines (their behaviour before "relative" existed).
+    mask_order (opq): "magnitude" (keep the largest raw |w| of the layer, the default) or
+      "channel-normalised" (the largest |w| / max|w_c|, the criterion before this option existed).
+    error_model (opq): "exact" (each layer's exact error table from `quant.error_curves`: the real
+      quantizer with its per-channel scales, for every survivor count and bit width; the default)
+      or "laplace" (the closed forms of `laplace`, fitted to the weights in mask order's units).
+    The baselines keep their own criteria (uniform: channel-normalised, global-magnitude: raw |w|
+    across layers, per-channel: |w| within a channel) and the Laplace model.
     """
     if method not in METHODS:
         raise OpqError(f"unknown method {method!r}; choose one of {METHODS}")
+    if weighting is None:
+        weighting = "relative" if method == "opq" else "mean"
     if weighting not in WEIGHTINGS:
         raise OpqError(f"unknown weighting {weighting!r}; choose one of {WEIGHTINGS}")
+    if mask_order not in MASK_ORDERS:
+        raise OpqError(f"unknown mask order {mask_order!r}; choose one of {MASK_ORDERS}")
+    if error_model not in ERROR_MODELS:
+        raise OpqError(f"unknown error model {error_model!r}; choose one of {ERROR_MODELS}")
+    if method != "opq":  # the baselines keep their own criteria and the Laplace model
+        mask_order, error_model = "channel-normalised", "laplace"
     if scale_mode not in ("float", "pow2"):
         raise OpqError(f"scale_mode must be 'float' or 'pow2', got {scale_mode!r}")
     if not 2 <= min_bits <= max_bits <= 16:
@@ -278,11 +322,13 @@ def allocate(
 
     if method in ("opq", "per-channel"):
         decisions, lam = _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
-                                     per_channel=method == "per-channel", target=(target_cr, kind, total_n, fixed))
+                                     per_channel=method == "per-channel", target=(target_cr, kind, total_n, fixed),
+                                     mask_order=mask_order, error_model=error_model, scale_mode=scale_mode)
     else:
         decisions, lam = _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
                                        method, uniform_bits, target=(target_cr, kind, total_n, fixed))
-    alloc = _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn)
+    alloc = _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn,
+                    mask_order, error_model)
     achieved = alloc.cr_w if kind == "cr_w" else alloc.cr_idx
     if target_cr is not None and achieved > 1.01 * target_cr:
         raise OpqError(f"target {kind.upper()} {target_cr:g}x cannot be met: it is below the reachable range, whose "
@@ -291,7 +337,10 @@ def allocate(
     return alloc
 
 
-def _weight_of(spec: LayerSpec, weighting: str, opt: LayerOptions) -> float:
+def _weight_of(spec: LayerSpec, weighting: str, opt: LayerOptions, sum_sq: float | None = None) -> float:
+    """a_i: 1/N_i (mean), 1 (total) or 1/sum w^2 (relative; sum_sq in the error model's units)."""
+    if weighting == "relative":
+        return opt.weight / max(float(sum_sq), 1e-300)
     return (1.0 / spec.n_weights if weighting == "mean" else 1.0) * opt.weight
 
 
@@ -312,44 +361,88 @@ def _unreachable(target, lo_size, hi_size) -> OpqError:
                     f"{lo_cr:.3g}x to {hi_cr:.3g}x; choose a target in it, or widen --min-bits/--max-bits")
 
 
-def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, per_channel, target):
+def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, per_channel, target,
+                mask_order="channel-normalised", error_model="laplace", scale_mode="pow2"):
+    """The Lagrangian allocation over groups (layers; channels for the per-channel baseline).
+
+    Error model of a layer, by mask order (derivation in the README, "OPQ as implemented"):
+    - channel-normalised + laplace (the original derivation): u = w / max|w_c|, one Laplace fit
+      b = mean|u| of the layer; e_p(t) and Delta^2/12 both in units of u.
+    - magnitude + laplace: the mask keeps the largest raw |w| of the layer, so the pruning term is
+      the layer's own Laplace fit of raw w (b = mean|w - median|): survivor fraction d = exp(-T/b)
+      at a raw threshold T, pruning error N e_p(T; b). The survivors are quantized per channel with
+      step max|w_c| Delta(B), so their error is d N qf Delta^2 / 12 with qf = the survivors' mean
+      squared channel scale, estimated as sum_c max|w_c|^2 sum_j |w_cj| / sum |w| (large weights,
+      the survivors, weigh in proportion to their magnitude). Stationarity in T then gives
+      T* = sqrt(qf Delta^2/12 + lam m / a), the old closed form with Delta^2 -> qf Delta^2.
+    - exact (either order): the layer's exact error table E(B, k) (`quant.error_curves`: the real
+      quantizer, pow2 or float scales, clipping, survivors never rounded to zero), read at
+      k = d N on the same grid of d; no closed form. Needed at 2-3 bits, where Delta^2/12 is far
+      from the real rounding error (benchmarks/results/error_model.json).
+    """
     bits = np.arange(2, 17)
-    rows = []  # (layer, channel|None, n, b, a, bmin, bmax, kmin, spec)
+    magnitude = mask_order == "magnitude"
+    exact = error_model in ("exact", "exact-gain") and not per_channel
+    rows = []  # (layer, channel|None, n, b, a, bmin, bmax, kmin, spec, qf, table)
     for s in active:
         o = opts[s.name]
-        u = _normalised(weights[s.name], "channel")
+        wt = weights[s.name].detach()
+        # each array only where the error model needs it (one pass over the layer each)
+        u = _normalised(wt, "channel") if (per_channel or not magnitude) else None
+        raw = wt.double().reshape(wt.shape[0], -1).numpy() if (magnitude or exact) and not per_channel else None
         bmin = o.min_bits if o.min_bits is not None else min_bits
         bmax = o.max_bits if o.max_bits is not None else max(max_bits, bmin)
         if bmin > bmax:
             raise OpqError(f"layer {s.name!r}: min bits {bmin} > max bits {bmax}")
-        a = _weight_of(s, weighting, o)
         if per_channel:
+            a = _weight_of(s, weighting, o, float(np.sum(u * u)))
             for c in range(u.shape[0]):
                 b, _ = laplace.fit_scale(u[c])
-                rows.append((s.name, c, u.shape[1], max(b, 1e-12), a, bmin, bmax, 1, s))
-        else:
-            b, _ = laplace.fit_scale(u)
-            rows.append((s.name, None, u.size, max(b, 1e-12), a, bmin, bmax, s.out_channels, s))
+                rows.append((s.name, c, u.shape[1], max(b, 1e-12), a, bmin, bmax, 1, s, 1.0, None))
+            continue
+        x = raw if raw is not None else u  # the error model's units
+        a = _weight_of(s, weighting, o, float(np.sum(x * x)) if weighting == "relative" else None)
+        b, _ = laplace.fit_scale(raw if magnitude else u)
+        qf = 1.0
+        if magnitude and not exact:
+            aw = np.abs(raw)
+            qf = float(np.sum(aw.max(axis=1) ** 2 * aw.sum(axis=1)) / max(np.sum(aw), 1e-300))
+        table = None
+        if exact:
+            bl = [int(B) for B in bits if bmin <= B <= bmax]
+            _, prune, q = error_curves(weights[s.name], bl, normalisation="channel", mask_order=mask_order,
+                                       scale_mode=scale_mode, max_samples=_TABLE_SAMPLES, gain=error_model == "exact-gain")
+            quant = np.full((len(bits), len(prune)), np.inf)
+            quant[[int(B) - 2 for B in bl]] = q
+            table = (prune, quant)
+        rows.append((s.name, None, s.n_weights, max(b, 1e-12), a, bmin, bmax, s.out_channels, s, qf, table))
     g, nb = len(rows), len(bits)
     err = np.full((g, nb, _GRID), np.inf)
     cost = np.full((g, nb, _GRID), np.inf)
     dd = np.ones((g, nb, _GRID))
     lin = np.zeros((g, nb))
-    for i, (name, c, n, b, a, bmin, bmax, kmin, spec) in enumerate(rows):
+    for i, (name, c, n, b, a, bmin, bmax, kmin, spec, qf, table) in enumerate(rows):
         for j, B in enumerate(bits):
             delta = float(laplace.step(B))
             d_lo = min(1.0, kmin / n)
-            d_hi = max(d_lo, math.exp(-delta / 2 / b))  # t >= Delta/2: no survivor rounds to zero
+            # t >= Delta/2 (Laplace): no survivor rounds to zero; the exact table prices that case itself
+            d_hi = 1.0 if table is not None else max(d_lo, math.exp(-delta * math.sqrt(qf) / 2 / b))
             d = np.geomspace(d_lo, d_hi, _GRID)
             dd[i, j] = d
             if not bmin <= B <= bmax:
                 continue
-            t = -b * np.log(d)
-            err[i, j] = a * n * (laplace.prune_error(t, b) + d * delta**2 / 12)
+            if table is not None:
+                x = d * (table[0].size - 1)
+                xp = np.arange(table[0].size)
+                err[i, j] = a * (np.interp(x, xp, table[0]) + np.interp(x, xp, table[1][j]))
+            else:
+                t = -b * np.log(d)
+                err[i, j] = a * n * (laplace.prune_error(t, b) + d * qf * delta**2 / 12)
             cost[i, j] = _call_cost(cost_fn, spec, int(B), d * n)
             lin[i, j] = (cost[i, j, -1] - cost[i, j, 0]) / max((d_hi - d_lo) * n, 1e-12)
     groups = _Groups([r[0] for r in rows], np.array([r[2] for r in rows], float), err, cost, dd,
-                     np.array([r[4] for r in rows]), np.array([r[3] for r in rows]), bits, lin)
+                     np.array([r[4] for r in rows]), np.array([r[3] for r in rows]), bits, lin,
+                     np.array([r[9] for r in rows]), [r[10] for r in rows] if exact else None)
     f1 = lambda lam: groups.solve(lam)  # noqa: E731
     lo_size, hi_size = f1(1e8)[-1], f1(1e-16)[-1]
     res = _bisect(f1, var_budget)
@@ -364,7 +457,15 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             continue
         r = _bisect(lambda lam, fixed=fixed: groups.solve(lam, fixed_bits=fixed), var_budget, lo=lo, hi=hi)
         if r is not None:
-            lam, (bi, d, size), _ = r
+            lam, (bi, d, size), lam_inf = r
+            if exact and lam_inf is not None and size < var_budget:
+                # grid points jump: at the critical lam the groups that change may take any point
+                # between their two choices (the Lagrangian is tied there); mix to fill the budget
+                _, d2, size2 = groups.solve(lam_inf, fixed_bits=fixed)
+                if size2 > size:
+                    alpha = (var_budget - size) / (size2 - size) * (1 - 1e-9)
+                    d = d + alpha * (d2 - d)
+                    size = size + alpha * (size2 - size)
             cands.append((size < 0.99 * var_budget, groups.error(bi, d), lam, bi, d))
     _, _, lam, bi, d = min(cands, key=lambda c: (c[0], c[1]))
     ks = np.maximum(np.rint(d * groups.n).astype(np.int64), np.array([r[7] for r in rows]))
@@ -373,6 +474,8 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     _trim_to_budget(rows, ks, B, cost_fn, var_budget)
     decisions = {}
     for (name, c, n, b, a, *_), k, Bi, t in zip(rows, ks, B, -groups.b * np.log(d)):
+        if magnitude and not per_channel:
+            t = float("nan")  # set from the mask in _finish: the raw |w| of the weakest survivor
         dec = decisions.setdefault(name, {"bits": [], "k": [], "b": [], "a": a, "t": [], "normalisation": "channel"})
         dec["bits"].append(int(Bi)); dec["k"].append(int(k)); dec["b"].append(float(b)); dec["t"].append(float(t))
         dec["per_channel"] = c is not None
@@ -432,7 +535,8 @@ def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bit
         raw = np.abs(weights[s.name].detach().double().numpy()).ravel()
         key = raw if method == "global-magnitude" else u
         order = np.argsort(-key, kind="stable")
-        data.append((s, np.sort(key)[::-1], np.cumsum((u[order] ** 2)[::-1])[::-1], u, _weight_of(s, weighting, opts[s.name])))
+        data.append((s, np.sort(key)[::-1], np.cumsum((u[order] ** 2)[::-1])[::-1], u,
+                     _weight_of(s, weighting, opts[s.name], float(np.sum(u * u)))))
     cands = [uniform_bits] if uniform_bits else list(range(min_bits, max_bits + 1))
     best = None
     for B in cands:
@@ -465,7 +569,8 @@ def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bit
                      "per_channel": False} for (s, sk, tail, u, a), k in zip(data, ks)}, 0.0
 
 
-def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn) -> Allocation:
+def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn,
+            mask_order="channel-normalised", error_model="laplace") -> Allocation:
     layers = []
     bits_w = bits_idx = 0
     notes = []
@@ -490,11 +595,13 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
             threshold=float(np.mean(dec["t"])), laplace_b=float(np.mean(dec["b"])), weight=float(dec["a"]),
             channel_bits=tuple(ch_bits) if per_channel else None,
             channel_nonzero=tuple(dec["k"]) if per_channel else None,
-            normalisation=dec["normalisation"], side_bits=side)
+            normalisation=dec["normalisation"], side_bits=side, mask_order=mask_order)
         mask = layer_mask(w, la)  # q is not needed here: the mask alone, without quantizing
         realised = int(mask.sum())
         assert realised == nnz, (s.name, realised, nnz)
         la = dataclasses.replace(la, mask_digest=mask_digest(mask))
+        if math.isnan(la.threshold):  # magnitude order: the realised threshold, the weakest survivor's |w|
+            la = dataclasses.replace(la, threshold=float(w.detach().abs()[mask].min()) if nnz else 0.0)
         layers.append(la)
         wbits = sum(k * b for k, b in zip(dec["k"], dec["bits"])) if per_channel else nnz * dec["bits"][0]
         bits_w += wbits + side
@@ -502,7 +609,8 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
     total = sum(s.n_weights for s in specs)
     return Allocation(layers=tuple(layers), method=method, scale_mode=scale_mode, weighting=weighting,
                       target=target_cr, target_kind=kind, cr_w=32.0 * total / bits_w, cr_idx=32.0 * total / bits_idx,
-                      total_bits_w=int(bits_w), total_bits_idx=int(bits_idx), lam=float(lam), notes=tuple(notes))
+                      total_bits_w=int(bits_w), total_bits_idx=int(bits_idx), lam=float(lam), notes=tuple(notes),
+                      mask_order=mask_order, error_model=error_model)
 
 
 def compress(weights: Mapping[str, torch.Tensor], allocation: Allocation) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

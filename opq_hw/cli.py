@@ -35,8 +35,10 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default="opq")
     p.add_argument("--scale-mode", choices=["pow2", "float"], default="pow2",
                    help="pow2: power-of-two scales, bit-exact fixed point (default); float: paper-faithful float scales")
-    p.add_argument("--weighting", choices=["mean", "total"], default="mean",
-                   help="layer weighting of the OPQ error: mean (a_i=1/N_i, default) or total (a_i=1)")
+    p.add_argument("--weighting", choices=["relative", "mean", "total"],
+                   help="layer weighting a_i: relative (1/sum w^2; opq's default), mean (1/N_i; the baselines') or total (1)")
+    p.add_argument("--mask-order", choices=["magnitude", "channel-normalised"], default="magnitude", help="OPQ masks keep the largest raw |w| (default) or |w|/max|w_c| (old)")
+    p.add_argument("--error-model", choices=["exact-gain", "exact", "laplace"], default="exact-gain", help="OPQ error: exact per-layer table up to a layer gain (default), exact, or Laplace closed forms (old)")
     p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=2, help="2..16 (default 2)")
     p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=8, help="2..16 (default 8)")
     p.add_argument("--uniform-bits", type=v.bits_arg("--uniform-bits"), help="bit width (2..16) of the uniform / global-magnitude baselines")
@@ -63,6 +65,7 @@ def _config(args, demo: bool):
     return CompressConfig(
         model=args.model, weights=args.weights, data=args.data, target_cr=None if args.fit else args.target_cr,
         target_kind=args.target_kind, method=args.method, scale_mode=args.scale_mode, weighting=args.weighting,
+        mask_order=args.mask_order, error_model=args.error_model,
         min_bits=args.min_bits, max_bits=args.max_bits, uniform_bits=args.uniform_bits,
         act_bits=args.act_bits or None, epochs=args.epochs if args.data else 0, lr=args.lr, seed=args.seed,
         input_shape=args.input_shape, overrides=dict(args.override), board=args.board if args.fit else None,

@@ -31,7 +31,9 @@ class CompressConfig:
     target_kind: str = "cr_w"  # cr_w | cr_idx
     method: str = "opq"  # opq | uniform | global-magnitude | per-channel
     scale_mode: str = "pow2"  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
-    weighting: str = "mean"  # objective layer weighting: mean (a_i = 1/N_i) | total (a_i = 1)
+    weighting: str | None = None  # layer weighting: relative (a_i = 1/sum w^2) | mean (1/N_i) | total (1); None: relative for opq, mean otherwise
+    mask_order: str = "magnitude"  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
+    error_model: str = "exact-gain"  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
     min_bits: int = 2
     max_bits: int = 8
     uniform_bits: int | None = None
@@ -347,7 +349,8 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
     else:
         alloc = allocate(specs, weights, target_cr=cfg.target_cr, target_kind=cfg.target_kind, method=cfg.method,
                          scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
-                         max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides)
+                         max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides,
+                         mask_order=cfg.mask_order, error_model=cfg.error_model)
     tick("allocate")
     calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
     qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)

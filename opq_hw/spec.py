@@ -149,12 +149,15 @@ class LayerAlloc:
     n_nonzero: int
     sparsity: float
     scales: tuple[float, ...]
-    threshold: float = 0.0  # pruning threshold on the normalised weights (Laplace model)
-    laplace_b: float = 0.0  # Laplace scale of the normalised weights
+    threshold: float = 0.0  # pruning threshold in the mask score's units (magnitude order: the weakest survivor's |w|)
+    laplace_b: float = 0.0  # Laplace scale of the weights in the mask score's units (raw w, or w / max|w_c|)
     weight: float = 1.0  # a_i, the layer's weight in the error objective
     channel_bits: tuple[int, ...] | None = None
     channel_nonzero: tuple[int, ...] | None = None  # per-channel survivors (per-channel baseline only)
-    normalisation: str = "channel"  # what |w| is divided by for ranking and scales: channel | layer max
+    normalisation: str = "channel"  # what |w| is divided by for the scales (and the old ranking): channel | layer max
+    # what the mask ranks: "magnitude" (raw |w| within the layer) or "channel-normalised" (|w| divided
+    # by `normalisation`, the criterion before mask orders existed: the default for older allocation.json)
+    mask_order: str = "channel-normalised"
     skipped: bool = False
     mask_digest: str = ""  # sha256 of the mask's bytes (uint8, row-major)
     side_bits: int = 0  # side information (scales, bit widths) counted in CR_w
@@ -182,7 +185,7 @@ class Allocation:
     layers: tuple[LayerAlloc, ...]
     method: str
     scale_mode: str  # float | pow2
-    weighting: str  # layer weighting of the objective: "mean" (a_i = 1/N_i) | "total" (a_i = 1)
+    weighting: str  # layer weighting of the objective: "mean" (1/N_i) | "total" (1) | "relative" (1/sum w_i^2)
     target: float | None
     target_kind: str  # cr_w | cr_idx | cost
     cr_w: float
@@ -191,6 +194,8 @@ class Allocation:
     total_bits_idx: int
     lam: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    mask_order: str = "channel-normalised"  # OPQ's mask criterion (see LayerAlloc.mask_order); older files lack it
+    error_model: str = "laplace"  # OPQ's error model: "exact" per-layer table | "laplace" closed forms (older files)
 
     def layer(self, name: str) -> LayerAlloc:
         for la in self.layers:

@@ -199,7 +199,9 @@ CONFIG_CHECKS = {
     "target_kind": _choice("target_kind", ("cr_w", "cr_idx")),
     "method": _choice("method", ("opq", "uniform", "global-magnitude", "per-channel")),
     "scale_mode": _choice("scale_mode", ("pow2", "float")),
-    "weighting": _choice("weighting", ("mean", "total")),
+    "weighting": _choice("weighting", ("relative", "mean", "total", None)),  # allocation.WEIGHTINGS; None: the method's
+    "mask_order": _choice("mask_order", ("magnitude", "channel-normalised")),  # allocation.MASK_ORDERS
+    "error_model": _choice("error_model", ("exact-gain", "exact", "laplace")),  # allocation.ERROR_MODELS
     "min_bits": lambda v: bits_value(v, "min_bits"),
     "max_bits": lambda v: bits_value(v, "max_bits"),
     "uniform_bits": lambda v: v is None or bits_value(v, "uniform_bits"),

@@ -11,8 +11,12 @@ from opq_hw.allocation import allocate, compress
 from opq_hw.errors import OpqError
 from opq_hw.layers import inspect_model, layer_weights
 from opq_hw.models import digits_cnn, mnist1d_cnn
-from opq_hw.quant import qmax
+from opq_hw.quant import error_curves, make_scales, qmax, quantize, topk_mask
 from opq_hw.spec import Allocation
+
+OLD = dict(mask_order="channel-normalised", error_model="laplace")  # OPQ before mask orders existed
+MODELS = [dict(mask_order="magnitude", error_model="exact-gain"), dict(mask_order="magnitude", error_model="exact"),
+          dict(mask_order="magnitude", error_model="laplace"), OLD]
 
 
 def _model(seed=0, kind="cnn"):
@@ -43,16 +47,20 @@ def _check(alloc: Allocation, specs, weights):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cr=st.floats(5.0, 60.0), method=st.sampled_from(["opq", "per-channel", "uniform", "global-magnitude"]),
-       mode=st.sampled_from(["pow2", "float"]), weighting=st.sampled_from(["mean", "total"]),
-       seed=st.integers(0, 3))
-def test_allocation_meets_target_within_1_percent(cr, method, mode, weighting, seed):
+       mode=st.sampled_from(["pow2", "float"]), weighting=st.sampled_from(["mean", "total", "relative"]),
+       seed=st.integers(0, 3), model=st.sampled_from(range(len(MODELS))))
+def test_allocation_meets_target_within_1_percent(cr, method, mode, weighting, seed, model):
     m, specs, w = _model(seed)
-    a = allocate(specs, w, target_cr=cr, method=method, scale_mode=mode, weighting=weighting)
+    kw = MODELS[model]
+    a = allocate(specs, w, target_cr=cr, method=method, scale_mode=mode, weighting=weighting, **kw)
     assert a.cr_w >= cr * (1 - 1e-9)  # the size budget is never exceeded ...
     assert a.cr_w <= cr * 1.01  # ... and the budget is used: within 1% of the target
     _check(a, specs, w)
     # determinism: the same inputs give the same allocation, byte for byte
-    assert allocate(specs, w, target_cr=cr, method=method, scale_mode=mode, weighting=weighting).to_json() == a.to_json()
+    assert allocate(specs, w, target_cr=cr, method=method, scale_mode=mode, weighting=weighting, **kw).to_json() == a.to_json()
+    if method == "opq":
+        assert (a.mask_order, a.error_model) == (kw["mask_order"], kw["error_model"])
+        assert all(la.mask_order == kw["mask_order"] for la in a.layers)
 
 
 @settings(max_examples=10, deadline=None)
@@ -72,8 +80,8 @@ def test_allocation_json_round_trip():
 
 def test_mean_weighting_gives_small_layers_more_bits():
     _, specs, w = _model(0, "mnist1d")
-    mean = allocate(specs, w, target_cr=20, weighting="mean")
-    total = allocate(specs, w, target_cr=20, weighting="total")
+    mean = allocate(specs, w, target_cr=20, weighting="mean", **OLD)
+    total = allocate(specs, w, target_cr=20, weighting="total", **OLD)
     first, big = mean.layers[0], mean.layers[2]
     assert first.n_weights < big.n_weights
     assert (first.bits, 1 - first.sparsity) >= (big.bits, 1 - big.sparsity)
@@ -83,7 +91,7 @@ def test_mean_weighting_gives_small_layers_more_bits():
 
 def test_lagrangian_threshold_exceeds_half_step():
     _, specs, w = _model()
-    a = allocate(specs, w, target_cr=20)
+    a = allocate(specs, w, target_cr=20, **OLD)
     for la in a.layers:
         assert la.threshold >= 0.5 / qmax(la.bits) - 1e-12
 
@@ -148,3 +156,69 @@ def test_hardware_cost_budget():
     assert used <= 0.1 * dense
     assert used >= 0.09 * dense
     assert a.target_kind == "cost"
+
+
+def test_default_masks_keep_the_largest_raw_weights_of_each_layer():
+    _, specs, w = _model(2, "mnist1d")
+    a = allocate(specs, w, target_cr=20)
+    assert (a.method, a.mask_order, a.error_model, a.weighting) == ("opq", "magnitude", "exact-gain", "relative")
+    comp = compress(w, a)
+    for s, la in zip(specs, a.layers):
+        mask, x = comp[s.name][2], w[s.name].abs()
+        assert float(x[mask].min()) >= float(x[~mask].max())  # raw |w| order, whatever the channel
+        assert la.threshold == float(x[mask].min())  # the weakest survivor's |w|
+    # the old criterion ranks |w| / max|w_c| instead, which is a different set on these weights
+    big = specs[2].name
+    old = topk_mask(w[big], [a.layer(big).n_nonzero], "channel", False, "channel-normalised")
+    assert not torch.equal(old, comp[big][2])
+
+
+def test_allocation_json_without_mask_order_loads_with_the_old_masks():
+    """allocation.json written before mask orders existed has no mask_order/error_model keys."""
+    _, specs, w = _model(1)
+    a = allocate(specs, w, target_cr=20, weighting="mean", **OLD)
+    d = a.to_dict()
+    del d["mask_order"], d["error_model"]
+    for la in d["layers"]:
+        del la["mask_order"]
+    b = Allocation.from_dict(d)
+    assert b == a and b.mask_order == "channel-normalised" and b.error_model == "laplace"
+    compress(w, b)  # the masks it rebuilds are the recorded ones (digest check)
+
+
+@pytest.mark.parametrize("scale_mode", ["pow2", "float"])
+def test_error_curves_equal_the_real_quantizer(scale_mode):
+    _, specs, w = _model(3, "mnist1d")
+    x = w[specs[1].name].double()
+    bits = [2, 3, 5]
+    n, prune, quant = error_curves(x, bits, scale_mode=scale_mode)
+    _, _, gq = error_curves(x, bits, scale_mode=scale_mode, gain=True)
+    assert n == x.numel() and prune.shape == (n + 1,) and quant.shape == (3, n + 1)
+    for k in (0, 1, 17, n // 3, n):
+        mask = topk_mask(x, [k], "channel", False, "magnitude")
+        for i, B in enumerate(bits):
+            s = torch.tensor(make_scales(x, [B] * x.shape[0], "channel", scale_mode))
+            wh = quantize(x.float(), mask, s, torch.full((x.shape[0],), float(qmax(B)))).double() * s.double().reshape(-1, 1, 1)
+            assert prune[k] + quant[i, k] == pytest.approx(float(((x - wh) ** 2).sum()), rel=1e-9, abs=1e-12)
+            # gain: min over one layer-wide gain g of |w - g w_hat|^2
+            g = float((x * wh).sum() / (wh * wh).sum()) if k else 0.0
+            assert prune[k] + gq[i, k] == pytest.approx(float(((x - g * wh) ** 2).sum()), rel=1e-7, abs=1e-9)
+
+
+def test_error_curves_subsample_estimates_the_layer():
+    _, specs, w = _model(0, "mnist1d")
+    x = w[specs[2].name]
+    n, prune, quant = error_curves(x, [4], scale_mode="pow2")
+    m, sp, sq = error_curves(x, [4], scale_mode="pow2", max_samples=1024)
+    assert m == n and sp.shape == (1025,)
+    for d in (0.1, 0.3, 0.6):
+        full = prune[int(d * n)] + quant[0, int(d * n)]
+        assert sp[int(d * 1024)] + sq[0, int(d * 1024)] == pytest.approx(full, rel=0.15)
+
+
+def test_unknown_mask_order_and_error_model_rejected():
+    _, specs, w = _model()
+    with pytest.raises(OpqError, match="unknown mask order"):
+        allocate(specs, w, target_cr=20, mask_order="channel")
+    with pytest.raises(OpqError, match="unknown error model"):
+        allocate(specs, w, target_cr=20, error_model="table")

@@ -33,3 +33,15 @@ def test_quant_error_matches_uniform_rounding():
         err = np.mean((u - np.round(u / d) * d) ** 2)
         assert laplace.quant_error(d) == pytest.approx(err, rel=2e-2)
     assert laplace.step(2) == 1.0 and laplace.step(3) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("qf", [1.0, 0.05, 0.4])
+@pytest.mark.parametrize("bits", [3, 5])
+def test_stationary_threshold_minimises_the_lagrangian(qf, bits):
+    """The raw-magnitude derivation: J(T) = a[e_p(T; b) + exp(-T/b) qf D^2/12] + lam B exp(-T/b)
+    (per weight) is minimised at T* = sqrt(qf D^2/12 + lam B / a); qf = 1 is the original form."""
+    b, a, lam = 0.15, 2.0, 1e-4
+    d2 = qf * laplace.step(bits) ** 2
+    t = np.linspace(1e-4, 2.0, 400_001)
+    J = a * (laplace.prune_error(t, b) + np.exp(-t / b) * d2 / 12) + lam * bits * np.exp(-t / b)
+    assert t[np.argmin(J)] == pytest.approx(np.sqrt(d2 / 12 + lam * bits / a), abs=1e-4)
