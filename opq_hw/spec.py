@@ -213,7 +213,7 @@ class Allocation:
     def from_dict(cls, d: dict[str, Any]) -> "Allocation":
         if not isinstance(d, dict) or not isinstance(d.get("layers"), list) or not d["layers"]:
             raise OpqError("Allocation: expected a JSON object with a non-empty list `layers`")
-        if not isinstance(d.get("notes", []), list):
+        if not isinstance(d.get("notes", []), (list, tuple)):
             raise OpqError("Allocation: `notes` must be a list of strings")
         d = dict(d)
         d["layers"] = tuple(LayerAlloc.from_dict(x) for x in d["layers"])
