@@ -42,6 +42,8 @@ BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = {"parallel": "io_parallel", "stream": "io_stream", "io_parallel": "io_parallel", "io_stream": "io_stream"}
 PROJECT = "myproject"
 BUILD_INFO = "opq_hls4ml.json"
+QONNX_FOR_HLS4ML = "model_for_hls4ml.qonnx.onnx"  # the graph handed to hls4ml (stock hls4ml converts it)
+CONVERT_CONFIG = "hls4ml_convert.json"  # the keyword arguments of hls4ml's convert_from_onnx_model for it
 INEXACT_EXTRA_BITS = 4  # allow_inexact: the re-rounding grid is this many bits finer than the smallest scale
 DEFAULT_CLOCK_NS = 10.0  # used only when the board gives no clock
 
@@ -419,9 +421,17 @@ def _weight_layers(hm) -> list:
 
 def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str = "parallel", part: str | None = None,
             clock_period: float | None = None, reuse: dict[str, int] | None = None, allow_inexact: bool = False,
-            strategy: str = "latency"):
-    """An hls4ml ModelGraph for the run (not yet written). Returns `(hls_model, info)`."""
+            strategy: str = "latency", graph_out: str | os.PathLike | None = None, set_types: bool = True):
+    """An hls4ml ModelGraph for the run (not yet written), every type set from the exact analysis and checked.
+
+    Raises `OpqError` naming the layers and types that would round or saturate (unless `allow_inexact`).
+    `graph_out`: a folder that receives the QONNX graph handed to hls4ml and the config (`CONVERT_CONFIG`).
+    `set_types=False` keeps hls4ml's own types (one conversion) and only checks them: what the flow did before
+    the analysis existed, kept to show what the check catches.
+    Returns `(hls_model, info)`."""
     import hls4ml
+
+    from .hls4ml_types import Fixed, analyse, check, describe
 
     backend, io_type = _backend(backend), _io(io)
     if run.allocation.scale_mode != "pow2" and not allow_inexact:
@@ -460,32 +470,57 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
     if reuse:
         for node, name in zip(weight_nodes, names):
             cfg["LayerName"].setdefault(node.name, {})["ReuseFactor"] = int(reuse[name])
-    try:
-        with contextlib.redirect_stdout(chatter), _pool1d_fix():  # hls4ml prints its topology; keep its warnings
-            hm = hls4ml.converters.convert_from_onnx_model(model, **kwargs)
-    except OpqError:
-        raise
-    except Exception as e:
-        kinds = sorted({n.op_type for n in model.graph.node})
-        raise OpqError(f"hls4ml could not convert the run's QONNX graph ({type(e).__name__}: {str(e)[:300]}); "
-                       f"node types present: {kinds}. Layers hls4ml supports through QONNX: Conv, MatMul/Gemm, Relu, "
-                       "MaxPool, Flatten/Reshape, Quant") from e
-    layers = _weight_layers(hm)
-    if len(layers) != len(names):
-        raise OpqError(f"hls4ml produced {len(layers)} weight layers but the allocation has {len(names)}: "
-                       f"{[lay.name for lay in layers]} vs {names}")
-    per_layer = []
+    def _convert():
+        try:
+            with contextlib.redirect_stdout(chatter), _pool1d_fix():  # hls4ml prints its topology; keep its warnings
+                hm = hls4ml.converters.convert_from_onnx_model(model, **kwargs)
+        except OpqError:
+            raise
+        except Exception as e:
+            kinds = sorted({n.op_type for n in model.graph.node})
+            raise OpqError(f"hls4ml could not convert the run's QONNX graph ({type(e).__name__}: {str(e)[:300]}); "
+                           f"node types present: {kinds}. Layers hls4ml supports through QONNX: Conv, MatMul/Gemm, Relu, "
+                           "MaxPool, Flatten/Reshape, Quant") from e
+        layers = _weight_layers(hm)
+        if len(layers) != len(names):
+            raise OpqError(f"hls4ml produced {len(layers)} weight layers but the allocation has {len(names)}: "
+                           f"{[lay.name for lay in layers]} vs {names}")
+        return hm, layers
+
+    # pass 1: hls4ml's graph with its own types; the exact analysis of that graph gives every type, which
+    # pass 2 sets by layer name (each type its own name); the check reads pass 2's types back
     producers = {o: n for n in model.graph.node for o in n.output}
+    qbits_of = [_weight_bits(model, producers, node) for node in weight_nodes]
+    in_fixed = Fixed.parse(in_prec) if in_prec else None
+    quantizers = activation_quantizers(model)
+    hm, layers = _convert()
+    analysis = analyse(hm, in_fixed, quantizers, {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None})
+    for lname, precs in analysis.config_precisions().items():
+        entry = cfg["LayerName"].setdefault(lname, {})
+        if not isinstance(entry.get("Precision"), dict):
+            entry["Precision"] = {}
+        entry["Precision"].update(precs)
+    if set_types:
+        names_1 = [lay.name for lay in hm.get_layers()]
+        hm, layers = _convert()
+        if [lay.name for lay in hm.get_layers()] != names_1:
+            raise OpqError("hls4ml named its layers differently in the second conversion; the exact types cannot be "
+                           "set by name (report this with the run's model.qonnx.onnx)")
+    analysis = analyse(hm, in_fixed, quantizers, {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None})
+    problems = check(hm, analysis)
+    if problems and not allow_inexact:
+        raise OpqError("the hls4ml project would not compute the run exactly; these types would round or saturate "
+                       f"(or cannot be analysed):\n  {describe(problems)}\nPass --allow-inexact to build it anyway "
+                       "and have the error measured by `opq-hw simulate --level csim`")
+    per_layer = []
     order = list(hm.get_layers())
-    for lay, name, node in zip(layers, names, weight_nodes):
+    for lay, name, node, qbits in zip(layers, names, weight_nodes, qbits_of):
         after = order[order.index(lay) + 1] if order.index(lay) + 1 < len(order) else None
         alpha = after if after is not None and after.class_name == "ApplyAlpha" else None
         la = run.allocation.layer(name)
         w = lay.weights["weight"]
         prec = w.type.precision
         data = np.asarray(w.data)
-        wq = producers.get(node.input[1])
-        qbits = int(np.asarray(model.get_initializer(wq.input[3])).item()) if wq is not None and wq.op_type == "Quant" else None
         acc = lay.get_attr("accum_t")
         res = lay.get_output_variable().type.precision
         per_layer.append({
@@ -502,10 +537,50 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             "result_precision": str(res.definition_cpp()) if hasattr(res, "definition_cpp") else str(res),
             "reuse_factor": int(lay.get_attr("reuse_factor", 1)),
         })
+    n_types = sum(len(lay.types) for lay in hm.get_layers())
     info = {"backend": backend, "io_type": io_type, "input_precision": in_prec, "rewritten_quant_nodes": records,
             "layers": per_layer, "exact": all(r["exact"] for r in records) and run.allocation.scale_mode == "pow2"
-            and not skipped, "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
+            and not skipped and not problems,
+            "type_check": {"types_checked": n_types, "problems": problems,
+                           "rule": "every type read back from the converted model holds its exact value set "
+                                   "(opq_hw.flows.hls4ml_types)"},
+            "types": analysis.table(),
+            "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
+    if graph_out is not None:  # what a user hands to stock hls4ml: the graph and the full config
+        graph_out = Path(graph_out)
+        model.save(str(graph_out / QONNX_FOR_HLS4ML))
+        conv = {"hls_config": cfg, "backend": backend, "io_type": io_type, "project_name": PROJECT}
+        conv.update({k: kwargs[k] for k in ("part", "clock_period") if k in kwargs})
+        write_json(graph_out / CONVERT_CONFIG, conv)
     return hm, info
+
+
+def _weight_bits(model, producers, node) -> int | None:
+    """The bit width of the Quant node feeding a conv/matmul node's weights, if any."""
+    wq = producers.get(node.input[1]) if len(node.input) > 1 else None
+    if wq is None or wq.op_type != "Quant":
+        return None
+    return int(np.asarray(model.get_initializer(wq.input[3])).item())
+
+
+def activation_quantizers(model) -> list:
+    """The exact fixed-point types of the graph's activation Quant nodes (per-tensor pow2 scale, zero point 0):
+    fixed<B, B + e> (ufixed when unsigned), convergent rounding for ROUND, saturating (symmetric when narrow)."""
+    from .hls4ml_types import Fixed
+
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Quant" or n.input[0] in inits:
+            continue
+        scale, bits = model.get_initializer(n.input[1]), model.get_initializer(n.input[3])
+        exps = _pow2_exponents(scale) if scale is not None else None
+        if exps is None or exps.size != 1 or bits is None:
+            continue
+        b, signed, narrow = int(np.asarray(bits).item()), bool(_attr(n, "signed", 1)), bool(_attr(n, "narrow", 0))
+        rnd = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}.get(str(_attr(n, "rounding_mode", "ROUND")).upper(), "?")
+        out.append(Fixed(b, b + int(exps.item()), signed, rnd, "SAT_SYM" if narrow and signed else "SAT"))
+    return out
 
 
 # --------------------------------------------------------------------------- synthesis commands
