@@ -43,7 +43,8 @@ IO_TYPES = {"parallel": "io_parallel", "stream": "io_stream", "io_parallel": "io
 PROJECT = "myproject"
 BUILD_INFO = "opq_hls4ml.json"
 QONNX_FOR_HLS4ML = "model_for_hls4ml.qonnx.onnx"  # the graph handed to hls4ml (stock hls4ml converts it)
-CONVERT_CONFIG = "hls4ml_convert.json"  # the keyword arguments of hls4ml's convert_from_onnx_model for it
+CONVERT_CONFIG = "hls4ml_convert.json"
+MAX_TYPE_PASSES = 3  # conversions at most: hls4ml's own types, then the analysis' (repeated once if hls4ml regrouped)  # the keyword arguments of hls4ml's convert_from_onnx_model for it
 INEXACT_EXTRA_BITS = 4  # allow_inexact: the re-rounding grid is this many bits finer than the smallest scale
 DEFAULT_CLOCK_NS = 10.0  # used only when the board gives no clock
 
@@ -487,26 +488,30 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
                            f"{[lay.name for lay in layers]} vs {names}")
         return hm, layers
 
-    # pass 1: hls4ml's graph with its own types; the exact analysis of that graph gives every type, which
-    # pass 2 sets by layer name (each type its own name); the check reads pass 2's types back
+    # pass 1: hls4ml's graph with its own types. The exact analysis of that graph gives every type, which the
+    # next pass sets by layer name (each type its own name). Explicit types can change what hls4ml merges (a
+    # linear quantizer is folded into the layer before it only while that layer's type is open), so the
+    # analysis is repeated on the new graph until its types all pass the check (at most MAX_TYPE_PASSES).
     producers = {o: n for n in model.graph.node for o in n.output}
     qbits_of = [_weight_bits(model, producers, node) for node in weight_nodes]
     in_fixed = Fixed.parse(in_prec) if in_prec else None
     quantizers = activation_quantizers(model)
-    hm, layers = _convert()
-    analysis = analyse(hm, in_fixed, quantizers, {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None})
-    for lname, precs in analysis.config_precisions().items():
-        entry = cfg["LayerName"].setdefault(lname, {})
-        if not isinstance(entry.get("Precision"), dict):
-            entry["Precision"] = {}
-        entry["Precision"].update(precs)
-    if set_types:
-        names_1 = [lay.name for lay in hm.get_layers()]
+
+    def _analysed():
         hm, layers = _convert()
-        if [lay.name for lay in hm.get_layers()] != names_1:
-            raise OpqError("hls4ml named its layers differently in the second conversion; the exact types cannot be "
-                           "set by name (report this with the run's model.qonnx.onnx)")
-    analysis = analyse(hm, in_fixed, quantizers, {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None})
+        bits = {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None}
+        return hm, layers, analyse(hm, in_fixed, quantizers, bits)
+
+    hm, layers, analysis = _analysed()
+    for _ in range(MAX_TYPE_PASSES - 1 if set_types else 0):
+        for lname, precs in analysis.config_precisions().items():
+            entry = cfg["LayerName"].setdefault(lname, {})
+            if not isinstance(entry.get("Precision"), dict):
+                entry["Precision"] = {}
+            entry["Precision"].update(precs)
+        hm, layers, analysis = _analysed()
+        if not check(hm, analysis):
+            break
     problems = check(hm, analysis)
     if problems and not allow_inexact:
         raise OpqError("the hls4ml project would not compute the run exactly; these types would round or saturate "
@@ -544,7 +549,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             "type_check": {"types_checked": n_types, "problems": problems,
                            "rule": "every type read back from the converted model holds its exact value set "
                                    "(opq_hw.flows.hls4ml_types)"},
-            "types": analysis.table(),
+            "types": analysis.table(), "_analysis": analysis,
             "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
     if graph_out is not None:  # what a user hands to stock hls4ml: the graph and the full config
         graph_out = Path(graph_out)
@@ -636,13 +641,15 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     t0 = time.perf_counter()
     with atomic_dir(final) as tmp:
         hm, info = convert(run, tmp, backend=backend, io=io, part=binfo["part"], clock_period=binfo["clock_period_ns"],
-                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy)
+                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy, graph_out=tmp)
         with contextlib.redirect_stdout(io_mod.StringIO()):
             hm.write()
+        _check_written(tmp, hm, info, allow_inexact)
         write_bytes(tmp / "build_opt.tcl", _BUILD_OPT_TCL.encode())
         _fix_paths(tmp, str(tmp), str(final))
         tool, cmd = synth_command(info["backend"])
         record = {"flow": FLOW, "run": run.path.name, **info, **binfo, "reuse_source": rf_source,
+                  "qonnx_for_hls4ml": QONNX_FOR_HLS4ML, "convert_config": CONVERT_CONFIG,
                   "project": PROJECT, "synth_tool": tool, "synth_command": f"cd build/{FLOW} && {cmd}",  # from the run directory
                   "convert_s": round(time.perf_counter() - t0, 3)}
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
@@ -671,6 +678,19 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
             raise OpqError(f"{tool} failed (exit {proc.returncode}); see {final / 'synth_stdout.log'}")
         record["report"] = report(run.path)
     return record
+
+
+def _check_written(prj: Path, hm, info: dict[str, Any], allow_inexact: bool) -> None:
+    """The type check once more on the written project (typedefs and weight files); raises unless allow_inexact."""
+    from .hls4ml_types import check_written, describe
+
+    problems = check_written(prj, hm, info.pop("_analysis"))
+    info["type_check"]["written_project_problems"] = problems
+    if problems:
+        info["exact"] = False
+        if not allow_inexact:
+            raise OpqError("the written hls4ml project would not compute the run exactly:\n  "
+                           f"{describe(problems)}\nPass --allow-inexact to write it anyway")
 
 
 def report(run_dir: str | os.PathLike, write: bool = True) -> dict[str, Any]:
@@ -766,6 +786,7 @@ def compile_csim(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io:
     rf, rf_source = _reuse_factors(run, board, reuse, strategy) if (board or reuse) else (None, "1 (default)")
     hm, info = convert(run, out_dir, backend=backend, io=io, allow_inexact=allow_inexact, reuse=rf, strategy=strategy)
     info["reuse_source"] = rf_source
+    info.pop("_analysis", None)
     t1 = time.perf_counter()
     if shutil.which("g++") is None:
         raise OpqError("g++ is not on PATH; the hls4ml C simulation needs it (Debian: apt-get install g++)")

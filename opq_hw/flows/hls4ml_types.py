@@ -523,3 +523,48 @@ def describe(problems: list[dict[str, str]], limit: int = 8) -> str:
     if len(problems) > limit:
         lines.append(f"... and {len(problems) - limit} more")
     return "\n  ".join(lines)
+
+
+def check_written(project_dir, hm, analysis: Analysis) -> list[dict[str, str]]:
+    """The same check on the written project: each layer type's typedef in `firmware/defines.h` (what the C++
+    compiler sees) against its value set, and each weight file's numbers against the weight data."""
+    import re
+    from pathlib import Path
+
+    fw = Path(project_dir) / "firmware"
+    defs = {}
+    for h in ("defines.h", "parameters.h"):
+        p = fw / h
+        if p.is_file():
+            for m in re.finditer(r"typedef\s+(ap_u?fixed<[^>]*>|ap_u?int<[^>]*>)\s+(\w+)\s*;", p.read_text()):
+                defs.setdefault(m.group(2), m.group(1))
+    problems: list[dict[str, str]] = []
+    for layer in hm.get_layers():
+        lr = analysis.layer(layer.name)
+        if lr is None:
+            continue
+        for key, t in layer.types.items():
+            r = lr.types.get(key)
+            if r is None or r.role in ("unused", "unknown"):
+                continue
+            d = defs.get(t.name)
+            where = {"layer": layer.name, "type": f"{key} ({t.name} = {d}, written)"}
+            if d is None:
+                problems.append({**where, "problem": "no typedef for it in the written project"})
+                continue
+            w = Fixed.parse(d)
+            if r.role == "quantizer":
+                if w != r.set_to:
+                    problems.append({**where, "problem": f"the quantizer's type is {r.set_to.spec()}"})
+            elif r.values is not None and w.problem(r.values):
+                problems.append({**where, "problem": w.problem(r.values)})
+        for wname, var in layer.weights.items():
+            p = fw / "weights" / f"{var.name}.txt"
+            if not p.is_file():
+                continue
+            vals = np.array([float(v) for v in p.read_text().replace("\n", ",").split(",") if v.strip()])
+            data = np.asarray(var.data, dtype=np.float64).reshape(-1)
+            if vals.size != data.size or not np.array_equal(vals, data):
+                problems.append({"layer": layer.name, "type": f"{wname} ({p.name}, written)",
+                                 "problem": "the written values differ from the weight data"})
+    return problems
