@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 MAX_FRAC = 48  # data needing more fractional bits is not on a fixed-point grid for this analysis
+MIN_FRAC = -64  # the grid of all-zero data: it constrains nothing
 EXACT_LIMIT = 2.0 ** 52  # |value| * 2^frac below this: float64 arithmetic on the value set is exact
 UNUSED = {  # types hls4ml declares that the generated code of these layers never uses
     "index_t": "sparse index type (unused: dense weights)",
@@ -75,6 +76,8 @@ class Fixed:
     @classmethod
     def minimal(cls, lo: float, hi: float, frac: int, min_width: int = 1) -> "Fixed":
         """The narrowest type on the grid 2^-frac that holds every value in [lo, hi]."""
+        if lo == 0 and hi == 0:  # only zeros: one bit holds them on any grid
+            return cls(max(1, min_width), max(1, min_width), True if min_width > 1 else False)
         lo_i, hi_i = int(np.floor(np.ldexp(lo, frac))), int(np.ceil(np.ldexp(hi, frac)))
         signed = lo_i < 0
         if signed:
@@ -110,7 +113,7 @@ class Fixed:
 
     def problem(self, v: "Values") -> str | None:
         """Why this type cannot hold the value set exactly (None when it can)."""
-        if v.frac > self.frac:
+        if v.frac > self.frac and not (v.min == 0 and v.max == 0):
             return f"rounds: the values need {v.frac} fractional bits, {self.spec()} has {self.frac}"
         lo, hi = self.bounds()
         if v.min < lo or v.max > hi:
@@ -157,10 +160,10 @@ def frac_bits(a) -> int | None:
     a = np.asarray(a, dtype=np.float64).ravel()
     a = a[a != 0]
     if not a.size:
-        return 0
+        return MIN_FRAC
     if not np.all(np.isfinite(a)):
         return None
-    for f in range(-64, MAX_FRAC + 1):
+    for f in range(MIN_FRAC + 1, MAX_FRAC + 1):
         s = np.ldexp(a, f)
         if np.all(s == np.round(s)):
             return f
@@ -339,9 +342,11 @@ def _data_values(layer, key, lr: LayerReq) -> Values | None:
 
 def _linear_layer(layer, cls: str, x: Values, lr: LayerReq, bits: int | None) -> Values | None:
     w = _weights(layer, "weight")
+    if layer.get_attr("_weights_transposed", False) is True:  # the Resource strategy's layout, back to (..., C_in, C_out)
+        w = w.T if cls == "Dense" else np.moveaxis(w, 0, -1)
     wv = _data_values(layer, "weight", lr)
     b = _weights(layer, "bias")
-    bv = _data_values(layer, "bias", lr) if b is not None else Values(np.zeros(1), np.zeros(1), 0)
+    bv = _data_values(layer, "bias", lr) if b is not None else Values(np.zeros(1), np.zeros(1), MIN_FRAC)
     if wv is None or bv is None:
         return None
     n_out = int(layer.get_attr("n_out") or layer.get_attr("n_filt") or w.shape[-1])
@@ -498,8 +503,8 @@ def check(hm, analysis: Analysis) -> list[dict[str, str]]:
         for wname, var in layer.weights.items():
             data = np.asarray(var.data, dtype=np.float64).reshape(-1)
             raw = getattr(var, "data_unquantized", None)
-            if raw is not None and np.asarray(raw).size == data.size and not np.array_equal(
-                    np.asarray(raw, dtype=np.float64).reshape(-1), data):
+            if raw is not None and np.asarray(raw).size == data.size and not np.array_equal(  # (layouts may differ)
+                    np.sort(np.asarray(raw, dtype=np.float64).reshape(-1)), np.sort(data)):
                 problems.append({"layer": layer.name, "type": f"{wname} ({var.type.name})",
                                  "problem": "the converter rounded the data before writing it"})
             written = np.array([float(s) for s in _written(var)], dtype=np.float64)
