@@ -136,3 +136,33 @@ def test_tiny_scales_build_is_exact_and_stock_hls4ml_converts_its_graph(tiny_sca
     x, _ = run.test_data()
     xq = quantize_input(run, x)
     np.testing.assert_array_equal(predict_csim(stock, xq), reference(run, xq))
+
+
+# ---------------------------------------------------------------- the property sweep, a seeded subset
+
+
+def _property_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "hls4ml_property.py"
+    spec = importlib.util.spec_from_file_location("hls4ml_property", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# MLP / 2-D CNN / 1-D CNN, with and without BN folds, scales from 2^-12 to 2^4, 2- to 8-bit, 2-89 % pruning;
+# io_parallel for the first three, io_stream for the others (benchmarks/hls4ml_property.py runs both on 50)
+PROPERTY_SEEDS = [(6, "parallel"), (4, "parallel"), (23, "parallel"), (9, "stream"), (16, "stream"), (11, "stream")]
+
+
+@pytest.mark.slow
+@pytest.mark.tools
+@pytest.mark.parametrize("seed,io", PROPERTY_SEEDS)
+def test_random_models_csim_bit_exact(seed, io):
+    prop = _property_module()
+    res = prop.run_case(prop.random_case(seed), ios=(io,), opt="O1")
+    r = res["io"][io]
+    assert r["problems"] == [] and r["type_check_exact"], r["problems"]
+    assert r["exact_samples"] == res["n"] >= 100, (res, r)

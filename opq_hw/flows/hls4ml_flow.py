@@ -2,8 +2,14 @@
 
 Path: the run's `model.qonnx.onnx` (Brevitas export) -> `split_channel_scales` -> qonnx cleanup,
 channels-last, Gemm->MatMul (as the hls4ml QONNX frontend docs prescribe) -> hls4ml
-`convert_from_onnx_model`, every precision `auto` (inferred from the Quant nodes) except the input,
-which is pinned to the input quantizer's exact fixed-point grid.
+`convert_from_onnx_model`. The input is pinned to the input quantizer's exact fixed-point grid; every other
+type (weights, biases, channel scales, accumulators, ApplyAlpha scale and bias, results) is set from the exact
+range/precision analysis of the converted graph (`hls4ml_types`): a first conversion gives hls4ml's graph, the
+analysis derives each type, and the next conversion sets them by layer name in the config. The types are read
+back from the model and from the written project and checked; `exact` is that check, and a type that would
+round or saturate stops the conversion with an error naming the layer and the type (unless `allow_inexact`).
+`build` also writes the graph it hands to hls4ml (`QONNX_FOR_HLS4ML`) and the converter's arguments with the
+full config (`CONVERT_CONFIG`): stock hls4ml converts them to the same exact project.
 
 Per-output-channel weight scales. hls4ml 1.3.0 cannot convert a Quant node with a per-channel
 scale on a weight (it fails inside `infer_precision`). OPQ's unified channel-wise quantization
@@ -661,6 +667,11 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
         log(f"  {r['layer']:<12} {r['weight_precision']:<24} alloc {r['alloc_bits']} bits, channel scale "
             f"{r['channel_scale_precision'] or '-'}, "
             f"zeros {r['n_zero']}/{r['n_weights']}, reuse {r['reuse_factor']}")
+    tc = record["type_check"]
+    log(f"  types: {tc['types_checked']} read back and checked against the exact analysis: "
+        + ("none rounds or saturates" if not (tc["problems"] or tc.get("written_project_problems"))
+           else f"{len(tc['problems']) + len(tc.get('written_project_problems', []))} problems (allow_inexact)"))
+    log(f"  for stock hls4ml: {QONNX_FOR_HLS4ML} + {CONVERT_CONFIG} (see the README)")
     if synth:
         if shutil.which(tool) is None:
             raise OpqError(f"{tool} is not on PATH, so synthesis cannot run here. The project is written; on a machine "
