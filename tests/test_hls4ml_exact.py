@@ -48,6 +48,78 @@ def test_weighted_sum_bounds_every_partial_sum():
             assert out.lo[j] <= s <= out.hi[j]
 
 
+class _Prec:
+    def __init__(self, spec):
+        from opq_hw.flows.hls4ml_types import Fixed
+
+        f = Fixed.parse(spec)
+        self.width, self.integer, self.signed = f.width, f.integer, f.signed
+        self.rounding_mode, self.saturation_mode = f.rounding, f.saturation
+
+
+class _Type:
+    def __init__(self, name, spec):
+        self.name, self.precision = name, _Prec(spec)
+
+
+class _Var:
+    def __init__(self, shape, t):
+        self.shape, self.type = shape, t
+
+
+class _Layer:
+    """Just what the analysis reads from an hls4ml layer."""
+
+    def __init__(self, name, cls, inputs, shape, types, attrs=None):
+        self.name, self.class_name, self.inputs, self.outputs = name, cls, inputs, [name]
+        self.types = {k: _Type(f"{name}_{k}", v) for k, v in types.items()}
+        self.weights, self.attrs = {}, attrs or {}
+        self._out = _Var(shape, self.types["result_t"])
+
+    def get_attr(self, k, default=None):
+        return self.attrs.get(k, default)
+
+    def get_output_variable(self):
+        return self._out
+
+
+class _Graph:
+    def __init__(self, layers):
+        self.layers = layers
+
+    def get_layers(self):
+        return self.layers
+
+
+def test_analysis_of_pooling_add_concat_and_unknown_layers():
+    """Layers the carrier does not emit today (Add, Concat, average pooling, tables) are analysed or named."""
+    from opq_hw.flows.hls4ml_types import Fixed, analyse, check
+
+    inp = _Layer("in", "Input", [], [4, 4, 3], {"result_t": "fixed<8,3>"})
+    mx = _Layer("mx", "Pooling2D", ["in"], [2, 2, 3], {"result_t": "fixed<8,3>", "accum_t": "fixed<8,3>"},
+                {"pool_op": "Max", "pool_height": 2, "pool_width": 2})
+    av = _Layer("av", "Pooling2D", ["in"], [2, 2, 3], {"result_t": "fixed<8,3>", "accum_t": "fixed<16,6>"},
+                {"pool_op": "Average", "pool_height": 2, "pool_width": 2})
+    add = _Layer("add", "Merge", ["mx", "av"], [2, 2, 3], {"result_t": "fixed<8,3>"}, {"op": "add"})
+    cat = _Layer("cat", "Concatenate", ["mx", "add"], [2, 2, 6], {"result_t": "fixed<16,6>"})
+    g = _Graph([inp, mx, av, add, cat])
+    a = analyse(g, Fixed.parse("fixed<8,3>"))
+    set_to = {(r["layer"], r["type"]): r["set_to"] for r in a.table()}
+    assert set_to[("mx", "result_t")] == "fixed<8,3>"
+    # hls4ml's average: the sum of the 4 values (range x4) then /4 in the accumulator (2 more fractional bits)
+    assert set_to[("av", "accum_t")] == "fixed<12,5>" and set_to[("av", "result_t")] == "fixed<10,3>"
+    assert set_to[("add", "result_t")] == "fixed<11,4>" and set_to[("cat", "result_t")] == "fixed<11,4>"
+    problems = {(p["layer"], p["type"].split()[0]) for p in check(g, a)}
+    # the types given above: the average's result rounds, the add's saturates, the concat and the max fit
+    assert ("av", "result_t") in problems and ("add", "result_t") in problems
+    assert ("cat", "result_t") not in problems and ("mx", "result_t") not in problems
+    av.attrs["pool_width"] = 3  # a 6-value window: the division is not exact
+    sm = _Layer("sm", "Softmax", ["mx"], [2, 2, 3], {"result_t": "fixed<16,6>"})
+    a = analyse(_Graph([inp, mx, av, sm]), Fixed.parse("fixed<8,3>"))
+    msgs = " ".join(p for lay in a.layers for p in lay.problems)
+    assert "non-power of two" in msgs and "no exact analysis for hls4ml layer class Softmax" in msgs
+
+
 # ---------------------------------------------------------------- the tiny-scale MLP (the reported defect)
 
 

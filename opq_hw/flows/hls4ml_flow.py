@@ -49,8 +49,8 @@ IO_TYPES = {"parallel": "io_parallel", "stream": "io_stream", "io_parallel": "io
 PROJECT = "myproject"
 BUILD_INFO = "opq_hls4ml.json"
 QONNX_FOR_HLS4ML = "model_for_hls4ml.qonnx.onnx"  # the graph handed to hls4ml (stock hls4ml converts it)
-CONVERT_CONFIG = "hls4ml_convert.json"
-MAX_TYPE_PASSES = 3  # conversions at most: hls4ml's own types, then the analysis' (repeated once if hls4ml regrouped)  # the keyword arguments of hls4ml's convert_from_onnx_model for it
+CONVERT_CONFIG = "hls4ml_convert.json"  # the keyword arguments of hls4ml's convert_from_onnx_model for it
+MAX_TYPE_PASSES = 3  # conversions at most: hls4ml's own types, then the analysis' (repeated once if hls4ml regrouped)
 INEXACT_EXTRA_BITS = 4  # allow_inexact: the re-rounding grid is this many bits finer than the smallest scale
 DEFAULT_CLOCK_NS = 10.0  # used only when the board gives no clock
 
@@ -508,6 +508,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
         bits = {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None}
         return hm, layers, analyse(hm, in_fixed, quantizers, bits)
 
+    handed = model.model.SerializeToString()  # the graph exactly as hls4ml receives it
     hm, layers, analysis = _analysed()
     for _ in range(MAX_TYPE_PASSES - 1 if set_types else 0):
         for lname, precs in analysis.config_precisions().items():
@@ -559,7 +560,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
     if graph_out is not None:  # what a user hands to stock hls4ml: the graph and the full config
         graph_out = Path(graph_out)
-        model.save(str(graph_out / QONNX_FOR_HLS4ML))
+        write_bytes(graph_out / QONNX_FOR_HLS4ML, handed)
         conv = {"hls_config": cfg, "backend": backend, "io_type": io_type, "project_name": PROJECT}
         conv.update({k: kwargs[k] for k in ("part", "clock_period") if k in kwargs})
         write_json(graph_out / CONVERT_CONFIG, conv)
