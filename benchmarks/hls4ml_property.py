@@ -128,12 +128,14 @@ def make_run(case: dict, folder: Path):
     weights = layer_weights(model, specs)
     b, s = case["bits"], case["sparsity"]
     alloc = None
-    for cr in (32.0 / (b * (1 - s) + 0.5), 32.0 / (b + 1), 32.0 / 9):  # the wanted pruning, else less of it
+    # the wanted pruning; when the allocation cannot keep that many weights (those below half an LSB are zeros
+    # anyway), the nearest reachable compression above it
+    for cr in 32.0 / (b * (1 - s) + 0.5) * 1.15 ** np.arange(25):
         try:
             if case["method"] == "uniform":
-                alloc = allocate(specs, weights, target_cr=cr, method="uniform", uniform_bits=b, scale_mode="pow2")
+                alloc = allocate(specs, weights, target_cr=float(cr), method="uniform", uniform_bits=b, scale_mode="pow2")
             else:
-                alloc = allocate(specs, weights, target_cr=cr * 1.5, method="opq", min_bits=2, max_bits=8, scale_mode="pow2")
+                alloc = allocate(specs, weights, target_cr=float(cr) * 1.5, method="opq", min_bits=2, max_bits=8, scale_mode="pow2")
             break
         except OpqError:
             continue

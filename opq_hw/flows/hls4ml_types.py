@@ -38,6 +38,7 @@ UNUSED = {  # types hls4ml declares that the generated code of these layers neve
     "index_t": "sparse index type (unused: dense weights)",
     "table_t": "lookup-table type (unused by linear/relu)",
     "bias_precision": "converter bookkeeping (unused by the generated code)",
+    "scale_precision": "converter bookkeeping (unused by the generated code)",
 }
 
 
