@@ -128,9 +128,9 @@ def make_run(case: dict, folder: Path):
     weights = layer_weights(model, specs)
     b, s = case["bits"], case["sparsity"]
     alloc = None
-    # the wanted pruning; when the allocation cannot keep that many weights (those below half an LSB are zeros
-    # anyway), the nearest reachable compression above it
-    for cr in 32.0 / (b * (1 - s) + 0.5) * 1.15 ** np.arange(25):
+    # the wanted pruning, else the nearest reachable compression (the allocation cannot keep weights below half
+    # an LSB, nor prune beyond its bit limits)
+    for cr in 32.0 / (b * (1 - s) + 0.5) * 1.15 ** np.array([0] + [k * d for k in range(1, 25) for d in (-1, 1)]):
         try:
             if case["method"] == "uniform":
                 alloc = allocate(specs, weights, target_cr=float(cr), method="uniform", uniform_bits=b, scale_mode="pow2")
