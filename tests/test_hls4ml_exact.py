@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -168,6 +169,22 @@ def test_tiny_scales_old_types_are_flagged_and_wrong(tiny_scale_run, tmp_path):
     hm.compile()
     y = predict_csim(hm, xq)
     assert np.sum(np.any(y != reference(run, xq), axis=1)) > len(xq) // 2  # the defect: most samples differ
+
+
+@pytest.mark.slow
+def test_build_exits_nonzero_naming_layer_and_type(tiny_scale_run, copy_run, monkeypatch, capsys):
+    """When a type cannot be set (here: the analysis' types are withheld from the config, so hls4ml keeps its
+    defaults), `opq-hw build` stops with exit 2 and names the layer and the type; no project is left behind."""
+    from opq_hw.cli import main
+    from opq_hw.flows import hls4ml_types
+
+    run_dir = copy_run(tiny_scale_run)
+    monkeypatch.setattr(hls4ml_types.Analysis, "config_precisions", lambda self: {})
+    assert main(["build", str(run_dir), "--flow", "hls4ml", "--board", "pynq-z2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the hls4ml project would not compute the run exactly") and "Traceback" not in err
+    assert re.search(r"bn_\w+: bias_t \(\w+ = fixed<16,6,TRN,WRAP,0>\): rounds", err), err
+    assert not (run_dir / "build" / "hls4ml").exists()
 
 
 @pytest.mark.slow
