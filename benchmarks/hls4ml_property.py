@@ -10,6 +10,10 @@ outputs are equal (0 LSB) and the flow's type check found nothing.
 
     python benchmarks/hls4ml_property.py [--n 50] [--start 0] [--io parallel,stream] [--opt O1]
                                          [--out benchmarks/results/hls4ml_property.json]
+    python benchmarks/hls4ml_property.py --old-types   # -> results/hls4ml_property_old_types.json
+
+`--old-types` converts the same cases with hls4ml's own types (what the flow shipped before the analysis;
+no compile) and counts the types the check flags in each.
 
 `--opt` sets g++'s optimisation level for the C-sim library (hls4ml's build_lib.sh uses -O3; -O1 compiles faster
 on these small projects, results are identical). tests/test_hls4ml_exact.py runs a seeded subset.
@@ -203,6 +207,24 @@ def run_case(case: dict, ios=("parallel", "stream"), opt: str | None = "O1", kee
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def old_types_case(case: dict, ios=("parallel", "stream")) -> dict:
+    """The check on hls4ml's own types (conversion only): how many types would round or saturate."""
+    from opq_hw.flows.hls4ml_flow import convert
+
+    tmp = Path(tempfile.mkdtemp(prefix="opq-prop-old-"))
+    try:
+        run, _ = make_run(case, tmp / "run")
+        out = {"seed": case["seed"], "kind": case["kind"], "io": {}}
+        for io in ios:
+            _, info = convert(run, tmp / f"prj_{io}", io=io, set_types=False, allow_inexact=True)
+            probs = info["type_check"]["problems"]
+            out["io"][io] = {"flagged": len(probs), "examples": [f"{p['layer']}: {p['type']}: {p['problem']}" for p in probs[:3]]}
+        out["flagged"] = any(r["flagged"] for r in out["io"].values())
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     from opq_hw.artifact import write_json
 
@@ -211,12 +233,24 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--io", default="parallel,stream")
     ap.add_argument("--opt", default="O1", help="g++ level for the C-sim library ('' keeps hls4ml's -O3)")
-    ap.add_argument("--out", default=str(HERE / "results" / "hls4ml_property.json"))
+    ap.add_argument("--out", default=None, help="default: results/hls4ml_property[_old_types].json")
+    ap.add_argument("--old-types", action="store_true", help="check hls4ml's own types instead (no compile)")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     ios = tuple(args.io.split(","))
+    if args.old_types:
+        res = []
+        for seed in range(args.start, args.start + args.n):
+            with contextlib.redirect_stderr(io_mod.StringIO()):
+                res.append(old_types_case(random_case(seed), ios))
+            print(f"seed {seed:3d} {res[-1]['kind']:<6} flagged: {[r['flagged'] for r in res[-1]['io'].values()]}", flush=True)
+        summary = {"cases": len(res), "cases_flagged": sum(r["flagged"] for r in res), "io": list(ios),
+                   "types_flagged": sum(r2["flagged"] for r in res for r2 in r["io"].values())}
+        write_json(Path(args.out or HERE / "results" / "hls4ml_property_old_types.json"), {"summary": summary, "cases": res})
+        print(summary)
+        return 0
     results, t0 = [], time.perf_counter()
     for seed in range(args.start, args.start + args.n):
         case = random_case(seed)
@@ -237,7 +271,7 @@ def main(argv=None) -> int:
                                         max(r["scale_exponents"][1] for r in results if "scale_exponents" in r)],
                "wall_s": round(time.perf_counter() - t0, 1), "gcc_opt": args.opt or "O3", "machine": platform.machine(),
                "gcc": subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout.split("\n")[0]}
-    write_json(Path(args.out), {"summary": summary, "cases": results})
+    write_json(Path(args.out or HERE / "results" / "hls4ml_property.json"), {"summary": summary, "cases": results})
     print(summary)
     return 0 if summary["passed"] == summary["cases"] else 1
 
