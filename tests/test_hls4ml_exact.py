@@ -255,3 +255,27 @@ def test_random_models_csim_bit_exact(seed):
     for io, r in res["io"].items():
         assert r["problems"] == [] and r["type_check_exact"], (io, r["problems"])
         assert r["exact_samples"] == res["n"] >= 100, (io, res)
+
+
+@pytest.mark.slow
+@pytest.mark.tools
+def test_stock_hls4ml_converts_a_cnn_graph_exactly(tmp_path):
+    """The QONNX graph + config for a 2-D CNN with a folded BN (channels-last inside), through stock hls4ml's
+    `convert_from_onnx_model` with io_stream: C-sim equal to the Brevitas model on every input."""
+    import hls4ml
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from opq_hw.flows.hls4ml_flow import CONVERT_CONFIG, QONNX_FOR_HLS4ML, convert, predict_csim
+    from opq_hw.simulate import reference
+
+    prop = _property_module()
+    case = prop.random_case(4)
+    assert case["kind"] == "cnn2d" and case["bn"]
+    run, xq = prop.make_run(case, tmp_path / "run")
+    convert(run, tmp_path / "prj", io="stream", graph_out=tmp_path)
+    kw = json.loads((tmp_path / CONVERT_CONFIG).read_text())
+    assert kw["io_type"] == "io_stream"
+    hm = hls4ml.converters.convert_from_onnx_model(ModelWrapper(str(tmp_path / QONNX_FOR_HLS4ML)),
+                                                   output_dir=str(tmp_path / "stock"), **kw)
+    hm.compile()
+    np.testing.assert_array_equal(predict_csim(hm, xq), reference(run, xq))
