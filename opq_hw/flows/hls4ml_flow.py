@@ -556,8 +556,9 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             "type_check": {"types_checked": n_types, "problems": problems,
                            "rule": "every type read back from the converted model holds its exact value set "
                                    "(opq_hw.flows.hls4ml_types)"},
-            "types": analysis.table(), "_analysis": analysis,
+            "types": analysis.table(),
             "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
+    hm.opq_type_analysis = analysis  # for the check of the written project (`build`)
     if graph_out is not None:  # what a user hands to stock hls4ml: the graph and the full config
         graph_out = Path(graph_out)
         write_bytes(graph_out / QONNX_FOR_HLS4ML, handed)
@@ -590,7 +591,8 @@ def activation_quantizers(model) -> list:
         if exps is None or exps.size != 1 or bits is None:
             continue
         b, signed, narrow = int(np.asarray(bits).item()), bool(_attr(n, "signed", 1)), bool(_attr(n, "narrow", 0))
-        rnd = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}.get(str(_attr(n, "rounding_mode", "ROUND")).upper(), "?")
+        mode = str(_attr(n, "rounding_mode", "ROUND")).upper()
+        rnd = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}.get(mode, "?")  # "?": matches no type
         out.append(Fixed(b, b + int(exps.item()), signed, rnd, "SAT_SYM" if narrow and signed else "SAT"))
     return out
 
@@ -696,7 +698,7 @@ def _check_written(prj: Path, hm, info: dict[str, Any], allow_inexact: bool) -> 
     """The type check once more on the written project (typedefs and weight files); raises unless allow_inexact."""
     from .hls4ml_types import check_written, describe
 
-    problems = check_written(prj, hm, info.pop("_analysis"))
+    problems = check_written(prj, hm, hm.opq_type_analysis)
     info["type_check"]["written_project_problems"] = problems
     if problems:
         info["exact"] = False
@@ -798,7 +800,6 @@ def compile_csim(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io:
     rf, rf_source = _reuse_factors(run, board, reuse, strategy) if (board or reuse) else (None, "1 (default)")
     hm, info = convert(run, out_dir, backend=backend, io=io, allow_inexact=allow_inexact, reuse=rf, strategy=strategy)
     info["reuse_source"] = rf_source
-    info.pop("_analysis", None)
     t1 = time.perf_counter()
     if shutil.which("g++") is None:
         raise OpqError("g++ is not on PATH; the hls4ml C simulation needs it (Debian: apt-get install g++)")

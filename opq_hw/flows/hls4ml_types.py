@@ -303,7 +303,8 @@ def analyse(hm, input_type: Fixed | None, quantizers: list[Fixed] | None = None,
                 a, b = ins
                 res = Values(a.lo + b.lo, a.hi + b.hi, max(a.frac, b.frac))
             elif cls == "Concatenate":
-                res = Values(np.array([min(v.min for v in ins)]), np.array([max(v.max for v in ins)]), max(v.frac for v in ins))
+                res = Values(np.array([min(v.min for v in ins)]), np.array([max(v.max for v in ins)]),
+                             max(v.frac for v in ins))
             elif cls in ("Reshape", "Transpose", "Clone", "Repack", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D",
                          "Cropping2D"):
                 v = ins[0]
