@@ -2,8 +2,14 @@
 
 Path: the run's `model.qonnx.onnx` (Brevitas export) -> `split_channel_scales` -> qonnx cleanup,
 channels-last, Gemm->MatMul (as the hls4ml QONNX frontend docs prescribe) -> hls4ml
-`convert_from_onnx_model`, every precision `auto` (inferred from the Quant nodes) except the input,
-which is pinned to the input quantizer's exact fixed-point grid.
+`convert_from_onnx_model`. The input is pinned to the input quantizer's exact fixed-point grid; every other
+type (weights, biases, channel scales, accumulators, ApplyAlpha scale and bias, results) is set from the exact
+range/precision analysis of the converted graph (`hls4ml_types`): a first conversion gives hls4ml's graph, the
+analysis derives each type, and the next conversion sets them by layer name in the config. The types are read
+back from the model and from the written project and checked; `exact` is that check, and a type that would
+round or saturate stops the conversion with an error naming the layer and the type (unless `allow_inexact`).
+`build` also writes the graph it hands to hls4ml (`QONNX_FOR_HLS4ML`) and the converter's arguments with the
+full config (`CONVERT_CONFIG`): stock hls4ml converts them to the same exact project.
 
 Per-output-channel weight scales. hls4ml 1.3.0 cannot convert a Quant node with a per-channel
 scale on a weight (it fails inside `infer_precision`). OPQ's unified channel-wise quantization
@@ -43,6 +49,9 @@ BACKENDS = ("Vitis", "Vivado")
 IO_TYPES = {"parallel": "io_parallel", "stream": "io_stream", "io_parallel": "io_parallel", "io_stream": "io_stream"}
 PROJECT = "myproject"
 BUILD_INFO = "opq_hls4ml.json"
+QONNX_FOR_HLS4ML = "model_for_hls4ml.qonnx.onnx"  # the graph handed to hls4ml (stock hls4ml converts it)
+CONVERT_CONFIG = "hls4ml_convert.json"  # the keyword arguments of hls4ml's convert_from_onnx_model for it
+MAX_TYPE_PASSES = 3  # conversions at most: hls4ml's own types, then the analysis' (repeated once if hls4ml regrouped)
 INEXACT_EXTRA_BITS = 4  # allow_inexact: the re-rounding grid is this many bits finer than the smallest scale
 DEFAULT_CLOCK_NS = 10.0  # used only when the board gives no clock
 
@@ -420,9 +429,17 @@ def _weight_layers(hm) -> list:
 
 def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str = "parallel", part: str | None = None,
             clock_period: float | None = None, reuse: dict[str, int] | None = None, allow_inexact: bool = False,
-            strategy: str = "latency"):
-    """An hls4ml ModelGraph for the run (not yet written). Returns `(hls_model, info)`."""
+            strategy: str = "latency", graph_out: str | os.PathLike | None = None, set_types: bool = True):
+    """An hls4ml ModelGraph for the run (not yet written), every type set from the exact analysis and checked.
+
+    Raises `OpqError` naming the layers and types that would round or saturate (unless `allow_inexact`).
+    `graph_out`: a folder that receives the QONNX graph handed to hls4ml and the config (`CONVERT_CONFIG`).
+    `set_types=False` keeps hls4ml's own types (one conversion) and only checks them: what the flow did before
+    the analysis existed, kept to show what the check catches.
+    Returns `(hls_model, info)`."""
     import hls4ml
+
+    from .hls4ml_types import Fixed, analyse, check, describe
 
     backend, io_type = _backend(backend), _io(io)
     if run.allocation.scale_mode != "pow2" and not allow_inexact:
@@ -461,32 +478,62 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
     if reuse:
         for node, name in zip(weight_nodes, names):
             cfg["LayerName"].setdefault(node.name, {})["ReuseFactor"] = int(reuse[name])
-    try:
-        with contextlib.redirect_stdout(chatter), _pool1d_fix():  # hls4ml prints its topology; keep its warnings
-            hm = hls4ml.converters.convert_from_onnx_model(model, **kwargs)
-    except OpqError:
-        raise
-    except Exception as e:
-        kinds = sorted({n.op_type for n in model.graph.node})
-        raise OpqError(f"hls4ml could not convert the run's QONNX graph ({type(e).__name__}: {str(e)[:300]}); "
-                       f"node types present: {kinds}. Layers hls4ml supports through QONNX: Conv, MatMul/Gemm, Relu, "
-                       "MaxPool, Flatten/Reshape, Quant") from e
-    layers = _weight_layers(hm)
-    if len(layers) != len(names):
-        raise OpqError(f"hls4ml produced {len(layers)} weight layers but the allocation has {len(names)}: "
-                       f"{[lay.name for lay in layers]} vs {names}")
-    per_layer = []
+    def _convert():
+        try:
+            with contextlib.redirect_stdout(chatter), _pool1d_fix():  # hls4ml prints its topology; keep its warnings
+                hm = hls4ml.converters.convert_from_onnx_model(model, **kwargs)
+        except OpqError:
+            raise
+        except Exception as e:
+            kinds = sorted({n.op_type for n in model.graph.node})
+            raise OpqError(f"hls4ml could not convert the run's QONNX graph ({type(e).__name__}: {str(e)[:300]}); "
+                           f"node types present: {kinds}. Layers hls4ml supports through QONNX: Conv, MatMul/Gemm, Relu, "
+                           "MaxPool, Flatten/Reshape, Quant") from e
+        layers = _weight_layers(hm)
+        if len(layers) != len(names):
+            raise OpqError(f"hls4ml produced {len(layers)} weight layers but the allocation has {len(names)}: "
+                           f"{[lay.name for lay in layers]} vs {names}")
+        return hm, layers
+
+    # pass 1: hls4ml's graph with its own types. The exact analysis of that graph gives every type, which the
+    # next pass sets by layer name (each type its own name). Explicit types can change what hls4ml merges (a
+    # linear quantizer is folded into the layer before it only while that layer's type is open), so the
+    # analysis is repeated on the new graph until its types all pass the check (at most MAX_TYPE_PASSES).
     producers = {o: n for n in model.graph.node for o in n.output}
+    qbits_of = [_weight_bits(model, producers, node) for node in weight_nodes]
+    in_fixed = Fixed.parse(in_prec) if in_prec else None
+    quantizers = activation_quantizers(model)
+
+    def _analysed():
+        hm, layers = _convert()
+        bits = {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None}
+        return hm, layers, analyse(hm, in_fixed, quantizers, bits)
+
+    handed = model.model.SerializeToString()  # the graph exactly as hls4ml receives it
+    hm, layers, analysis = _analysed()
+    for _ in range(MAX_TYPE_PASSES - 1 if set_types else 0):
+        for lname, precs in analysis.config_precisions().items():
+            entry = cfg["LayerName"].setdefault(lname, {})
+            if not isinstance(entry.get("Precision"), dict):
+                entry["Precision"] = {}
+            entry["Precision"].update(precs)
+        hm, layers, analysis = _analysed()
+        if not check(hm, analysis):
+            break
+    problems = check(hm, analysis)
+    if problems and not allow_inexact:
+        raise OpqError("the hls4ml project would not compute the run exactly; these types would round or saturate "
+                       f"(or cannot be analysed):\n  {describe(problems)}\nPass --allow-inexact to build it anyway "
+                       "and have the error measured by `opq-hw simulate --level csim`")
+    per_layer = []
     order = list(hm.get_layers())
-    for lay, name, node in zip(layers, names, weight_nodes):
+    for lay, name, node, qbits in zip(layers, names, weight_nodes, qbits_of):
         after = order[order.index(lay) + 1] if order.index(lay) + 1 < len(order) else None
         alpha = after if after is not None and after.class_name == "ApplyAlpha" else None
         la = run.allocation.layer(name)
         w = lay.weights["weight"]
         prec = w.type.precision
         data = np.asarray(w.data)
-        wq = producers.get(node.input[1])
-        qbits = int(np.asarray(model.get_initializer(wq.input[3])).item()) if wq is not None and wq.op_type == "Quant" else None
         acc = lay.get_attr("accum_t")
         res = lay.get_output_variable().type.precision
         per_layer.append({
@@ -503,10 +550,52 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             "result_precision": str(res.definition_cpp()) if hasattr(res, "definition_cpp") else str(res),
             "reuse_factor": int(lay.get_attr("reuse_factor", 1)),
         })
+    n_types = sum(len(lay.types) for lay in hm.get_layers())
     info = {"backend": backend, "io_type": io_type, "input_precision": in_prec, "rewritten_quant_nodes": records,
             "layers": per_layer, "exact": all(r["exact"] for r in records) and run.allocation.scale_mode == "pow2"
-            and not skipped, "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
+            and not skipped and not problems,
+            "type_check": {"types_checked": n_types, "problems": problems,
+                           "rule": "every type read back from the converted model holds its exact value set "
+                                   "(opq_hw.flows.hls4ml_types)"},
+            "types": analysis.table(),
+            "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
+    hm.opq_type_analysis = analysis  # for the check of the written project (`build`)
+    if graph_out is not None:  # what a user hands to stock hls4ml: the graph and the full config
+        graph_out = Path(graph_out)
+        write_bytes(graph_out / QONNX_FOR_HLS4ML, handed)
+        conv = {"hls_config": cfg, "backend": backend, "io_type": io_type, "project_name": PROJECT}
+        conv.update({k: kwargs[k] for k in ("part", "clock_period") if k in kwargs})
+        write_json(graph_out / CONVERT_CONFIG, conv)
     return hm, info
+
+
+def _weight_bits(model, producers, node) -> int | None:
+    """The bit width of the Quant node feeding a conv/matmul node's weights, if any."""
+    wq = producers.get(node.input[1]) if len(node.input) > 1 else None
+    if wq is None or wq.op_type != "Quant":
+        return None
+    return int(np.asarray(model.get_initializer(wq.input[3])).item())
+
+
+def activation_quantizers(model) -> list:
+    """The exact fixed-point types of the graph's activation Quant nodes (per-tensor pow2 scale, zero point 0):
+    fixed<B, B + e> (ufixed when unsigned), convergent rounding for ROUND, saturating (symmetric when narrow)."""
+    from .hls4ml_types import Fixed
+
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "Quant" or n.input[0] in inits:
+            continue
+        scale, bits = model.get_initializer(n.input[1]), model.get_initializer(n.input[3])
+        exps = _pow2_exponents(scale) if scale is not None else None
+        if exps is None or exps.size != 1 or bits is None:
+            continue
+        b, signed, narrow = int(np.asarray(bits).item()), bool(_attr(n, "signed", 1)), bool(_attr(n, "narrow", 0))
+        mode = str(_attr(n, "rounding_mode", "ROUND")).upper()
+        rnd = {"ROUND": "RND_CONV", "FLOOR": "TRN", "ROUND_TO_ZERO": "TRN_ZERO"}.get(mode, "?")  # "?": matches no type
+        out.append(Fixed(b, b + int(exps.item()), signed, rnd, "SAT_SYM" if narrow and signed else "SAT"))
+    return out
 
 
 # --------------------------------------------------------------------------- synthesis commands
@@ -565,13 +654,15 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     with build_dir(run.path, FLOW, log) as bd:  # swapped in only when complete; the previous build stays otherwise
         tmp = bd.path
         hm, info = convert(run, tmp, backend=backend, io=io, part=binfo["part"], clock_period=binfo["clock_period_ns"],
-                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy)
+                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy, graph_out=tmp)
         with contextlib.redirect_stdout(io_mod.StringIO()):
             hm.write()
+        _check_written(tmp, hm, info, allow_inexact)
         write_bytes(tmp / "build_opt.tcl", _BUILD_OPT_TCL.encode())
         _fix_paths(tmp, str(tmp), str(final))
         tool, cmd = synth_command(info["backend"])
         record = {"flow": FLOW, "run": run.path.name, **info, **binfo, "reuse_source": rf_source,
+                  "qonnx_for_hls4ml": QONNX_FOR_HLS4ML, "convert_config": CONVERT_CONFIG,
                   "project": PROJECT, "synth_tool": tool, "synth_command": f"cd build/{FLOW} && {cmd}",  # from the run directory
                   "convert_s": round(time.perf_counter() - t0, 3)}
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
@@ -583,6 +674,11 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
         log(f"  {r['layer']:<12} {r['weight_precision']:<24} alloc {r['alloc_bits']} bits, channel scale "
             f"{r['channel_scale_precision'] or '-'}, "
             f"zeros {r['n_zero']}/{r['n_weights']}, reuse {r['reuse_factor']}")
+    tc = record["type_check"]
+    log(f"  types: {tc['types_checked']} read back and checked against the exact analysis: "
+        + ("none rounds or saturates" if not (tc["problems"] or tc.get("written_project_problems"))
+           else f"{len(tc['problems']) + len(tc.get('written_project_problems', []))} problems (allow_inexact)"))
+    log(f"  for stock hls4ml: {QONNX_FOR_HLS4ML} + {CONVERT_CONFIG} (see the README)")
     if synth:
         if shutil.which(tool) is None:
             raise OpqError(f"{tool} is not on PATH, so synthesis cannot run here. The project is written; on a machine "
@@ -601,6 +697,19 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
             raise OpqError(f"{tool} failed (exit {proc.returncode}); see {final / 'synth_stdout.log'}")
         record["report"] = report(run.path)
     return record
+
+
+def _check_written(prj: Path, hm, info: dict[str, Any], allow_inexact: bool) -> None:
+    """The type check once more on the written project (typedefs and weight files); raises unless allow_inexact."""
+    from .hls4ml_types import check_written, describe
+
+    problems = check_written(prj, hm, hm.opq_type_analysis)
+    info["type_check"]["written_project_problems"] = problems
+    if problems:
+        info["exact"] = False
+        if not allow_inexact:
+            raise OpqError("the written hls4ml project would not compute the run exactly:\n  "
+                           f"{describe(problems)}\nPass --allow-inexact to write it anyway")
 
 
 def report(run_dir: str | os.PathLike, write: bool = True) -> dict[str, Any]:
