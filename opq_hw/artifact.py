@@ -119,7 +119,6 @@ TMP_MARKER = ".opq-hw-tmp"  # inside every temporary directory atomic_dir makes 
 def make_tmp_dir(path: str | os.PathLike) -> Path:
     """A temporary sibling `.NAME.XXXXXXXX.tmp` of `path`, marked as opq-hw's."""
     path = Path(path)
-    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # removed again on failure
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -188,6 +187,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     An existing `path` is replaced only after the new content is complete. Callers that write into
     a run directory hold its lock (`opq_hw.rundir.locked`)."""
     path = Path(path)
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]  # removed again on failure
     tmp = make_tmp_dir(path)
     try:
         yield tmp

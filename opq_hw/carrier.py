@@ -171,19 +171,21 @@ def carried_layers(qmodel: QuantModel) -> dict[str, nn.Module]:
 
 
 def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig | None = None,
-          calib: torch.Tensor | None = None, calib_batches: int = 8) -> QuantModel:
+          calib: torch.Tensor | None = None, example: torch.Tensor | None = None) -> QuantModel:
     """A Brevitas model that computes the allocation's compressed weights, frozen.
 
     Latent weights start at the quantized values q*s (masked); activation scales are calibrated on
     `calib` (a batch of inputs) and then frozen. Without `calib` they are not calibrated: they keep
-    Brevitas's initial range (|x| <= 1), never statistics of made-up inputs.
+    Brevitas's initial range (|x| <= 1), never statistics of made-up inputs. `example` (an input
+    of the model's shape; `calib` serves when given) lets the carrier find the layers whose input
+    needs a quantizer of its own (`build_carrier`).
     """
     from .allocation import compress
     from .layers import layer_weights
 
     act = act or ActConfig(scale_mode=allocation.scale_mode)
     comp = compress(layer_weights(model, specs), allocation)
-    q = build_carrier(model, specs, allocation, act, example=None if calib is None else calib[:1])
+    q = build_carrier(model, specs, allocation, act, example=example if calib is None else calib[:1])
     layers = carried_layers(q)
     with torch.no_grad():
         for name, (qi, s, mask) in comp.items():

@@ -320,7 +320,8 @@ def fit_inputs(x: np.ndarray, in_shape: tuple[int, ...], layout: str | None = No
     """`x` (N, ...) converted from `layout` and shaped as the model's per-sample input `in_shape`.
 
     Besides an exact match, only unambiguous reshapes are made: size-1 dimensions added or dropped
-    ((N, 40) <-> (N, 1, 40)), and flattening for a model that takes flat vectors ((N, 8, 8) -> (N, 64)).
+    ((N, 40) <-> (N, 1, 40)), and flattening for a model that takes flat vectors ((N, 8, 8) -> (N, 64) or
+    (N, 1, 64)).
     """
     x = to_model_layout(x, layout)
     want = tuple(int(d) for d in in_shape)
@@ -328,7 +329,7 @@ def fit_inputs(x: np.ndarray, in_shape: tuple[int, ...], layout: str | None = No
     if have == want:
         return x
     squeeze = lambda s: tuple(d for d in s if d != 1)  # noqa: E731
-    if squeeze(have) == squeeze(want) or (len(want) == 1 and math.prod(have) == want[0]):
+    if squeeze(have) == squeeze(want) or (len(squeeze(want)) <= 1 and math.prod(have) == math.prod(want)):
         return x.reshape((len(x),) + want)
     lay = f" (layout {layout})" if layout else " (PyTorch layout: channels first)"
     raise OpqError(f"{what} samples have shape {have} but the model wants {want} per sample{lay}; "

@@ -353,7 +353,8 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
                          mask_order=cfg.mask_order, error_model=cfg.error_model)
     tick("allocate")
     calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
-    qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib)
+    qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib,
+                   example=example)
     calibration = calibration_record(qmodel, example, calib, data)
     tick("apply")
     from .onnx_frontend import record_notes

@@ -17,7 +17,7 @@ import pytest
 from opq_hw.errors import OpqError
 from opq_hw.pipeline import CompressConfig, compress_run, load_run
 
-CHEAP = dict(model="digits-mlp", target_cr=10, epochs=0)  # no data: allocate, apply, export only
+CHEAP = dict(model="digits-mlp", data="digits", target_cr=10, epochs=0)  # calibrated on digits, no finetuning
 
 
 def _quiet(*_a):

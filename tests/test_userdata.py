@@ -91,10 +91,15 @@ def test_user_npz_compress_records_and_golden(user_run, user_npz):
 
 @pytest.mark.slow
 def test_user_npz_simulate_qonnx(user_run, user_npz, tmp_path, capsys):
-    from opq_hw.simulate import simulate
+    from opq_hw.rundir import model_source
+    from opq_hw.simulate import simulate as sim
+
+    def simulate(*a, **k):  # the run's model factory is given again, as on the command line
+        with model_source(FACTORY):
+            return sim(*a, **k)
 
     # without --data: the run's own test split (the golden arrays; the file is never needed again)
-    assert main(["simulate", str(user_run), "--level", "qonnx"]) == 0
+    assert main(["simulate", str(user_run), "--level", "qonnx", "--model", FACTORY]) == 0
     assert "360/360 samples exact" in capsys.readouterr().out
     # the same file again: recognised by its content, no note
     res = simulate(user_run, "qonnx", data=str(user_npz), n=40, write=False, log=None)
@@ -109,7 +114,7 @@ def test_user_npz_simulate_qonnx(user_run, user_npz, tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x_train=np.zeros((10, 1, 8, 9), np.float32), y_train=np.zeros(10, np.int64),
              x_test=np.zeros((4, 1, 8, 9), np.float32), y_test=np.zeros(4, np.int64))
-    assert main(["simulate", str(user_run), "--level", "qonnx", "--data", str(bad)]) == 2
+    assert main(["simulate", str(user_run), "--level", "qonnx", "--data", str(bad), "--model", FACTORY]) == 2
     err = capsys.readouterr().err
     assert "the model wants (64,)" in err and "Traceback" not in err
 
@@ -192,7 +197,10 @@ def test_module_function_data(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
     from opq_hw.simulate import simulate
 
-    res = simulate(out, "qonnx", write=False, log=None)
+    from opq_hw.rundir import model_source
+
+    with model_source(FACTORY):  # the model factory is given again; the data function is never needed
+        res = simulate(out, "qonnx", write=False, log=None)
     assert res["bit_exact"] and res["n"] == 200 and "userdata_mod" not in sys.modules  # 30 test + 170 train
     assert "170 training samples" in res["data"]
 
