@@ -27,9 +27,9 @@ def test_rtl_simulate_and_build_with_a_relative_run_path(tmp_path, monkeypatch, 
     assert main(["compress", "--model", "tinyrtl:net", "--data", "tiny.npz", "--epochs", "0", "--target-cr", "6",
                  "--out", "runs/tiny"]) == 0
     capsys.readouterr()
-    assert main(["simulate", "runs/tiny", "--level", "rtl", "--n", "40"]) == 0
+    assert main(["simulate", "runs/tiny", "--level", "rtl", "--n", "40", "--model", "tinyrtl:net"]) == 0
     assert "bit-exact: yes" in capsys.readouterr().out
-    assert main(["build", "runs/tiny", "--flow", "rtl", "--board", "ice40-up5k", "--no-pnr"]) == 0
+    assert main(["build", "runs/tiny", "--flow", "rtl", "--board", "ice40-up5k", "--no-pnr", "--model", "tinyrtl:net"]) == 0
     out = capsys.readouterr().out
     assert "samples bit-exact" in out and (Path("runs/tiny/build/rtl/rtl_build.json")).is_file()
     assert not Path("runs/tiny/build/rtl_verilator_failed.log").exists()
