@@ -351,6 +351,7 @@ def prepare_qonnx(onnx_path: str | os.PathLike, allow_inexact: bool = False):
     model = cleanup_model(model)
     with _avgpool_channels_last():
         model = model.transform(ConvertToChannelsLastAndClean())
+        model = cleanup_model(_global_pool_channels_last(model))
     model = model.transform(GemmToMatMul())
     model = cleanup_model(_channel_scale_vectors(cleanup_model(model)))
     return model, records
@@ -388,6 +389,50 @@ def _avgpool_channels_last():
     finally:
         if added_type:
             cl._channelsLast_node_types.remove("AveragePool")
+
+
+def _global_pool_channels_last(model):
+    """Transpose(to channels-first) -> GlobalAveragePool -> Flatten  ==>  channels-last AveragePool over the whole map
+    -> Flatten.
+
+    qonnx's channels-last conversion leaves a global pooling on a channels-first tensor (it has no channels-last
+    GlobalAveragePool), which hls4ml 1.3.0 mis-reads (its global-pooling parser takes the channels-first shape
+    while the generated code pools channels-last data). An average pool whose window is the whole map computes the
+    same means on the channels-last tensor itself; its (1, 1[, 1], C) result flattens to the same vector as
+    (1, C, 1[, 1]). Only this exact pattern is rewritten; `refuse_unsupported` refuses what is left."""
+    from onnx import helper
+
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    perms = {3: [0, 2, 1], 4: [0, 3, 1, 2]}
+    for n in list(graph.node):
+        if n.op_type != "GlobalAveragePool" or n.domain != "":
+            continue
+        tr = producers.get(n.input[0])
+        nxt = consumers.get(n.output[0], [])
+        if tr is None or tr.op_type != "Transpose" or len(consumers.get(tr.output[0], [])) != 1:
+            continue
+        if len(nxt) != 1 or nxt[0].op_type != "Flatten" or int(_attr(nxt[0], "axis", 1)) != 1:
+            continue
+        shape = model.get_tensor_shape(tr.input[0])
+        if shape is None or len(shape) not in perms or list(_attr(tr, "perm", [])) != perms[len(shape)]:
+            continue
+        spatial = [int(d) for d in shape[1:-1]]
+        pool = helper.make_node("AveragePool", [tr.input[0]], [n.output[0]], name=n.name,
+                                domain="qonnx.custom_op.channels_last", kernel_shape=spatial, strides=spatial,
+                                pads=[0] * (2 * len(spatial)))
+        idx = list(graph.node).index(n)
+        graph.node.remove(n)
+        graph.node.insert(idx, pool)
+        graph.node.remove(tr)
+        for vi in list(graph.value_info):
+            if vi.name in (n.output[0], tr.output[0]):
+                graph.value_info.remove(vi)
+    return model
 
 
 NOT_EXACT_ACTIVATIONS = {"LeakyRelu", "Tanh", "Sigmoid", "Elu", "Selu", "HardSigmoid", "Softmax", "LogSoftmax",
