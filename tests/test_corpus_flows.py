@@ -86,3 +86,33 @@ def test_hls4ml_refuses_with_a_named_error(name, corpus_runs):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: " + HLS4ML_REFUSED[name]), proc.stderr
+
+
+# The open RTL flow on a small subset (the full corpus table is in the README): a dense model bit-exact in
+# Verilator on its own .npz, and a construct the flow refuses by name.
+RTL_EXACT = ("t_mlp_o9",)
+RTL_REFUSED = {"t_acts1_o11": "error: layer 'body.body/body/2/LeakyRelu' (LeakyReLU) is not supported by the RTL flow"}
+
+
+@pytest.mark.parametrize("name", RTL_EXACT)
+def test_rtl_verilator_bit_exact(name, onnx_corpus, corpus_runs, capsys):
+    import re
+
+    from opq_hw.cli import main
+
+    capsys.readouterr()
+    rc = main(["build", str(corpus_runs(name)), "--flow", "rtl", "--board", "ecp5-85f", "--no-pnr",
+               "--data", str(onnx_corpus[name].npz)])
+    out = capsys.readouterr().out
+    m = re.search(r"verilator: (\d+)/(\d+) samples bit-exact", out)
+    assert rc == 0 and m, out
+    assert int(m.group(2)) >= MIN_SAMPLES and m.group(1) == m.group(2), out
+
+
+@pytest.mark.parametrize("name", sorted(RTL_REFUSED))
+def test_rtl_refuses_with_a_named_error(name, onnx_corpus, corpus_runs):
+    proc = _cli("build", corpus_runs(name), "--flow", "rtl", "--board", "ecp5-85f", "--no-pnr",
+                "--data", onnx_corpus[name].npz)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(RTL_REFUSED[name]), proc.stderr
