@@ -469,6 +469,9 @@ def refuse_unsupported(model, allow_inexact: bool = False) -> None:
                 raise OpqError(f"hls4ml cannot take {where} with group={int(group)} (a grouped/depthwise "
                                "convolution): hls4ml 1.3.0's ONNX Conv handler takes group=1 only. Use dense "
                                f"convolutions in the float model{other}")
+        if n.op_type in ("AveragePool", "MaxPool") and int(_attr(n, "ceil_mode", 0) or 0):
+            raise OpqError(f"hls4ml cannot take {where} with ceil_mode=1: hls4ml 1.3.0 sizes pooling outputs by "
+                           f"floor. Use ceil_mode=0 (or pad the map) in the float model{other}")
         if n.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
             prod = producers.get(n.input[0])
             if prod is not None and prod.op_type == "Transpose":
