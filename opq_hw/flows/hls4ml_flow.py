@@ -349,10 +349,141 @@ def prepare_qonnx(onnx_path: str | os.PathLike, allow_inexact: bool = False):
     model = cleanup_model(model)
     model, _, records = split_channel_scales(model, allow_inexact=allow_inexact)
     model = cleanup_model(model)
-    model = model.transform(ConvertToChannelsLastAndClean())
+    with _avgpool_channels_last():
+        model = model.transform(ConvertToChannelsLastAndClean())
+        model = cleanup_model(_global_pool_channels_last(model))
     model = model.transform(GemmToMatMul())
     model = cleanup_model(_channel_scale_vectors(cleanup_model(model)))
     return model, records
+
+
+@contextlib.contextmanager
+def _avgpool_channels_last():
+    """Let qonnx's channels-last conversion take AveragePool as it takes MaxPool.
+
+    hls4ml's ONNX parser accepts (Max|Average)Pool only in qonnx's channels-last domain, and qonnx 0.x converts
+    only MaxPool there. An average pool is the same window walk (kernel, strides, pads: the shape rules of the
+    channels-last MaxPool wrapper), so while converting, an `AveragePool` op is registered in that domain and
+    added to the op types the transformation converts (that addition is undone afterwards)."""
+    import importlib
+
+    from qonnx.custom_op.channels_last.max_pool import MaxPool_v1
+    from qonnx.custom_op import registry
+
+    cl = importlib.import_module("qonnx.transformation.channels_last")
+    domain = "qonnx.custom_op.channels_last"
+
+    class AveragePool_v1(MaxPool_v1):
+        def get_nodeattr_types(self):
+            return {**super().get_nodeattr_types(), "ceil_mode": ("i", False, 0),
+                    "count_include_pad": ("i", False, 0), "auto_pad": ("s", False, "NOTSET")}
+
+    ops = registry._OP_REGISTRY.setdefault(domain, {})
+    if "AveragePool" not in ops:  # kept registered: later shape inference on the converted graph needs it
+        ops["AveragePool"] = {v: AveragePool_v1 for v in (1, 7, 10, 11, 19, 22)}
+    added_type = "AveragePool" not in cl._channelsLast_node_types
+    if added_type:
+        cl._channelsLast_node_types.append("AveragePool")
+    try:
+        yield
+    finally:
+        if added_type:
+            cl._channelsLast_node_types.remove("AveragePool")
+
+
+def _global_pool_channels_last(model):
+    """Transpose(to channels-first) -> GlobalAveragePool -> Flatten  ==>  channels-last AveragePool over the whole map
+    -> Flatten.
+
+    qonnx's channels-last conversion leaves a global pooling on a channels-first tensor (it has no channels-last
+    GlobalAveragePool), which hls4ml 1.3.0 mis-reads (its global-pooling parser takes the channels-first shape
+    while the generated code pools channels-last data). An average pool whose window is the whole map computes the
+    same means on the channels-last tensor itself; its (1, 1[, 1], C) result flattens to the same vector as
+    (1, C, 1[, 1]). Only this exact pattern is rewritten; `refuse_unsupported` refuses what is left."""
+    from onnx import helper
+
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    perms = {3: [0, 2, 1], 4: [0, 3, 1, 2]}
+    for n in list(graph.node):
+        if n.op_type != "GlobalAveragePool" or n.domain != "":
+            continue
+        tr = producers.get(n.input[0])
+        nxt = consumers.get(n.output[0], [])
+        if tr is None or tr.op_type != "Transpose" or len(consumers.get(tr.output[0], [])) != 1:
+            continue
+        if len(nxt) != 1 or nxt[0].op_type != "Flatten" or int(_attr(nxt[0], "axis", 1)) != 1:
+            continue
+        shape = model.get_tensor_shape(tr.input[0])
+        if shape is None or len(shape) not in perms or list(_attr(tr, "perm", [])) != perms[len(shape)]:
+            continue
+        spatial = [int(d) for d in shape[1:-1]]
+        pool = helper.make_node("AveragePool", [tr.input[0]], [n.output[0]], name=n.name,
+                                domain="qonnx.custom_op.channels_last", kernel_shape=spatial, strides=spatial,
+                                pads=[0] * (2 * len(spatial)))
+        idx = list(graph.node).index(n)
+        graph.node.remove(n)
+        graph.node.insert(idx, pool)
+        graph.node.remove(tr)
+        for vi in list(graph.value_info):
+            if vi.name in (n.output[0], tr.output[0]):
+                graph.value_info.remove(vi)
+    return model
+
+
+NOT_EXACT_ACTIVATIONS = {"LeakyRelu", "Tanh", "Sigmoid", "Elu", "Selu", "HardSigmoid", "Softmax", "LogSoftmax",
+                         "ThresholdedRelu", "Softplus", "Softsign", "HardSwish", "PRelu"}
+
+
+def refuse_unsupported(model, allow_inexact: bool = False) -> None:
+    """Refuse, naming the node and its op, what hls4ml 1.3.0 cannot convert or would not compute exactly.
+
+    Checked on the graph handed to hls4ml, before hls4ml sees it (its own errors are bare exceptions):
+    - ops its ONNX parser has no handler for (e.g. Clip from ReLU6 / Hardtanh);
+    - grouped / depthwise Conv (its ONNX Conv handler takes group=1 only);
+    - a global pooling of a channels-first tensor (the Transpose the channels-last conversion leaves before it):
+      its parser reads the channels-first shape but the generated code pools channels-last data, so its result
+      is wrong (measured: 0 of 360 samples exact);
+    - activations hls4ml computes with lookup tables or its own approximation (tanh, sigmoid, leaky ReLU, ...),
+      unless `allow_inexact` (their error is then measured by the C simulation)."""
+    from hls4ml.converters.onnx_to_hls import get_supported_onnx_layers
+
+    supported = set(get_supported_onnx_layers()) | {"Dropout", "Identity"}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    other = "; or build this run with --flow rtl (`opq-hw build RUN --flow rtl --board BOARD`)"
+    for n in model.graph.node:
+        where = f"node {n.name!r} (ONNX op {n.op_type})"
+        if n.op_type == "Clip":
+            raise OpqError(f"hls4ml cannot take {where}: hls4ml 1.3.0's ONNX front end has no Clip layer (ReLU6, "
+                           f"Hardtanh and clamps export as Clip). Replace it by ReLU in the float model{other}")
+        if n.op_type not in supported:
+            raise OpqError(f"hls4ml cannot take {where}: hls4ml 1.3.0's ONNX front end has no handler for "
+                           f"{n.op_type}. Replace it in the float model{other}")
+        if n.op_type == "Conv":
+            group = _attr(n, "group", 1)
+            if group and int(group) != 1:
+                raise OpqError(f"hls4ml cannot take {where} with group={int(group)} (a grouped/depthwise "
+                               "convolution): hls4ml 1.3.0's ONNX Conv handler takes group=1 only. Use dense "
+                               f"convolutions in the float model{other}")
+        if n.op_type in ("AveragePool", "MaxPool") and int(_attr(n, "ceil_mode", 0) or 0):
+            raise OpqError(f"hls4ml cannot take {where} with ceil_mode=1: hls4ml 1.3.0 sizes pooling outputs by "
+                           f"floor. Use ceil_mode=0 (or pad the map) in the float model{other}")
+        if n.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
+            prod = producers.get(n.input[0])
+            if prod is not None and prod.op_type == "Transpose":
+                raise OpqError(f"hls4ml cannot compute {where} exactly: it pools a channels-first tensor, which "
+                               "hls4ml 1.3.0's global-pooling parser reads as channels-last (its C simulation "
+                               "gives wrong results). Replace the global pooling by an AveragePool over the "
+                               f"whole map followed by Flatten in the float model{other}")
+        if n.op_type in NOT_EXACT_ACTIVATIONS and not allow_inexact:
+            raise OpqError(f"hls4ml cannot compute {where} bit-exactly: it evaluates {n.op_type} with its own "
+                           "lookup table / fixed-point approximation, not the carrier's float function. Use ReLU "
+                           "in the float model, or pass --allow-inexact to build it anyway and have the error "
+                           f"measured by `opq-hw simulate --level csim`{other}")
 
 
 def _input_precision(model) -> str | None:
@@ -447,10 +578,17 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
                        "compute it bit-exactly. Compress with scale_mode='pow2' (the hardware mode), or pass "
                        "--allow-inexact to build it anyway and have the error measured")
     model, records = prepare_qonnx(run.path / "model.qonnx.onnx", allow_inexact=allow_inexact)
+    refuse_unsupported(model, allow_inexact=allow_inexact)
     chatter = io_mod.StringIO()
-    with contextlib.redirect_stdout(chatter):
-        cfg = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend=backend,
-                                                          default_precision="fixed<16,6>", default_reuse_factor=1)
+    try:
+        with contextlib.redirect_stdout(chatter), _pool1d_fix():
+            cfg = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend=backend,
+                                                              default_precision="fixed<16,6>", default_reuse_factor=1)
+    except Exception as e:
+        raise OpqError(f"hls4ml could not parse the run's QONNX graph ({type(e).__name__}: {str(e)[:300]}); node "
+                       f"types present: {sorted({n.op_type for n in model.graph.node})}. Layers hls4ml supports "
+                       "through QONNX: Conv, MatMul/Gemm, Relu, MaxPool, AveragePool, Flatten/Reshape, Quant; or "
+                       "build this run with --flow rtl") from e
     in_name = model.graph.input[0].name
     in_prec = _input_precision(model)
     if in_prec is not None:

@@ -301,7 +301,11 @@ def analyse(hm, input_type: Fixed | None, quantizers: list[Fixed] | None = None,
                 res = _pooling(layer, cls, ins[0], lr, shape)
             elif cls == "Merge" and layer.get_attr("op", "").lower() == "add":
                 a, b = ins
-                res = Values(a.lo + b.lo, a.hi + b.hi, max(a.frac, b.frac))
+                if np.size(a.lo) == np.size(b.lo) and np.size(a.hi) == np.size(b.hi):
+                    res = Values(a.lo + b.lo, a.hi + b.hi, max(a.frac, b.frac))
+                else:  # per-element and per-channel bounds (a residual): add the per-channel unions
+                    (alo, ahi), (blo, bhi) = _channels(a, int(shape[-1])), _channels(b, int(shape[-1]))
+                    res = Values(alo + blo, ahi + bhi, max(a.frac, b.frac))
             elif cls == "Concatenate":
                 res = Values(np.array([min(v.min for v in ins)]), np.array([max(v.max for v in ins)]),
                              max(v.frac for v in ins))

@@ -1,0 +1,118 @@
+"""Acceptance of the float-ONNX corpus (tests/corpus.py) through the hardware flows.
+
+Every corpus model is compressed from its own .npz (its own input layout, no finetuning) and then either
+runs through hls4ml's C simulation bit-exactly on all 360 test samples of that .npz (`simulate --level csim`),
+or its hls4ml build is refused with a named error (exit 2, no traceback) that says which node and op and
+what to do. The refusals are the constructs hls4ml 1.3.0 cannot take or would not compute exactly. A small
+subset goes through the open RTL flow (Verilator check against the golden model included)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.tools]
+
+HLS4ML_EXACT = ("t_mlp_o9", "t_view_o9", "t_cnn_bn_o11", "t_cnn1d_gap_o11", "t_cnn1d_bn_o13", "t_concat_o13",
+                "t_resnet_o17", "t_mlp_bn_o17", "k_mlp_b1000", "k_cnn_nhwc", "k_cnn1d_nwc_b1000", "k_conv1d_nwc_o11",
+                "k_mlp_o7_gemm", "k_res_gap_nhwc")
+HLS4ML_REFUSED = {
+    "t_acts1_o11": "hls4ml cannot compute node 'LeakyRelu_0' (ONNX op LeakyRelu) bit-exactly",
+    "t_acts2_o17": "hls4ml cannot compute node 'Elu_0' (ONNX op Elu) bit-exactly",
+    "k_external": "hls4ml cannot compute node 'LeakyRelu_0' (ONNX op LeakyRelu) bit-exactly",
+    "t_dwsep_o13": "hls4ml cannot take node 'Conv_1' (ONNX op Conv) with group=8 (a grouped/depthwise convolution)",
+    "k_dwsep_nhwc_mean": "hls4ml cannot take node 'Clip_0' (ONNX op Clip): hls4ml 1.3.0's ONNX front end has no "
+                         "Clip layer",
+}
+MIN_SAMPLES = 200
+
+
+def test_every_corpus_model_is_classified():
+    from corpus import NAMES
+
+    assert sorted(HLS4ML_EXACT + tuple(HLS4ML_REFUSED)) == sorted(NAMES)
+
+
+@pytest.fixture(scope="module")
+def corpus_runs(onnx_corpus, tmp_path_factory):
+    """name -> run directory of `compress --model NAME.onnx --data NAME.npz --target-cr 8 --epochs 0`."""
+    from opq_hw.pipeline import CompressConfig, compress_run
+
+    runs = {}
+
+    def get(name: str):
+        if name not in runs:
+            e = onnx_corpus[name]
+            cfg = CompressConfig(model=str(e.onnx), data=str(e.npz), target_cr=8, epochs=0)
+            runs[name] = compress_run(cfg, tmp_path_factory.mktemp(f"corpus_{name}") / "run", progress=False,
+                                      log=lambda *_: None)
+        return runs[name]
+
+    return get
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p))
+    return subprocess.run([sys.executable, "-m", "opq_hw.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+@pytest.mark.parametrize("name", HLS4ML_EXACT)
+def test_hls4ml_csim_bit_exact(name, onnx_corpus, corpus_runs, capsys):
+    """estimate -> build -> simulate --level csim on the model's own .npz: bit-exact on every sample."""
+    import re
+
+    from opq_hw.cli import main
+
+    run = corpus_runs(name)
+    npz = onnx_corpus[name].npz
+    assert main(["estimate", str(run), "--board", "pynq-z2"]) == 0
+    assert main(["build", str(run), "--flow", "hls4ml", "--board", "pynq-z2"]) == 0
+    capsys.readouterr()
+    rc = main(["simulate", str(run), "--level", "csim", "--data", str(npz)])
+    out = capsys.readouterr().out
+    m = re.search(r"csim: (\d+)/(\d+) samples exact", out)
+    assert m, out
+    assert int(m.group(2)) >= MIN_SAMPLES and m.group(1) == m.group(2), out
+    assert rc == 0 and out.rstrip().endswith("bit-exact: yes"), out
+
+
+@pytest.mark.parametrize("name", sorted(HLS4ML_REFUSED))
+def test_hls4ml_refuses_with_a_named_error(name, corpus_runs):
+    """The build refuses before hls4ml runs: exit 2, `error: ...` naming the node and op, no traceback."""
+    proc = _cli("build", corpus_runs(name), "--flow", "hls4ml", "--board", "pynq-z2")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: " + HLS4ML_REFUSED[name]), proc.stderr
+
+
+# The open RTL flow on a small subset (the full corpus table is in the README): a dense model bit-exact in
+# Verilator on its own .npz, and a construct the flow refuses by name.
+RTL_EXACT = ("t_mlp_o9",)
+RTL_REFUSED = {"t_acts1_o11": "error: layer 'body.body/body/2/LeakyRelu' (LeakyReLU) is not supported by the RTL flow"}
+
+
+@pytest.mark.parametrize("name", RTL_EXACT)
+def test_rtl_verilator_bit_exact(name, onnx_corpus, corpus_runs, capsys):
+    import re
+
+    from opq_hw.cli import main
+
+    capsys.readouterr()
+    rc = main(["build", str(corpus_runs(name)), "--flow", "rtl", "--board", "ecp5-85f", "--no-pnr",
+               "--data", str(onnx_corpus[name].npz)])
+    out = capsys.readouterr().out
+    m = re.search(r"verilator: (\d+)/(\d+) samples bit-exact", out)
+    assert rc == 0 and m, out
+    assert int(m.group(2)) >= MIN_SAMPLES and m.group(1) == m.group(2), out
+
+
+@pytest.mark.parametrize("name", sorted(RTL_REFUSED))
+def test_rtl_refuses_with_a_named_error(name, onnx_corpus, corpus_runs):
+    proc = _cli("build", corpus_runs(name), "--flow", "rtl", "--board", "ecp5-85f", "--no-pnr",
+                "--data", onnx_corpus[name].npz)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(RTL_REFUSED[name]), proc.stderr
