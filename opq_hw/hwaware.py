@@ -62,7 +62,7 @@ def _auto_folding(specs, board, arch, min_bits, act_bits):
 
 def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: str = "hls4ml-latency", *,
                    folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8,
-                   method: str = "opq", scale_mode: str = "pow2", weighting: str = "mean", min_bits: int = 2,
+                   method: str = "opq", scale_mode: str = "pow2", weighting: str | None = None, min_bits: int = 2,
                    max_bits: int = 8, overrides: Mapping[str, Mapping] | None = None, **kw):
     """Allocate so that the design fits `board` under `arch` with `folding`: a per-layer dict, None
     (fully parallel; the default for hls4ml-latency and rtl-da) or "auto" (the default for finn-mvau

@@ -344,7 +344,7 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         alloc, fit_info = fit_allocation(specs, weights, cfg.board, cfg.arch or "hls4ml-latency", method=cfg.method,
                                          scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
                                          max_bits=cfg.max_bits, overrides=cfg.overrides,
-                                         act_bits=cfg.act_bits)
+                                         act_bits=cfg.act_bits, mask_order=cfg.mask_order, error_model=cfg.error_model)
         metrics["fit"] = fit_info
     else:
         alloc = allocate(specs, weights, target_cr=cfg.target_cr, target_kind=cfg.target_kind, method=cfg.method,
