@@ -76,10 +76,18 @@ def float_input_layers(qmodel: nn.Module, example: torch.Tensor, pow2: bool) -> 
     was = qmodel.training
     qmodel.eval()
     try:
+        forward_with_hooks(qmodel, example, hooks)
+    finally:
+        qmodel.train(was)
+    return {name for name, ok in seen.items() if not ok}
+
+
+def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+    """One no-grad forward of `model` on `x` for what `hooks` (registered handles) record; the
+    handles are removed afterwards, whatever happens."""
+    try:
         with torch.no_grad():
-            qmodel(example)
+            model(x)
     finally:
         for h in hooks:
             h.remove()
-        qmodel.train(was)
-    return {name for name, ok in seen.items() if not ok}

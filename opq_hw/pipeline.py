@@ -445,6 +445,8 @@ DEFAULT_ACT_RANGE = ("every activation quantizer keeps Brevitas's initial range,
 
 def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, Any]:
     """How the activation quantizers were set, and the range each ended with (read off the model)."""
+    from .carrier_graph import forward_with_hooks
+
     if calib is not None:
         rec: dict[str, Any] = {"method": "Brevitas runtime statistics (per-tensor percentile of |x|) over "
                                          f"{len(calib)} training samples of {data.name} (drawn with seed 0)", "samples": int(len(calib))}
@@ -455,12 +457,7 @@ def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, 
     for name, m in qmodel.named_modules():
         if type(m).__name__ in ("QuantIdentity", "QuantReLU"):
             hooks.append(m.register_forward_hook(lambda _m, _i, o, name=name: ranges.__setitem__(name, o)))
-    try:
-        with torch.no_grad():
-            qmodel(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(qmodel, example, hooks)
     out = {}
     for name, o in ranges.items():
         scale, bits, signed = getattr(o, "scale", None), getattr(o, "bit_width", None), getattr(o, "signed", None)

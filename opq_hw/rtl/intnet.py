@@ -214,6 +214,8 @@ def extract(qmodel, example_x, int_weights=None) -> IntNet:
     import torch
     from torch import nn
 
+    from ..carrier_graph import forward_with_hooks
+
     try:
         import brevitas.nn as qnn
     except ImportError as e:  # pragma: no cover - brevitas is a core dependency
@@ -231,12 +233,7 @@ def extract(qmodel, example_x, int_weights=None) -> IntNet:
     hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: order.append((n, mod, inp, out))) for n, m in top]
     x = torch.as_tensor(np.asarray(example_x, dtype=np.float32))
     qmodel.eval()
-    try:
-        with torch.no_grad():
-            qmodel(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_with_hooks(qmodel, x, hooks)
     torch_in_shape = tuple(x.shape[1:])
     if len(torch_in_shape) == 1:
         shape = (1, 1, torch_in_shape[0])  # a feature vector streams as W pixels of 1 channel
