@@ -13,6 +13,9 @@ from .errors import OpqError
 DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_test, y_test (or x, y: split "
              "80/20, stratified, seed 0), or package.module:function returning them")
 
+TAIL_HELP = ("a final Softmax/Sigmoid head: host (default; the hardware computes the outputs before it, compared "
+             "bit-exactly) or hw (hls4ml computes it with lookup tables, compared within a stated tolerance)")
+
 
 def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default=None, type=v.out_dir_arg, help="run directory to write (default runs/<model>-<target>x)")
@@ -112,11 +115,11 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    opts = {k: getattr(args, k) for k in ("backend", "io", "board", "allow_inexact", "rtl_arch")
-            if getattr(args, k, None) is not None}
+    opts = {k: getattr(args, k) for k in ("backend", "io", "board", "allow_inexact", "rtl_arch", "tail")
+            if getattr(args, k, None) is not None and (k, getattr(args, k)) != ("tail", "host")}
     with v.missing_tools(f"simulate --level {args.level}"):
         res = _simulate(args.run, args.level, data=args.data, n=args.n, **opts)
-    return 0 if res.get("bit_exact") else 1
+    return 0 if res.get("bit_exact") or res.get("within_tolerance") else 1
 
 
 def cmd_build(args) -> int:
@@ -200,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--board", help="csim: take reuse factors from the cost model for this board")
     s.add_argument("--allow-inexact", action="store_true", default=None, help="csim: accept a float-scale run, measure the error")
     s.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="rtl: architecture (default: the build's, else seq)")
+    s.add_argument("--tail", choices=["host", "hw"], help=TAIL_HELP)
     _add_trust_args(s)
     s.set_defaults(func=cmd_simulate)
     b = sub.add_parser("build", help="generate an accelerator project for a run")
@@ -220,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
     b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
     b.add_argument("--tool-timeout", type=v.positive_arg("--tool-timeout"), help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
+    b.add_argument("--tail", choices=["host", "hw"], help=TAIL_HELP)
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
     bo = sub.add_parser("boards", help="list boards, or show one")

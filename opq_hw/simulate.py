@@ -135,6 +135,13 @@ def compare(ref: np.ndarray, out: np.ndarray, lsb: np.ndarray | None) -> dict[st
 def summary_line(res: dict[str, Any]) -> str:
     lsb = res.get("max_diff_lsb")
     acc = res.get("accuracy")
+    if "within_tolerance" in res:  # a head in hardware (`--tail hw`): compared within its stated tolerance
+        t = res["tail"]
+        return (f"{res['level']}: {t['op']} head in hardware ({t['implementation']}): {res['within_samples']}/{res['n']} "
+                f"samples within tolerance, max abs error {res['max_abs_diff']:.3g} (mean {res['mean_abs_diff']:.2g}), "
+                f"argmax agreement {res['argmax_agreement'] * 100:.2f}%, accuracy "
+                f"{'n/a' if acc is None else f'{acc * 100:.2f}%'}, {res['throughput_sps']:.0f} samples/s\n"
+                f"within tolerance {res['tolerance']:.3g}: {'yes' if res['within_tolerance'] else 'no'}")
     return (f"{res['level']}: {res['exact_samples']}/{res['n']} samples exact, max diff "
             f"{'n/a' if lsb is None else f'{lsb:g}'} LSB ({res['max_abs_diff']:g}), "
             f"accuracy {'n/a' if acc is None else f'{acc * 100:.2f}%'}, {res['throughput_sps']:.0f} samples/s "
@@ -175,7 +182,13 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
     t_pred = info.get("predict_s", t_level)
     res: dict[str, Any] = {"level": level, "run": run.path.name, "data": desc, "scale_mode": run.allocation.scale_mode,
                            "options": {k: v for k, v in level_opts.items()}}
-    res.update(compare(ref, out, output_lsb(run, x_q)))
+    tail = info.get("tail") or {}
+    if tail.get("where") == "hardware":  # the level computed the head (`--tail hw`): within its stated tolerance
+        from .tail import compare_tail
+
+        res.update(compare_tail(ref, out, tail))
+    else:
+        res.update(compare(ref, out, output_lsb(run, x_q)))
     res["accuracy"] = float(np.mean(out.argmax(1) == y)) if y is not None else None
     res["ref_accuracy"] = float(np.mean(ref.argmax(1) == y)) if y is not None else None
     res["seconds"] = round(t_level, 4)

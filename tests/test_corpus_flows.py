@@ -116,3 +116,44 @@ def test_rtl_refuses_with_a_named_error(name, onnx_corpus, corpus_runs):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
     assert proc.stderr.startswith(RTL_REFUSED[name]), proc.stderr
+
+
+# `--tail hw`: a softmax head and a sigmoid head computed by hls4ml's tables, compared with the host's float64
+# head of the bit-exact reference within the tolerance stated from the tables (opq_hw.tail); the build records it.
+TAIL_HW = {"k_mlp_b1000": "softmax", "k_cnn1d_nwc_b1000": "sigmoid"}
+
+
+@pytest.mark.parametrize("name", sorted(TAIL_HW))
+def test_tail_hw_within_stated_tolerance(name, onnx_corpus, corpus_runs, capsys):
+    import json
+    import re
+
+    from opq_hw.cli import main
+    from opq_hw.tail import TailTables
+
+    run = corpus_runs(name)
+    op = TAIL_HW[name]
+    capsys.readouterr()
+    assert main(["build", str(run), "--flow", "hls4ml", "--board", "pynq-z2", "--tail", "hw"]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((run / "build" / "hls4ml" / "opq_hls4ml.json").read_text())
+    tail = rec["tail"]
+    assert tail["where"] == "hardware" and tail["op"] == op and f"tail: {op} in hardware" in out, out
+    assert tail["tolerance"] == TailTables(op, tail["n"]).tolerance() < 0.02
+    types = {r["type"]: r for r in rec["types"] if r["layer"] == f"head_{op}"}
+    assert types["result_t"]["role"] == "tail" and types["result_t"]["set_to"] == tail["types"]["result_t"]
+    assert not rec["type_check"]["problems"]  # every stated table type read back as stated
+    rc = main(["simulate", str(run), "--level", "csim", "--tail", "hw", "--data", str(onnx_corpus[name].npz)])
+    out = capsys.readouterr().out
+    m = re.search(r"(\d+)/(\d+) samples within tolerance, max abs error ([0-9.e-]+)", out)
+    assert m and int(m.group(2)) >= MIN_SAMPLES and m.group(1) == m.group(2), out
+    assert 0 < float(m.group(3)) <= tail["tolerance"], out  # a table head is not bit-exact, and stays within T
+    assert rc == 0 and out.rstrip().endswith(f"within tolerance {tail['tolerance']:.3g}: yes"), out
+    rep = json.loads((run / "reports" / "simulate_csim.json").read_text())
+    assert rep["within_tolerance"] is True and rep["bit_exact"] is False and rep["tail"]["op"] == op
+    # the flows without tables refuse by name
+    for flow, board in (("rtl", "ecp5-85f"), ("finn", "pynq-z2")):
+        proc = _cli("build", run, "--flow", flow, "--board", board, "--tail", "hw")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(f"error: --tail hw: the {'FINN' if flow == 'finn' else flow} flow cannot compute"), \
+            proc.stderr

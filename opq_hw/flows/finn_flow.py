@@ -254,7 +254,7 @@ def _software_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------------------------
 def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: float | None = None,
           finn_python_path: str | os.PathLike | None = None, run_finn: bool = True, verify_n: int | None = None,
-          timeout_s: float = 1800, log=print, **unsupported) -> dict[str, Any]:
+          timeout_s: float = 1800, tail: str | None = None, log=print, **unsupported) -> dict[str, Any]:
     """Write `RUN/build/finn/` and, with the FINN environment, run FINN's steps on it.
 
     Returns the build record (also `build/finn/opq_finn.json`); `record["finn_status"]` says whether
@@ -263,7 +263,10 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
     """
     from ..data import require_run_data
     from ..pipeline import load_run
+    from ..tail import refuse_tail_hw
 
+    refuse_tail_hw("FINN", tail, "FINN's dataflow ends in integer thresholds; its float head would run on the host "
+                   "anyway (a LabelSelect/TopK is the only head it builds)")
     unsupported = {k: v for k, v in unsupported.items() if v is not None and v is not False}
     if unsupported:
         raise OpqError(f"options {sorted(unsupported)} do not apply to the FINN flow; its options are board, "
@@ -353,12 +356,13 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
 
 def _run_worker(fpy: Path, run, tmp: Path, board, names, spec_cfg, fold_cfg, target_cycles, verify_n, timeout_s,
                 log) -> dict[str, Any]:
+    tmp, run_path = Path(tmp).resolve(), Path(run.path).resolve()  # the worker runs in its own folder
     work = tmp / ".worker"
     work.mkdir()
     req = {"model": str(tmp / "model.qonnx.onnx"), "out_dir": str(tmp), "result": str(work / "result.json"),
            "fpga_part": board.part, "clk_ns": 1000.0 / board.clock_mhz, "layer_names": names,
            "specialize_config": spec_cfg, "folding_config": fold_cfg, "target_cycles": int(target_cycles),
-           "verify_input": str(run.path / "golden_input.npy"), "verify_expected": str(run.path / "golden_output.npy"),
+           "verify_input": str(run_path / "golden_input.npy"), "verify_expected": str(run_path / "golden_output.npy"),
            "verify_n": verify_n}
     write_json(work / "request.json", req)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}

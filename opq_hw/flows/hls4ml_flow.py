@@ -29,12 +29,14 @@ All hls4ml / qonnx imports are inside functions (`import opq_hw` stays light).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io as io_mod
 import math
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ import numpy as np
 from ..artifact import dumps, read_json, write_bytes, write_json
 from ..rundir import build_dir, record as record_build, write_outputs
 from ..errors import OpqError
+from ..tail import TailTables, check_tail_option, hw_head, run_tail
 
 FLOW = "hls4ml"
 BACKENDS = ("Vitis", "Vivado")
@@ -560,13 +563,16 @@ def _weight_layers(hm) -> list:
 
 def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str = "parallel", part: str | None = None,
             clock_period: float | None = None, reuse: dict[str, int] | None = None, allow_inexact: bool = False,
-            strategy: str = "latency", graph_out: str | os.PathLike | None = None, set_types: bool = True):
+            strategy: str = "latency", graph_out: str | os.PathLike | None = None, set_types: bool = True,
+            tail: str | None = None):
     """An hls4ml ModelGraph for the run (not yet written), every type set from the exact analysis and checked.
 
     Raises `OpqError` naming the layers and types that would round or saturate (unless `allow_inexact`).
     `graph_out`: a folder that receives the QONNX graph handed to hls4ml and the config (`CONVERT_CONFIG`).
     `set_types=False` keeps hls4ml's own types (one conversion) and only checks them: what the flow did before
     the analysis existed, kept to show what the check catches.
+    `tail="hw"`: the run's Softmax/Sigmoid head is appended and computed by hls4ml's tables, every table type
+    stated (`opq_hw.tail.TailTables`); `info["tail"]` records it with the tolerance it is compared with.
     Returns `(hls_model, info)`."""
     import hls4ml
 
@@ -579,6 +585,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
                        "--allow-inexact to build it anyway and have the error measured")
     model, records = prepare_qonnx(run.path / "model.qonnx.onnx", allow_inexact=allow_inexact)
     refuse_unsupported(model, allow_inexact=allow_inexact)
+    head = _append_head(run, model) if check_tail_option(tail) else None
     chatter = io_mod.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), _pool1d_fix():
@@ -595,6 +602,8 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
         cfg["LayerName"].setdefault(in_name, {}).setdefault("Precision", {})["result"] = in_prec
     for mul, scales in _channel_scales(model).items():  # the split-off channel scales: an exact type
         cfg["LayerName"].setdefault(mul, {}).setdefault("Precision", {})["scale"] = channel_scale_type(scales)
+    if head is not None:
+        cfg["LayerName"].setdefault(head[0], {}).update(head[1].config())
     kwargs: dict[str, Any] = dict(output_dir=str(out_dir), project_name=PROJECT, backend=backend, io_type=io_type,
                                   hls_config=cfg)
     if part:
@@ -618,7 +627,9 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
             cfg["LayerName"].setdefault(node.name, {})["ReuseFactor"] = int(reuse[name])
     def _convert():
         try:
-            with contextlib.redirect_stdout(chatter), _pool1d_fix():  # hls4ml prints its topology; keep its warnings
+            with contextlib.redirect_stdout(chatter), _pool1d_fix(), warnings.catch_warnings():
+                # hls4ml prints its topology; keep its warnings but the one for the head's stated table types
+                warnings.filterwarnings("ignore", message="Overriding attribute '\\w+' of layer 'head_")
                 hm = hls4ml.converters.convert_from_onnx_model(model, **kwargs)
         except OpqError:
             raise
@@ -645,7 +656,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
     def _analysed():
         hm, layers = _convert()
         bits = {lay.name: b for lay, b in zip(layers, qbits_of) if b is not None}
-        return hm, layers, analyse(hm, in_fixed, quantizers, bits)
+        return hm, layers, analyse(hm, in_fixed, quantizers, bits, tail=dict([head]) if head else None)
 
     handed = model.model.SerializeToString()  # the graph exactly as hls4ml receives it
     hm, layers, analysis = _analysed()
@@ -696,6 +707,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
                            "rule": "every type read back from the converted model holds its exact value set "
                                    "(opq_hw.flows.hls4ml_types)"},
             "types": analysis.table(),
+            "tail": head[1].record() if head else _host_tail(run),
             "hls4ml_warnings": [ln for ln in chatter.getvalue().splitlines() if "WARN" in ln.upper()]}
     hm.opq_type_analysis = analysis  # for the check of the written project (`build`)
     if graph_out is not None:  # what a user hands to stock hls4ml: the graph and the full config
@@ -705,6 +717,33 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
         conv.update({k: kwargs[k] for k in ("part", "clock_period") if k in kwargs})
         write_json(graph_out / CONVERT_CONFIG, conv)
     return hm, info
+
+
+def _append_head(run, model):
+    """`--tail hw`: the run's head (Softmax over the outputs, or Sigmoid) appended to the graph handed to hls4ml.
+    Returns (its node name, its TailTables)."""
+    from onnx import helper
+
+    op = hw_head(run)
+    g = model.graph
+    out = g.output[0].name
+    prod = next(n for n in g.node if out in n.output)
+    pre = out + "_before_head"
+    prod.output[list(prod.output).index(out)] = pre
+    vi = copy.deepcopy(g.output[0])
+    vi.name = pre
+    g.value_info.append(vi)
+    name = f"head_{op}"
+    g.node.append(helper.make_node("Softmax" if op == "softmax" else "Sigmoid", [pre], [out], name=name,
+                                   **({"axis": -1} if op == "softmax" else {})))
+    n_out = int(np.prod([d.dim_value for d in g.output[0].type.tensor_type.shape.dim[1:]]))
+    return name, TailTables(op, n_out)
+
+
+def _host_tail(run) -> dict[str, Any] | None:
+    op = run_tail(run)
+    return None if op is None else {"op": op, "where": "host", "note": f"tail: {op} on the host (the hardware computes "
+                                                                        f"the pre-{op} outputs; compared bit-exactly)"}
 
 
 def _weight_bits(model, producers, node) -> int | None:
@@ -766,7 +805,7 @@ def _fix_paths(root: Path, old: str, new: str) -> None:
 
 def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "Vitis", io: str = "parallel",
           synth: bool = False, allow_inexact: bool = False, part: str | None = None, clock_period: float | None = None,
-          reuse: int | dict[str, int] | None = None, strategy: str = "latency", log=print,
+          reuse: int | dict[str, int] | None = None, strategy: str = "latency", tail: str | None = None, log=print,
           **unsupported) -> dict[str, Any]:
     """Write the hls4ml project for a run into `RUN/build/hls4ml/` (atomically) and describe it.
 
@@ -780,7 +819,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     unsupported = {k: v for k, v in unsupported.items() if v is not None}
     if unsupported:
         raise OpqError(f"options {sorted(unsupported)} do not apply to the hls4ml flow; its options are backend, io, "
-                       "synth, allow_inexact, part, clock_period, reuse")
+                       "synth, allow_inexact, part, clock_period, reuse, strategy, tail")
     if strategy not in ("latency", "resource"):
         raise OpqError(f"unknown hls4ml strategy {strategy!r}; use 'latency' or 'resource' (--strategy)")
     require_run_data(run_dir, "build --flow hls4ml")  # uncalibrated activations make no hardware
@@ -792,7 +831,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     with build_dir(run.path, FLOW, log) as bd:  # swapped in only when complete; the previous build stays otherwise
         tmp = bd.path
         hm, info = convert(run, tmp, backend=backend, io=io, part=binfo["part"], clock_period=binfo["clock_period_ns"],
-                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy, graph_out=tmp)
+                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy, graph_out=tmp, tail=tail)
         with contextlib.redirect_stdout(io_mod.StringIO()):
             hm.write()
         _check_written(tmp, hm, info, allow_inexact)
@@ -816,6 +855,10 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
     log(f"  types: {tc['types_checked']} read back and checked against the exact analysis: "
         + ("none rounds or saturates" if not (tc["problems"] or tc.get("written_project_problems"))
            else f"{len(tc['problems']) + len(tc.get('written_project_problems', []))} problems (allow_inexact)"))
+    if info.get("tail"):
+        t = info["tail"]
+        log(f"  tail: {t['op']} in hardware ({t['implementation']}, {t['table_size']} entries), compared within "
+            f"tolerance {t['tolerance']:.3g}" if t["where"] == "hardware" else f"  {t['note']}")
     log(f"  for stock hls4ml: {QONNX_FOR_HLS4ML} + {CONVERT_CONFIG} (see the README)")
     if synth:
         if shutil.which(tool) is None:
@@ -935,13 +978,14 @@ def _predict_layout(hm, x_q: np.ndarray) -> np.ndarray:
 
 def compile_csim(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str = "parallel",
                  allow_inexact: bool = False, board: str | None = None, reuse: int | dict[str, int] | None = None,
-                 strategy: str = "latency"):
+                 strategy: str = "latency", tail: str | None = None):
     """Write and compile (g++) the hls4ml C simulation of a run into `out_dir`. Returns `(hls_model, info)`.
 
     With `board` (or `reuse`) the reuse factors are the ones `build` would use (cost model)."""
     t0 = time.perf_counter()
     rf, rf_source = _reuse_factors(run, board, reuse, strategy) if (board or reuse) else (None, "1 (default)")
-    hm, info = convert(run, out_dir, backend=backend, io=io, allow_inexact=allow_inexact, reuse=rf, strategy=strategy)
+    hm, info = convert(run, out_dir, backend=backend, io=io, allow_inexact=allow_inexact, reuse=rf, strategy=strategy,
+                       tail=tail)
     info["reuse_source"] = rf_source
     t1 = time.perf_counter()
     if shutil.which("g++") is None:
@@ -966,11 +1010,12 @@ def predict_csim(hm, x_q: np.ndarray, n_out: int | None = None) -> np.ndarray:
 
 def simulate_csim(run, x_q: np.ndarray, backend: str = "Vitis", io: str = "parallel", allow_inexact: bool = False,
                   board: str | None = None, reuse: int | dict[str, int] | None = None, strategy: str = "latency",
-                  keep: str | os.PathLike | None = None, info: dict | None = None) -> np.ndarray:
+                  keep: str | os.PathLike | None = None, info: dict | None = None, tail: str | None = None) -> np.ndarray:
     """Simulation level "csim": hls4ml's compiled C simulation (g++, no vendor tool).
 
     Compiles in a temporary folder (or `keep`); `info`, when given, receives compile timings and
-    the per-layer precision record.
+    the per-layer precision record. `tail="hw"`: the run's head in hardware; the output is the head's
+    (`info["tail"]` holds its tolerance, which `simulate` compares with).
     """
     tmp = None
     out_dir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="opq-hls4ml-csim-"))
@@ -978,7 +1023,7 @@ def simulate_csim(run, x_q: np.ndarray, backend: str = "Vitis", io: str = "paral
         tmp = out_dir
     try:
         hm, cinfo = compile_csim(run, out_dir, backend=backend, io=io, allow_inexact=allow_inexact, board=board,
-                                 reuse=reuse, strategy=strategy)
+                                 reuse=reuse, strategy=strategy, tail=tail)
         t0 = time.perf_counter()
         y = predict_csim(hm, x_q)
         cinfo["predict_s"] = round(time.perf_counter() - t0, 4)

@@ -178,7 +178,7 @@ class TypeReq:
     key: str  # e.g. accum_t
     values: Values | None = None  # the exact value set (None: quantizer, unused or unknown)
     set_to: Fixed | None = None  # the type the analysis writes (None: leave as is)
-    role: str = "exact"  # exact | quantizer | unused | unknown
+    role: str = "exact"  # exact | quantizer | tail | unused | unknown
     note: str = ""
 
 
@@ -202,7 +202,7 @@ class Analysis:
         out: dict[str, dict[str, str]] = {}
         for lay in self.layers:
             for key, r in lay.types.items():
-                if r.set_to is not None:
+                if r.set_to is not None and r.role != "tail":  # a head's types are in its own config entry
                     out.setdefault(lay.name, {})[key[:-2] if key.endswith("_t") else key] = r.set_to.spec()
         return out
 
@@ -263,12 +263,15 @@ def _weights(layer, key: str) -> np.ndarray | None:
 
 
 def analyse(hm, input_type: Fixed | None, quantizers: list[Fixed] | None = None,
-            weight_bits: dict[str, int] | None = None) -> Analysis:
+            weight_bits: dict[str, int] | None = None, tail: dict[str, Any] | None = None) -> Analysis:
     """The exact value set of every tensor of the converted `hm`, and what each of its types must hold.
 
     input_type: the input quantizer's exact type (the Input layer holds it); quantizers: the activation
     quantizer types of the QONNX graph (a quantizing layer must be one of them); weight_bits: hls4ml layer
-    name -> the allocation's bit width B (its weights are typed as the B-bit integer codebook).
+    name -> the allocation's bit width B (its weights are typed as the B-bit integer codebook); tail: hls4ml
+    layer name -> the `opq_hw.tail.TailTables` of a head computed in hardware (`--tail hw`): not exact by design,
+    its types are the stated ones (role "tail", checked like a quantizer's) and its error is bounded by the
+    tables' tolerance instead.
     """
     weight_bits = weight_bits or {}
     vals: dict[str, Values] = {}
@@ -291,6 +294,12 @@ def analyse(hm, input_type: Fixed | None, quantizers: list[Fixed] | None = None,
                     lr.types["result_t"] = TypeReq("result_t", res, input_type, note="the input quantizer's grid")
             elif any(v is None for v in ins):
                 lr.problems.append("an input's value set is unknown (see the layers before it)")
+            elif tail and layer.name in tail:
+                stated = tail[layer.name].types()
+                for key in layer.types:
+                    lr.types[key] = TypeReq(key, set_to=Fixed.parse(stated[key]), role="tail",
+                                            note=f"{tail[layer.name].op} table type, stated (within the head's tolerance)") \
+                        if key in stated else TypeReq(key, role="unused", note=f"not used by hls4ml's {tail[layer.name].op}")
             elif cls == "Dense" or cls.startswith(("Conv1D", "Conv2D", "PointwiseConv", "DepthwiseConv")):
                 res = _linear_layer(layer, cls, ins[0], lr, weight_bits.get(layer.name))
             elif cls in ("ApplyAlpha", "BatchNormalization"):
@@ -499,9 +508,9 @@ def check(hm, analysis: Analysis) -> list[dict[str, str]]:
                 continue
             elif t is None:
                 problems.append({**where, "problem": "not a fixed-point type"})
-            elif r.role == "quantizer":
+            elif r.role in ("quantizer", "tail"):
                 if t != r.set_to:
-                    problems.append({**where, "problem": f"the quantizer's type is {r.set_to.spec()}"})
+                    problems.append({**where, "problem": f"the {r.role}'s type is {r.set_to.spec()}"})
             elif r.values is not None:
                 why = t.problem(r.values)
                 if why:
@@ -564,9 +573,9 @@ def check_written(project_dir, hm, analysis: Analysis) -> list[dict[str, str]]:
                 problems.append({**where, "problem": "no typedef for it in the written project"})
                 continue
             w = Fixed.parse(d)
-            if r.role == "quantizer":
+            if r.role in ("quantizer", "tail"):
                 if w != r.set_to:
-                    problems.append({**where, "problem": f"the quantizer's type is {r.set_to.spec()}"})
+                    problems.append({**where, "problem": f"the {r.role}'s type is {r.set_to.spec()}"})
             elif r.values is not None and w.problem(r.values):
                 problems.append({**where, "problem": w.problem(r.values)})
         for wname, var in layer.weights.items():

@@ -203,7 +203,7 @@ def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permil
 def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: bool = True, synth: bool = True,
           pnr: bool = True, per_layer: bool = True, freq: float | None = None, n_sim: int | None = None,
           seed: int = 1, tool_timeout: float = 3600, rtl_arch: str | None = None, data: str | None = None,
-          log: Callable[[str], Any] | None = print, **unused) -> dict[str, Any]:
+          tail: str | None = None, log: Callable[[str], Any] | None = print, **unused) -> dict[str, Any]:
     """Build the open-RTL accelerator of a run for `board` (see the module docstring).
 
     rtl_arch: "seq" (default) or "da4ml". pipeline (da4ml only): latency cutoff per pipeline stage
@@ -217,7 +217,9 @@ def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: 
     from ..rtl import eda
     from ..rtl.gen import write_design
     from ..rtl.verilator import build_sim, run_sim, to_signed, verilator_version
+    from ..tail import refuse_tail_hw
 
+    refuse_tail_hw("rtl", tail, "its layers are integer MAC arrays and ReLU; it has no exp/sigmoid tables")
     ignored = sorted(k for k, v in unused.items() if v is not None)
     if ignored:
         raise OpqError(f"options {ignored} do not apply to the rtl flow; its options are rtl_arch, pipeline, freq, sim, "
