@@ -380,11 +380,11 @@ def _k_external(folder):
     import onnx
     from onnx import helper
 
-    seq = train(nn.Sequential(nn.Linear(64, 32), nn.LeakyReLU(0.2), nn.Linear(32, 10)), "flat", seed=15)
+    seq = train(nn.Sequential(nn.Linear(64, 32), nn.LeakyReLU(0.25), nn.Linear(32, 10)), "flat", seed=15)
     g = _G()
     x = g.op("Flatten", ["input_1"], "flatten", axis=2)
     x = g.op("Gemm", [x, g.const("w1", _np(seq[0].weight)), g.const("b1", _np(seq[0].bias))], "dense", transB=1)
-    x = g.op("LeakyRelu", [x], "leaky", alpha=0.2)
+    x = g.op("LeakyRelu", [x], "leaky", alpha=0.25)  # a power-of-two slope: exact in hls4ml
     x = g.op("Dropout", [x], "dropout")
     x = g.op("Gemm", [x, g.const("w2", _np(seq[2].weight)), g.const("b2", _np(seq[2].bias))], "dense", transB=1)
     graph = helper.make_graph(g.nodes, "ext", [helper.make_tensor_value_info("input_1", 1, ["N", 1, 64])],

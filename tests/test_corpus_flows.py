@@ -17,14 +17,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.tools]
 
 HLS4ML_EXACT = ("t_mlp_o9", "t_view_o9", "t_cnn_bn_o11", "t_cnn1d_gap_o11", "t_cnn1d_bn_o13", "t_concat_o13",
                 "t_resnet_o17", "t_mlp_bn_o17", "k_mlp_b1000", "k_cnn_nhwc", "k_cnn1d_nwc_b1000", "k_conv1d_nwc_o11",
-                "k_mlp_o7_gemm", "k_res_gap_nhwc")
+                "k_mlp_o7_gemm", "k_res_gap_nhwc", "k_external")  # k_external: LeakyReLU(0.25), a power-of-two slope
 HLS4ML_REFUSED = {
-    "t_acts1_o11": "hls4ml cannot compute node 'LeakyRelu_0' (ONNX op LeakyRelu) bit-exactly",
+    "t_acts1_o11": "hls4ml cannot compute node 'LeakyRelu_0' (ONNX op LeakyRelu) bit-exactly: its slope 0.1 is not a "
+                   "power of two",
     "t_acts2_o17": "hls4ml cannot compute node 'Elu_0' (ONNX op Elu) bit-exactly",
-    "k_external": "hls4ml cannot compute node 'LeakyRelu_0' (ONNX op LeakyRelu) bit-exactly",
     "t_dwsep_o13": "hls4ml cannot take node 'Conv_1' (ONNX op Conv) with group=8 (a grouped/depthwise convolution)",
     "k_dwsep_nhwc_mean": "hls4ml cannot take node 'Clip_0' (ONNX op Clip): hls4ml 1.3.0's ONNX front end has no "
-                         "Clip layer",
+                         "Clip layer (ReLU6, Hardtanh and clamps export as Clip); a Clip(0, M) is taken as a ReLU only where M is at "
+                         "least the largest value of the activation quantizer after it (M = 6 is below",
 }
 MIN_SAMPLES = 200
 

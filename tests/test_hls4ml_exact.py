@@ -279,3 +279,33 @@ def test_stock_hls4ml_converts_a_cnn_graph_exactly(tmp_path):
                                                    output_dir=str(tmp_path / "stock"), **kw)
     hm.compile()
     np.testing.assert_array_equal(predict_csim(hm, xq), reference(run, xq))
+
+
+@pytest.mark.parametrize("bits,rewritten", [(7, True), (8, False)])
+def test_clip_becomes_relu_only_where_the_quantizer_saturates_below_it(bits, rewritten):
+    """ReLU6 -> Quant(2^-5, unsigned): with 7 bits the quantizer's largest value 127/32 < 6, so the clip never acts
+    and it is a ReLU (qonnx execution identical on values across the whole range); with 8 bits (255/32 > 6) it
+    stays, and the hls4ml build refuses it naming the reason."""
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from opq_hw.flows.hls4ml_flow import clip_to_relu, refuse_unsupported
+
+    inits = [helper.make_tensor(n, TensorProto.FLOAT, [], [v]) for n, v in
+             (("lo", 0.0), ("hi", 6.0), ("s", 2.0 ** -5), ("z", 0.0), ("b", float(bits)))]
+    nodes = [helper.make_node("Clip", ["x", "lo", "hi"], ["c"], name="relu6"),
+             helper.make_node("Quant", ["c", "s", "z", "b"], ["y"], name="q", domain="qonnx.custom_op.general",
+                              signed=0, narrow=0, rounding_mode="ROUND")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], inits)
+    g.value_info.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 64]))
+    model = ModelWrapper(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    x = np.linspace(-4, 12, 64, dtype=np.float32).reshape(1, 64)
+    before = execute_onnx(model, {"x": x})["y"]
+    assert clip_to_relu(model) == (["relu6"] if rewritten else [])
+    assert [n.op_type for n in model.graph.node] == (["Relu", "Quant"] if rewritten else ["Clip", "Quant"])
+    np.testing.assert_array_equal(execute_onnx(model, {"x": x})["y"], before)
+    if not rewritten:
+        with pytest.raises(OpqError, match=r"M = 6 is below the quantizer's largest value 7\.96875"):
+            refuse_unsupported(model)

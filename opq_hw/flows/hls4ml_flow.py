@@ -442,6 +442,55 @@ NOT_EXACT_ACTIVATIONS = {"LeakyRelu", "Tanh", "Sigmoid", "Elu", "Selu", "HardSig
                          "ThresholdedRelu", "Softplus", "Softsign", "HardSwish", "PRelu"}
 
 
+def _clip_bounds(model, n) -> tuple[float | None, float | None]:
+    vals = []
+    for k in (1, 2):
+        v = model.get_initializer(n.input[k]) if len(n.input) > k and n.input[k] else None
+        vals.append(None if v is None else float(np.asarray(v).reshape(-1)[0]))
+    return vals[0], vals[1]
+
+
+def _quant_max(model, q) -> float | None:
+    """The largest value a per-tensor Quant node (zero point 0) outputs."""
+    scale, zp, bits = (model.get_initializer(q.input[k]) for k in (1, 2, 3))
+    if scale is None or zp is None or bits is None or np.size(scale) != 1 or np.any(np.asarray(zp) != 0):
+        return None
+    b, signed, narrow = int(np.asarray(bits).item()), int(_attr(q, "signed", 1)), int(_attr(q, "narrow", 0))
+    top = 2 ** (b - 1) - 1 if signed else 2 ** b - 1 - narrow
+    return float(np.asarray(scale).item()) * top
+
+
+def _clip_why(model, n) -> str:
+    lo, hi = _clip_bounds(model, n)
+    users = [c for c in model.graph.node if n.output[0] in c.input]
+    if lo != 0.0 or hi is None:
+        return f"its bounds are ({lo}, {hi}), not (0, M)"
+    qmax = [_quant_max(model, c) if c.op_type == "Quant" else None for c in users]
+    if not users or any(q is None for q in qmax):
+        return "it does not feed per-tensor activation quantizers only"
+    return (f"M = {hi:g} is below the quantizer's largest value {max(qmax):g}, and a fixed-point type saturates only at "
+            "its power-of-two range")
+
+
+def clip_to_relu(model) -> list[str]:
+    """Clip(0, M) (ReLU6 and the like) -> Relu where every consumer is a per-tensor Quant whose largest value is
+    at most M: Quant saturates at or below M, so Quant(clip(x, 0, M)) = Quant(relu(x)) for every x, exactly.
+    Returns the rewritten nodes' names; any other Clip is left for `refuse_unsupported` to name."""
+    done = []
+    for n in model.graph.node:
+        if n.op_type != "Clip":
+            continue
+        lo, hi = _clip_bounds(model, n)
+        users = [c for c in model.graph.node if n.output[0] in c.input]
+        qmax = [_quant_max(model, c) if c.op_type == "Quant" else None for c in users]
+        if lo == 0.0 and hi is not None and users and all(q is not None and q <= hi for q in qmax) \
+                and n.output[0] not in {o.name for o in model.graph.output}:
+            n.op_type = "Relu"
+            del n.input[1:]
+            done.append(n.name)
+    return done
+
+
 def refuse_unsupported(model, allow_inexact: bool = False) -> None:
     """Refuse, naming the node and its op, what hls4ml 1.3.0 cannot convert or would not compute exactly.
 
@@ -451,8 +500,9 @@ def refuse_unsupported(model, allow_inexact: bool = False) -> None:
     - a global pooling of a channels-first tensor (the Transpose the channels-last conversion leaves before it):
       its parser reads the channels-first shape but the generated code pools channels-last data, so its result
       is wrong (measured: 0 of 360 samples exact);
-    - activations hls4ml computes with lookup tables or its own approximation (tanh, sigmoid, leaky ReLU, ...),
-      unless `allow_inexact` (their error is then measured by the C simulation)."""
+    - activations hls4ml computes with lookup tables or its own approximation (tanh, sigmoid, ...), and a leaky
+      ReLU whose slope is not a power of two, unless `allow_inexact` (their error is then measured by the C
+      simulation); a power-of-two slope is exact (alpha*x is a shift, typed by the analysis)."""
     from hls4ml.converters.onnx_to_hls import get_supported_onnx_layers
 
     supported = set(get_supported_onnx_layers()) | {"Dropout", "Identity"}
@@ -462,7 +512,9 @@ def refuse_unsupported(model, allow_inexact: bool = False) -> None:
         where = f"node {n.name!r} (ONNX op {n.op_type})"
         if n.op_type == "Clip":
             raise OpqError(f"hls4ml cannot take {where}: hls4ml 1.3.0's ONNX front end has no Clip layer (ReLU6, "
-                           f"Hardtanh and clamps export as Clip). Replace it by ReLU in the float model{other}")
+                           "Hardtanh and clamps export as Clip); a Clip(0, M) is taken as a ReLU only where M is at "
+                           f"least the largest value of the activation quantizer after it ({_clip_why(model, n)}). "
+                           f"Replace it by ReLU in the float model{other}")
         if n.op_type not in supported:
             raise OpqError(f"hls4ml cannot take {where}: hls4ml 1.3.0's ONNX front end has no handler for "
                            f"{n.op_type}. Replace it in the float model{other}")
@@ -482,6 +534,14 @@ def refuse_unsupported(model, allow_inexact: bool = False) -> None:
                                "hls4ml 1.3.0's global-pooling parser reads as channels-last (its C simulation "
                                "gives wrong results). Replace the global pooling by an AveragePool over the "
                                f"whole map followed by Flatten in the float model{other}")
+        if n.op_type == "LeakyRelu" and not allow_inexact:
+            alpha = float(_attr(n, "alpha", 0.01))
+            if alpha > 0 and math.frexp(alpha)[0] == 0.5:  # a power of two: alpha*x is exact (the analysis types it)
+                continue
+            raise OpqError(f"hls4ml cannot compute {where} bit-exactly: its slope {alpha:g} is not a power of two, so "
+                           "alpha*x in hls4ml's fixed-point types rounds where the carrier's float does not. Use a "
+                           "power-of-two slope (e.g. LeakyReLU(0.125)) or ReLU in the float model, or pass "
+                           f"--allow-inexact to build it anyway and have the error measured{other}")
         if n.op_type in NOT_EXACT_ACTIVATIONS and not allow_inexact:
             raise OpqError(f"hls4ml cannot compute {where} bit-exactly: it evaluates {n.op_type} with its own "
                            "lookup table / fixed-point approximation, not the carrier's float function. Use ReLU "
@@ -584,6 +644,7 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
                        "compute it bit-exactly. Compress with scale_mode='pow2' (the hardware mode), or pass "
                        "--allow-inexact to build it anyway and have the error measured")
     model, records = prepare_qonnx(run.path / "model.qonnx.onnx", allow_inexact=allow_inexact)
+    clip_to_relu(model)
     refuse_unsupported(model, allow_inexact=allow_inexact)
     head = _append_head(run, model) if check_tail_option(tail) else None
     chatter = io_mod.StringIO()

@@ -304,7 +304,7 @@ def analyse(hm, input_type: Fixed | None, quantizers: list[Fixed] | None = None,
                 res = _linear_layer(layer, cls, ins[0], lr, weight_bits.get(layer.name))
             elif cls in ("ApplyAlpha", "BatchNormalization"):
                 res = _scale_layer(layer, ins[0], lr)
-            elif cls == "Activation" or cls == "ParametrizedActivation":
+            elif cls in ("Activation", "ParametrizedActivation", "LeakyReLU"):
                 res = _activation(layer, ins[0], lr, quantizers)
             elif cls in ("Pooling1D", "Pooling2D", "GlobalPooling1D", "GlobalPooling2D"):
                 res = _pooling(layer, cls, ins[0], lr, shape)
@@ -419,8 +419,13 @@ def _scale_layer(layer, x: Values, lr: LayerReq) -> Values | None:
 
 def _activation(layer, x: Values, lr: LayerReq, quantizers: list[Fixed] | None) -> Values | None:
     act = str(layer.get_attr("activation") or "").lower()
-    if act not in ("linear", "relu"):
-        lr.problems.append(f"activation {act!r} has no exact fixed-point form (only linear and relu are analysed)")
+    if act == "leakyrelu":
+        x = _leaky(layer, x, lr)
+        if x is None:
+            return None
+    elif act not in ("linear", "relu"):
+        lr.problems.append(f"activation {act!r} has no exact fixed-point form (only linear, relu and leaky relu with "
+                           "a power-of-two slope are analysed)")
         return None
     t = Fixed.of(layer.get_output_variable().type.precision)
     relu = act == "relu"
@@ -436,6 +441,18 @@ def _activation(layer, x: Values, lr: LayerReq, quantizers: list[Fixed] | None) 
     res = Values(np.maximum(x.lo, 0), np.maximum(x.hi, 0), x.frac) if relu else x
     lr.types["result_t"] = TypeReq("result_t", res, res.minimal(), note=f"{act} of its input, exactly")
     return res
+
+
+def _leaky(layer, x: Values, lr: LayerReq) -> Values | None:
+    """Leaky ReLU x > 0 ? x : alpha*x with alpha = 2^-k: its values on the grid 2^-(f + k); alpha's own type."""
+    alpha = float(layer.get_attr("activ_param") or 0.0)
+    if not (alpha > 0 and np.frexp(alpha)[0] == 0.5):
+        lr.problems.append(f"leaky relu slope {alpha:g} is not a power of two: alpha*x rounds")
+        return None
+    av = Values(np.array([alpha]), np.array([alpha]), frac_bits(alpha))
+    lr.types["param_t"] = TypeReq("param_t", av, av.minimal(), note=f"the slope {alpha:g}, exactly")
+    f = x.frac + max(0, -int(np.log2(alpha)))
+    return Values(np.where(x.lo < 0, alpha * x.lo, x.lo), np.where(x.hi < 0, alpha * x.hi, x.hi), f)
 
 
 def _pooling(layer, cls: str, x: Values, lr: LayerReq, shape) -> Values | None:
