@@ -54,6 +54,8 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--board", help="hardware-aware mode: fit this board (see `opq-hw boards`) instead of a rate")
     p.add_argument("--arch", default="hls4ml-latency", help="cost-model architecture for --board")
     p.add_argument("--fit", action="store_true", help="with --board: allocate to fit the board's limits")
+    p.add_argument("--dequantize", action="store_true", help="an already-quantized ONNX model (QONNX Quant, QCDQ): "
+                   "turn its quantized weights back into float ones (activation quantizers dropped) and proceed")
 
 
 def _config(args, demo: bool):
@@ -72,7 +74,7 @@ def _config(args, demo: bool):
         min_bits=args.min_bits, max_bits=args.max_bits, uniform_bits=args.uniform_bits,
         act_bits=args.act_bits or None, epochs=args.epochs if args.data else 0, lr=args.lr, seed=args.seed,
         input_shape=args.input_shape, overrides=dict(args.override), board=args.board if args.fit else None,
-        arch=args.arch if args.fit else None)
+        arch=args.arch if args.fit else None, dequantize=args.dequantize)
 
 
 def cmd_compress(args, demo: bool = False) -> int:

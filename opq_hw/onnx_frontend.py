@@ -141,6 +141,10 @@ def record_notes(rec: dict[str, Any]) -> list[str]:
     if rec.get("tail"):
         out.append(f"tail: {rec['tail']} on the host (the hardware computes the pre-{rec['tail']} outputs; "
                    "comparisons are made on those)")
+    if rec.get("dequantized"):
+        d = rec["dequantized"]
+        out.append(f"--dequantize: {len(d['weights'])} quantized weights turned back into float constants (their "
+                   f"quantized values), {len(d['activation_quantizers_removed'])} activation quantizers removed")
     if rec.get("external_data"):
         out.append("weights were stored as ONNX external data; the run keeps a self-contained copy")
     return out
@@ -313,7 +317,120 @@ def check_quantized(model) -> None:
     if q:
         raise QuantizedOnnx(f"this ONNX model is already quantized ({_nodes_desc(q, domains=False)}); OPQ prunes and quantizes "
                             "a float model itself: give the float model it was made from (e.g. "
-                            "torch.onnx.export of the float network)")
+                            "torch.onnx.export of the float network), or pass --dequantize to turn its quantized "
+                            "weights back into float ones (activation quantizers are dropped)")
+
+
+DEQUANTIZABLE = {"Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear"}
+_ROUND = {"ROUND": np.round, "HALF_EVEN": np.round, "FLOOR": np.floor, "CEIL": np.ceil, "ROUND_TO_ZERO": np.trunc}
+
+
+def _per_axis(a: np.ndarray, node, ndim: int) -> np.ndarray:
+    """A QuantizeLinear/DequantizeLinear per-axis scale or zero point, shaped to broadcast along its axis."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1 and a.size > 1:
+        shape = [1] * ndim
+        shape[int(_attr(node, "axis", 1)) % ndim] = a.size
+        a = a.reshape(shape)
+    return a
+
+
+def _quant_weight(g, n, w: np.ndarray) -> np.ndarray | None:
+    """The float values a weight quantizer node makes of the constant w, or None when it cannot be read."""
+    if n.op_type == "BipolarQuant":
+        s = _init_array(g, n.input[1])
+        return None if s is None else np.where(w >= 0, 1.0, -1.0) * s
+    if n.op_type == "Quant":
+        s, z, b = (_init_array(g, n.input[k]) for k in (1, 2, 3))
+        mode = str(_attr(n, "rounding_mode", b"ROUND"), "ascii") if isinstance(_attr(n, "rounding_mode"), bytes) \
+            else str(_attr(n, "rounding_mode", "ROUND"))
+        if s is None or z is None or b is None or mode.upper() not in _ROUND:
+            return None
+        bits, signed, narrow = float(np.asarray(b).max()), int(_attr(n, "signed", 1)), int(_attr(n, "narrow", 0))
+        lo = -(2 ** (bits - 1)) + narrow if signed else 0
+        hi = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1 - narrow
+        q = np.clip(_ROUND[mode.upper()](w / s + z), lo, hi)
+        return (q - z) * s
+    # QuantizeLinear: integers of the zero point's type (uint8 without one)
+    s = _init_array(g, n.input[1])
+    z = _init_array(g, n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+    if s is None or z is None:
+        return None
+    info = np.iinfo(z.dtype)
+    s, zf = _per_axis(s, n, w.ndim), _per_axis(z, n, w.ndim)
+    return np.clip(np.round(w / s) + zf, info.min, info.max)  # the integers; their DequantizeLinear follows
+
+
+def dequantize(model, rec) -> None:
+    """`--dequantize`: an already-quantized graph turned back into a float one. Weight quantizers (QONNX Quant /
+    BipolarQuant on a constant, QuantizeLinear -> [Clip ->] DequantizeLinear on a constant, DequantizeLinear of
+    an integer constant) become float constants holding the quantized values; activation quantizers (Quant,
+    QuantizeLinear -> DequantizeLinear on a computed tensor) are removed. What cannot be turned back (a binary
+    activation, Trunc, MultiThreshold, QLinear*/Integer ops) is refused by name. Recorded in `rec["dequantized"]`."""
+    g = model.graph
+    weights, acts, bad, from_q = [], [], [], set()
+    for _ in range(len(g.node)):
+        n = next((m for m in g.node if m.op_type in QUANT_OPS), None)
+        if n is None:
+            break
+        w = _init_array(g, n.input[0]) if n.op_type != "DequantizeLinear" else None
+        if n.op_type not in DEQUANTIZABLE or (n.op_type == "BipolarQuant" and w is None):
+            bad.append(n)
+            n.op_type = "_refused_" + n.op_type  # out of the loop's way; named below
+            continue
+        if n.op_type == "DequantizeLinear":  # alone: of an integer constant (QDQ weights), or the end of an activation pair
+            x = _init_array(g, n.input[0])
+            s = _init_array(g, n.input[1])
+            z = _init_array(g, n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros(())
+            if x is None:
+                _bypass(g, n, n.input[0], n.output[0])
+                acts.append(n.name or n.output[0])
+            elif s is None or z is None:
+                bad.append(n)
+                n.op_type = "_refused_" + n.op_type
+                continue
+            else:
+                val = (x.astype(np.float64) - _per_axis(z, n, x.ndim)) * _per_axis(s, n, x.ndim)
+                if n.input[0] not in from_q:  # (a QuantizeLinear's integers: counted there)
+                    weights.append(n.name or n.output[0])
+                _replace_by_const(g, n, val)
+            continue
+        if w is None:  # an activation quantizer
+            _bypass(g, n, n.input[0], n.output[0])
+            acts.append(n.name or n.output[0])
+            continue
+        val = _quant_weight(g, n, w.astype(np.float64))
+        if val is None:
+            bad.append(n)
+            n.op_type = "_refused_" + n.op_type
+            continue
+        if n.op_type == "QuantizeLinear":  # the integers stay constants; the DequantizeLinear after them is folded next
+            zt = _init_array(g, n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+            _replace_by_const(g, n, val.astype(zt.dtype))
+            from_q.add(n.output[0])
+            for c in _consumers(g, n.output[0]):
+                if c.op_type == "Clip":  # QCDQ's clip of the integers: applied to the constant
+                    lo, hi = (_init_array(g, c.input[k]) if len(c.input) > k and c.input[k] else None for k in (1, 2))
+                    clipped = np.clip(val, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+                    _replace_by_const(g, c, clipped.astype(zt.dtype))
+                    from_q.add(c.output[0])
+        else:
+            _replace_by_const(g, n, val)
+        weights.append(n.name or n.output[0])
+    if bad:
+        for n in bad:
+            n.op_type = n.op_type[len("_refused_"):]
+        raise QuantizedOnnx(f"--dequantize cannot turn these quantized nodes back into float ones: {_nodes_desc(bad, domains=False)} "
+                            "(it takes Quant, BipolarQuant on weights, QuantizeLinear/DequantizeLinear); give the float "
+                            "model they were made from")
+    rec["dequantized"] = {"weights": weights, "activation_quantizers_removed": acts}
+
+
+def _replace_by_const(g, n, val: np.ndarray) -> None:
+    """Remove node n; its output becomes a constant (float32 unless an integer dtype is given)."""
+    out = n.output[0]
+    g.node.remove(n)
+    _set_init(g, out, val if np.issubdtype(val.dtype, np.integer) else val.astype(np.float32))
 
 
 def check_ops(model) -> None:
@@ -802,11 +919,14 @@ def _name_nodes(model) -> None:
         seen.add(n.name)
 
 
-def normalize(model, input_shape=None, rec: dict[str, Any] | None = None):
-    """The rewrites above, in order, on a loaded (self-contained) ModelProto. Returns (model, record)."""
+def normalize(model, input_shape=None, rec: dict[str, Any] | None = None, dequantize_graph: bool = False):
+    """The rewrites above, in order, on a loaded (self-contained) ModelProto. Returns (model, record).
+    `dequantize_graph`: an already-quantized graph is turned back into a float one first (`dequantize`)."""
     import onnx
 
     rec = {} if rec is None else rec
+    if dequantize_graph:
+        dequantize(model, rec)
     check_quantized(model)
     check_ops(model)
     model = _upgrade(model, rec)
@@ -837,7 +957,7 @@ def normalize(model, input_shape=None, rec: dict[str, Any] | None = None):
     return model, rec
 
 
-def load_onnx(path: str | Path, input_shape=None) -> Frontend:
+def load_onnx(path: str | Path, input_shape=None, dequantize_graph: bool = False) -> Frontend:
     """Read a float .onnx (external data resolved next to it), check and normalise it."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
@@ -865,5 +985,5 @@ def load_onnx(path: str | Path, input_shape=None) -> Frontend:
     except Exception as e:
         raise OpqError(f"{path.name} is not a valid ONNX model ({str(e).splitlines()[0][:300]}); export it again") from e
     rec: dict[str, Any] = {"source": path.name, "external_data": external}
-    model, rec = normalize(model, input_shape, rec)
+    model, rec = normalize(model, input_shape, rec, dequantize_graph)
     return Frontend(model, rec)

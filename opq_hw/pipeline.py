@@ -46,6 +46,7 @@ class CompressConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     board: str | None = None  # hardware-aware mode: fit this board ...
     arch: str | None = None  # ... with this architecture's cost model
+    dequantize: bool = False  # an already-quantized ONNX graph: its quantized weights back to float (onnx_frontend.dequantize)
 
     def __post_init__(self):
         from .validate import check_config
@@ -53,7 +54,10 @@ class CompressConfig:
         check_config(self.to_dict())  # every field in its stated range (opq_hw/validate.py)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["dequantize"]:  # absent unless set: the hashes of runs made before it existed stay as they were
+            del d["dequantize"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CompressConfig":
@@ -118,7 +122,7 @@ def _float_model(cfg: CompressConfig) -> tuple[torch.nn.Module, dict[str, Any], 
     if cfg.model.endswith(".onnx"):
         from .onnx_frontend import load_onnx
 
-        fe = load_onnx(cfg.model, cfg.input_shape)
+        fe = load_onnx(cfg.model, cfg.input_shape, dequantize_graph=cfg.dequantize)
         model = fe.torch_model()
         return (load_state(model, cfg.weights) if cfg.weights else model), fe.record, fe.to_bytes()
     if cfg.weights:

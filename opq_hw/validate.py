@@ -214,6 +214,7 @@ CONFIG_CHECKS = {
     "overrides": _overrides_cfg,
     "board": _opt_str("board"),
     "arch": _opt_str("arch"),
+    "dequantize": _choice("dequantize", (False, True)),
 }
 
 

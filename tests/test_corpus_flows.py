@@ -158,3 +158,27 @@ def test_tail_hw_within_stated_tolerance(name, onnx_corpus, corpus_runs, capsys)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stderr.startswith(f"error: --tail hw: the {'FINN' if flow == 'finn' else flow} flow cannot compute"), \
             proc.stderr
+
+
+# The FINN flow on a subset (the whole corpus: benchmarks/finn_corpus.py -> benchmarks/results/finn_corpus.json, and
+# the README table): `build --flow finn` runs FINN's steps and checks FINN's Python execution of the graph after
+# each stage against the golden outputs; after `hw_layers` (the dataflow graph FINN synthesises) it is bit-exact.
+FINN_EXACT = ("t_mlp_o9",)
+
+
+@pytest.mark.parametrize("name", FINN_EXACT)
+def test_finn_dataflow_bit_exact(name, corpus_runs):
+    import json
+
+    from opq_hw.flows import finn_flow
+
+    if finn_flow.finn_python() is None:
+        msg = f"no FINN environment: {finn_flow.ENV_HINT}"
+        pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
+    run = corpus_runs(name)
+    proc = _cli("build", run, "--flow", "finn", "--board", "pynq-z2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rec = json.loads((run / "build" / "finn" / "opq_finn.json").read_text())
+    hw = [v for v in rec["verify"] if v["stage"] == "hw_layers"]
+    assert hw and hw[0]["n"] >= MIN_SAMPLES and hw[0]["bit_exact"] and hw[0]["mismatched_samples"] == 0, rec["verify"]
+    assert all(r["op_type"].startswith("MVAU") for r in rec["finn_layers"])

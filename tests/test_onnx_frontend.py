@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import corpus
+from corpus import _init, _tiny
 from opq_hw.errors import OpqError
 from opq_hw.onnx_frontend import load_onnx, to_model_layout
 
@@ -267,3 +268,104 @@ def test_compress_torch_model_folds_batchnorm(tmp_path):
         run = load_run(out)
         assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in run.qmodel.modules())
         assert simulate(out, "qonnx", data="golden", write=False, log=None)["bit_exact"]
+
+
+def _quantized_mlp(kind: str):
+    """A 16 -> 8 -> 4 MLP already quantized: QONNX Quant on weights and activations, or QCDQ (QuantizeLinear ->
+    Clip -> DequantizeLinear on weights, QuantizeLinear -> DequantizeLinear on an activation), or QDQ with int8
+    weight constants. Returns (model, the float weights the quantized graph computes with)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.normal(size=(8, 16)).astype(np.float32), rng.normal(size=(4, 8)).astype(np.float32)
+    s1, s2 = np.float32(2.0 ** -3), np.array([2.0 ** -2, 2.0 ** -3, 2.0 ** -2, 2.0 ** -4], np.float32)
+    q1 = np.clip(np.round(w1 / s1), -8, 7) * s1  # 4-bit signed
+    q2 = np.clip(np.round(w2 / s2[:, None]), -128, 127) * s2[:, None]  # int8 per output channel
+    nodes, inits = [], [_init("b1", np.zeros(8)), _init("b2", np.zeros(4))]
+    if kind == "qonnx":
+        dom = "qonnx.custom_op.general"
+        inits += [_init("w1", w1), _init("w2", w2), _init("s1", s1), _init("s2", s2[:, None]), _init("z", 0.0),
+                  _init("bits4", 4.0), _init("bits8", 8.0), _init("sa", 2.0 ** -4)]
+        nodes += [helper.make_node("Quant", ["w1", "s1", "z", "bits4"], ["w1q"], name="wq1", domain=dom, signed=1,
+                                   narrow=0, rounding_mode="ROUND"),
+                  helper.make_node("Quant", ["w2", "s2", "z", "bits8"], ["w2q"], name="wq2", domain=dom, signed=1,
+                                   narrow=0, rounding_mode="ROUND"),
+                  helper.make_node("Quant", ["x", "sa", "z", "bits8"], ["xq"], name="aq", domain=dom, signed=1,
+                                   narrow=0, rounding_mode="ROUND")]
+        x, domains = "xq", (dom,)
+    elif kind == "qcdq":
+        inits += [_init("w1", w1), _init("w2", w2), _init("s1", s1), _init("s2", s2), _init("z1", 0, np.int8),
+                  _init("z2", np.zeros(4), np.int8), _init("lo", -8, np.int8), _init("hi", 7, np.int8),
+                  _init("sa", 2.0 ** -4), _init("za", 0, np.int8)]
+        nodes += [helper.make_node("QuantizeLinear", ["w1", "s1", "z1"], ["w1i"], name="wq1"),
+                  helper.make_node("Clip", ["w1i", "lo", "hi"], ["w1c"], name="wclip1"),
+                  helper.make_node("DequantizeLinear", ["w1c", "s1", "z1"], ["w1q"], name="wdq1"),
+                  helper.make_node("QuantizeLinear", ["w2", "s2", "z2"], ["w2i"], name="wq2", axis=0),
+                  helper.make_node("DequantizeLinear", ["w2i", "s2", "z2"], ["w2q"], name="wdq2", axis=0),
+                  helper.make_node("QuantizeLinear", ["x", "sa", "za"], ["xi"], name="aq"),
+                  helper.make_node("DequantizeLinear", ["xi", "sa", "za"], ["xq"], name="adq")]
+        x, domains = "xq", ()
+    else:  # qdq: integer weight constants
+        inits += [_init("w1i", q1 / s1, np.int8), _init("w2i", q2 / s2[:, None], np.int8), _init("s1", s1),
+                  _init("s2", s2), _init("z1", 0, np.int8), _init("z2", np.zeros(4), np.int8)]
+        nodes += [helper.make_node("DequantizeLinear", ["w1i", "s1", "z1"], ["w1q"], name="wdq1"),
+                  helper.make_node("DequantizeLinear", ["w2i", "s2", "z2"], ["w2q"], name="wdq2", axis=0)]
+        x, domains = "x", ()
+    nodes += [helper.make_node("Gemm", [x, "w1q", "b1"], ["h"], name="dense1", transB=1),
+              helper.make_node("Relu", ["h"], ["r"], name="relu"),
+              helper.make_node("Gemm", ["r", "w2q", "b2"], ["y"], name="dense2", transB=1)]
+    return _tiny(nodes, inits, in_shape=("N", 16), domains=domains), (q1, q2)
+
+
+@pytest.mark.parametrize("kind", ["qonnx", "qcdq", "qdq"])
+def test_dequantize_turns_quantized_weights_back_to_float(kind, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    model, (q1, q2) = _quantized_mlp(kind)
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(OpqError, match="already quantized .* or pass --dequantize"):
+        load_onnx(path)
+    fe = load_onnx(path, dequantize_graph=True)
+    g = fe.proto.graph
+    assert [n.op_type for n in g.node] == ["Gemm", "Relu", "Gemm"]
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    ws = [inits[n.input[1]] for n in g.node if n.op_type == "Gemm"]
+    np.testing.assert_array_equal(ws[0], q1)  # the quantized values, exactly
+    np.testing.assert_array_equal(ws[1], q2)
+    d = fe.record["dequantized"]
+    assert len(d["weights"]) == 2 and len(d["activation_quantizers_removed"]) == {"qonnx": 1, "qcdq": 2, "qdq": 0}[kind]
+    assert any("--dequantize: 2 quantized weights" in n for n in fe.notes)
+
+
+def test_dequantize_refuses_what_it_cannot_turn_back(tmp_path, capsys):
+    import onnx
+    from onnx import helper
+
+    from opq_hw.cli import main
+
+    dom = "qonnx.custom_op.general"
+    m = _tiny([helper.make_node("BipolarQuant", ["x", "s"], ["xb"], name="binary_act", domain=dom),
+               helper.make_node("Gemm", ["xb", "w"], ["y"], name="dense", transB=1)],
+              [_init("s", 1.0), _init("w", np.eye(4))], domains=(dom,))
+    path = tmp_path / "bin.onnx"
+    onnx.save(m, str(path))
+    assert main(["compress", "--model", str(path), "--dequantize", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "--dequantize cannot turn these quantized nodes back" in err and "binary_act" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_compress_dequantize_cli(tmp_path, capsys):
+    import onnx
+
+    from opq_hw.cli import main
+
+    model, _ = _quantized_mlp("qonnx")
+    path = tmp_path / "q.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "run"
+    assert main(["compress", "--model", str(path), "--dequantize", "--out", str(out), "--target-cr", "8"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["config"]["dequantize"] is True and len(man["frontend"]["dequantized"]["weights"]) == 2
