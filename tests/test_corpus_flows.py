@@ -182,3 +182,20 @@ def test_finn_dataflow_bit_exact(name, corpus_runs):
     hw = [v for v in rec["verify"] if v["stage"] == "hw_layers"]
     assert hw and hw[0]["n"] >= MIN_SAMPLES and hw[0]["bit_exact"] and hw[0]["mismatched_samples"] == 0, rec["verify"]
     assert all(r["op_type"].startswith("MVAU") for r in rec["finn_layers"])
+
+
+FINN_REFUSED = {
+    "t_acts1_o11": "error: the FINN flow cannot take 'LeakyRelu_0' (LeakyRelu), 'Tanh_0' (Tanh), 'Clip_0' (Clip): FINN "
+                   "turns an activation followed by its quantizer into thresholds only for ReLU",
+    "t_dwsep_o13": "error: the FINN flow cannot take 'AveragePool_0' (AveragePool): FINN's InferPool makes hardware of "
+                   "MaxPool",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINN_REFUSED))
+def test_finn_refuses_with_a_named_error(name, corpus_runs):
+    """Refused before FINN runs (its own errors there are a bare KeyError/AssertionError): exit 2, no traceback."""
+    proc = _cli("build", corpus_runs(name), "--flow", "finn", "--board", "pynq-z2")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(FINN_REFUSED[name]), proc.stderr

@@ -252,6 +252,41 @@ def _software_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------------------------
 # the verb
 # --------------------------------------------------------------------------------------------
+# Activations FINN's QONNX conversion cannot turn into thresholds (it takes ReLU and the identity before a Quant);
+# its own error for them is a bare KeyError deep in ConvertQONNXtoFINN (measured: benchmarks/finn_corpus.py).
+FINN_NO_THRESHOLDS = {"LeakyRelu", "Tanh", "Sigmoid", "Elu", "Selu", "Clip", "HardSigmoid", "Softplus", "PRelu",
+                      "HardSwish", "Softmax", "LogSoftmax"}
+
+
+def refuse_unsupported(model_path: str | os.PathLike) -> None:
+    """Refuse, before FINN runs, what this flow cannot take through FINN, naming the nodes and why (each measured
+    on the corpus, benchmarks/finn_corpus.py: FINN's own failures there are a bare KeyError or AssertionError, or
+    layers left outside the dataflow graph)."""
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+
+    def named(ops, pred=lambda n: True):
+        nodes = [n for n in graph.node if n.op_type in ops and pred(n)]
+        return ", ".join(f"{n.name!r} ({n.op_type})" for n in nodes[:6]) + (", ..." if len(nodes) > 6 else "")
+
+    def group(n):
+        return any(a.name == "group" and a.i != 1 for a in n.attribute)
+
+    why = [(named(FINN_NO_THRESHOLDS), "FINN turns an activation followed by its quantizer into thresholds only for "
+                                       "ReLU (and the identity); use ReLU in the float model"),
+           (named({"AveragePool"}), "FINN's InferPool makes hardware of MaxPool (and Brevitas' QuantAvgPool2d) only; "
+                                    "a float average pool between quantizers stays outside the dataflow graph and the "
+                                    "layers after it are not converted; use MaxPool in the float model"),
+           (named({"Concat"}), "FINN 1.6.1's conversion fails on a Concat of quantized feature maps (AssertionError)"),
+           (named({"Conv"}, group), "grouped/depthwise convolutions become FINN VVAU layers, which this flow's "
+                                    "folding and specialisation configs (MVAU per layer) do not cover")]
+    found = [(d, w) for d, w in why if d]
+    if found:
+        raise OpqError("the FINN flow cannot take " + "; ".join(f"{d}: {w}" for d, w in found)
+                       + ". Build this run with --flow hls4ml or --flow rtl where they take it")
+
+
 def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: float | None = None,
           finn_python_path: str | os.PathLike | None = None, run_finn: bool = True, verify_n: int | None = None,
           timeout_s: float = 1800, tail: str | None = None, log=print, **unsupported) -> dict[str, Any]:
@@ -275,6 +310,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
         raise OpqError(f"--target-fps must be a positive number of frames per second, got {target_fps!r}")
     require_run_data(run_dir, "build --flow finn")  # uncalibrated activations make no hardware
     run = load_run(run_dir)
+    refuse_unsupported(run.path / "model.qonnx.onnx")
     b = _board(board)
     if run.allocation.scale_mode != "pow2":
         log("note: this run has float scales; FINN absorbs them into thresholds, but bit-exactness is only "
