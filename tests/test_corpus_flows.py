@@ -187,8 +187,8 @@ def test_finn_dataflow_bit_exact(name, corpus_runs):
 FINN_REFUSED = {
     "t_acts1_o11": "error: the FINN flow cannot take 'LeakyRelu_0' (LeakyRelu), 'Tanh_0' (Tanh), 'Clip_0' (Clip): FINN "
                    "turns an activation followed by its quantizer into thresholds only for ReLU",
-    "t_dwsep_o13": "error: the FINN flow cannot take 'AveragePool_0' (AveragePool): FINN's InferPool makes hardware of "
-                   "MaxPool",
+    "t_dwsep_o13": "error: the FINN flow cannot take 'AveragePool_0' (AveragePool): this flow's hardware conversion "
+                   "(FINN's InferPool: MaxPool and Brevitas' QuantAvgPool2d) leaves a float average pool",
 }
 
 

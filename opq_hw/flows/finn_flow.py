@@ -275,9 +275,10 @@ def refuse_unsupported(model_path: str | os.PathLike) -> None:
 
     why = [(named(FINN_NO_THRESHOLDS), "FINN turns an activation followed by its quantizer into thresholds only for "
                                        "ReLU (and the identity); use ReLU in the float model"),
-           (named({"AveragePool"}), "FINN's InferPool makes hardware of MaxPool (and Brevitas' QuantAvgPool2d) only; "
-                                    "a float average pool between quantizers stays outside the dataflow graph and the "
-                                    "layers after it are not converted; use MaxPool in the float model"),
+           (named({"AveragePool", "GlobalAveragePool"}),
+            "this flow's hardware conversion (FINN's InferPool: MaxPool and Brevitas' QuantAvgPool2d) leaves a float "
+            "average pool between quantizers outside the dataflow graph, and the layers after it are not converted; "
+            "use MaxPool in the float model"),
            (named({"Concat"}), "FINN 1.6.1's conversion fails on a Concat of quantized feature maps (AssertionError)"),
            (named({"Conv"}, group), "grouped/depthwise convolutions become FINN VVAU layers, which this flow's "
                                     "folding and specialisation configs (MVAU per layer) do not cover")]
