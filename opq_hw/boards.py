@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .errors import OpqError
 
 RESOURCES = ("LUT", "FF", "BRAM18", "URAM", "DSP")
@@ -42,9 +43,10 @@ YAML_MAX_BYTES = 1 << 20  # a board file is a few KiB
 
 
 def config_dir() -> Path:
-    """`board_configs/` of the source tree (override with OPQ_HW_BOARDS for out-of-tree boards)."""
+    """The shipped `board_configs/` (see `opq_hw.resources`; override with OPQ_HW_BOARDS for
+    out-of-tree boards)."""
     env = os.environ.get("OPQ_HW_BOARDS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "board_configs"
+    return Path(env) if env else resources.board_configs()
 
 
 @dataclass(frozen=True)

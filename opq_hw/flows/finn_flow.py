@@ -37,6 +37,7 @@ from typing import Any
 from ..artifact import dumps, read_json, write_json
 from ..rundir import build_dir, write_outputs
 from ..errors import OpqError
+from ..resources import source_root
 
 FLOW = "finn"
 BUILD_INFO = "opq_finn.json"
@@ -59,14 +60,13 @@ METRICS = (("LUT", "LUT"), ("BRAM18", "BRAM_18K"), ("DSP", "DSP"), ("URAM", "URA
 # --------------------------------------------------------------------------------------------
 # the FINN environment
 # --------------------------------------------------------------------------------------------
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def finn_python(explicit: str | os.PathLike | None = None) -> Path | None:
     """The FINN environment's python: `explicit`, $OPQ_HW_FINN_PYTHON, or `.venv-finn/bin/python`
-    at the repository root; None when there is none."""
-    for cand in (explicit, os.environ.get("OPQ_HW_FINN_PYTHON"), repo_root() / ".venv-finn" / "bin" / "python"):
+    at the root of the source checkout (`make finn-env`; none when installed from a wheel); None
+    when there is none."""
+    root = source_root()
+    checkout = root / ".venv-finn" / "bin" / "python" if root is not None else None
+    for cand in (explicit, os.environ.get("OPQ_HW_FINN_PYTHON"), checkout):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return Path(cand)
         if cand and cand is explicit:

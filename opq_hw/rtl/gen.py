@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import OpqError
+from ..resources import hdl_dir
 from .intnet import IntLayer, IntNet
 from .kept_bits import C1, pipeline_kept_bits
 
-HDL_DIR = Path(__file__).resolve().parents[2] / "hls" / "rtl"
+HDL_DIR = hdl_dir()
 STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
 WINDOW_COUNTER_BITS = 6 * 16  # opq_window.v: n, tail, orow, ocol, prow, pcol (16 bits each)
 COLLECT_COUNTER_BITS = 16  # opq_collect.v: cnt
