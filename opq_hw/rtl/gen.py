@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import OpqError
-from ..resources import hdl_dir
 from .intnet import IntLayer, IntNet
 from .kept_bits import C1, pipeline_kept_bits
+from ..resources import hdl_dir
 
 HDL_DIR = hdl_dir()
 STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
@@ -185,7 +185,7 @@ def requant_live_bits(width: int, frac: int, shift: int, out_bits: int, acc_w: i
     2^out_bits - 1) (`requant_expr`), the accumulator `width` bits wide with its sign, its low
     -frac bits zero (width 0: a constant), on an `acc_w`-bit bus. Rules from Yosys 0.23 netlists
     (a sweep over width, zero low bits, shift and out_bits, and the random layers of
-    benchmarks/rtl_calibration.py):
+    scripts/rtl_calibration.py):
     - rounding (bits dropped that are not all zero): the result is at most 2^hi, hi = the top bit
       + shift; hi + 2 flip-flops stay (the rounding carry into bit hi + 1 is not proven zero), at
       least 3;
