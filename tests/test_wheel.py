@@ -8,6 +8,7 @@ site-packages, appended after its own: its `opq_hw` is the wheel's, not the edit
 """
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -72,6 +73,11 @@ def _run(venv: Path, cwd: Path, *args: str, timeout: float = 300) -> str:
 
 
 def test_wheel_ships_the_data_folders(wheel):
+    from opq_hw import resources
+
+    setup_folders = next(ast.literal_eval(n.value) for n in ast.parse((ROOT / "setup.py").read_text()).body
+                         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "FOLDERS")
+    assert setup_folders == resources.FOLDERS == DATA_FOLDERS
     names = set(zipfile.ZipFile(wheel).namelist())
     data = [f for d in DATA_FOLDERS for f in _files(ROOT / d)]
     assert any(f.startswith("board_configs/pynq-z2.yaml") for f in data)
