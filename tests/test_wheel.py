@@ -90,6 +90,7 @@ def test_wheel_ships_the_data_folders(wheel):
     assert not [n for n in names if n.startswith(("board_configs/", "hls/", "sim/", "tests/"))]
 
 
+@pytest.mark.tools  # hls4ml and g++ for the csim level
 def test_installed_wheel_runs_from_elsewhere(venv, tmp_path):
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
