@@ -25,7 +25,8 @@ def test_fit_names_overflow_and_largest_layer():
     from opq_hw.flows.rtl_flow import _fit
 
     board = SimpleNamespace(name="tiny", part="T1", capacity={"LUT": 1000, "FF": 1000, "DSP": 0, "BRAM18": 0},
-                            limit=lambda r: 900.0)
+                            utilisation_limits=dict.fromkeys(("LUT", "FF", "DSP", "BRAM18"), 0.9),
+                            shell=dict.fromkeys(("LUT", "FF", "DSP", "BRAM18"), 0), limit=lambda r: 900.0)
     top = {"lut": 1800, "ff": 100, "dsp": 0, "bram18": 0}
     layers = [{"name": "conv1", "synth": {"lut_equiv": 300}}, {"name": "conv2", "synth": {"lut_equiv": 1400}}]
     f = _fit(board, top, layers)

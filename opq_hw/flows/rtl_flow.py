@@ -406,15 +406,13 @@ def _layer_estimates(run, layers: list[dict[str, Any]], arch: str, board) -> Non
 
 def _fit(board, top: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, Any]:
     """Does the synthesized design fit the part? Names the overflow and the largest layer."""
+    from ..cost import fits
+
     use = {"LUT": top.get("lut_equiv", top["lut"]), "FF": top["ff"], "DSP": top["dsp"], "BRAM18": top["bram18"] + 2 * top.get("bram36", 0)}
     over = []
-    for r, u in use.items():
-        cap = board.capacity.get(r)
-        if not cap:
-            continue
-        lim = board.limit(r)  # utilisation limit x capacity - shell
-        if u > lim:
-            over.append(f"{r} {u} > {lim:.0f} usable ({u / lim:.2f}x; capacity {cap})")
+    for r in fits(board, use).over:
+        u, lim, cap = use[r], board.limit(r), board.capacity[r]  # lim: utilisation limit x capacity - shell
+        over.append(f"{r} {u} > {lim:.0f} usable ({f'{u / lim:.2f}x; ' if lim > 0 else ''}capacity {cap})")
     largest = max(layers, key=lambda m: m.get("synth", {}).get("lut_equiv", m.get("da4ml_cost", 0)), default=None)
     msg = ""
     if over:

@@ -25,14 +25,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import OpqError
+from .geometry import COLLECT_COUNTER_BITS, WINDOW_COUNTER_BITS, shift_chains, window_offsets
 from .intnet import IntLayer, IntNet
 from .kept_bits import C1, pipeline_kept_bits
 from ..resources import hdl_dir
 
 HDL_DIR = hdl_dir()
 STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
-WINDOW_COUNTER_BITS = 6 * 16  # opq_window.v: n, tail, orow, ocol, prow, pcol (16 bits each)
-COLLECT_COUNTER_BITS = 16  # opq_collect.v: cnt
 
 
 def _da4ml():
@@ -216,23 +215,6 @@ def acc_varying_bits(width: int, frac: int, zeros: int) -> int:
         return 0  # a constant: no weights
     lo = max(-frac, 0)
     return lo + width - max(zeros, lo)
-
-
-def window_offsets(kh: int, kw: int, w: int, ph: int, pw: int) -> list[int]:
-    """Shift-register offset (0 = newest pixel) that opq_window reads for window position
-    t = r*kw + q, in t order (opq_window.v: OFF = D + PH*W + PW - kh*W - kw)."""
-    d = (kh - 1 - ph) * w + (kw - 1 - pw)
-    return [d + ph * w + pw - r * w - q for r in range(kh) for q in range(kw)]
-
-
-def shift_chains(observed: list[int], first: int) -> list[int]:
-    """Lengths of the flip-flop runs of one bit lane of a shift register whose positions
-    `first`.. move towards higher positions, each run ending at an observed position."""
-    out, prev = [], first - 1
-    for t in sorted(observed):
-        out.append(t - prev)
-        prev = t
-    return out
 
 
 def module_registers(L: IntLayer, K: Kernel, c: int, h: int, w: int, bw: int, is_last: bool) -> dict[str, Any]:

@@ -36,9 +36,8 @@ from ..errors import OpqError
 from .gen import Design, bits_for, requant_expr
 from .intnet import IntLayer, IntNet
 
-# cycles per layer beyond its ROM walk: start, ROM read, activation read, MAC, requant, write
-# (the cost model's rtl-seq latency uses the same figure)
-LAYER_OVERHEAD_CYCLES = 6
+# cycles per layer beyond its ROM walk (the cost model's rtl-seq latency reads the same figure)
+from .geometry import LAYER_OVERHEAD_CYCLES  # noqa: E402
 
 
 def _layer_plan(net: IntNet) -> list[dict[str, Any]]:
