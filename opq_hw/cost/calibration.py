@@ -1,6 +1,6 @@
 """Fitted coefficients of a calibrated architecture, per FPGA family: read from
 `board_configs/<arch>_calibration.yaml` (`{family: {coefficient: value, ..., provenance: ...}}`,
-written by benchmarks/rtl_calibration.py), or the architecture's documented defaults when the file
+written by scripts/rtl_calibration.py), or the architecture's documented defaults when the file
 or the family is absent."""
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def layer_cost(p: LayerParams, board: Board, arch: str, fold: Mapping[str, Any] 
 def rtl_calibration(family: str, arch: str = "rtl-da") -> dict[str, Any]:
     """Fitted coefficients of an open-RTL architecture for a family from
     `board_configs/<arch>_calibration.yaml` (rtl_da_calibration.yaml, rtl_seq_calibration.yaml:
-    `{family: {coefficients..., provenance: ...}}`, written by benchmarks/rtl_calibration.py), or the
+    `{family: {coefficients..., provenance: ...}}`, written by scripts/rtl_calibration.py), or the
     documented defaults when the file or the family is absent."""
     a = ARCHITECTURES.get(arch)
     if a is None or a.calibration is None:

@@ -137,7 +137,7 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     becomes its CSD digits as shifted operands into an adder graph, which da4ml shrinks by common
     subexpressions; its cost is ~ the adder bits. Pruned weights cost nothing. With `da_features`
     and the coefficients of `rtl_da_calibration.yaml` (see `rtl_calibration`; fitted by
-    benchmarks/rtl_calibration.py):
+    scripts/rtl_calibration.py):
       da     = da_coef * digits^da_digit_exp * width^da_width_exp   (da4ml's cost, fitted to da4ml's
                own solutions; da4ml's exact cost when `kernel` is given)
       LUT    = lut_per_da * da + lut_per_requant_bit * requant_bits + lut_per_window_bit * window_bits
@@ -197,7 +197,7 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
       LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
       FF       = ff_per_layer + ff_per_acc_bit * acc + ff_per_addr_bit * (address + pointer bits)
     The LUT/FF coefficients per family come from `rtl_seq_calibration.yaml` (Yosys synthesis of
-    random layers, benchmarks/rtl_calibration.py --arch seq); ROM bits, BRAM, DSP and cycles are exact
+    random layers, scripts/rtl_calibration.py --arch seq); ROM bits, BRAM, DSP and cycles are exact
     counts of the design, not fitted.
     """
     cal = dict(calibration or SEQ_CALIBRATION.load(board.family))
