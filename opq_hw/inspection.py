@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OpqError
+from .flows import FLOWS as _REGISTRY
 from .spec import LayerSpec
 
-FLOWS = ("hls4ml", "finn", "rtl")
+FLOWS = tuple(_REGISTRY)  # the flows whose support is checked, in the registry's order
 
 
 def _check(fn) -> dict[str, Any]:

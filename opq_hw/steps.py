@@ -14,7 +14,8 @@ build reads: the run's recorded artifacts, the flow, the board, the options, the
 Then the steps marked `rerun` run again (cheap steps that rebuild in-memory objects the others
 use; they must come first and be deterministic), the completed `resumable` steps are skipped
 and `ctx.state` is restored to what it was after the last of them, and the rest runs. A resumable
-step's whole effect must be files in the work directory and JSON in `ctx.state`. A build started
+step's whole effect must be files in the work directory and JSON in `ctx.state`, and, since the
+step that was running when the build was killed runs again, a step first clears what it writes. A build started
 with another key removes the stale directory instead. A completed step that is neither `rerun` nor
 `resumable` ends the skipping (it and everything after it run again).
 """

@@ -39,6 +39,9 @@ def test_registry_lists_flows_and_their_levels():
             assert mod == f.module  # a flow's levels live in its module
     with pytest.raises(OpqError, match=r"unknown flow 'magic'; choose one of \['finn', 'hls4ml', 'rtl'\]"):
         get_flow("magic")
+    from opq_hw import boards, inspection
+
+    assert set(boards.FLOWS) == set(FLOWS) and inspection.FLOWS == tuple(FLOWS)  # the boards' vocabulary
 
 
 def test_registry_imports_no_flow_module():

@@ -232,6 +232,7 @@ def _step_rtl(c: _Ctx) -> None:
 def _step_verilator(c: _Ctx) -> None:
     from ..rtl.verilator import build_sim
 
+    shutil.rmtree(c.out / "sim", ignore_errors=True)  # what a killed earlier try left half-built (resume)
     binary = build_sim(c.files, c.out / "sim", keep_log=c.run.path / "build" / VERILATOR_FAILED_LOG)
     c.state["binary"] = Path(binary).relative_to(c.out).as_posix()
 
@@ -247,6 +248,7 @@ def _step_simulate(c: _Ctx) -> None:
     if data_note and c.log:
         c.log(f"note: {data_note}")
     x_q = quantize_input(run, x)
+    shutil.rmtree(c.out / "sim" / "run", ignore_errors=True)
     res = run_sim(c.out / c.state["binary"], _pixels(c.net, x_q, arch), c.design.n_out, c.out / "sim" / "run")
     logits = c.net.logits(to_signed(res.words, c.design.out_w))
     same = compare(reference(run, x_q), logits, None)
@@ -266,6 +268,7 @@ def _step_synth(c: _Ctx) -> None:
     s, family = c.summary, c.family
     s["tools"] = eda.tool_versions(family)
     mods = [lm["module"] for lm in s["layers"]] if c.o.per_layer else []
+    shutil.rmtree(c.out / "synth", ignore_errors=True)  # what a killed earlier try left (resume)
     try:
         top = eda.synth(c.files, c.design.top, family, c.out / "synth" / "top", json_out=family != "xc7",
                         modules=mods, timeout=c.o.tool_timeout)
