@@ -108,7 +108,9 @@ class RtlOptions(FlowOptions):
                              help="--rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
     freq: float | None = option(None, flag="--freq", argtype=_positive("--freq", hi=5000),
                                 help="place-and-route target in MHz (default: the board's clock)")
-    data: str | None = option(None, flag="--data", help="data for the Verilator check (default: the run's own test data)",
+    data: str | None = option(None, flag="--data",
+                              help="data for the Verilator check: any --data value of `opq-hw compress` "
+                                   "(default: the run's own test data)",
                               misplaced="(its own Verilator check); the {flow} build does not run the model: check it "
                                         "with `opq-hw simulate RUN --level qonnx|csim --data ...`")
     sim: bool = option(True, flag="--no-sim", action="store_false", help="skip the Verilator check")
