@@ -221,17 +221,15 @@ def cli_options() -> dict[str, dict[str, Any]]:
             m = f.metadata
             if not m.get("flag"):
                 continue
-            kw = out.get(m["flag"])
-            if kw is None:
-                kw = {"dest": f.name, "help_parts": []}
-                if m["action"]:
-                    kw.update(action=m["action"], default=None)
-                if m["choices"]:
-                    kw["choices"] = list(m["choices"])
-                if m["argtype"]:
-                    kw["argtype"] = m["argtype"]
-                out[m["flag"]] = kw
-            elif kw["dest"] != f.name or kw.get("action") != (m["action"] or None) and m["action"]:
-                raise AssertionError(f"flows disagree on {m['flag']}")  # a registry error, caught by the tests
-            kw["help_parts"].append(f"{fl.title}: {m['help']}")
+            kw: dict[str, Any] = {"dest": f.name}
+            if m["action"]:
+                kw.update(action=m["action"], default=None)  # None: not given (the flow's default applies)
+            if m["choices"]:
+                kw["choices"] = list(m["choices"])
+            if m["argtype"]:
+                kw["argtype"] = m["argtype"]
+            seen = out.setdefault(m["flag"], {**kw, "help_parts": []})
+            if {k: v for k, v in seen.items() if k != "help_parts"} != kw:
+                raise ValueError(f"flows disagree on how {m['flag']} is read")  # a registry error (tests build --help)
+            seen["help_parts"].append(f"{fl.title}: {m['help']}")
     return out
