@@ -94,12 +94,12 @@ def _simulate(run, level, **kw) -> dict:
 def cmd_inspect(args) -> int:
     from .layers import inspect_model
     from .models import BUILTIN, build_model
-    from .pipeline import CompressConfig, _example_input
+    from .pipeline import CompressConfig, example_input
 
     if args.input_shape is None and not (args.model in BUILTIN or args.model.endswith(".onnx")):
         raise OpqError(f"give --input-shape C,H,W (per sample) for {args.model!r}: only built-in and ONNX models carry it")
     model = build_model(args.model).eval()
-    example = _example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
+    example = example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
     specs = inspect_model(model, example)
     if args.json:
         for s in specs:
@@ -120,22 +120,28 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    import importlib
-
-    flows = {"hls4ml": "opq_hw.flows.hls4ml_flow", "finn": "opq_hw.flows.finn_flow", "rtl": "opq_hw.flows.rtl_flow"}
-    if args.flow not in flows:
-        raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
-    opts = {k: v for k, v in vars(args).items()
-            if k not in ("cmd", "func", "run", "flow", "board", "model", "trust_run") and v is not None}
     from .data import require_run_data
+    from .flows import cli_options, get_flow
 
-    if "data" in opts and args.flow != "rtl":
-        raise OpqError(f"--data applies to --flow rtl (its own Verilator check); the {args.flow} build does not run "
-                       f"the model: check it with `opq-hw simulate RUN --level qonnx|csim --data ...`")
+    flow = get_flow(args.flow)
+    options = flow.parse_options({kw["dest"]: getattr(args, kw["dest"], None) for kw in cli_options().values()})
     require_run_data(args.run, "build")
     with v.missing_tools(f"build --flow {args.flow}"):
-        res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
+        res = flow.build(args.run, board=args.board, options=options)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
+
+
+def _add_flow_args(p: argparse.ArgumentParser) -> None:
+    """`build`'s flow options, read from the flows' option dataclasses (opq_hw.flows)."""
+    from .flows import cli_options
+
+    for flag, kw in cli_options().items():
+        kw = dict(kw)
+        parts = kw.pop("help_parts")
+        make = kw.pop("argtype", None)
+        if make is not None:
+            kw["type"] = make()
+        p.add_argument(flag, help="; ".join(parts), **kw)
 
 
 def cmd_boards(args) -> int:
@@ -204,22 +210,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
     b = sub.add_parser("build", help="generate an accelerator project for a run")
     b.add_argument("run")
-    b.add_argument("--flow", required=True, help="hls4ml | finn | rtl")
+    from .flows import FLOWS
+
+    b.add_argument("--flow", required=True, help=" | ".join(FLOWS))
     b.add_argument("--board", required=True)
-    b.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend")
-    b.add_argument("--io", choices=["parallel", "stream"], help="hls4ml io type")
-    b.add_argument("--strategy", choices=["latency", "resource"], help="hls4ml strategy (reuse factors from the cost model)")
-    b.add_argument("--synth", action="store_true", default=None, help="run the vendor synthesis tool (must be on PATH)")
-    b.add_argument("--allow-inexact", action="store_true", default=None, help="allow float-scale runs (error is measured)")
-    b.add_argument("--target-fps", type=v.positive_arg("--target-fps"), help="FINN: throughput target for folding")
-    b.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="RTL: seq (default; one sparse MAC per layer, weights in "
-                   "block RAM) or da4ml (constant-weight adder graphs, one pixel per cycle)")
-    b.add_argument("--pipeline", type=v.positive_arg("--pipeline", zero_ok=True), help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
-    b.add_argument("--freq", type=v.positive_arg("--freq", hi=5000), help="RTL: place-and-route target in MHz (default: the board's clock)")
-    b.add_argument("--data", help="RTL: data for the Verilator check: " + DATA_HELP + " (default: the run's own test data)")
-    b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
-    b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
-    b.add_argument("--tool-timeout", type=v.positive_arg("--tool-timeout"), help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
+    _add_flow_args(b)
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
     bo = sub.add_parser("boards", help="list boards, or show one")

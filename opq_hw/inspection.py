@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OpqError
+from .flows import FLOWS as _REGISTRY
 from .spec import LayerSpec
 
-FLOWS = ("hls4ml", "finn", "rtl")
+FLOWS = tuple(_REGISTRY)  # the flows whose support is checked, in the registry's order
 
 
 def _check(fn) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def flow_support(model, example, specs: list[LayerSpec]) -> dict[str, dict[str, 
     from .allocation import allocate
     from .carrier import ActConfig, apply
     from .layers import layer_weights
-    from .pipeline import Run
+    from .rundir import Run
 
     try:
         alloc = allocate(specs, layer_weights(model, specs), target_cr=10.0, scale_mode="pow2")

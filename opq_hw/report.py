@@ -318,10 +318,10 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         rep = CostReport.from_dict(d)
     except OpqError as e:
         raise OpqError(f"{path / 'cost.json'}: {e}; write it again with `opq-hw estimate {path} --board B`") from None
-    if (path / "build" / "hls4ml" / "project.tcl").is_file():
-        from .flows.hls4ml_flow import report as hls4ml_report
+    from .flows import FLOWS
 
-        hls4ml_report(path)  # reads synthesis reports found in the project into build/hls4ml/resources.json
+    for flow in FLOWS.values():  # a flow with a report reader refreshes build/<flow>/resources.json from its project
+        flow.read_resources(path)
     meas = measured_resources(path)
     result: dict[str, Any] = {"arch": rep.arch, "board": rep.board, "estimated": rep.totals, "flows": {}}
     lines = [f"# Estimate vs measurement ({rep.arch} on {rep.board})", ""]

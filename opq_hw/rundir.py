@@ -12,16 +12,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import json
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .artifact import make_tmp_dir, read_json, stale_tmp_dirs, swap_in, write_bytes, write_json
 from .errors import OpqError
 from .validate import check_config
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .spec import Allocation, LayerSpec
 
 TOOL = "opq-hw"
 SCHEMA = 2  # 2: manifest["artifacts"] = {relative path: sha256} of every file opq-hw wrote
@@ -269,6 +275,7 @@ class Build:
     path: Path
     final: Path
     failed: str | None = None
+    resumed: dict[str, Any] | None = None  # the journal of the interrupted build this one continues (opq_hw.steps)
 
     @property
     def failed_dir(self) -> Path:
@@ -276,23 +283,38 @@ class Build:
 
 
 @contextlib.contextmanager
-def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | None = None) -> Iterator[Build]:
+def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | None = None,
+              resume_key: str | None = None) -> Iterator[Build]:
     """`RUN/build/<flow>/` written into a temporary sibling and swapped in only on success.
 
     An exception removes the temporary directory; `b.failed = "why"` keeps it as
     `build/<flow>.failed/` instead. Either way the previous good `build/<flow>/` stays. The swapped-in
     files are recorded in the manifest. Holds the run's lock throughout. The path is absolute (tools
-    such as Verilator run in subfolders of it)."""
+    such as Verilator run in subfolders of it).
+
+    resume_key: a temporary directory left by a killed build whose step journal carries this key
+    is continued (`b.resumed` = its journal, see `opq_hw.steps`) instead of removed."""
+    from .steps import read_journal
+
     run = Path(os.path.abspath(run))
     final = run / "build" / flow
     with locked(run):
         read_manifest(run)
+        b = None
         for s in stale_tmp_dirs(final):
+            j = read_journal(s, resume_key) if resume_key and b is None else None
+            if j is not None:
+                from .artifact import TMP_MARKER
+
+                (s / TMP_MARKER).write_text(json.dumps({"tool": TOOL, "target": final.name, "pid": os.getpid()}))
+                b = Build(path=s, final=final, resumed=j)
+                continue
             shutil.rmtree(s, ignore_errors=True)
             if log:
                 log(f"note: removed {s.name}, left by an interrupted build")
         new_parent = not final.parent.exists()
-        b = Build(path=make_tmp_dir(final), final=final)
+        if b is None:
+            b = Build(path=make_tmp_dir(final), final=final)
         try:
             yield b
         except BaseException:
@@ -385,6 +407,96 @@ def check_weights(run: Path, qmodel, alloc) -> None:
             raise OpqError(f"{run}: weights.pt does not match allocation.json for layer {la.name!r} "
                            f"({', '.join(problems)}); the two files come from different runs or one was edited: "
                            "re-create the run with `opq-hw compress`")
+
+
+# ------------------------------------------------------------------------------------------------
+# a run read back
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A run directory read back: the Brevitas model and its records."""
+
+    path: Path
+    qmodel: Any  # torch.nn.Module (the Brevitas model)
+    allocation: Allocation
+    specs: list[LayerSpec]
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def int_weights(self, name: str) -> np.ndarray:
+        import numpy as np
+
+        from .carrier import carried_layers, int_weights
+
+        return int_weights(carried_layers(self.qmodel)[name]).numpy().astype(np.int64)
+
+    def test_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The run's test inputs (model layout) and labels: a built-in data set is loaded again; a
+        user's data (file or module, never imported from here) comes from the golden arrays."""
+        import numpy as np
+
+        from .data import fit_inputs, load_data, require_run_data
+
+        rec = require_run_data(self.path, "simulate")
+        if rec.get("kind") == "builtin":
+            d = load_data(rec["name"])
+            return fit_inputs(d.x_test, tuple(self.specs[0].in_shape)), d.y_test
+        labels = self.path / "golden_labels.npy"
+        if not labels.is_file():
+            raise OpqError(f"run {self.path.name!r} has no golden_labels.npy; pass --data again "
+                           f"({rec.get('name')}), or compress the run again")
+        return (np.load(self.path / "golden_input.npy", allow_pickle=False),
+                np.load(labels, allow_pickle=False))
+
+
+
+def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run: bool | None = None) -> Run:
+    """Read a run directory back into a Brevitas model (weights_only state_dict) and its records.
+
+    Every artifact is checked against the manifest's SHA-256, and the weights against the
+    allocation (masks, survivors, bits, scales). No code named by the run is imported: built-in
+    models come from the registry, a float ONNX run uses its own copy, and a `module:factory`
+    model must be given again (`model`, or `rundir.model_source`), or `trust_run` given."""
+    import torch
+
+    from .carrier import ActConfig, build_carrier
+    from .models import build_model, check_state_dict, read_state_dict
+    from .pipeline import CompressConfig  # the config record (validated); pipeline imports rundir only inside functions
+    from .spec import read_records
+    from .validate import read_npy
+
+    path = Path(run_dir)
+    manifest = open_run(path)
+    verify(path, ["weights.pt"] + (["float_model.onnx"] if str(manifest.get("config", {}).get("model", "")).endswith(".onnx")
+                                   else []), manifest=manifest)  # recorded, present and unchanged
+    cfg = CompressConfig.from_dict(manifest["config"])
+    specs, alloc = read_records(path)
+    fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
+    if not cfg.model.endswith(".onnx"):
+        from .bnfold import fold_batchnorm
+
+        fold_batchnorm(fmodel)  # the same structure as at compress time (weights come from weights.pt)
+    golden = path / "golden_input.npy"
+    example = torch.as_tensor(read_npy(golden)[:1]) if golden.is_file() else None
+    try:
+        qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode),
+                               example=example)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        shape = "" if example is None else f" and golden_input.npy (samples of shape {tuple(example.shape[1:])})"
+        raise OpqError(f"{path}: allocation.json, specs.json{shape} do not describe the run's model ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None
+    try:
+        state = read_state_dict(path / "weights.pt", "run weights")
+        check_state_dict(qmodel, state, str(path / "weights.pt"), keys=False)
+        qmodel.load_state_dict(state)
+    except OpqError as e:
+        raise OpqError(f"{e} (re-create the run)") from None
+    except Exception as e:
+        raise OpqError(f"{path / 'weights.pt'} cannot be loaded into the run's model ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:200]}); re-create the run") from e
+    qmodel.eval()
+    check_weights(path, qmodel, alloc)
+    return Run(path=path, qmodel=qmodel, allocation=alloc, specs=specs, config=cfg.to_dict(), manifest=manifest)
 
 
 # ------------------------------------------------------------------------------------------------
