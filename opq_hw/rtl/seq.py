@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import OpqError
 from .gen import Design, bits_for, requant_expr
-from .intnet import IntLayer, IntNet
+from .intnet import IntLayer, IntNet, Pool
 
 # cycles per layer beyond its ROM walk (the cost model's rtl-seq latency reads the same figure)
 from .geometry import LAYER_OVERHEAD_CYCLES  # noqa: E402
@@ -49,15 +49,11 @@ def _layer_plan(net: IntNet) -> list[dict[str, Any]]:
             if pending is not None:
                 plan.append(pending)
             pending = {"layer": st, "pool": (1, 1)}
-        elif st[0] == "pool":
+        elif isinstance(st, Pool):
             if pending is None or pending["pool"] != (1, 1):
                 raise OpqError("the seq RTL architecture fuses max pooling into the layer before it; a pool that does "
                                "not follow a conv layer directly is not supported (use --rtl-arch da4ml)")
-            k = int(st[1])
-            h = pending["layer"].out_shape[1]
-            pending["pool"] = (k if h > 1 else 1, k)
-        elif st[0] == "flatten":
-            continue
+            pending["pool"] = st.window(pending["layer"].out_shape[1])
     if pending is None:
         raise OpqError("the network has no conv/linear layer")
     plan.append(pending)
