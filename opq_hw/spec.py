@@ -17,8 +17,9 @@ KINDS = ("conv1d", "conv2d", "linear")
 @dataclass(frozen=True)
 class Defaults:
     """The default of each compression option, stated once: `CompressConfig` (opq_hw.pipeline),
-    the CLI, the hardware-aware fit (opq_hw.hwaware), the estimate (opq_hw.report) and the
-    carrier's `ActConfig` read them here. This module imports nothing heavy, so the CLI can too."""
+    the CLI, the hardware-aware fit (opq_hw.hwaware), the cost model (opq_hw.cost), the estimate
+    (opq_hw.report) and the carrier's `ActConfig` read them here. This module imports nothing
+    heavy, so the CLI can too."""
 
     model: str = "digits-cnn"  # the demo's model
     target_cr: float = 20.0  # target compression rate

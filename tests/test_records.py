@@ -31,6 +31,10 @@ def test_defaults_are_read_by_every_entry_point():
     for k in ("arch", "act_bits", "method", "scale_mode", "min_bits", "max_bits"):
         assert sig[k].default == want[k], k
     assert inspect.signature(estimate_run).parameters["arch"].default == DEFAULTS.arch
+    from opq_hw.cost import choose_folding, estimate, layer_params, network_params
+
+    for fn in (choose_folding, estimate, layer_params, network_params):
+        assert inspect.signature(fn).parameters["act_bits"].default == DEFAULTS.act_bits, fn.__name__
 
 
 def test_intnet_stages_are_records_with_the_pool_geometry():
