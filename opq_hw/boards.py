@@ -8,7 +8,6 @@ then run `pytest tests/test_boards.py` (it loads and checks every file).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -259,9 +258,3 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except RecursionError:
         raise OpqError(f"{path.name}: nested too deeply to be a board file") from None
 
-
-def describe(board: Board) -> str:
-    """A short human-readable summary (used by `opq-hw boards NAME`)."""
-    cap = ", ".join(f"{r} {board.capacity[r]:,}" for r in RESOURCES)
-    return (f"{board.name}: {board.display_name} ({board.vendor} {board.family}, {board.part}), "
-            f"{board.clock_mhz:g} MHz, {cap}; flows: {', '.join(board.flows)}\n" + json.dumps(board.to_dict(), indent=1))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import validate as v
 from .errors import OpqError
+from .spec import DEFAULTS as D
 
 
 DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_test, y_test (or x, y: split "
@@ -16,40 +17,41 @@ DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_t
 
 def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default=None, type=v.out_dir_arg, help="run directory to write (default runs/<model>-<target>x)")
-    p.add_argument("--model", default="digits-cnn" if demo else None, required=not demo,
+    p.add_argument("--model", default=D.model if demo else None, required=not demo,
                    help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
     if demo:
         p.add_argument("--data", choices=["digits", "mnist1d"], default="digits", help="built-in data set")
     else:
         p.add_argument("--data", help=DATA_HELP + "; calibrates activations, finetunes, measures accuracy, gives the "
                        "golden test arrays (without it: weights only, activations not calibrated)")
-    p.add_argument("--target-cr", type=v.target_cr_arg, default=20.0, help="target compression rate, > 1 (default 20)")
-    p.add_argument("--epochs", type=v.epochs_arg, default=5, help="finetune epochs, >= 0 (default 5)")
+    p.add_argument("--target-cr", type=v.target_cr_arg, default=D.target_cr,
+                   help=f"target compression rate, > 1 (default {D.target_cr:g})")
+    p.add_argument("--epochs", type=v.epochs_arg, default=D.epochs, help=f"finetune epochs, >= 0 (default {D.epochs})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run with a different config")
     if demo:
         p.add_argument("--no-sim", action="store_true", help="skip the closing hls4ml C-simulation bit-exact check")
         return
     p.add_argument("--weights", help="float state_dict (.pt), loaded with weights_only=True")
-    p.add_argument("--target-kind", choices=["cr_w", "cr_idx"], default="cr_w",
+    p.add_argument("--target-kind", choices=["cr_w", "cr_idx"], default=D.target_kind,
                    help="what --target-cr refers to: weights + side info (cr_w) or also a position bitmap (cr_idx)")
-    p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default="opq")
-    p.add_argument("--scale-mode", choices=["pow2", "float"], default="pow2",
+    p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default=D.method)
+    p.add_argument("--scale-mode", choices=["pow2", "float"], default=D.scale_mode,
                    help="pow2: power-of-two scales, bit-exact fixed point (default); float: paper-faithful float scales")
     p.add_argument("--weighting", choices=["relative", "mean", "total"],
                    help="layer weighting a_i: relative (1/sum w^2; opq's default), mean (1/N_i; the baselines') or total (1)")
-    p.add_argument("--mask-order", choices=["magnitude", "channel-normalised"], default="magnitude", help="OPQ masks keep the largest raw |w| (default) or |w|/max|w_c| (old)")
-    p.add_argument("--error-model", choices=["exact-gain", "exact", "laplace"], default="exact-gain", help="OPQ error: exact per-layer table up to a layer gain (default), exact, or Laplace closed forms (old)")
-    p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=2, help="2..16 (default 2)")
-    p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=8, help="2..16 (default 8)")
+    p.add_argument("--mask-order", choices=["magnitude", "channel-normalised"], default=D.mask_order, help="OPQ masks keep the largest raw |w| (default) or |w|/max|w_c| (old)")
+    p.add_argument("--error-model", choices=["exact-gain", "exact", "laplace"], default=D.error_model, help="OPQ error: exact per-layer table up to a layer gain (default), exact, or Laplace closed forms (old)")
+    p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=D.min_bits, help=f"2..16 (default {D.min_bits})")
+    p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=D.max_bits, help=f"2..16 (default {D.max_bits})")
     p.add_argument("--uniform-bits", type=v.bits_arg("--uniform-bits"), help="bit width (2..16) of the uniform / global-magnitude baselines")
-    p.add_argument("--act-bits", type=v.act_bits_arg, default=8, help="activation bits, 2..16 (0: float activations)")
-    p.add_argument("--lr", type=v.lr_arg, default=1e-3, help="finetune learning rate, finite, 0 < lr <= 10")
-    p.add_argument("--seed", type=v.seed_arg, default=0, help="0..2**32-1")
+    p.add_argument("--act-bits", type=v.act_bits_arg, default=D.act_bits, help="activation bits, 2..16 (0: float activations)")
+    p.add_argument("--lr", type=v.lr_arg, default=D.lr, help="finetune learning rate, finite, 0 < lr <= 10")
+    p.add_argument("--seed", type=v.seed_arg, default=D.seed, help="0..2**32-1")
     p.add_argument("--input-shape", type=v.input_shape_arg, help="per-sample input shape, e.g. 1,8,8 (when no data gives it)")
     p.add_argument("--override", type=v.override_arg, action="append", default=[],
                    help="per-layer override LAYER_OR_GLOB:skip or LAYER_OR_GLOB:min_bits=6,max_bits=8,weight=2 (repeatable)")
     p.add_argument("--board", help="hardware-aware mode: fit this board (see `opq-hw boards`) instead of a rate")
-    p.add_argument("--arch", default="hls4ml-latency", help="cost-model architecture for --board")
+    p.add_argument("--arch", default=D.arch, help="cost-model architecture for --board")
     p.add_argument("--fit", action="store_true", help="with --board: allocate to fit the board's limits")
 
 
@@ -57,7 +59,7 @@ def _config(args, demo: bool):
     from .pipeline import CompressConfig
 
     if demo:
-        model = args.model if args.data != "mnist1d" or args.model != "digits-cnn" else "mnist1d-cnn"
+        model = args.model if args.data != "mnist1d" or args.model != D.model else "mnist1d-cnn"
         return CompressConfig(model=model, data=args.data, target_cr=args.target_cr, epochs=args.epochs)
     v.compress_args(args)
     if args.board and not args.fit:
@@ -223,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="resource/latency estimate report for a run on a board")
     e.add_argument("run")
     e.add_argument("--board", required=True)
-    e.add_argument("--arch", default="hls4ml-latency")
+    e.add_argument("--arch", default=D.arch)
     e.set_defaults(func=cmd_estimate)
     r = sub.add_parser("report", help="estimates beside synthesis results found in the run")
     r.add_argument("run")

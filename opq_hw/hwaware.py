@@ -19,13 +19,14 @@ import numpy as np
 from .boards import RESOURCES, Board, load_board
 from .cost import architecture, default_folding, estimate, fits, layer_cost, layer_params
 from .errors import OpqError
-from .spec import LayerAlloc, LayerSpec
+from .spec import DEFAULTS, LayerAlloc, LayerSpec
 
 _MAX_ITER = 12
 
 
 def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: str,
-                     folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8):
+                     folding: "Mapping[str, Mapping[str, Any]] | str | None" = None,
+                     act_bits: int | None = DEFAULTS.act_bits):
     """cost_fn(spec, bits, n_nonzero) -> usage of `resource` by that layer (vectorised over
     n_nonzero), for `opq_hw.allocation.allocate(cost_fn=..., budget=...)`."""
     index = {s.name: i for i, s in enumerate(specs)}
@@ -60,10 +61,12 @@ def _auto_folding(specs, board, arch, min_bits, act_bits):
     return choose_folding(specs, floor, board, arch, act_bits=act_bits, strict=False)
 
 
-def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: str = "hls4ml-latency", *,
-                   folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8,
-                   method: str = "opq", scale_mode: str = "pow2", weighting: str | None = None, min_bits: int = 2,
-                   max_bits: int = 8, overrides: Mapping[str, Mapping] | None = None, **kw):
+def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: str = DEFAULTS.arch, *,
+                   folding: "Mapping[str, Mapping[str, Any]] | str | None" = None,
+                   act_bits: int | None = DEFAULTS.act_bits, method: str = DEFAULTS.method,
+                   scale_mode: str = DEFAULTS.scale_mode, weighting: str | None = None,
+                   min_bits: int = DEFAULTS.min_bits, max_bits: int = DEFAULTS.max_bits,
+                   overrides: Mapping[str, Mapping] | None = None, **kw):
     """Allocate so that the design fits `board` under `arch` with `folding`: a per-layer dict, None
     (fully parallel; the default for hls4ml-latency and rtl-da) or "auto" (the default for finn-mvau
     and hls4ml-resource: the fastest folding at which the smallest allocation fits).

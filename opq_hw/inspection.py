@@ -70,11 +70,11 @@ def flow_support(model, example, specs: list[LayerSpec]) -> dict[str, dict[str, 
 
         def rtl():
             from .rtl.intnet import extract
-            from .rtl.seq import _layer_plan
+            from .rtl.seq import layer_plan
 
             with torch.no_grad():
                 net = extract(qmodel, example.numpy())
-            _layer_plan(net)
+            layer_plan(net)
             return "the integer network extracts and the seq architecture plans it (opq_hw.rtl)"
 
         out["hls4ml"] = _check(hls4ml)

@@ -17,7 +17,7 @@ import torch
 
 from .artifact import atomic_dir, config_hash, write_bytes, write_json, write_npy
 from .errors import OpqError
-from .spec import Allocation, LayerSpec
+from .spec import DEFAULTS, Allocation, LayerSpec
 from .steps import Step, run_steps, timings
 
 
@@ -25,23 +25,23 @@ from .steps import Step, run_steps, timings
 class CompressConfig:
     """Everything that defines a run (hashed into the manifest; JSON round-trip)."""
 
-    model: str = "digits-cnn"  # built-in name, module:factory, or path/to/float_model.onnx
+    model: str = DEFAULTS.model  # built-in name, module:factory, or path/to/float_model.onnx
     weights: str | None = None  # float state_dict (weights_only); built-ins are pre-trained when absent
     data: str | None = None  # built-in name | file.npz | module:function | None (weights only; see opq_hw.data)
-    target_cr: float | None = 20.0
-    target_kind: str = "cr_w"  # cr_w | cr_idx
-    method: str = "opq"  # opq | uniform | global-magnitude | per-channel
-    scale_mode: str = "pow2"  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
+    target_cr: float | None = DEFAULTS.target_cr
+    target_kind: str = DEFAULTS.target_kind  # cr_w | cr_idx
+    method: str = DEFAULTS.method  # opq | uniform | global-magnitude | per-channel
+    scale_mode: str = DEFAULTS.scale_mode  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
     weighting: str | None = None  # layer weighting: relative (a_i = 1/sum w^2) | mean (1/N_i) | total (1); None: relative for opq, mean otherwise
-    mask_order: str = "magnitude"  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
-    error_model: str = "exact-gain"  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
-    min_bits: int = 2
-    max_bits: int = 8
+    mask_order: str = DEFAULTS.mask_order  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
+    error_model: str = DEFAULTS.error_model  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
+    min_bits: int = DEFAULTS.min_bits
+    max_bits: int = DEFAULTS.max_bits
     uniform_bits: int | None = None
-    act_bits: int | None = 8
-    epochs: int = 5
-    lr: float = 1e-3
-    seed: int = 0
+    act_bits: int | None = DEFAULTS.act_bits
+    epochs: int = DEFAULTS.epochs
+    lr: float = DEFAULTS.lr
+    seed: int = DEFAULTS.seed
     pretrain_epochs: int | None = None  # built-ins without --weights: pre-training epochs (None: the recipe's)
     input_shape: tuple[int, ...] | None = None  # per-sample shape when neither data nor a built-in gives it
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -79,7 +79,7 @@ def dataset_for(cfg_data: str | None, model_ref: str):
     if cfg_data is None:
         return None
     name = cfg_data
-    if cfg_data == "digits" and model_ref in BUILTIN and BUILTIN[model_ref][1] == "digits-flat":
+    if cfg_data == "digits" and model_ref in BUILTIN and BUILTIN[model_ref].data == "digits-flat":
         name = "digits-flat"
     return load_dataset(name)
 
@@ -91,8 +91,9 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
 
     if model_ref not in BUILTIN:
         raise OpqError(f"no pre-training recipe for {model_ref!r}; pass --weights with a trained state_dict")
-    _, data, _ = BUILTIN[model_ref]
-    epochs = epochs or (60 if data == "mnist1d" else 40)
+    recipe = BUILTIN[model_ref]
+    data = recipe.data
+    epochs = epochs or recipe.pretrain_epochs
     path = cache_dir() / "pretrained" / f"{model_ref}-seed{seed}-e{epochs}.pt"
     torch.manual_seed(seed)
     model = build_model(model_ref)
@@ -141,7 +142,7 @@ def example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = N
     if cfg.input_shape:
         return torch.zeros((1,) + tuple(cfg.input_shape))
     if cfg.model in BUILTIN:
-        return torch.zeros(BUILTIN[cfg.model][2])
+        return torch.zeros(BUILTIN[cfg.model].example_shape)
     if data is not None:
         return torch.zeros((1,) + tuple(data.x_test.shape[1:]))
     raise OpqError("cannot tell the model's input shape: give --data or --input-shape C,H,W")

@@ -18,7 +18,7 @@ from .rundir import write_outputs
 from .boards import RESOURCES, list_boards, load_board
 from .cost import ARCH_FLOW, CostReport, choose_folding, estimate
 from .errors import OpqError
-from .spec import Allocation, LayerSpec
+from .spec import DEFAULTS, Allocation, LayerSpec
 
 
 def read_records(run_dir: str | os.PathLike) -> tuple[list[LayerSpec], Allocation, dict[str, Any]]:
@@ -244,7 +244,7 @@ def render_html(rep: CostReport, alloc: Allocation, boards: list[CostReport], fi
             f"<h2>Notes</h2><ul>{notes}</ul><h2>Provenance</h2><ul>{prov}</ul></body></html>\n")
 
 
-def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = "hls4ml-latency",
+def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.arch,
                  folding: Mapping[str, Mapping[str, Any]] | None = None, boards_table: bool = True) -> CostReport:
     """Estimate a run on `board` with `arch` (folding: given, else the fastest that fits) and write
     `cost.json`, `reports/estimate.md` (+ PNGs beside it) and a self-contained

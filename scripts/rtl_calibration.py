@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from opq_hw.artifact import write_bytes, write_json  # noqa: E402
 from opq_hw.rtl import eda  # noqa: E402
 from opq_hw.rtl.gen import generate, write_design  # noqa: E402
-from opq_hw.rtl.intnet import IntLayer, IntNet  # noqa: E402
+from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet  # noqa: E402
 
 
 def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
@@ -84,7 +84,7 @@ def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
                  out_shift=tuple(int(s) for s in rng.integers(-8, -3, size=cout)), out_bits=8, out_exp=-4)
     head = IntLayer(f"head{i}", "linear", rng.integers(-1, 2, size=(2, int(np.prod(out_shape)))).astype(np.int64),
                     np.zeros(2, dtype=np.int64), 8, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
-    net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, ("flatten",), head])
+    net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, Flatten(), head])
     fan_in = int(np.prod(shape_w[1:]))
     p = LayerParams(name=L.name, kind="conv2d" if kind == "conv" else "linear", fan_in=fan_in, out_channels=cout,
                     out_pixels=int(np.prod(out_shape[1:])), in_pixels=int(np.prod(in_shape[1:])) if kind == "conv" else 1,

@@ -375,7 +375,7 @@ def cnn():
 
     torch.manual_seed(0)
     m = build_model("digits-cnn")
-    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"][2]))
+    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
     return specs, layer_weights(m, specs)
 
 

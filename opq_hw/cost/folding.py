@@ -6,7 +6,7 @@ from typing import Any
 
 from ..boards import RESOURCES, Board, load_board
 from ..errors import OpqError
-from ..spec import Allocation, LayerSpec
+from ..spec import DEFAULTS, Allocation, LayerSpec
 from .fit import fits
 from .records import LayerParams, network_params
 from .registry import architecture, layer_cost
@@ -22,7 +22,8 @@ def layer_options(p: LayerParams, board: Board, arch: str) -> list[tuple[int, di
 
 
 def choose_folding(specs: list[LayerSpec], allocation: Allocation, board: "Board | str", arch: str,
-                   target_fps: float | None = None, act_bits: int | None = 8, strict: bool = True) -> dict[str, dict[str, Any]]:
+                   target_fps: float | None = None, act_bits: int | None = DEFAULTS.act_bits,
+                   strict: bool = True) -> dict[str, dict[str, Any]]:
     """The fastest folding that fits: per layer {"reuse_factor": R} (hls4ml, R from hls4ml's valid
     reuse factors) or {"pe": P, "simd": Q} (FINN: P | MH, Q | MW); {} per layer for rtl-da.
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from ..boards import RESOURCES, Board, load_board
 from ..errors import OpqError
-from ..spec import Allocation, LayerSpec
+from ..spec import DEFAULTS, Allocation, LayerSpec
 from .common import mem_bits
 from .fit import fits
 from .records import CostReport, LayerCost, layer_pairs, network_params
@@ -15,7 +15,8 @@ from .registry import Architecture, architecture, layer_cost
 
 
 def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str", arch: str,
-             folding: Mapping[str, Mapping[str, Any]] | None = None, act_bits: int | None = 8) -> CostReport:
+             folding: Mapping[str, Mapping[str, Any]] | None = None,
+             act_bits: int | None = DEFAULTS.act_bits) -> CostReport:
     """Cost of `allocation` on `board` with architecture `arch`.
 
     folding: per layer name, {"reuse_factor": R} (hls4ml) or {"pe": P, "simd": Q, ...} (FINN);

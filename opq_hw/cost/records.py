@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OpqError
-from ..spec import Allocation, LayerAlloc, LayerSpec, _from_dict
+from ..spec import DEFAULTS, Allocation, LayerAlloc, LayerSpec, _from_dict
 
 INPUT_BITS = 8  # the input quantizer of every hardware-mode model: 8-bit signed (see the core contract)
 
@@ -54,7 +54,7 @@ def clog2(x: int) -> int:
     return int(math.ceil(math.log2(x))) if x > 1 else 0
 
 
-def layer_params(spec: LayerSpec, la: LayerAlloc, index: int, act_bits: int | None = 8,
+def layer_params(spec: LayerSpec, la: LayerAlloc, index: int, act_bits: int | None = DEFAULTS.act_bits,
                  n_nonzero: Any = None, bits: int | None = None, last: bool = False) -> LayerParams:
     """Params of layer `index` (0 = first: fed by the 8-bit signed input quantizer; later layers are
     fed by unsigned `act_bits` QuantReLU outputs; `last`: the network's output layer, whose
@@ -85,7 +85,8 @@ def layer_pairs(specs: list[LayerSpec], allocation: Allocation) -> list[tuple[La
     return [(s, allocation.layer(s.name)) for s in specs]
 
 
-def network_params(specs: list[LayerSpec], allocation: Allocation, act_bits: int | None = 8) -> list[LayerParams]:
+def network_params(specs: list[LayerSpec], allocation: Allocation,
+                   act_bits: int | None = DEFAULTS.act_bits) -> list[LayerParams]:
     """`layer_params` of every layer in network order (the first fed by the input quantizer, the
     last one's accumulators the logits)."""
     pairs = layer_pairs(specs, allocation)

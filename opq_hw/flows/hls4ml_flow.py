@@ -54,7 +54,7 @@ QONNX_FOR_HLS4ML = "model_for_hls4ml.qonnx.onnx"  # the graph handed to hls4ml (
 CONVERT_CONFIG = "hls4ml_convert.json"  # the keyword arguments of hls4ml's convert_from_onnx_model for it
 MAX_TYPE_PASSES = 3  # conversions at most: hls4ml's own types, then the analysis' (repeated once if hls4ml regrouped)
 INEXACT_EXTRA_BITS = 4  # allow_inexact: the re-rounding grid is this many bits finer than the smallest scale
-DEFAULT_CLOCK_NS = 10.0  # used only when the board gives no clock
+DEFAULT_CLOCK_NS = 10.0  # used only when no board is given
 
 
 # --------------------------------------------------------------------------- options / board
@@ -77,29 +77,13 @@ def _board_info(board: str | None, part: str | None = None, clock_period: float 
     """Part and clock period from `board_configs/<board>.yaml` (via `opq_hw.boards`)."""
     info: dict[str, Any] = {"board": board, "part": part, "clock_period_ns": clock_period, "source": "arguments"}
     if board is not None:
-        try:
-            from ..boards import load_board
-        except ImportError:
-            load_board = None
-        if load_board is None:
-            if part is None:
-                raise OpqError(f"board {board!r} cannot be looked up (opq_hw.boards is not available); pass part=... explicitly")
-        else:
-            try:
-                b = load_board(board)
-            except OpqError:
-                raise
-            except Exception as e:  # unknown board names are the board module's to report; make them user errors
-                raise OpqError(f"unknown board {board!r} ({e}); list boards with `opq-hw boards`") from e
-            info["part"] = part or getattr(b, "part", None)
-            if clock_period is None:
-                for attr, conv in (("clock_period_ns", lambda v: v), ("clock_ns", lambda v: v), ("clock_mhz", lambda v: 1e3 / v),
-                                   ("fclk_mhz", lambda v: 1e3 / v), ("clock_hz", lambda v: 1e9 / v)):
-                    v = getattr(b, attr, None)
-                    if v:
-                        info["clock_period_ns"] = round(float(conv(v)), 4)
-                        break
-            info["source"] = f"board_configs/{board}.yaml"
+        from ..boards import load_board
+
+        b = load_board(board)  # an unknown or invalid board is an OpqError naming the fix
+        info["part"] = part or b.part
+        if clock_period is None:
+            info["clock_period_ns"] = round(1e3 / b.clock_mhz, 4)
+        info["source"] = f"board_configs/{board}.yaml"
     if info["clock_period_ns"] is None:
         info["clock_period_ns"] = DEFAULT_CLOCK_NS
     return info

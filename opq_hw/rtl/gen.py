@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import OpqError
 from .geometry import COLLECT_COUNTER_BITS, WINDOW_COUNTER_BITS, shift_chains, window_offsets
-from .intnet import IntLayer, IntNet
+from .intnet import IntLayer, IntNet, Pool
 from .kept_bits import C1, pipeline_kept_bits
 from ..resources import hdl_dir
 
@@ -401,19 +401,16 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
             c, h, w = oshape
             if not is_last:
                 bw, signed = L.out_bits, False
-        elif st[0] == "pool":
-            k = st[1]
-            kr = k if h > 1 else 1
-            oh, ow = h // kr, w // k
+        elif isinstance(st, Pool):
+            kr, kc = st.window(h)
+            _, oh, ow = st.out_shape((c, h, w))
             inst += [f"    wire v{cur + 1}; wire [{c * bw - 1}:0] d{cur + 1};",
-                     f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({k}), "
+                     f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({kc}), "
                      f".SIGNED({int(signed)})) u_pool{si} (.clk(clk), .rst(rst), .in_valid(v{cur}), "
                      f".in_data(d{cur}), .out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
             lat_total += 1
             cur += 1
             h, w = oh, ow
-        elif st[0] == "flatten":
-            continue
     in_pixels = net.in_shape[1] * net.in_shape[2]
     if in_pixels < n_out:
         raise OpqError(f"{n_out} outputs per frame but only {in_pixels} input pixels: the output serializer would "
