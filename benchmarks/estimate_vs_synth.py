@@ -104,7 +104,7 @@ def run_matrices(run_dir: Path | None):
     """(name, matrix (fan_in, out) int, in_bits, in_signed, spec, la, index) per layer."""
     specs, alloc = golden()
     if run_dir is not None:
-        from opq_hw.rundir import load_run
+        from opq_hw.run import load_run
 
         run = load_run(run_dir)
         specs, alloc = run.specs, run.allocation

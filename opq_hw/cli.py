@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from . import validate as v
 from .errors import OpqError
@@ -240,10 +241,74 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
     args = parser().parse_args(argv)
-    from .rundir import run_cli, run_command
-
     return run_cli(lambda: run_command(args))
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------------
+# interrupts and crashes
+# ------------------------------------------------------------------------------------------------
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so every `with` block cleans up."""
+
+
+def run_cli(func: Callable[[], int]) -> int:
+    """Run a CLI command: OpqError -> `error: ...`, exit 2; Ctrl-C -> exit 130, SIGTERM -> 143 (temporary
+    directories removed by their context managers); anything else is a bug: one line and a log file."""
+    import os
+    import signal
+    import time
+    import traceback
+
+    from .artifact import write_bytes
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        prev = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        prev = None
+    try:
+        return int(func() or 0)
+    except OpqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); temporary files removed, nothing half-written was left", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated (SIGTERM); temporary files removed, nothing half-written was left", file=sys.stderr)
+        return 143
+    except Exception as e:  # noqa: BLE001 - the last resort: a bug
+        from .pipeline import cache_dir
+
+        log = cache_dir() / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        where = str(log)
+        try:
+            write_bytes(log, ("opq-hw " + " ".join(sys.argv[1:]) + "\n\n" + traceback.format_exc()).encode())
+        except OSError:
+            where = "(could not be written)"
+        print(f"error: internal error, a bug in opq-hw ({type(e).__name__}: {str(e)[:200]}); the traceback is in "
+              f"{where}: please report it", file=sys.stderr)
+        return 1
+    finally:
+        if prev is not None:
+            signal.signal(signal.SIGTERM, prev)
+
+
+def run_command(args) -> int:
+    """A CLI verb on an existing run holds the run's lock throughout (one command per run at a
+    time) and builds a `module:factory` model only from what the user gave (--model / --trust-run)."""
+    import contextlib
+
+    from .run import model_source
+    from .rundir import locked
+
+    run = getattr(args, "run", None)
+    ctx = locked(run) if run and Path(run).is_dir() else contextlib.nullcontext()
+    with ctx, model_source(getattr(args, "model", None) if run else None, bool(getattr(args, "trust_run", False))):
+        return int(args.func(args) or 0)

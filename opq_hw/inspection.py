@@ -47,7 +47,7 @@ def flow_support(model, example, specs: list[LayerSpec]) -> dict[str, dict[str, 
     from .allocation import allocate
     from .carrier import ActConfig, apply
     from .layers import layer_weights
-    from .rundir import Run
+    from .run import Run
 
     try:
         alloc = allocate(specs, layer_weights(model, specs), target_cr=10.0, scale_mode="pow2")

@@ -1,5 +1,5 @@
 """The pipeline as plain functions: pretrain -> compress (inspect, allocate, apply, finetune,
-export) into a run directory (`opq_hw.rundir.load_run` reads one back)."""
+export) into a run directory (`opq_hw.run.load_run` reads one back)."""
 from __future__ import annotations
 
 import dataclasses

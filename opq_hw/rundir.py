@@ -1,6 +1,6 @@
 """Run-directory safety: what opq-hw wrote (SHA-256 of every file, in the manifest), one writer at
-a time (an advisory lock beside the run), verified reads, builds swapped in only on success, and
-no code named by a run imported unless the user names it again.
+a time (an advisory lock beside the run), verified reads, and builds swapped in only on success.
+Reading a run back into a model (`Run`, `load_run`, which code a run may build) is `opq_hw.run`.
 
 A run directory is data and is treated as untrusted: every command checks the files it reads
 against the manifest (`verify`), and `open_run` refuses a run that another tool version or a
@@ -10,24 +10,17 @@ another run's `weights.pt`); they are not a signature.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .artifact import make_tmp_dir, read_json, stale_tmp_dirs, swap_in, write_bytes, write_json
 from .errors import OpqError
 from .validate import check_config
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from .spec import Allocation, LayerSpec
 
 TOOL = "opq-hw"
 SCHEMA = 2  # 2: manifest["artifacts"] = {relative path: sha256} of every file opq-hw wrote
@@ -284,7 +277,7 @@ class Build:
 
 @contextlib.contextmanager
 def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | None = None,
-              resume_key: str | None = None) -> Iterator[Build]:
+              resume: Callable[[Path], Any] | None = None) -> Iterator[Build]:
     """`RUN/build/<flow>/` written into a temporary sibling and swapped in only on success.
 
     An exception removes the temporary directory; `b.failed = "why"` keeps it as
@@ -292,17 +285,16 @@ def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | Non
     files are recorded in the manifest. Holds the run's lock throughout. The path is absolute (tools
     such as Verilator run in subfolders of it).
 
-    resume_key: a temporary directory left by a killed build whose step journal carries this key
-    is continued (`b.resumed` = its journal, see `opq_hw.steps`) instead of removed."""
-    from .steps import read_journal
-
+    resume: reads a temporary directory left by a killed build (`opq_hw.steps` passes its journal
+    reader); where it answers, that directory is continued (`b.resumed` = the answer) instead of
+    removed."""
     run = Path(os.path.abspath(run))
     final = run / "build" / flow
     with locked(run):
         read_manifest(run)
         b = None
         for s in stale_tmp_dirs(final):
-            j = read_journal(s, resume_key) if resume_key and b is None else None
+            j = resume(s) if resume is not None and b is None else None
             if j is not None:
                 from .artifact import TMP_MARKER
 
@@ -330,228 +322,3 @@ def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | Non
             shutil.rmtree(b.failed_dir, ignore_errors=True)
             record(run, f"build/{b.failed_dir.name}", present=False)
         record(run, f"build/{dest.name}")
-
-
-# ------------------------------------------------------------------------------------------------
-# no code from data
-# ------------------------------------------------------------------------------------------------
-_model_source: contextvars.ContextVar[tuple[str | None, bool]] = contextvars.ContextVar("opq_model_source",
-                                                                                         default=(None, False))
-
-
-@contextlib.contextmanager
-def model_source(model: str | None = None, trust_run: bool = False) -> Iterator[None]:
-    """Within: `load_run` builds a `module:factory` run's model from `model` (the user named it
-    again), or from the run's record when `trust_run`."""
-    tok = _model_source.set((model, bool(trust_run)))
-    try:
-        yield
-    finally:
-        _model_source.reset(tok)
-
-
-def model_ref(run: Path, recorded: str, model: str | None = None, trust_run: bool | None = None) -> str:
-    """Which model reference `load_run` may build for a run. Built-in names come from the
-    registry; a float ONNX run uses its own copy; anything else must be given again by the user."""
-    from .models import BUILTIN
-
-    ctx_model, ctx_trust = _model_source.get()
-    model = model or ctx_model
-    trust_run = ctx_trust if trust_run is None else trust_run
-    if recorded in BUILTIN:
-        return recorded
-    if recorded.endswith(".onnx"):
-        return str(run / "float_model.onnx")
-    if model:
-        return model
-    if trust_run:
-        return recorded
-    raise OpqError(f"run {run} was made from the model factory {recorded!r}; opq-hw does not import code that a run "
-                   f"directory names. If you trust that module, give it again: --model {recorded} (or pass "
-                   "--trust-run to use the run's record)")
-
-
-# ------------------------------------------------------------------------------------------------
-# weights against the allocation
-# ------------------------------------------------------------------------------------------------
-def check_weights(run: Path, qmodel, alloc) -> None:
-    """The loaded weights must be the allocation's: mask digest, survivors, bit widths and scales."""
-    import torch
-
-    from .carrier import carried_layers
-    from .quant import mask_digest, qmax
-
-    layers = carried_layers(qmodel)
-    for la in alloc.layers:
-        if la.skipped:
-            continue
-        if la.name not in layers:
-            raise OpqError(f"{run}: allocation.json names layer {la.name!r}, which the model does not carry; "
-                           "re-create the run with `opq-hw compress`")
-        fm = layers[la.name].parametrizations.weight[0]
-        mask = fm.mask.detach()
-        problems = []
-        if mask_digest(mask) != la.mask_digest:
-            problems.append("mask digest")
-        if int(mask.sum()) != la.n_nonzero:
-            problems.append(f"n_nonzero ({la.n_nonzero} recorded, {int(mask.sum())} in the weights)")
-        bits = la.channel_bits or (la.bits,) * mask.shape[0]
-        want_k = torch.tensor([float(qmax(b)) for b in bits])
-        if not torch.equal(fm.kmax.detach().reshape(-1), want_k):
-            problems.append("bits")
-        want_s = torch.tensor(la.scales, dtype=torch.float32)
-        got_s = fm.lsb.detach().reshape(-1)
-        if got_s.shape != want_s.shape or not torch.allclose(got_s, want_s, rtol=1e-6, atol=0):
-            problems.append("scales")
-        if problems:
-            raise OpqError(f"{run}: weights.pt does not match allocation.json for layer {la.name!r} "
-                           f"({', '.join(problems)}); the two files come from different runs or one was edited: "
-                           "re-create the run with `opq-hw compress`")
-
-
-# ------------------------------------------------------------------------------------------------
-# a run read back
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """A run directory read back: the Brevitas model and its records."""
-
-    path: Path
-    qmodel: Any  # torch.nn.Module (the Brevitas model)
-    allocation: Allocation
-    specs: list[LayerSpec]
-    config: dict[str, Any]
-    manifest: dict[str, Any]
-
-    def int_weights(self, name: str) -> np.ndarray:
-        import numpy as np
-
-        from .carrier import carried_layers, int_weights
-
-        return int_weights(carried_layers(self.qmodel)[name]).numpy().astype(np.int64)
-
-    def test_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """The run's test inputs (model layout) and labels: a built-in data set is loaded again; a
-        user's data (file or module, never imported from here) comes from the golden arrays."""
-        import numpy as np
-
-        from .data import fit_inputs, load_data, require_run_data
-
-        rec = require_run_data(self.path, "simulate")
-        if rec.get("kind") == "builtin":
-            d = load_data(rec["name"])
-            return fit_inputs(d.x_test, tuple(self.specs[0].in_shape)), d.y_test
-        labels = self.path / "golden_labels.npy"
-        if not labels.is_file():
-            raise OpqError(f"run {self.path.name!r} has no golden_labels.npy; pass --data again "
-                           f"({rec.get('name')}), or compress the run again")
-        return (np.load(self.path / "golden_input.npy", allow_pickle=False),
-                np.load(labels, allow_pickle=False))
-
-
-
-def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run: bool | None = None) -> Run:
-    """Read a run directory back into a Brevitas model (weights_only state_dict) and its records.
-
-    Every artifact is checked against the manifest's SHA-256, and the weights against the
-    allocation (masks, survivors, bits, scales). No code named by the run is imported: built-in
-    models come from the registry, a float ONNX run uses its own copy, and a `module:factory`
-    model must be given again (`model`, or `rundir.model_source`), or `trust_run` given."""
-    import torch
-
-    from .carrier import ActConfig, build_carrier
-    from .models import build_model, check_state_dict, read_state_dict
-    from .pipeline import CompressConfig  # the config record (validated); pipeline imports rundir only inside functions
-    from .spec import read_records
-    from .validate import read_npy
-
-    path = Path(run_dir)
-    manifest = open_run(path)
-    verify(path, ["weights.pt"] + (["float_model.onnx"] if str(manifest.get("config", {}).get("model", "")).endswith(".onnx")
-                                   else []), manifest=manifest)  # recorded, present and unchanged
-    cfg = CompressConfig.from_dict(manifest["config"])
-    specs, alloc = read_records(path)
-    fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
-    if not cfg.model.endswith(".onnx"):
-        from .bnfold import fold_batchnorm
-
-        fold_batchnorm(fmodel)  # the same structure as at compress time (weights come from weights.pt)
-    golden = path / "golden_input.npy"
-    example = torch.as_tensor(read_npy(golden)[:1]) if golden.is_file() else None
-    try:
-        qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode),
-                               example=example)
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        shape = "" if example is None else f" and golden_input.npy (samples of shape {tuple(example.shape[1:])})"
-        raise OpqError(f"{path}: allocation.json, specs.json{shape} do not describe the run's model ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None
-    try:
-        state = read_state_dict(path / "weights.pt", "run weights")
-        check_state_dict(qmodel, state, str(path / "weights.pt"), keys=False)
-        qmodel.load_state_dict(state)
-    except OpqError as e:
-        raise OpqError(f"{e} (re-create the run)") from None
-    except Exception as e:
-        raise OpqError(f"{path / 'weights.pt'} cannot be loaded into the run's model ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200]}); re-create the run") from e
-    qmodel.eval()
-    check_weights(path, qmodel, alloc)
-    return Run(path=path, qmodel=qmodel, allocation=alloc, specs=specs, config=cfg.to_dict(), manifest=manifest)
-
-
-# ------------------------------------------------------------------------------------------------
-# interrupts and crashes
-# ------------------------------------------------------------------------------------------------
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so every `with` block cleans up."""
-
-
-def run_cli(func: Callable[[], int]) -> int:
-    """Run a CLI command: OpqError -> `error: ...`, exit 2; Ctrl-C -> exit 130, SIGTERM -> 143 (temporary
-    directories removed by their context managers); anything else is a bug: one line and a log file."""
-    import signal
-    import sys
-    import traceback
-
-    def on_term(signum, frame):
-        raise Terminated()
-
-    try:
-        prev = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread
-        prev = None
-    try:
-        return int(func() or 0)
-    except OpqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C); temporary files removed, nothing half-written was left", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("terminated (SIGTERM); temporary files removed, nothing half-written was left", file=sys.stderr)
-        return 143
-    except Exception as e:  # noqa: BLE001 - the last resort: a bug
-        from .pipeline import cache_dir
-
-        log = cache_dir() / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        where = str(log)
-        try:
-            write_bytes(log, ("opq-hw " + " ".join(sys.argv[1:]) + "\n\n" + traceback.format_exc()).encode())
-        except OSError:
-            where = "(could not be written)"
-        print(f"error: internal error, a bug in opq-hw ({type(e).__name__}: {str(e)[:200]}); the traceback is in "
-              f"{where}: please report it", file=sys.stderr)
-        return 1
-    finally:
-        if prev is not None:
-            signal.signal(signal.SIGTERM, prev)
-
-
-def run_command(args) -> int:
-    """A CLI verb on an existing run holds the run's lock throughout (one command per run at a
-    time) and builds a `module:factory` model only from what the user gave (--model / --trust-run)."""
-    run = getattr(args, "run", None)
-    ctx = locked(run) if run and Path(run).is_dir() else contextlib.nullcontext()
-    with ctx, model_source(getattr(args, "model", None) if run else None, bool(getattr(args, "trust_run", False))):
-        return int(args.func(args) or 0)

@@ -114,7 +114,7 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
     see `opq_hw.data`), "golden", or a .npy of inputs (float, model layout; quantized here). `level_opts` go to the level (csim: backend, io, allow_inexact).
     """
     from .pipeline import quantize_input
-    from .rundir import load_run
+    from .run import load_run
 
     fn = level_function(level)
     params = inspect.signature(fn).parameters

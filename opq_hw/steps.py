@@ -144,7 +144,7 @@ def run_build(run: Path, flow: str, steps: Sequence[Step], ctx: Any, *, key: str
     `build/<flow>` (or `build/<flow>.failed`)."""
     from .rundir import build_dir
 
-    with build_dir(run, flow, log, resume_key=key) as bd:
+    with build_dir(run, flow, log, resume=(lambda work: read_journal(work, key)) if key else None) as bd:
         ctx.out, ctx.build = bd.path, bd
         if bd.resumed is not None and log:
             log(f"note: resuming the interrupted {flow} build after its step(s) "

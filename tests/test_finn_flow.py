@@ -25,7 +25,7 @@ def _contract(run_dir, **kw):
 def test_directory_contract_without_finn(demo_run):
     from opq_hw.boards import load_board
     from opq_hw.cost import choose_folding
-    from opq_hw.rundir import load_run
+    from opq_hw.run import load_run
 
     rec = _contract(demo_run)
     d = demo_run / "build" / "finn"

@@ -117,7 +117,7 @@ def test_graph_sees_every_kind_of_import():
     g = import_graph()
     assert "opq_hw.errors" in g["opq_hw.boards"]  # from .errors import OpqError
     assert "opq_hw.rtl.gen" in g["opq_hw.rtl.seq"]  # from .gen import ...
-    assert "opq_hw.pipeline" in g["opq_hw"]  # the root's lazy API: ("opq_hw.pipeline", "load_run")
+    assert "opq_hw.run" in g["opq_hw"]  # the root's lazy API: ("opq_hw.run", "load_run")
     assert "opq_hw.flows.hls4ml_flow" in g["opq_hw.report"] | g["opq_hw.flows"]  # in a function / a registry
     assert len(g) >= 30 and all(m.startswith("opq_hw") for m in g)
 

@@ -11,7 +11,7 @@ from opq_hw.cli import main
 from opq_hw.errors import OpqError
 from opq_hw.export import execute_qonnx
 from opq_hw.pipeline import CompressConfig, compress_run, quantize_input
-from opq_hw.rundir import load_run
+from opq_hw.run import load_run
 from opq_hw.spec import Allocation
 
 

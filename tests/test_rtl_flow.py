@@ -68,7 +68,7 @@ def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, copy_run):
     timed; the same design fits and routes on the iCE40 UP5K."""
     from opq_hw.flows.rtl_flow import build, simulate_rtl
     from opq_hw.pipeline import quantize_input
-    from opq_hw.rundir import load_run
+    from opq_hw.run import load_run
     from opq_hw.simulate import reference, simulate
 
     run_dir = copy_run(demo_run)

@@ -321,7 +321,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, log=print, **opt
     graph is not bit-exact with the Brevitas model.
     """
     from ..data import require_run_data
-    from ..rundir import load_run
+    from ..run import load_run
     from . import FLOWS
 
     o = FLOWS["finn"].parse_options(options)

@@ -828,7 +828,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, log=print, **opt
     Returns the build record (also written to `build/hls4ml/opq_hls4ml.json`).
     """
     from ..data import require_run_data
-    from ..rundir import load_run
+    from ..run import load_run
     from . import FLOWS
 
     o = FLOWS["hls4ml"].parse_options(options)

@@ -358,7 +358,8 @@ def build(run_dir, board: str = "ecp5-85f", log: Callable[[str], Any] | None = p
     the part (after writing the summary)."""
     from ..data import require_run_data
     from ..rtl import eda
-    from ..rundir import load_run, sha256_file
+    from ..run import load_run
+    from ..rundir import sha256_file
     from . import FLOWS
 
     o = FLOWS["rtl"].parse_options(options)
