@@ -23,31 +23,62 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class _RoundSte(torch.autograd.Function):
-    """round() forward, identity backward (Brevitas `round_ste`)."""
+class _FakeQuant(torch.autograd.Function):
+    """Brevitas's quantizer chain (optionally after a ReLU, or after the weight's FrozenMask) as
+    one autograd node: the forward runs the same ops in the same order on the values (in place,
+    without recording them), the backward is the product of the chain's own local gradients in
+    autograd's order: where(kept, g * s, 0) / s, then the ReLU's where(x > 0, ., 0) or the mask's
+    factor. `RoundSte` passes g through; `TensorClamp`'s two `where`s pass it where not clamped."""
 
     @staticmethod
-    def forward(ctx, x):
-        return torch.round(x)
+    def forward(ctx, x, q: "IntQuantConst", relu: bool, pre: nn.Module | None):
+        if pre is not None or relu:  # a new tensor (FrozenMask's or relu's output): divided in place
+            y = (pre(x) if pre is not None else torch.relu(x)).div_(q.scale)
+        else:
+            y = x / q.scale
+        y.add_(q.zero_point).round_()  # in place: the same values as Brevitas's out-of-place ops
+        clamped = None
+        lo, hi = torch.aminmax(y)
+        if hi > q.hi or lo < q.lo:  # brevitas.function.ops.tensor_clamp (two wheres), where it changes anything
+            over = y > q.hi
+            y = torch.where(over, q.hi.to(y.dtype), y)
+            under = y < q.lo
+            y = torch.where(under, q.lo.to(y.dtype), y)
+            clamped = over | under
+        if q.nonzero_zp:  # y - 0 is y, bit for bit (-0 included)
+            y.sub_(q.zero_point)
+        y.mul_(q.scale)
+        ctx.q, ctx.pre = q, pre
+        ctx.save_for_backward(clamped, x if relu else None)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        return g
+        clamped, x = ctx.saved_tensors
+        q = ctx.q
+        gx = g * q.scale
+        if clamped is not None:
+            gx = torch.where(clamped, gx.new_zeros(()), gx)
+        gx.div_(q.scale)
+        if x is not None:  # relu's own backward, threshold_backward(grad, result, 0): result <= 0 iff x <= 0
+            gx = torch.ops.aten.threshold_backward(gx, x, 0)
+        if ctx.pre is not None:  # FrozenMask: wm + (fixed - wm).detach(), wm = w * mask
+            gx = gx * ctx.pre.mask
+        return gx, None, None, None
 
 
 class IntQuantConst(nn.Module):
-    """Brevitas `IntQuant.forward` with a constant scale, zero point and integer range."""
+    """Brevitas `IntQuant.forward` (`RoundSte`, `TensorClamp`) with a constant scale, zero point
+    and integer range."""
 
     def __init__(self, scale: torch.Tensor, zero_point: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
         super().__init__()
         for k, v in (("scale", scale), ("zero_point", zero_point), ("lo", lo), ("hi", hi)):
             self.register_buffer(k, v.detach().clone())
+        self.nonzero_zp = bool(torch.any(self.zero_point != 0))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _RoundSte.apply(x / self.scale + self.zero_point)
-        y = torch.where(y > self.hi, self.hi.type_as(y), y)  # brevitas.function.ops.tensor_clamp
-        y = torch.where(y < self.lo, self.lo.type_as(y), y)
-        return (y - self.zero_point) * self.scale
+    def forward(self, x: torch.Tensor, relu: bool = False, pre: nn.Module | None = None) -> torch.Tensor:
+        return _FakeQuant.apply(x, self, relu, pre)
 
 
 class FastAct(nn.Module):
@@ -58,7 +89,7 @@ class FastAct(nn.Module):
         self.relu, self.quant = relu, quant
 
     def forward(self, x):
-        return self.quant(torch.relu(x) if self.relu else x)
+        return self.quant(x, relu=self.relu)
 
 
 class FastLayer(nn.Module):
@@ -83,7 +114,7 @@ class FastLayer(nn.Module):
     def forward(self, x):
         if self.in_q is not None:
             x = self.in_q(x)
-        w = self.wq(self.mask(self.weight))
+        w = self.wq(self.weight, pre=self.mask)
         b = self.bias
         if b is not None and self.bq is not None:
             b = self.bq(b)
