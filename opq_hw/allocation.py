@@ -34,7 +34,7 @@ import torch
 
 from . import laplace
 from .errors import OpqError
-from .quant import MASK_ORDERS, compress_layer, error_curves, layer_mask, make_scales, mask_digest
+from .quant import MASK_ORDERS, compress_layer, error_curves, layer_mask_threshold, make_scales, mask_digest
 from .spec import Allocation, LayerAlloc, LayerSpec
 
 METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
@@ -402,7 +402,11 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             continue
         x = raw if raw is not None else u  # the error model's units
         a = _weight_of(s, weighting, o, float(np.sum(x * x)) if weighting == "relative" else None)
-        b, _ = laplace.fit_scale(raw if magnitude else u)
+        if magnitude:  # the centre selected on the float16/32 weights (the same median, `laplace.median`)
+            small = wt.dtype in (torch.float16, torch.float32)
+            b, _ = laplace.fit_scale(raw, centre=laplace.median(wt.reshape(-1).numpy()) if small else None)
+        else:
+            b, _ = laplace.fit_scale(u)
         qf = 1.0
         if magnitude and not exact:
             aw = np.abs(raw)
@@ -596,12 +600,14 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
             channel_bits=tuple(ch_bits) if per_channel else None,
             channel_nonzero=tuple(dec["k"]) if per_channel else None,
             normalisation=dec["normalisation"], side_bits=side, mask_order=mask_order)
-        mask = layer_mask(w, la)  # q is not needed here: the mask alone, without quantizing
+        mask, kept_min = layer_mask_threshold(w, la)  # q is not needed here: the mask alone, without quantizing
         realised = int(mask.sum())
         assert realised == nnz, (s.name, realised, nnz)
         la = dataclasses.replace(la, mask_digest=mask_digest(mask))
         if math.isnan(la.threshold):  # magnitude order: the realised threshold, the weakest survivor's |w|
-            la = dataclasses.replace(la, threshold=float(w.detach().abs()[mask].min()) if nnz else 0.0)
+            if kept_min is None:  # all or none kept
+                kept_min = float(w.detach().abs()[mask].min()) if nnz else 0.0
+            la = dataclasses.replace(la, threshold=kept_min)
         layers.append(la)
         wbits = sum(k * b for k, b in zip(dec["k"], dec["bits"])) if per_channel else nnz * dec["bits"][0]
         bits_w += wbits + side
