@@ -17,7 +17,8 @@ def fit_scale(u: np.ndarray, centre: float | None = None) -> tuple[float, float]
     """
     u = np.asarray(u, dtype=np.float64).ravel()
     centre = float(np.median(u)) if centre is None else centre
-    return float(np.mean(np.abs(u - centre))), centre
+    dev = u - centre
+    return float(np.mean(np.abs(dev, out=dev))), centre  # in place: one float64 temporary, not two
 
 
 def median(x: np.ndarray) -> float:
@@ -26,8 +27,9 @@ def median(x: np.ndarray) -> float:
     statistics, and the two middle values are averaged in float64 as `np.median` does."""
     x = np.asarray(x).ravel()
     n = x.size
-    part = np.partition(x, sorted({(n - 1) // 2, n // 2}))
-    return float(np.mean(part[(n - 1) // 2:n // 2 + 1].astype(np.float64)))
+    part = np.partition(x, n // 2)  # one kth (a second one costs ~5x more): the lower middle is the max below it
+    mid = part[n // 2:n // 2 + 1] if n % 2 else np.array([part[:n // 2].max(), part[n // 2]])
+    return float(np.mean(mid.astype(np.float64)))
 
 
 def prune_ratio(t, b):
