@@ -83,3 +83,20 @@ def test_fast_finetune_trains_the_carrier_as_brevitas_does():
     (h1, s1), (h2, s2) = states
     assert h1 == h2
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_finetune_falls_back_to_the_carrier(monkeypatch):
+    """A twin that cannot be built, or does not match, is not used: the carrier trains itself."""
+    import opq_hw.fakequant as fq
+    from opq_hw.training import _fast_twin
+
+    q, x = _carrier(digits_cnn, (32, 1, 8, 8))
+    assert _fast_twin(q, x) is not None
+    monkeypatch.setattr(fq, "matches", lambda *a: False)
+    assert _fast_twin(q, x) is None
+
+    def unknown(*a):
+        raise NotImplementedError("module")
+
+    monkeypatch.setattr(fq, "fast_twin", unknown)
+    assert _fast_twin(q, x) is None
