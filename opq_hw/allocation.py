@@ -83,6 +83,16 @@ class _Group(NamedTuple):
     table: tuple | None  # exact error model: (prune (m+1,), quant (nb, m+1)); None: Laplace
 
 
+class _Candidate(NamedTuple):
+    """A stage-2 solution: bit index and survivor fraction per group, and how it ranks."""
+
+    short: bool  # leaves more than 1% of the budget unused
+    error: float  # modelled a-weighted error
+    lam: float
+    bi: np.ndarray
+    d: np.ndarray
+
+
 @dataclass
 class _Decision:
     """The allocation of one layer: per group (the layer, or each of its channels) bits, survivors,
@@ -496,7 +506,7 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     lam1, (bi_hi, _, _), lam0 = res
     # Stage 2: integer bit widths jump, so fill the budget with the thresholds alone, from both
     # sides of the jump: the feasible bits (lam lowered) and the infeasible bits (lam raised).
-    cands = []
+    cands: list[_Candidate] = []
     for fixed, lo, hi in ((bi_hi, 1e-16, lam1), (None if lam0 is None else groups.solve(lam0)[0], lam0, 1e8)):
         if fixed is None:
             continue
@@ -511,8 +521,9 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
                     alpha = (var_budget - size) / (size2 - size) * (1 - 1e-9)
                     d = d + alpha * (d2 - d)
                     size = size + alpha * (size2 - size)
-            cands.append((size < 0.99 * var_budget, groups.error(bi, d), lam, bi, d))
-    _, _, lam, bi, d = min(cands, key=lambda c: (c[0], c[1]))
+            cands.append(_Candidate(size < 0.99 * var_budget, groups.error(bi, d), lam, bi, d))
+    best = min(cands, key=lambda c: (c.short, c.error))
+    lam, bi, d = best.lam, best.bi, best.d
     ks = np.maximum(np.rint(d * groups.n).astype(np.int64), np.array([r.kmin for r in rows]))
     ks = np.minimum(ks, groups.n.astype(np.int64))
     B = bits[bi]
