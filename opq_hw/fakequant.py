@@ -17,6 +17,7 @@ a batch: the training loop uses the twin only where its output equals the carrie
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,9 @@ class _FakeQuant(torch.autograd.Function):
         y.add_(q.zero_point).round_()  # in place: the same values as Brevitas's out-of-place ops
         clamped = None
         lo, hi = torch.aminmax(y)
-        if hi > q.hi or lo < q.lo:  # brevitas.function.ops.tensor_clamp (two wheres), where it changes anything
+        # brevitas.function.ops.tensor_clamp (two wheres), skipped only where all of y is in range (a NaN
+        # makes aminmax NaN: then the wheres run)
+        if not (hi.item() <= q.hi_f and lo.item() >= q.lo_f):
             over = y > q.hi
             y = torch.where(over, q.hi.to(y.dtype), y)
             under = y < q.lo
@@ -76,6 +79,8 @@ class IntQuantConst(nn.Module):
         for k, v in (("scale", scale), ("zero_point", zero_point), ("lo", lo), ("hi", hi)):
             self.register_buffer(k, v.detach().clone())
         self.nonzero_zp = bool(torch.any(self.zero_point != 0))
+        scalar = self.lo.numel() == 1 and self.hi.numel() == 1  # else always take the wheres
+        self.lo_f, self.hi_f = (float(self.lo), float(self.hi)) if scalar else (math.inf, -math.inf)
 
     def forward(self, x: torch.Tensor, relu: bool = False, pre: nn.Module | None = None) -> torch.Tensor:
         return _FakeQuant.apply(x, self, relu, pre)
