@@ -96,7 +96,7 @@ def finetune(qmodel: nn.Module, data, *, epochs: int = 3, lr: float = 1e-3, batc
     frozen, rounding passes gradients straight through (STE). `data` = (x_train, y_train).
 
     fast: train through `fakequant.fast_twin` (the same arithmetic with the frozen scales read
-    once: 1.2-1.6x a float step instead of 3-4x, benchmarks/README section 3) where its output
+    once: 1.3-1.45x a float step (medians) instead of ~3x, benchmarks/README section 3) where its output
     equals the carrier's bit for bit on the first batch, in eval and train mode (checked here;
     otherwise the carrier itself is trained). The twin shares the carrier's parameters, so the
     carrier comes out trained either way."""
