@@ -35,7 +35,7 @@ import torch
 from . import laplace
 from .errors import OpqError
 from .quant import MASK_ORDERS, compress_layer, error_curves, layer_mask_threshold, make_scales, mask_digest
-from .spec import Allocation, LayerAlloc, LayerSpec
+from .spec import DEFAULTS, Allocation, LayerAlloc, LayerSpec
 
 METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
 WEIGHTINGS = ("mean", "total", "relative")
@@ -282,16 +282,16 @@ def allocate(
     weights: Mapping[str, torch.Tensor],
     *,
     target_cr: float | None = None,
-    target_kind: str = "cr_w",
+    target_kind: str = DEFAULTS.target_kind,
     cost_fn: CostFn | None = None,
     budget: float | None = None,
-    method: str = "opq",
-    scale_mode: str = "pow2",
+    method: str = DEFAULTS.method,
+    scale_mode: str = DEFAULTS.scale_mode,
     weighting: str | None = None,
-    mask_order: str = "magnitude",
-    error_model: str = "exact-gain",
-    min_bits: int = 2,
-    max_bits: int = 8,
+    mask_order: str = DEFAULTS.mask_order,
+    error_model: str = DEFAULTS.error_model,
+    min_bits: int = DEFAULTS.min_bits,
+    max_bits: int = DEFAULTS.max_bits,
     uniform_bits: int | None = None,
     overrides: Mapping[str, Mapping] | None = None,
 ) -> Allocation:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import OpqError
-from .spec import LayerAlloc
+from .spec import DEFAULTS, LayerAlloc
 
 
 def qmax(bits: int) -> int:
@@ -170,7 +170,7 @@ def dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return q * scales.reshape((-1,) + (1,) * (q.dim() - 1))
 
 
-def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "channel", mask_order: str = "magnitude",
+def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "channel", mask_order: str = DEFAULTS.mask_order,
                  scale_mode: str = "float", max_samples: int | None = None, seed: int = 0, gain: bool = False):
     """Exact squared weight error of a layer for every survivor count and bit width at once.
 

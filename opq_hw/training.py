@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import OpqError
+from .spec import DEFAULTS
 
 
 def accuracy(model: nn.Module, x, y, batch: int = 512) -> float:
@@ -89,7 +90,7 @@ def train(model: nn.Module, x, y, *, epochs: int, lr: float = 1e-3, batch_size: 
     return history
 
 
-def finetune(qmodel: nn.Module, data, *, epochs: int = 3, lr: float = 1e-3, batch_size: int = 64, seed: int = 0,
+def finetune(qmodel: nn.Module, data, *, epochs: int = 3, lr: float = DEFAULTS.lr, batch_size: int = 64, seed: int = 0,
              checkpoint: str | os.PathLike | None = None, progress: bool = True, tag: str | None = None,
              fast: bool = True) -> list[float]:
     """Finetune the compressed model: only weights, biases (and BN) train; masks and quantizers are

@@ -35,6 +35,13 @@ def test_defaults_are_read_by_every_entry_point():
 
     for fn in (choose_folding, estimate, layer_params, network_params):
         assert inspect.signature(fn).parameters["act_bits"].default == DEFAULTS.act_bits, fn.__name__
+    from opq_hw.allocation import allocate
+    from opq_hw.training import finetune
+
+    sig = inspect.signature(allocate).parameters
+    for k in ("target_kind", "method", "scale_mode", "mask_order", "error_model", "min_bits", "max_bits"):
+        assert sig[k].default == want[k], k
+    assert inspect.signature(finetune).parameters["lr"].default == DEFAULTS.lr
 
 
 def test_intnet_stages_are_records_with_the_pool_geometry():
