@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     import torch
 
     from opq_hw.flows.hls4ml_flow import compile_csim, predict_csim
-    from opq_hw.pipeline import CompressConfig, compress_run, load_run, quantize_input
+    from opq_hw.pipeline import CompressConfig, compress_run, quantize_input
+    from opq_hw.run import load_run
     from opq_hw.simulate import _run_qonnx, compare, output_lsb, reference
 
     torch.set_num_threads(1)

@@ -6,7 +6,7 @@
 2. rtl-da's kernel term on real weights: per layer of a run, the cost model's estimate of da4ml's
    cost vs da4ml's own solution and, with --synth, Yosys `synth_ecp5` / `synth_ice40` cell counts of
    the da4ml kernel (LUT4 + 2 per CCU2C on ECP5; SB_LUT4 on iCE40). The whole layer modules are
-   calibrated and held out in benchmarks/rtl_calibration.py.
+   calibrated and held out in scripts/rtl_calibration.py.
 3. hls4ml-latency / hls4ml-resource: no Vivado/Vitis HLS here, so no measurement: listed as such.
 
 Usage:
@@ -104,7 +104,7 @@ def run_matrices(run_dir: Path | None):
     """(name, matrix (fan_in, out) int, in_bits, in_signed, spec, la, index) per layer."""
     specs, alloc = golden()
     if run_dir is not None:
-        from opq_hw.pipeline import load_run
+        from opq_hw.run import load_run
 
         run = load_run(run_dir)
         specs, alloc = run.specs, run.allocation
@@ -166,7 +166,7 @@ def yosys_luts(verilog: str, family: str, timeout: float) -> dict | None:
 
 def rtl_part(run_dir, synth: str | None, timeout: float) -> dict:
     """The rtl-da kernel term on a real model's weights (the calibration layers of
-    benchmarks/rtl_calibration.py are uniform random integers): da4ml's cost estimated from the CSD
+    scripts/rtl_calibration.py are uniform random integers): da4ml's cost estimated from the CSD
     digits vs da4ml's own solution, and with --synth the kernel's Yosys LUTs vs lut_per_da x each."""
     layers, source = run_matrices(run_dir)
     fam = synth or "ecp5"

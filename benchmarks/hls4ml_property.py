@@ -132,7 +132,8 @@ def make_run(case: dict, folder: Path):
     from opq_hw.errors import OpqError
     from opq_hw.export import export_qonnx
     from opq_hw.layers import inspect_model, layer_weights
-    from opq_hw.pipeline import Run, quantize_input
+    from opq_hw.pipeline import quantize_input
+    from opq_hw.run import Run
 
     model, shape = make_model(case)
     torch.manual_seed(case["seed"])

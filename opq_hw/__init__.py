@@ -14,7 +14,7 @@ _LAZY = {
     "apply": ("opq_hw.carrier", "apply"),
     "finetune": ("opq_hw.training", "finetune"),
     "export_qonnx": ("opq_hw.export", "export_qonnx"),
-    "load_run": ("opq_hw.pipeline", "load_run"),
+    "load_run": ("opq_hw.run", "load_run"),
     "OpqError": ("opq_hw.errors", "OpqError"),
     "Allocation": ("opq_hw.spec", "Allocation"),
     "LayerAlloc": ("opq_hw.spec", "LayerAlloc"),

@@ -27,15 +27,15 @@ import dataclasses
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
 
 from . import laplace
 from .errors import OpqError
-from .quant import MASK_ORDERS, compress_layer, error_curves, layer_mask, make_scales, mask_digest
-from .spec import Allocation, LayerAlloc, LayerSpec
+from .quant import MASK_ORDERS, compress_layer, error_curves, layer_mask_threshold, make_scales, mask_digest
+from .spec import DEFAULTS, Allocation, LayerAlloc, LayerSpec
 
 METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
 WEIGHTINGS = ("mean", "total", "relative")
@@ -56,6 +56,55 @@ class LayerOptions:
     min_bits: int | None = None
     max_bits: int | None = None
     weight: float = 1.0  # multiplies a_i
+
+
+class _Target(NamedTuple):
+    """What the budget stands for, for the error messages: a compression target or a cost budget."""
+
+    target_cr: float | None
+    kind: str  # "cr_w", "cr_idx" or "cost"
+    total_n: int  # weights of the model, skipped layers included
+    fixed: float  # budget taken before the allocation (skipped layers, side information, bitmap)
+
+
+class _Group(NamedTuple):
+    """One group of the Lagrangian allocation: a layer, or a channel of the per-channel baseline."""
+
+    name: str  # its layer
+    channel: int | None
+    n: int  # weights
+    b: float  # Laplace scale
+    a: float  # weight of its error in the objective
+    bmin: int
+    bmax: int
+    kmin: int  # fewest survivors
+    spec: LayerSpec
+    qf: float  # mean squared channel scale of the survivors (1 on channel-normalised weights)
+    table: tuple | None  # exact error model: (prune (m+1,), quant (nb, m+1)); None: Laplace
+
+
+class _Candidate(NamedTuple):
+    """A stage-2 solution: bit index and survivor fraction per group, and how it ranks."""
+
+    short: bool  # leaves more than 1% of the budget unused
+    error: float  # modelled a-weighted error
+    lam: float
+    bi: np.ndarray
+    d: np.ndarray
+
+
+@dataclass
+class _Decision:
+    """The allocation of one layer: per group (the layer, or each of its channels) bits, survivors,
+    Laplace scale and threshold."""
+
+    a: float
+    normalisation: str
+    per_channel: bool = False
+    bits: list[int] = dataclasses.field(default_factory=list)
+    k: list[int] = dataclasses.field(default_factory=list)
+    b: list[float] = dataclasses.field(default_factory=list)
+    t: list[float] = dataclasses.field(default_factory=list)
 
 
 def resolve_overrides(names: list[str], overrides: Mapping[str, Mapping] | None) -> dict[str, LayerOptions]:
@@ -233,16 +282,16 @@ def allocate(
     weights: Mapping[str, torch.Tensor],
     *,
     target_cr: float | None = None,
-    target_kind: str = "cr_w",
+    target_kind: str = DEFAULTS.target_kind,
     cost_fn: CostFn | None = None,
     budget: float | None = None,
-    method: str = "opq",
-    scale_mode: str = "pow2",
+    method: str = DEFAULTS.method,
+    scale_mode: str = DEFAULTS.scale_mode,
     weighting: str | None = None,
-    mask_order: str = "magnitude",
-    error_model: str = "exact-gain",
-    min_bits: int = 2,
-    max_bits: int = 8,
+    mask_order: str = DEFAULTS.mask_order,
+    error_model: str = DEFAULTS.error_model,
+    min_bits: int = DEFAULTS.min_bits,
+    max_bits: int = DEFAULTS.max_bits,
     uniform_bits: int | None = None,
     overrides: Mapping[str, Mapping] | None = None,
 ) -> Allocation:
@@ -320,13 +369,14 @@ def allocate(
     var_budget = budget - fixed
     kind = target_kind if target_cr is not None else "cost"
 
+    target = _Target(target_cr, kind, total_n, fixed)
     if method in ("opq", "per-channel"):
         decisions, lam = _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
-                                     per_channel=method == "per-channel", target=(target_cr, kind, total_n, fixed),
+                                     per_channel=method == "per-channel", target=target,
                                      mask_order=mask_order, error_model=error_model, scale_mode=scale_mode)
     else:
         decisions, lam = _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
-                                       method, uniform_bits, target=(target_cr, kind, total_n, fixed))
+                                       method, uniform_bits, target=target)
     alloc = _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn,
                     mask_order, error_model)
     achieved = alloc.cr_w if kind == "cr_w" else alloc.cr_idx
@@ -350,7 +400,7 @@ def _normalised(w: torch.Tensor, normalisation: str) -> np.ndarray:
     return (w.detach().double().reshape(w.shape[0], -1) / normaliser(w, normalisation)[:, None]).numpy()
 
 
-def _unreachable(target, lo_size, hi_size) -> OpqError:
+def _unreachable(target: _Target, lo_size, hi_size) -> OpqError:
     target_cr, kind, total_n, fixed = target
     if target_cr is None:
         return OpqError(f"the cost budget cannot be met: the smallest reachable cost is {lo_size + fixed:.4g} "
@@ -383,7 +433,7 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     bits = np.arange(2, 17)
     magnitude = mask_order == "magnitude"
     exact = error_model in ("exact", "exact-gain") and not per_channel
-    rows = []  # (layer, channel|None, n, b, a, bmin, bmax, kmin, spec, qf, table)
+    rows: list[_Group] = []
     for s in active:
         o = opts[s.name]
         wt = weights[s.name].detach()
@@ -398,11 +448,15 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             a = _weight_of(s, weighting, o, float(np.sum(u * u)))
             for c in range(u.shape[0]):
                 b, _ = laplace.fit_scale(u[c])
-                rows.append((s.name, c, u.shape[1], max(b, 1e-12), a, bmin, bmax, 1, s, 1.0, None))
+                rows.append(_Group(s.name, c, u.shape[1], max(b, 1e-12), a, bmin, bmax, 1, s, 1.0, None))
             continue
         x = raw if raw is not None else u  # the error model's units
         a = _weight_of(s, weighting, o, float(np.sum(x * x)) if weighting == "relative" else None)
-        b, _ = laplace.fit_scale(raw if magnitude else u)
+        if magnitude:  # the centre selected on the float16/32 weights (the same median, `laplace.median`)
+            small = wt.dtype in (torch.float16, torch.float32)
+            b, _ = laplace.fit_scale(raw, centre=laplace.median(wt.reshape(-1).numpy()) if small else None)
+        else:
+            b, _ = laplace.fit_scale(u)
         qf = 1.0
         if magnitude and not exact:
             aw = np.abs(raw)
@@ -415,21 +469,22 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             quant = np.full((len(bits), len(prune)), np.inf)
             quant[[int(B) - 2 for B in bl]] = q
             table = (prune, quant)
-        rows.append((s.name, None, s.n_weights, max(b, 1e-12), a, bmin, bmax, s.out_channels, s, qf, table))
+        rows.append(_Group(s.name, None, s.n_weights, max(b, 1e-12), a, bmin, bmax, s.out_channels, s, qf, table))
     g, nb = len(rows), len(bits)
     err = np.full((g, nb, _GRID), np.inf)
     cost = np.full((g, nb, _GRID), np.inf)
     dd = np.ones((g, nb, _GRID))
     lin = np.zeros((g, nb))
-    for i, (name, c, n, b, a, bmin, bmax, kmin, spec, qf, table) in enumerate(rows):
+    for i, r in enumerate(rows):
+        n, b, a, qf, table = r.n, r.b, r.a, r.qf, r.table
         for j, B in enumerate(bits):
             delta = float(laplace.step(B))
-            d_lo = min(1.0, kmin / n)
+            d_lo = min(1.0, r.kmin / n)
             # t >= Delta/2 (Laplace): no survivor rounds to zero; the exact table prices that case itself
             d_hi = 1.0 if table is not None else max(d_lo, math.exp(-delta * math.sqrt(qf) / 2 / b))
             d = np.geomspace(d_lo, d_hi, _GRID)
             dd[i, j] = d
-            if not bmin <= B <= bmax:
+            if not r.bmin <= B <= r.bmax:
                 continue
             if table is not None:
                 x = d * (table[0].size - 1)
@@ -438,11 +493,11 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             else:
                 t = -b * np.log(d)
                 err[i, j] = a * n * (laplace.prune_error(t, b) + d * qf * delta**2 / 12)
-            cost[i, j] = _call_cost(cost_fn, spec, int(B), d * n)
+            cost[i, j] = _call_cost(cost_fn, r.spec, int(B), d * n)
             lin[i, j] = (cost[i, j, -1] - cost[i, j, 0]) / max((d_hi - d_lo) * n, 1e-12)
-    groups = _Groups([r[0] for r in rows], np.array([r[2] for r in rows], float), err, cost, dd,
-                     np.array([r[4] for r in rows]), np.array([r[3] for r in rows]), bits, lin,
-                     np.array([r[9] for r in rows]), [r[10] for r in rows] if exact else None)
+    groups = _Groups([r.name for r in rows], np.array([r.n for r in rows], float), err, cost, dd,
+                     np.array([r.a for r in rows]), np.array([r.b for r in rows]), bits, lin,
+                     np.array([r.qf for r in rows]), [r.table for r in rows] if exact else None)
     f1 = lambda lam: groups.solve(lam)  # noqa: E731
     lo_size, hi_size = f1(1e8)[-1], f1(1e-16)[-1]
     res = _bisect(f1, var_budget)
@@ -451,7 +506,7 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     lam1, (bi_hi, _, _), lam0 = res
     # Stage 2: integer bit widths jump, so fill the budget with the thresholds alone, from both
     # sides of the jump: the feasible bits (lam lowered) and the infeasible bits (lam raised).
-    cands = []
+    cands: list[_Candidate] = []
     for fixed, lo, hi in ((bi_hi, 1e-16, lam1), (None if lam0 is None else groups.solve(lam0)[0], lam0, 1e8)):
         if fixed is None:
             continue
@@ -466,19 +521,19 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
                     alpha = (var_budget - size) / (size2 - size) * (1 - 1e-9)
                     d = d + alpha * (d2 - d)
                     size = size + alpha * (size2 - size)
-            cands.append((size < 0.99 * var_budget, groups.error(bi, d), lam, bi, d))
-    _, _, lam, bi, d = min(cands, key=lambda c: (c[0], c[1]))
-    ks = np.maximum(np.rint(d * groups.n).astype(np.int64), np.array([r[7] for r in rows]))
+            cands.append(_Candidate(size < 0.99 * var_budget, groups.error(bi, d), lam, bi, d))
+    best = min(cands, key=lambda c: (c.short, c.error))
+    lam, bi, d = best.lam, best.bi, best.d
+    ks = np.maximum(np.rint(d * groups.n).astype(np.int64), np.array([r.kmin for r in rows]))
     ks = np.minimum(ks, groups.n.astype(np.int64))
     B = bits[bi]
     _trim_to_budget(rows, ks, B, cost_fn, var_budget)
-    decisions = {}
-    for (name, c, n, b, a, *_), k, Bi, t in zip(rows, ks, B, -groups.b * np.log(d)):
+    decisions: dict[str, _Decision] = {}
+    for r, k, Bi, t in zip(rows, ks, B, -groups.b * np.log(d)):
         if magnitude and not per_channel:
             t = float("nan")  # set from the mask in _finish: the raw |w| of the weakest survivor
-        dec = decisions.setdefault(name, {"bits": [], "k": [], "b": [], "a": a, "t": [], "normalisation": "channel"})
-        dec["bits"].append(int(Bi)); dec["k"].append(int(k)); dec["b"].append(float(b)); dec["t"].append(float(t))
-        dec["per_channel"] = c is not None
+        dec = decisions.setdefault(r.name, _Decision(a=r.a, normalisation="channel", per_channel=r.channel is not None))
+        dec.bits.append(int(Bi)); dec.k.append(int(k)); dec.b.append(float(r.b)); dec.t.append(float(t))
     return decisions, lam
 
 
@@ -493,12 +548,12 @@ def _call_cost(cost_fn, spec, bits, k):
 
 
 def _group_cost(rows, ks, B, cost_fn):
-    return float(sum(_call_cost(cost_fn, r[8], int(b), np.array([float(k)]))[0] for r, k, b in zip(rows, ks, B)))
+    return float(sum(_call_cost(cost_fn, r.spec, int(b), np.array([float(k)]))[0] for r, k, b in zip(rows, ks, B)))
 
 
 def _trim_to_budget(rows, ks, B, cost_fn, var_budget):
     """Integer survivor counts may round above the budget: drop survivors from the largest groups."""
-    kmin = np.array([r[7] for r in rows])
+    kmin = np.array([r.kmin for r in rows])
     for _ in range(10 * len(rows) + 100):
         if _group_cost(rows, ks, B, cost_fn) <= var_budget + 1e-6:
             return
@@ -565,8 +620,8 @@ def _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bit
                              for s, k in ((d[0], d[0].out_channels if B == min_bits else d[0].n_weights) for d in data)))
         raise _unreachable(target, sizes[0], sizes[1])
     _, B, ks = best
-    return {s.name: {"bits": [B], "k": [k], "b": [float(np.mean(u))], "a": a, "t": [0.0], "normalisation": norm,
-                     "per_channel": False} for (s, sk, tail, u, a), k in zip(data, ks)}, 0.0
+    return {s.name: _Decision(a=a, normalisation=norm, bits=[B], k=[k], b=[float(np.mean(u))], t=[0.0])
+            for (s, sk, tail, u, a), k in zip(data, ks)}, 0.0
 
 
 def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn,
@@ -584,26 +639,28 @@ def _finish(specs, weights, opts, decisions, method, scale_mode, weighting, targ
             notes.append(f"{s.name}: skipped by override (32-bit dense)")
             continue
         dec = decisions[s.name]
-        per_channel = dec["per_channel"]
-        ch_bits = dec["bits"] if per_channel else dec["bits"] * s.out_channels
-        scales = make_scales(w, ch_bits, dec["normalisation"], scale_mode)
-        nnz = int(sum(dec["k"]))
+        per_channel = dec.per_channel
+        ch_bits = dec.bits if per_channel else dec.bits * s.out_channels
+        scales = make_scales(w, ch_bits, dec.normalisation, scale_mode)
+        nnz = int(sum(dec.k))
         side = side_bits(method, scale_mode, s.out_channels)
         la = LayerAlloc(
             name=s.name, bits=int(max(ch_bits)), n_weights=s.n_weights, n_nonzero=nnz,
             sparsity=1.0 - nnz / s.n_weights, scales=scales,
-            threshold=float(np.mean(dec["t"])), laplace_b=float(np.mean(dec["b"])), weight=float(dec["a"]),
+            threshold=float(np.mean(dec.t)), laplace_b=float(np.mean(dec.b)), weight=float(dec.a),
             channel_bits=tuple(ch_bits) if per_channel else None,
-            channel_nonzero=tuple(dec["k"]) if per_channel else None,
-            normalisation=dec["normalisation"], side_bits=side, mask_order=mask_order)
-        mask = layer_mask(w, la)  # q is not needed here: the mask alone, without quantizing
+            channel_nonzero=tuple(dec.k) if per_channel else None,
+            normalisation=dec.normalisation, side_bits=side, mask_order=mask_order)
+        mask, kept_min = layer_mask_threshold(w, la)  # q is not needed here: the mask alone, without quantizing
         realised = int(mask.sum())
         assert realised == nnz, (s.name, realised, nnz)
         la = dataclasses.replace(la, mask_digest=mask_digest(mask))
         if math.isnan(la.threshold):  # magnitude order: the realised threshold, the weakest survivor's |w|
-            la = dataclasses.replace(la, threshold=float(w.detach().abs()[mask].min()) if nnz else 0.0)
+            if kept_min is None:  # all or none kept
+                kept_min = float(w.detach().abs()[mask].min()) if nnz else 0.0
+            la = dataclasses.replace(la, threshold=kept_min)
         layers.append(la)
-        wbits = sum(k * b for k, b in zip(dec["k"], dec["bits"])) if per_channel else nnz * dec["bits"][0]
+        wbits = sum(k * b for k, b in zip(dec.k, dec.bits)) if per_channel else nnz * dec.bits[0]
         bits_w += wbits + side
         bits_idx += wbits + side + s.n_weights
     total = sum(s.n_weights for s in specs)

@@ -8,13 +8,13 @@ then run `pytest tests/test_boards.py` (it loads and checks every file).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .errors import OpqError
 
 RESOURCES = ("LUT", "FF", "BRAM18", "URAM", "DSP")
@@ -42,9 +42,10 @@ YAML_MAX_BYTES = 1 << 20  # a board file is a few KiB
 
 
 def config_dir() -> Path:
-    """`board_configs/` of the source tree (override with OPQ_HW_BOARDS for out-of-tree boards)."""
+    """The shipped `board_configs/` (see `opq_hw.resources`; override with OPQ_HW_BOARDS for
+    out-of-tree boards)."""
     env = os.environ.get("OPQ_HW_BOARDS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "board_configs"
+    return Path(env) if env else resources.board_configs()
 
 
 @dataclass(frozen=True)
@@ -257,9 +258,3 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except RecursionError:
         raise OpqError(f"{path.name}: nested too deeply to be a board file") from None
 
-
-def describe(board: Board) -> str:
-    """A short human-readable summary (used by `opq-hw boards NAME`)."""
-    cap = ", ".join(f"{r} {board.capacity[r]:,}" for r in RESOURCES)
-    return (f"{board.name}: {board.display_name} ({board.vendor} {board.family}, {board.part}), "
-            f"{board.clock_mhz:g} MHz, {cap}; flows: {', '.join(board.flows)}\n" + json.dumps(board.to_dict(), indent=1))

@@ -17,15 +17,15 @@ from torch import nn
 
 from .errors import OpqError
 from .quant import qmax
-from .spec import Allocation, LayerAlloc, LayerSpec
+from .spec import DEFAULTS, Allocation, LayerAlloc, LayerSpec
 
 
 @dataclass(frozen=True)
 class ActConfig:
     """Activation quantization: `bits=None` leaves activations (and biases) in float."""
 
-    bits: int | None = 8
-    scale_mode: str = "pow2"
+    bits: int | None = DEFAULTS.act_bits
+    scale_mode: str = DEFAULTS.scale_mode
 
 
 class FrozenMask(nn.Module):

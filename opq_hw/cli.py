@@ -5,9 +5,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from . import validate as v
 from .errors import OpqError
+from .spec import DEFAULTS as D
 
 
 DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_test, y_test (or x, y: split "
@@ -19,40 +21,41 @@ TAIL_HELP = ("a final Softmax/Sigmoid head: host (default; the hardware computes
 
 def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default=None, type=v.out_dir_arg, help="run directory to write (default runs/<model>-<target>x)")
-    p.add_argument("--model", default="digits-cnn" if demo else None, required=not demo,
+    p.add_argument("--model", default=D.model if demo else None, required=not demo,
                    help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
     if demo:
         p.add_argument("--data", choices=["digits", "mnist1d"], default="digits", help="built-in data set")
     else:
         p.add_argument("--data", help=DATA_HELP + "; calibrates activations, finetunes, measures accuracy, gives the "
                        "golden test arrays (without it: weights only, activations not calibrated)")
-    p.add_argument("--target-cr", type=v.target_cr_arg, default=20.0, help="target compression rate, > 1 (default 20)")
-    p.add_argument("--epochs", type=v.epochs_arg, default=5, help="finetune epochs, >= 0 (default 5)")
+    p.add_argument("--target-cr", type=v.target_cr_arg, default=D.target_cr,
+                   help=f"target compression rate, > 1 (default {D.target_cr:g})")
+    p.add_argument("--epochs", type=v.epochs_arg, default=D.epochs, help=f"finetune epochs, >= 0 (default {D.epochs})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run with a different config")
     if demo:
         p.add_argument("--no-sim", action="store_true", help="skip the closing hls4ml C-simulation bit-exact check")
         return
     p.add_argument("--weights", help="float state_dict (.pt), loaded with weights_only=True")
-    p.add_argument("--target-kind", choices=["cr_w", "cr_idx"], default="cr_w",
+    p.add_argument("--target-kind", choices=["cr_w", "cr_idx"], default=D.target_kind,
                    help="what --target-cr refers to: weights + side info (cr_w) or also a position bitmap (cr_idx)")
-    p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default="opq")
-    p.add_argument("--scale-mode", choices=["pow2", "float"], default="pow2",
+    p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default=D.method)
+    p.add_argument("--scale-mode", choices=["pow2", "float"], default=D.scale_mode,
                    help="pow2: power-of-two scales, bit-exact fixed point (default); float: paper-faithful float scales")
     p.add_argument("--weighting", choices=["relative", "mean", "total"],
                    help="layer weighting a_i: relative (1/sum w^2; opq's default), mean (1/N_i; the baselines') or total (1)")
-    p.add_argument("--mask-order", choices=["magnitude", "channel-normalised"], default="magnitude", help="OPQ masks keep the largest raw |w| (default) or |w|/max|w_c| (old)")
-    p.add_argument("--error-model", choices=["exact-gain", "exact", "laplace"], default="exact-gain", help="OPQ error: exact per-layer table up to a layer gain (default), exact, or Laplace closed forms (old)")
-    p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=2, help="2..16 (default 2)")
-    p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=8, help="2..16 (default 8)")
+    p.add_argument("--mask-order", choices=["magnitude", "channel-normalised"], default=D.mask_order, help="OPQ masks keep the largest raw |w| (default) or |w|/max|w_c| (old)")
+    p.add_argument("--error-model", choices=["exact-gain", "exact", "laplace"], default=D.error_model, help="OPQ error: exact per-layer table up to a layer gain (default), exact, or Laplace closed forms (old)")
+    p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=D.min_bits, help=f"2..16 (default {D.min_bits})")
+    p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=D.max_bits, help=f"2..16 (default {D.max_bits})")
     p.add_argument("--uniform-bits", type=v.bits_arg("--uniform-bits"), help="bit width (2..16) of the uniform / global-magnitude baselines")
-    p.add_argument("--act-bits", type=v.act_bits_arg, default=8, help="activation bits, 2..16 (0: float activations)")
-    p.add_argument("--lr", type=v.lr_arg, default=1e-3, help="finetune learning rate, finite, 0 < lr <= 10")
-    p.add_argument("--seed", type=v.seed_arg, default=0, help="0..2**32-1")
+    p.add_argument("--act-bits", type=v.act_bits_arg, default=D.act_bits, help="activation bits, 2..16 (0: float activations)")
+    p.add_argument("--lr", type=v.lr_arg, default=D.lr, help="finetune learning rate, finite, 0 < lr <= 10")
+    p.add_argument("--seed", type=v.seed_arg, default=D.seed, help="0..2**32-1")
     p.add_argument("--input-shape", type=v.input_shape_arg, help="per-sample input shape, e.g. 1,8,8 (when no data gives it)")
     p.add_argument("--override", type=v.override_arg, action="append", default=[],
                    help="per-layer override LAYER_OR_GLOB:skip or LAYER_OR_GLOB:min_bits=6,max_bits=8,weight=2 (repeatable)")
     p.add_argument("--board", help="hardware-aware mode: fit this board (see `opq-hw boards`) instead of a rate")
-    p.add_argument("--arch", default="hls4ml-latency", help="cost-model architecture for --board")
+    p.add_argument("--arch", default=D.arch, help="cost-model architecture for --board")
     p.add_argument("--fit", action="store_true", help="with --board: allocate to fit the board's limits")
     p.add_argument("--dequantize", action="store_true", help="an already-quantized ONNX model (QONNX Quant, QCDQ): "
                    "turn its quantized weights back into float ones (activation quantizers dropped) and proceed")
@@ -62,7 +65,7 @@ def _config(args, demo: bool):
     from .pipeline import CompressConfig
 
     if demo:
-        model = args.model if args.data != "mnist1d" or args.model != "digits-cnn" else "mnist1d-cnn"
+        model = args.model if args.data != "mnist1d" or args.model != D.model else "mnist1d-cnn"
         return CompressConfig(model=model, data=args.data, target_cr=args.target_cr, epochs=args.epochs)
     v.compress_args(args)
     if args.board and not args.fit:
@@ -99,12 +102,12 @@ def _simulate(run, level, **kw) -> dict:
 def cmd_inspect(args) -> int:
     from .layers import inspect_model
     from .models import BUILTIN, build_model
-    from .pipeline import CompressConfig, _example_input
+    from .pipeline import CompressConfig, example_input
 
     if args.input_shape is None and not (args.model in BUILTIN or args.model.endswith(".onnx")):
         raise OpqError(f"give --input-shape C,H,W (per sample) for {args.model!r}: only built-in and ONNX models carry it")
     model = build_model(args.model).eval()
-    example = _example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
+    example = example_input(CompressConfig(model=args.model, input_shape=args.input_shape), None)
     specs = inspect_model(model, example)
     if args.json:
         for s in specs:
@@ -125,22 +128,28 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    import importlib
-
-    flows = {"hls4ml": "opq_hw.flows.hls4ml_flow", "finn": "opq_hw.flows.finn_flow", "rtl": "opq_hw.flows.rtl_flow"}
-    if args.flow not in flows:
-        raise OpqError(f"unknown flow {args.flow!r}; choose one of {sorted(flows)}")
-    opts = {k: v for k, v in vars(args).items()
-            if k not in ("cmd", "func", "run", "flow", "board", "model", "trust_run") and v is not None}
     from .data import require_run_data
+    from .flows import cli_options, get_flow
 
-    if "data" in opts and args.flow != "rtl":
-        raise OpqError(f"--data applies to --flow rtl (its own Verilator check); the {args.flow} build does not run "
-                       f"the model: check it with `opq-hw simulate RUN --level qonnx|csim --data ...`")
+    flow = get_flow(args.flow)
+    options = flow.parse_options({kw["dest"]: getattr(args, kw["dest"], None) for kw in cli_options().values()})
     require_run_data(args.run, "build")
     with v.missing_tools(f"build --flow {args.flow}"):
-        res = importlib.import_module(flows[args.flow]).build(args.run, board=args.board, **opts)
+        res = flow.build(args.run, board=args.board, options=options)
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
+
+
+def _add_flow_args(p: argparse.ArgumentParser) -> None:
+    """`build`'s flow options, read from the flows' option dataclasses (opq_hw.flows)."""
+    from .flows import cli_options
+
+    for flag, kw in cli_options().items():
+        kw = dict(kw)
+        parts = kw.pop("help_parts")
+        make = kw.pop("argtype", None)
+        if make is not None:
+            kw["type"] = make()
+        p.add_argument(flag, help="; ".join(parts), **kw)
 
 
 def cmd_boards(args) -> int:
@@ -210,23 +219,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
     b = sub.add_parser("build", help="generate an accelerator project for a run")
     b.add_argument("run")
-    b.add_argument("--flow", required=True, help="hls4ml | finn | rtl")
+    from .flows import FLOWS
+
+    b.add_argument("--flow", required=True, help=" | ".join(FLOWS))
     b.add_argument("--board", required=True)
-    b.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend")
-    b.add_argument("--io", choices=["parallel", "stream"], help="hls4ml io type")
-    b.add_argument("--strategy", choices=["latency", "resource"], help="hls4ml strategy (reuse factors from the cost model)")
-    b.add_argument("--synth", action="store_true", default=None, help="run the vendor synthesis tool (must be on PATH)")
-    b.add_argument("--allow-inexact", action="store_true", default=None, help="allow float-scale runs (error is measured)")
-    b.add_argument("--target-fps", type=v.positive_arg("--target-fps"), help="FINN: throughput target for folding")
-    b.add_argument("--rtl-arch", choices=["seq", "da4ml"], help="RTL: seq (default; one sparse MAC per layer, weights in "
-                   "block RAM) or da4ml (constant-weight adder graphs, one pixel per cycle)")
-    b.add_argument("--pipeline", type=v.positive_arg("--pipeline", zero_ok=True), help="RTL: --rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
-    b.add_argument("--freq", type=v.positive_arg("--freq", hi=5000), help="RTL: place-and-route target in MHz (default: the board's clock)")
-    b.add_argument("--data", help="RTL: data for the Verilator check: " + DATA_HELP + " (default: the run's own test data)")
-    b.add_argument("--no-sim", dest="sim", action="store_false", default=None, help="RTL: skip the Verilator check")
-    b.add_argument("--no-pnr", dest="pnr", action="store_false", default=None, help="RTL: stop after synthesis")
-    b.add_argument("--tool-timeout", type=v.positive_arg("--tool-timeout"), help="RTL: wall-clock limit per Yosys/nextpnr run, seconds")
-    b.add_argument("--tail", choices=["host", "hw"], help=TAIL_HELP)
+    _add_flow_args(b)
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
     bo = sub.add_parser("boards", help="list boards, or show one")
@@ -235,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("estimate", help="resource/latency estimate report for a run on a board")
     e.add_argument("run")
     e.add_argument("--board", required=True)
-    e.add_argument("--arch", default="hls4ml-latency")
+    e.add_argument("--arch", default=D.arch)
     e.set_defaults(func=cmd_estimate)
     r = sub.add_parser("report", help="estimates beside synthesis results found in the run")
     r.add_argument("run")
@@ -250,10 +247,74 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     warnings.filterwarnings("ignore", message="The GemmToMatMul transformation only offers")
     args = parser().parse_args(argv)
-    from .rundir import run_cli, run_command
-
     return run_cli(lambda: run_command(args))
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------------
+# interrupts and crashes
+# ------------------------------------------------------------------------------------------------
+class Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so every `with` block cleans up."""
+
+
+def run_cli(func: Callable[[], int]) -> int:
+    """Run a CLI command: OpqError -> `error: ...`, exit 2; Ctrl-C -> exit 130, SIGTERM -> 143 (temporary
+    directories removed by their context managers); anything else is a bug: one line and a log file."""
+    import os
+    import signal
+    import time
+    import traceback
+
+    from .artifact import write_bytes
+
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        prev = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        prev = None
+    try:
+        return int(func() or 0)
+    except OpqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); temporary files removed, nothing half-written was left", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated (SIGTERM); temporary files removed, nothing half-written was left", file=sys.stderr)
+        return 143
+    except Exception as e:  # noqa: BLE001 - the last resort: a bug
+        from .pipeline import cache_dir
+
+        log = cache_dir() / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        where = str(log)
+        try:
+            write_bytes(log, ("opq-hw " + " ".join(sys.argv[1:]) + "\n\n" + traceback.format_exc()).encode())
+        except OSError:
+            where = "(could not be written)"
+        print(f"error: internal error, a bug in opq-hw ({type(e).__name__}: {str(e)[:200]}); the traceback is in "
+              f"{where}: please report it", file=sys.stderr)
+        return 1
+    finally:
+        if prev is not None:
+            signal.signal(signal.SIGTERM, prev)
+
+
+def run_command(args) -> int:
+    """A CLI verb on an existing run holds the run's lock throughout (one command per run at a
+    time) and builds a `module:factory` model only from what the user gave (--model / --trust-run)."""
+    import contextlib
+
+    from .run import model_source
+    from .rundir import locked
+
+    run = getattr(args, "run", None)
+    ctx = locked(run) if run and Path(run).is_dir() else contextlib.nullcontext()
+    with ctx, model_source(getattr(args, "model", None) if run else None, bool(getattr(args, "trust_run", False))):
+        return int(args.func(args) or 0)

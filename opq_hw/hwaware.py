@@ -17,15 +17,16 @@ from typing import Any, Mapping
 import numpy as np
 
 from .boards import RESOURCES, Board, load_board
-from .cost import _check_arch, default_folding, estimate, layer_cost, layer_params
+from .cost import architecture, default_folding, estimate, fits, layer_cost, layer_params
 from .errors import OpqError
-from .spec import LayerAlloc, LayerSpec
+from .spec import DEFAULTS, LayerAlloc, LayerSpec
 
 _MAX_ITER = 12
 
 
 def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: str,
-                     folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8):
+                     folding: "Mapping[str, Mapping[str, Any]] | str | None" = None,
+                     act_bits: int | None = DEFAULTS.act_bits):
     """cost_fn(spec, bits, n_nonzero) -> usage of `resource` by that layer (vectorised over
     n_nonzero), for `opq_hw.allocation.allocate(cost_fn=..., budget=...)`."""
     index = {s.name: i for i, s in enumerate(specs)}
@@ -60,10 +61,12 @@ def _auto_folding(specs, board, arch, min_bits, act_bits):
     return choose_folding(specs, floor, board, arch, act_bits=act_bits, strict=False)
 
 
-def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: str = "hls4ml-latency", *,
-                   folding: "Mapping[str, Mapping[str, Any]] | str | None" = None, act_bits: int | None = 8,
-                   method: str = "opq", scale_mode: str = "pow2", weighting: str | None = None, min_bits: int = 2,
-                   max_bits: int = 8, overrides: Mapping[str, Mapping] | None = None, **kw):
+def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: str = DEFAULTS.arch, *,
+                   folding: "Mapping[str, Mapping[str, Any]] | str | None" = None,
+                   act_bits: int | None = DEFAULTS.act_bits, method: str = DEFAULTS.method,
+                   scale_mode: str = DEFAULTS.scale_mode, weighting: str | None = None,
+                   min_bits: int = DEFAULTS.min_bits, max_bits: int = DEFAULTS.max_bits,
+                   overrides: Mapping[str, Mapping] | None = None, **kw):
     """Allocate so that the design fits `board` under `arch` with `folding`: a per-layer dict, None
     (fully parallel; the default for hls4ml-latency and rtl-da) or "auto" (the default for finn-mvau
     and hls4ml-resource: the fastest folding at which the smallest allocation fits).
@@ -75,7 +78,7 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     from .allocation import allocate, resolve_overrides
 
     board = load_board(board)
-    _check_arch(arch, board)
+    architecture(arch, board)
     if folding is None and arch in ("finn-mvau", "hls4ml-resource"):
         folding = "auto"  # fully parallel FINN / resource-strategy designs are rarely what anyone builds
     if folding == "auto":
@@ -99,15 +102,16 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     # what no allocation can avoid: skipped layers at 32 bits dense, the rest at their floor
     floor = {r: _usage(fns[r], skipped, lambda s: 32, lambda s: s.n_weights)
              + _usage(fns[r], active, bmin, lambda s: s.out_channels) for r in RESOURCES}
-    short = {r: floor[r] - usable[r] for r in RESOURCES if floor[r] > usable[r] + 1e-9}
+    short = fits(board, floor).over
     if short:
-        what = ", ".join(f"{r}: at least {floor[r]:.0f} needed, {usable[r]:.0f} usable (missing {m:.0f})" for r, m in short.items())
+        what = ", ".join(f"{r}: at least {floor[r]:.0f} needed, {usable[r]:.0f} usable (missing {floor[r] - usable[r]:.0f})"
+                         for r in short)
         raise OpqError(f"nothing fits {board.name} with {arch}: even at {min_bits} bits with one weight per output "
                        f"channel the design needs {what}. Use a larger board, fold more (reuse factor / PE, SIMD), "
                        f"or another --arch")
     dense = {r: _usage(fns[r], skipped, lambda s: 32, lambda s: s.n_weights)
              + _usage(fns[r], active, bmax, lambda s: s.n_weights) for r in RESOURCES}
-    if all(dense[r] <= usable[r] + 1e-9 for r in RESOURCES):
+    if fits(board, dense):
         pressure = {r: (dense[r] / usable[r] if usable[r] > 0 else 0.0) for r in RESOURCES}
     else:
         pressure = {r: (dense[r] / usable[r] if usable[r] > 0 else (np.inf if dense[r] > 0 else 0.0)) for r in RESOURCES}

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OpqError
+from .flows import FLOWS as _REGISTRY
 from .spec import LayerSpec
 
-FLOWS = ("hls4ml", "finn", "rtl")
+FLOWS = tuple(_REGISTRY)  # the flows whose support is checked, in the registry's order
 
 
 def _check(fn) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def flow_support(model, example, specs: list[LayerSpec]) -> dict[str, dict[str, 
     from .allocation import allocate
     from .carrier import ActConfig, apply
     from .layers import layer_weights
-    from .pipeline import Run
+    from .run import Run
 
     try:
         alloc = allocate(specs, layer_weights(model, specs), target_cr=10.0, scale_mode="pow2")
@@ -69,11 +70,11 @@ def flow_support(model, example, specs: list[LayerSpec]) -> dict[str, dict[str, 
 
         def rtl():
             from .rtl.intnet import extract
-            from .rtl.seq import _layer_plan
+            from .rtl.seq import layer_plan
 
             with torch.no_grad():
                 net = extract(qmodel, example.numpy())
-            _layer_plan(net)
+            layer_plan(net)
             return "the integer network extracts and the seq architecture plans it (opq_hw.rtl)"
 
         out["hls4ml"] = _check(hls4ml)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -35,39 +37,21 @@ def mnist1d_cnn() -> nn.Module:
     )
 
 
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A built-in model and its pre-training recipe."""
+
+    factory: Callable[[], nn.Module]
+    data: str  # the data set it trains on (opq_hw.data; digits-flat: digits as 64-vectors)
+    example_shape: tuple[int, ...]  # a batch of one input
+    pretrain_epochs: int  # pre-training epochs when no --weights are given
+
+
 BUILTIN = {
-    "digits-cnn": (digits_cnn, "digits", (1, 1, 8, 8)),
-    "digits-mlp": (digits_mlp, "digits-flat", (1, 64)),
-    "mnist1d-cnn": (mnist1d_cnn, "mnist1d", (1, 1, 40)),
+    "digits-cnn": BuiltinModel(digits_cnn, "digits", (1, 1, 8, 8), pretrain_epochs=40),
+    "digits-mlp": BuiltinModel(digits_mlp, "digits-flat", (1, 64), pretrain_epochs=40),
+    "mnist1d-cnn": BuiltinModel(mnist1d_cnn, "mnist1d", (1, 1, 40), pretrain_epochs=60),
 }
-
-
-def _onnx2torch_convert():
-    """onnx2torch's `convert`. onnx2torch imports torchvision for its NMS and RoIAlign converters
-    only, and PyPI's torchvision does not load beside the pinned CPU torch; so it is installed
-    without dependencies and, where torchvision cannot be imported, those two ops raise instead."""
-    import sys
-    import types
-
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-
-        def unsupported(*_a, **_k):
-            raise OpqError("this ONNX model uses NMS or RoIAlign, which need torchvision; opq-hw does not support them")
-
-        tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
-        ops.nms = ops.roi_align = unsupported
-        tv.ops = ops
-        sys.modules.setdefault("torchvision", tv)
-        sys.modules.setdefault("torchvision.ops", ops)
-    try:
-        from onnx2torch import convert
-    except ImportError as e:
-        raise OpqError(f"ONNX input needs onnx2torch ({e}); run `make setup` (it installs onnx2torch with pip --no-deps)") from e
-    return convert
 
 
 def model_from_onnx(path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
@@ -81,7 +65,7 @@ def model_from_onnx(path: str | Path, input_shape: tuple[int, ...] | None = None
 def build_model(ref: str, input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A float model from a built-in name, `package.module:factory`, or a path to a float .onnx."""
     if ref in BUILTIN:
-        return BUILTIN[ref][0]()
+        return BUILTIN[ref].factory()
     if ref.endswith(".onnx"):
         return model_from_onnx(ref, input_shape)
     if ":" in ref:

@@ -76,6 +76,34 @@ class UnfoldableBatchNorm(OpqError):
     """A BatchNormalization that is not directly after a Conv/Gemm/MatMul."""
 
 
+def onnx2torch_convert():
+    """onnx2torch's `convert`. onnx2torch imports torchvision for its NMS and RoIAlign converters
+    only, and PyPI's torchvision does not load beside the pinned CPU torch; so it is installed
+    without dependencies and, where torchvision cannot be imported, those two ops raise instead."""
+    import sys
+    import types
+
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+
+        def unsupported(*_a, **_k):
+            raise OpqError("this ONNX model uses NMS or RoIAlign, which need torchvision; opq-hw does not support them")
+
+        tv, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+        ops.nms = ops.roi_align = unsupported
+        tv.ops = ops
+        sys.modules.setdefault("torchvision", tv)
+        sys.modules.setdefault("torchvision.ops", ops)
+    try:
+        from onnx2torch import convert
+    except ImportError as e:
+        raise OpqError(f"ONNX input needs onnx2torch ({e}); run `make setup` (it installs onnx2torch with pip --no-deps)") from e
+    return convert
+
+
 @dataclass
 class Frontend:
     """A normalised float graph and what the front end did to it."""
@@ -84,9 +112,7 @@ class Frontend:
     record: dict[str, Any] = field(default_factory=dict)
 
     def torch_model(self):
-        from .models import _onnx2torch_convert
-
-        convert = _onnx2torch_convert()
+        convert = onnx2torch_convert()
         try:
             model = convert(copy.deepcopy(self.proto))
         except OpqError:

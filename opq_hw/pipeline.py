@@ -1,5 +1,5 @@
 """The pipeline as plain functions: pretrain -> compress (inspect, allocate, apply, finetune,
-export) into a run directory, and `load_run` to read one back."""
+export) into a run directory (`opq_hw.run.load_run` reads one back)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,32 +15,33 @@ from typing import Any
 import numpy as np
 import torch
 
-from .artifact import atomic_dir, config_hash, read_json, write_bytes, write_json, write_npy
+from .artifact import atomic_dir, config_hash, write_bytes, write_json, write_npy
 from .errors import OpqError
-from .spec import Allocation, LayerSpec, read_records
+from .spec import DEFAULTS, Allocation, LayerSpec
+from .steps import Step, run_steps, timings
 
 
 @dataclass(frozen=True)
 class CompressConfig:
     """Everything that defines a run (hashed into the manifest; JSON round-trip)."""
 
-    model: str = "digits-cnn"  # built-in name, module:factory, or path/to/float_model.onnx
+    model: str = DEFAULTS.model  # built-in name, module:factory, or path/to/float_model.onnx
     weights: str | None = None  # float state_dict (weights_only); built-ins are pre-trained when absent
     data: str | None = None  # built-in name | file.npz | module:function | None (weights only; see opq_hw.data)
-    target_cr: float | None = 20.0
-    target_kind: str = "cr_w"  # cr_w | cr_idx
-    method: str = "opq"  # opq | uniform | global-magnitude | per-channel
-    scale_mode: str = "pow2"  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
+    target_cr: float | None = DEFAULTS.target_cr
+    target_kind: str = DEFAULTS.target_kind  # cr_w | cr_idx
+    method: str = DEFAULTS.method  # opq | uniform | global-magnitude | per-channel
+    scale_mode: str = DEFAULTS.scale_mode  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
     weighting: str | None = None  # layer weighting: relative (a_i = 1/sum w^2) | mean (1/N_i) | total (1); None: relative for opq, mean otherwise
-    mask_order: str = "magnitude"  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
-    error_model: str = "exact-gain"  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
-    min_bits: int = 2
-    max_bits: int = 8
+    mask_order: str = DEFAULTS.mask_order  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
+    error_model: str = DEFAULTS.error_model  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
+    min_bits: int = DEFAULTS.min_bits
+    max_bits: int = DEFAULTS.max_bits
     uniform_bits: int | None = None
-    act_bits: int | None = 8
-    epochs: int = 5
-    lr: float = 1e-3
-    seed: int = 0
+    act_bits: int | None = DEFAULTS.act_bits
+    epochs: int = DEFAULTS.epochs
+    lr: float = DEFAULTS.lr
+    seed: int = DEFAULTS.seed
     pretrain_epochs: int | None = None  # built-ins without --weights: pre-training epochs (None: the recipe's)
     input_shape: tuple[int, ...] | None = None  # per-sample shape when neither data nor a built-in gives it
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -82,7 +83,7 @@ def dataset_for(cfg_data: str | None, model_ref: str):
     if cfg_data is None:
         return None
     name = cfg_data
-    if cfg_data == "digits" and model_ref in BUILTIN and BUILTIN[model_ref][1] == "digits-flat":
+    if cfg_data == "digits" and model_ref in BUILTIN and BUILTIN[model_ref].data == "digits-flat":
         name = "digits-flat"
     return load_dataset(name)
 
@@ -94,8 +95,9 @@ def pretrained(model_ref: str, epochs: int | None = None, seed: int = 0) -> torc
 
     if model_ref not in BUILTIN:
         raise OpqError(f"no pre-training recipe for {model_ref!r}; pass --weights with a trained state_dict")
-    _, data, _ = BUILTIN[model_ref]
-    epochs = epochs or (60 if data == "mnist1d" else 40)
+    recipe = BUILTIN[model_ref]
+    data = recipe.data
+    epochs = epochs or recipe.pretrain_epochs
     path = cache_dir() / "pretrained" / f"{model_ref}-seed{seed}-e{epochs}.pt"
     torch.manual_seed(seed)
     model = build_model(model_ref)
@@ -135,7 +137,7 @@ def _float_model(cfg: CompressConfig) -> tuple[torch.nn.Module, dict[str, Any], 
     return model, ({"folded_bn": folds} if folds else {}), None
 
 
-def _example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = None) -> torch.Tensor:
+def example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = None) -> torch.Tensor:
     """A zero input of the model's shape: the ONNX graph's, --input-shape, a built-in's, else the data's."""
     from .models import BUILTIN
 
@@ -144,46 +146,13 @@ def _example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = 
     if cfg.input_shape:
         return torch.zeros((1,) + tuple(cfg.input_shape))
     if cfg.model in BUILTIN:
-        return torch.zeros(BUILTIN[cfg.model][2])
+        return torch.zeros(BUILTIN[cfg.model].example_shape)
     if data is not None:
         return torch.zeros((1,) + tuple(data.x_test.shape[1:]))
     raise OpqError("cannot tell the model's input shape: give --data or --input-shape C,H,W")
 
 
-@dataclass
-class Run:
-    """A run directory read back: the Brevitas model and its records."""
-
-    path: Path
-    qmodel: torch.nn.Module
-    allocation: Allocation
-    specs: list[LayerSpec]
-    config: dict[str, Any]
-    manifest: dict[str, Any]
-
-    def int_weights(self, name: str) -> np.ndarray:
-        from .carrier import carried_layers, int_weights
-
-        return int_weights(carried_layers(self.qmodel)[name]).numpy().astype(np.int64)
-
-    def test_data(self) -> tuple[np.ndarray, np.ndarray]:
-        """The run's test inputs (model layout) and labels: a built-in data set is loaded again; a
-        user's data (file or module, never imported from here) comes from the golden arrays."""
-        from .data import fit_inputs, load_data, require_run_data
-
-        rec = require_run_data(self.path, "simulate")
-        if rec.get("kind") == "builtin":
-            d = load_data(rec["name"])
-            return fit_inputs(d.x_test, tuple(self.specs[0].in_shape)), d.y_test
-        labels = self.path / "golden_labels.npy"
-        if not labels.is_file():
-            raise OpqError(f"run {self.path.name!r} has no golden_labels.npy; pass --data again "
-                           f"({rec.get('name')}), or compress the run again")
-        return (np.load(self.path / "golden_input.npy", allow_pickle=False),
-                np.load(labels, allow_pickle=False))
-
-
-def quantize_input(run: Run, x: np.ndarray) -> np.ndarray:
+def quantize_input(run, x: np.ndarray) -> np.ndarray:
     """Inputs snapped onto the input quantizer's grid (float32, same layout)."""
     return _quantize(run.qmodel, x)
 
@@ -295,15 +264,155 @@ def compress_run(cfg: CompressConfig, out: str | os.PathLike, *, overwrite: bool
         return _compress_locked(cfg, out, overwrite, progress, log)
 
 
-def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: bool, log) -> Path:
-    from .allocation import allocate
-    from .carrier import ActConfig, apply
-    from .export import export_qonnx
-    from .rundir import CORE, LATER, MANIFEST, SCHEMA, hash_tree
-    from .training import accuracy, finetune
-    from .layers import inspect_model, layer_weights
+def _step_load(c) -> None:
+    torch.manual_seed(c.cfg.seed)
+    c.model, c.frontend, c.onnx_bytes = _float_model(c.cfg)
+    c.model.eval()
 
-    from .data import fit_to_model, golden_split, load_data
+
+def _step_inspect(c) -> None:
+    from .data import fit_to_model
+    from .layers import inspect_model, layer_weights
+    from .training import accuracy
+
+    data = c.data
+    c.example = example_input(c.cfg, data, c.frontend)
+    c.specs = inspect_model(c.model, c.example)  # also checks that the model runs on the example
+    if data is not None:
+        with torch.no_grad():
+            n_out = int(c.model(c.example).reshape(1, -1).shape[1])
+        # a user's arrays are in the layout of the user's model input (channels-last for a tf2onnx
+        # graph); built-in sets are in PyTorch layout. Later commands read the layout from the run.
+        layout = None if data.builtin else (c.frontend or {}).get("input_layout")
+        c.data = data = fit_to_model(data, tuple(c.example.shape[1:]), n_out=n_out, layout=layout)
+    c.weights = layer_weights(c.model, c.specs)
+    if data is not None:
+        c.metrics["acc_float"] = accuracy(c.model, data.x_test, data.y_test)
+
+
+def _step_allocate(c) -> None:
+    from .allocation import allocate
+
+    cfg = c.cfg
+    if cfg.board:
+        from .hwaware import fit_allocation  # hardware-aware mode (cost model)
+
+        c.alloc, fit_info = fit_allocation(c.specs, c.weights, cfg.board, cfg.arch or "hls4ml-latency", method=cfg.method,
+                                           scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
+                                           max_bits=cfg.max_bits, overrides=cfg.overrides,
+                                           act_bits=cfg.act_bits, mask_order=cfg.mask_order, error_model=cfg.error_model)
+        c.metrics["fit"] = fit_info
+    else:
+        c.alloc = allocate(c.specs, c.weights, target_cr=cfg.target_cr, target_kind=cfg.target_kind, method=cfg.method,
+                           scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
+                           max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides,
+                           mask_order=cfg.mask_order, error_model=cfg.error_model)
+
+
+def _step_apply(c) -> None:
+    from .carrier import ActConfig, apply
+    from .onnx_frontend import record_notes
+
+    cfg, data = c.cfg, c.data
+    calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
+    c.qmodel = apply(c.model, c.specs, c.alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib,
+                     example=c.example)
+    c.calibration = calibration_record(c.qmodel, c.example, calib, data)
+    c.notes = record_notes(c.frontend) + list(c.alloc.notes)
+    if data is None and cfg.act_bits:
+        c.notes.append(f"activations were NOT calibrated (no --data): {c.calibration['method']}; "
+                       "`build` and `simulate` need a run compressed with --data")
+
+
+def _step_finetune(c) -> None:
+    """In the run's temporary directory (entered here, swapped in after the last step): the finetune
+    checkpoint lives there, so a killed compress resumes its finetune (`_resume_checkpoint`)."""
+    from .training import accuracy, finetune
+
+    c.tmp = tmp = c.stack.enter_context(atomic_dir(c.out))
+    cfg, data, metrics = c.cfg, c.data, c.metrics
+    if data is not None:
+        metrics["acc_oneshot"] = accuracy(c.qmodel, data.x_test, data.y_test)
+        if cfg.epochs > 0:
+            if c.ckpt is not None:
+                write_bytes(tmp / "finetune.ckpt", c.ckpt)
+            metrics["finetune_loss"] = finetune(c.qmodel, (data.x_train, data.y_train), epochs=cfg.epochs, lr=cfg.lr,
+                                                seed=cfg.seed, checkpoint=tmp / "finetune.ckpt", progress=c.progress,
+                                                tag=c.tag)
+            (tmp / "finetune.ckpt").unlink()
+        metrics["acc_finetuned"] = accuracy(c.qmodel, data.x_test, data.y_test)
+    else:
+        c.notes.append("no data: finetuning and accuracy were skipped (pass --data: a built-in name, "
+                       "a .npz file or package.module:function)")
+
+
+def _step_export(c) -> None:
+    from .export import export_qonnx
+
+    specs, alloc = c.specs, c.alloc
+    c.metrics.update(cr_w=alloc.cr_w, cr_idx=alloc.cr_idx, target=alloc.target, target_kind=alloc.target_kind,
+                     n_weights=sum(s.n_weights for s in specs), n_nonzero=sum(la.n_nonzero for la in alloc.layers))
+    export_qonnx(c.qmodel, c.example, c.tmp / "model.qonnx.onnx")
+
+
+def _step_golden(c) -> None:
+    from .data import golden_split
+
+    tmp, data = c.tmp, c.data
+    if data is not None:
+        golden_x, golden_y_labels, c.golden = golden_split(data)
+        write_npy(tmp / "golden_labels.npy", golden_y_labels)
+    else:
+        golden_x, c.golden = c.example.numpy(), {"test_samples": 0, "train_samples": 0,
+                                                 "rule": "no data: one all-zero example input"}
+    xq = _quantize(c.qmodel, golden_x)
+    with torch.no_grad():
+        golden_y = c.qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
+    if not np.isfinite(golden_y).all():
+        raise OpqError("the compressed model computes NaN or Inf on the golden inputs (weights or biases too large "
+                       "for its fixed-point scales?); check the checkpoint")
+    write_npy(tmp / "golden_input.npy", xq)
+    write_npy(tmp / "golden_output.npy", golden_y)
+
+
+def _step_write(c) -> None:
+    """The weights and records; what later commands wrote is kept when --overwrite reproduced the artifacts."""
+    from .rundir import CORE, LATER, hash_tree
+
+    tmp, out, old = c.tmp, c.out, c.old
+    buf = io.BytesIO()
+    torch.save(c.qmodel.state_dict(), buf)
+    write_bytes(tmp / "weights.pt", buf.getvalue())
+    if c.onnx_bytes is not None:  # the normalised graph, self-contained (external data inlined)
+        write_bytes(tmp / "float_model.onnx", c.onnx_bytes)
+    write_json(tmp / "allocation.json", c.alloc.to_dict())
+    write_json(tmp / "specs.json", [s.to_dict() for s in c.specs])
+    write_json(tmp / "metrics.json", c.metrics)
+    c.arts = arts = {n: h for n, h in hash_tree(tmp, tmp).items() if n in CORE}
+    if old is not None and all(old["artifacts"].get(n) == arts.get(n) for n in ("allocation.json", "weights.pt",
+                                                                                  "model.qonnx.onnx", "specs.json")):
+        # --overwrite that reproduced the same artifacts: what later commands wrote is still valid
+        for name, h in old["artifacts"].items():
+            if name.startswith(LATER) and (out / name).is_file():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(out / name, tmp / name)
+                arts[name] = h
+                c.kept.append(name)
+
+
+# compress as data: every step timed by opq_hw.steps.run_steps into the manifest ("steps", "timings_s").
+# No step resume here (the models live in memory); the finetune resumes from its checkpoint instead.
+COMPRESS_STEPS = [Step("load", _step_load), Step("inspect", _step_inspect), Step("allocate", _step_allocate),
+                  Step("apply", _step_apply), Step("finetune", _step_finetune), Step("export", _step_export),
+                  Step("golden", _step_golden), Step("write", _step_write)]
+
+
+def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: bool, log) -> Path:
+    import contextlib
+    from types import SimpleNamespace
+
+    from .data import load_data
+    from .rundir import MANIFEST, SCHEMA
 
     data = load_data(cfg.data, seed=0) if cfg.data else None
     # a user's data file enters the hash by content: the same path with other data is another run
@@ -316,120 +425,27 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
         log(f"{out} already holds this run (config hash {chash}) and every file verifies: kept as is, with its "
             "build/, cost.json and reports/ (pass --overwrite to compute it again)")
         return out
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-
-    def tick(step):
-        nonlocal t0
-        timings[step] = round(time.perf_counter() - t0, 3)
-        t0 = time.perf_counter()
-
-    torch.manual_seed(cfg.seed)
-    model, frontend, onnx_bytes = _float_model(cfg)
-    model.eval()
-    tick("load")
-    example = _example_input(cfg, data, frontend)
-    specs = inspect_model(model, example)  # also checks that the model runs on the example
-    if data is not None:
-        with torch.no_grad():
-            n_out = int(model(example).reshape(1, -1).shape[1])
-        # a user's arrays are in the layout of the user's model input (channels-last for a tf2onnx
-        # graph); built-in sets are in PyTorch layout. Later commands read the layout from the run.
-        layout = None if data.builtin else (frontend or {}).get("input_layout")
-        data = fit_to_model(data, tuple(example.shape[1:]), n_out=n_out, layout=layout)
-    weights = layer_weights(model, specs)
-    metrics: dict[str, Any] = {}
-    if data is not None:
-        metrics["acc_float"] = accuracy(model, data.x_test, data.y_test)
-    tick("inspect")
-    if cfg.board:
-        from .hwaware import fit_allocation  # hardware-aware mode (cost model)
-
-        alloc, fit_info = fit_allocation(specs, weights, cfg.board, cfg.arch or "hls4ml-latency", method=cfg.method,
-                                         scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
-                                         max_bits=cfg.max_bits, overrides=cfg.overrides,
-                                         act_bits=cfg.act_bits, mask_order=cfg.mask_order, error_model=cfg.error_model)
-        metrics["fit"] = fit_info
-    else:
-        alloc = allocate(specs, weights, target_cr=cfg.target_cr, target_kind=cfg.target_kind, method=cfg.method,
-                         scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
-                         max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides,
-                         mask_order=cfg.mask_order, error_model=cfg.error_model)
-    tick("allocate")
-    calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
-    qmodel = apply(model, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib,
-                   example=example)
-    calibration = calibration_record(qmodel, example, calib, data)
-    tick("apply")
-    from .onnx_frontend import record_notes
-
-    notes = record_notes(frontend) + list(alloc.notes)
-    kept: list[str] = []
-    if data is None and cfg.act_bits:
-        notes.append(f"activations were NOT calibrated (no --data): {calibration['method']}; "
-                     "`build` and `simulate` need a run compressed with --data")
-    with atomic_dir(out) as tmp:
-        if data is not None:
-            metrics["acc_oneshot"] = accuracy(qmodel, data.x_test, data.y_test)
-            if cfg.epochs > 0:
-                if ckpt is not None:
-                    write_bytes(tmp / "finetune.ckpt", ckpt)
-                metrics["finetune_loss"] = finetune(qmodel, (data.x_train, data.y_train), epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
-                                                    checkpoint=tmp / "finetune.ckpt", progress=progress, tag=tag)
-                (tmp / "finetune.ckpt").unlink()
-            metrics["acc_finetuned"] = accuracy(qmodel, data.x_test, data.y_test)
-        else:
-            notes.append("no data: finetuning and accuracy were skipped (pass --data: a built-in name, "
-                         "a .npz file or package.module:function)")
-        tick("finetune")
-        metrics.update(cr_w=alloc.cr_w, cr_idx=alloc.cr_idx, target=alloc.target, target_kind=alloc.target_kind,
-                       n_weights=sum(s.n_weights for s in specs), n_nonzero=sum(la.n_nonzero for la in alloc.layers))
-        export_qonnx(qmodel, example, tmp / "model.qonnx.onnx")
-        tick("export")
-        if data is not None:
-            golden_x, golden_y_labels, golden = golden_split(data)
-            write_npy(tmp / "golden_labels.npy", golden_y_labels)
-        else:
-            golden_x, golden = example.numpy(), {"test_samples": 0, "train_samples": 0,
-                                                 "rule": "no data: one all-zero example input"}
-        xq = _quantize(qmodel, golden_x)
-        with torch.no_grad():
-            golden_y = qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
-        if not np.isfinite(golden_y).all():
-            raise OpqError("the compressed model computes NaN or Inf on the golden inputs (weights or biases too large "
-                           "for its fixed-point scales?); check the checkpoint")
-        write_npy(tmp / "golden_input.npy", xq)
-        write_npy(tmp / "golden_output.npy", golden_y)
-        buf = io.BytesIO()
-        torch.save(qmodel.state_dict(), buf)
-        write_bytes(tmp / "weights.pt", buf.getvalue())
-        if onnx_bytes is not None:  # the normalised graph, self-contained (external data inlined)
-            write_bytes(tmp / "float_model.onnx", onnx_bytes)
-        write_json(tmp / "allocation.json", alloc.to_dict())
-        write_json(tmp / "specs.json", [s.to_dict() for s in specs])
-        write_json(tmp / "metrics.json", metrics)
-        arts = {n: h for n, h in hash_tree(tmp, tmp).items() if n in CORE}
-        if old is not None and all(old["artifacts"].get(n) == arts.get(n) for n in ("allocation.json", "weights.pt",
-                                                                                      "model.qonnx.onnx", "specs.json")):
-            # --overwrite that reproduced the same artifacts: what later commands wrote is still valid
-            for name, h in old["artifacts"].items():
-                if name.startswith(LATER) and (out / name).is_file():
-                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(out / name, tmp / name)
-                    arts[name] = h
-                    kept.append(name)
-        write_json(tmp / MANIFEST, {"tool": "opq-hw", "schema": SCHEMA, "config": cfg.to_dict(), "config_hash": chash,
-                                    "inputs": inputs, "artifacts": dict(sorted(arts.items())),
-                                    "versions": _versions(), "timings_s": timings, "notes": notes,
-                                    "data": data.record() if data is not None else None,
-                                    "calibration": calibration, "golden": golden, "frontend": frontend,
-                                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    log(summary_table(specs, alloc, metrics))
-    for n in notes:
+    c = SimpleNamespace(cfg=cfg, out=out, data=data, tag=tag, ckpt=ckpt, old=old, progress=progress, metrics={},
+                        kept=[], state={})
+    with contextlib.ExitStack() as c.stack:  # the finetune step enters the run's atomic directory
+        records = run_steps(COMPRESS_STEPS, c)
+        steps = {"compress": records}
+        old_steps = (old or {}).get("steps")
+        if c.kept and isinstance(old_steps, dict):  # the kept builds' step records stay with them
+            steps.update({k: v for k, v in old_steps.items() if k.startswith("build/")
+                          and any(n.startswith(k + "/") for n in c.kept)})
+        write_json(c.tmp / MANIFEST, {"tool": "opq-hw", "schema": SCHEMA, "config": cfg.to_dict(), "config_hash": chash,
+                                      "inputs": inputs, "artifacts": dict(sorted(c.arts.items())),
+                                      "versions": _versions(), "timings_s": timings(records), "steps": steps,
+                                      "notes": c.notes, "data": c.data.record() if c.data is not None else None,
+                                      "calibration": c.calibration, "golden": c.golden, "frontend": c.frontend,
+                                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    log(summary_table(c.specs, c.alloc, c.metrics))
+    for n in c.notes:
         log(f"note: {n}")
     if old is not None:
-        log(f"note: replaced the previous run in {out}; " + (f"kept {len(kept)} file(s) of later commands (build/, cost.json, "
-            "reports/), still valid: the new artifacts are identical" if kept else
+        log(f"note: replaced the previous run in {out}; " + (f"kept {len(c.kept)} file(s) of later commands (build/, cost.json, "
+            "reports/), still valid: the new artifacts are identical" if c.kept else
             "what later commands wrote there (build/, cost.json, reports/) was made from other artifacts and is gone"))
     return out
 
@@ -494,50 +510,3 @@ def summary_table(specs: list[LayerSpec], alloc: Allocation, metrics: dict[str, 
         acc = ", ".join(f"{k[4:]} {metrics[k] * 100:.2f}%" for k in ("acc_float", "acc_oneshot", "acc_finetuned") if k in metrics)
         lines.append(f"accuracy: {acc}")
     return "\n".join(lines)
-
-
-def load_run(run_dir: str | os.PathLike, *, model: str | None = None, trust_run: bool | None = None) -> Run:
-    """Read a run directory back into a Brevitas model (weights_only state_dict) and its records.
-
-    Every artifact is checked against the manifest's SHA-256, and the weights against the
-    allocation (masks, survivors, bits, scales). No code named by the run is imported: built-in
-    models come from the registry, a float ONNX run uses its own copy, and a `module:factory`
-    model must be given again (`model`, or `rundir.model_source`), or `trust_run` given."""
-    from .carrier import ActConfig, build_carrier
-    from .models import build_model, check_state_dict, read_state_dict
-    from .rundir import check_weights, model_ref, open_run, verify
-    from .spec import read_records
-    from .validate import read_npy
-
-    path = Path(run_dir)
-    manifest = open_run(path)
-    verify(path, ["weights.pt"] + (["float_model.onnx"] if str(manifest.get("config", {}).get("model", "")).endswith(".onnx")
-                                   else []), manifest=manifest)  # recorded, present and unchanged
-    cfg = CompressConfig.from_dict(manifest["config"])
-    specs, alloc = read_records(path)
-    fmodel = build_model(model_ref(path, cfg.model, model, trust_run))
-    if not cfg.model.endswith(".onnx"):
-        from .bnfold import fold_batchnorm
-
-        fold_batchnorm(fmodel)  # the same structure as at compress time (weights come from weights.pt)
-    golden = path / "golden_input.npy"
-    example = torch.as_tensor(read_npy(golden)[:1]) if golden.is_file() else None
-    try:
-        qmodel = build_carrier(fmodel, specs, alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode),
-                               example=example)
-    except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        shape = "" if example is None else f" and golden_input.npy (samples of shape {tuple(example.shape[1:])})"
-        raise OpqError(f"{path}: allocation.json, specs.json{shape} do not describe the run's model ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200] if str(e) else ''}); re-create the run with `opq-hw compress`") from None
-    try:
-        state = read_state_dict(path / "weights.pt", "run weights")
-        check_state_dict(qmodel, state, str(path / "weights.pt"), keys=False)
-        qmodel.load_state_dict(state)
-    except OpqError as e:
-        raise OpqError(f"{e} (re-create the run)") from None
-    except Exception as e:
-        raise OpqError(f"{path / 'weights.pt'} cannot be loaded into the run's model ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:200]}); re-create the run") from e
-    qmodel.eval()
-    check_weights(path, qmodel, alloc)
-    return Run(path=path, qmodel=qmodel, allocation=alloc, specs=specs, config=cfg.to_dict(), manifest=manifest)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .errors import OpqError
-from .spec import LayerAlloc
+from .spec import DEFAULTS, LayerAlloc
 
 
 def qmax(bits: int) -> int:
@@ -64,16 +64,23 @@ def _scales_vec(m: torch.Tensor, bits: int, scale_mode: str) -> torch.Tensor:
 def _top_k(score: torch.Tensor, k: int) -> torch.Tensor:
     """Mask of the k largest entries of a 1-D tensor, ties by lower index first: the same set as
     `argsort(-score, stable=True)[:k]`, found with one selection (O(n)) instead of a full sort."""
+    return _top_k_value(score, k)[0]
+
+
+def _top_k_value(score: torch.Tensor, k: int) -> tuple[torch.Tensor, float | None]:
+    """`_top_k` and the smallest kept score (None when all or none are kept)."""
     n = score.numel()
     k = len(range(n)[:k])  # the slice's semantics, so any k selects what order[:k] would
     if k == 0 or k == n:
-        return torch.full((n,), k == n, dtype=torch.bool)
-    v = torch.kthvalue(score, n - k + 1).values  # the k-th largest value
+        return torch.full((n,), k == n, dtype=torch.bool), None
+    # the k-th largest value: numpy's introselect with one kth (measured ~5-10x faster than
+    # torch.kthvalue on CPU), the same order statistic
+    v = float(np.partition(score.detach().cpu().numpy(), n - k)[n - k])
     mask = score > v
     need = k - int(mask.sum())
     if need > 0:  # fill with the first entries (by index) equal to it
         mask[torch.nonzero(score == v).reshape(-1)[:need]] = True
-    return mask
+    return mask, v
 
 
 MASK_ORDERS = ("magnitude", "channel-normalised")
@@ -99,14 +106,34 @@ def mask_score(w: torch.Tensor, normalisation: str, mask_order: str) -> torch.Te
 def topk_mask(w: torch.Tensor, k_per_group: list[int], normalisation: str, per_channel: bool,
               mask_order: str = "channel-normalised") -> torch.Tensor:
     """Keep the k largest scores (`mask_score`) per layer, or per channel; ties by index (stable)."""
+    if not per_channel:
+        return _layer_top_k(w, k_per_group[0], normalisation, mask_order)[0]
     score = mask_score(w, normalisation, mask_order)
-    if per_channel:
-        mask = torch.zeros_like(score, dtype=torch.bool)
-        for c, k in enumerate(k_per_group):
-            mask[c] = _top_k(score[c], k)
-    else:
-        mask = _top_k(score.reshape(-1), k_per_group[0])
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    for c, k in enumerate(k_per_group):
+        mask[c] = _top_k(score[c], k)
     return mask.reshape(w.shape)
+
+
+def _layer_top_k(w: torch.Tensor, k: int, normalisation: str, mask_order: str) -> tuple[torch.Tensor, float | None]:
+    """A layer-wide `topk_mask` and its smallest kept score. Raw |w| of float16/32 weights is
+    ranked in float32: `mask_score`'s float64 conversion keeps every value, so the order, the ties
+    and the selected set are the same, at half the memory traffic."""
+    if mask_order == "magnitude" and w.dtype in (torch.float16, torch.float32):
+        score = w.detach().reshape(-1).abs().float()
+    else:
+        score = mask_score(w, normalisation, mask_order).reshape(-1)
+    mask, v = _top_k_value(score, k)
+    return mask.reshape(w.shape), v
+
+
+def layer_mask_threshold(w: torch.Tensor, la: LayerAlloc) -> tuple[torch.Tensor, float | None]:
+    """`layer_mask` and, for a layer-wide mask, its smallest kept score (raw magnitude order: the
+    weakest survivor's |w|); None where the selection does not give it (per-channel masks, all or
+    no weights kept)."""
+    if la.channel_nonzero is not None:
+        return layer_mask(w, la), None
+    return _layer_top_k(w, la.n_nonzero, la.normalisation, la.mask_order)
 
 
 def layer_mask(w: torch.Tensor, la: LayerAlloc) -> torch.Tensor:
@@ -143,7 +170,7 @@ def dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return q * scales.reshape((-1,) + (1,) * (q.dim() - 1))
 
 
-def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "channel", mask_order: str = "magnitude",
+def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "channel", mask_order: str = DEFAULTS.mask_order,
                  scale_mode: str = "float", max_samples: int | None = None, seed: int = 0, gain: bool = False):
     """Exact squared weight error of a layer for every survivor count and bit width at once.
 
@@ -189,15 +216,16 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     prune = torch.zeros(m + 1, dtype=torch.float64)
     prune[:m] = torch.flip(torch.cumsum(torch.flip(x2, (0,)), 0), (0,))
     quant = torch.zeros(len(bits), m + 1, dtype=torch.float64)
-    keep = torch.ones(m, dtype=torch.bool)
-    for i, B in enumerate(bits):
-        s = _scales_vec(cmax, int(B), scale_mode)[ch]
-        q = quantize(x.float().reshape(-1, 1), keep.reshape(-1, 1), s.reshape(-1, 1),
-                     torch.full((m,), float(qmax(int(B))))).reshape(-1)
-        wq = q.double() * s.double()
-        if gain:  # error up to one gain per layer: kept energy - (w . w_hat)^2 / |w_hat|^2, per prefix
-            c1, c2 = torch.cumsum(x * wq, 0), torch.cumsum(wq * wq, 0)
-            quant[i, 1:] = (torch.cumsum(x2, 0) - c1 * c1 / torch.clamp(c2, min=1e-300)).clamp(min=0)
-        else:
-            quant[i, 1:] = torch.cumsum((x - wq) ** 2, 0)
+    # every bit width at once (rows): the same elementwise arithmetic, and cumsum along each row
+    nb = len(bits)
+    s = torch.stack([_scales_vec(cmax, int(B), scale_mode) for B in bits])[:, ch]  # (nb, m)
+    kmax = torch.tensor([float(qmax(int(B))) for B in bits]).repeat_interleave(m)
+    q = quantize(x.float().repeat(nb).reshape(-1, 1), torch.ones(nb * m, 1, dtype=torch.bool), s.reshape(-1, 1),
+                 kmax).reshape(nb, m)
+    wq = q.double() * s.double()
+    if gain:  # error up to one gain per layer: kept energy - (w . w_hat)^2 / |w_hat|^2, per prefix
+        c1, c2 = torch.cumsum(x * wq, 1), torch.cumsum(wq * wq, 1)
+        quant[:, 1:] = (torch.cumsum(x2, 0) - c1 * c1 / torch.clamp(c2, min=1e-300)).clamp(min=0)
+    else:
+        quant[:, 1:] = torch.cumsum((x - wq) ** 2, 1)
     return n, (prune * f).numpy(), (quant * f).numpy()

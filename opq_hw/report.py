@@ -18,7 +18,7 @@ from .rundir import write_outputs
 from .boards import RESOURCES, list_boards, load_board
 from .cost import ARCH_FLOW, CostReport, choose_folding, estimate
 from .errors import OpqError
-from .spec import Allocation, LayerSpec
+from .spec import DEFAULTS, Allocation, LayerSpec
 
 
 def read_records(run_dir: str | os.PathLike) -> tuple[list[LayerSpec], Allocation, dict[str, Any]]:
@@ -244,7 +244,7 @@ def render_html(rep: CostReport, alloc: Allocation, boards: list[CostReport], fi
             f"<h2>Notes</h2><ul>{notes}</ul><h2>Provenance</h2><ul>{prov}</ul></body></html>\n")
 
 
-def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = "hls4ml-latency",
+def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.arch,
                  folding: Mapping[str, Mapping[str, Any]] | None = None, boards_table: bool = True) -> CostReport:
     """Estimate a run on `board` with `arch` (folding: given, else the fastest that fits) and write
     `cost.json`, `reports/estimate.md` (+ PNGs beside it) and a self-contained
@@ -318,10 +318,10 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
         rep = CostReport.from_dict(d)
     except OpqError as e:
         raise OpqError(f"{path / 'cost.json'}: {e}; write it again with `opq-hw estimate {path} --board B`") from None
-    if (path / "build" / "hls4ml" / "project.tcl").is_file():
-        from .flows.hls4ml_flow import report as hls4ml_report
+    from .flows import FLOWS
 
-        hls4ml_report(path)  # reads synthesis reports found in the project into build/hls4ml/resources.json
+    for flow in FLOWS.values():  # a flow with a report reader refreshes build/<flow>/resources.json from its project
+        flow.read_resources(path)
     meas = measured_resources(path)
     result: dict[str, Any] = {"arch": rep.arch, "board": rep.board, "estimated": rep.totals, "flows": {}}
     lines = [f"# Estimate vs measurement ({rep.arch} on {rep.board})", ""]

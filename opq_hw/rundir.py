@@ -1,6 +1,6 @@
 """Run-directory safety: what opq-hw wrote (SHA-256 of every file, in the manifest), one writer at
-a time (an advisory lock beside the run), verified reads, builds swapped in only on success, and
-no code named by a run imported unless the user names it again.
+a time (an advisory lock beside the run), verified reads, and builds swapped in only on success.
+Reading a run back into a model (`Run`, `load_run`, which code a run may build) is `opq_hw.run`.
 
 A run directory is data and is treated as untrusted: every command checks the files it reads
 against the manifest (`verify`), and `open_run` refuses a run that another tool version or a
@@ -10,11 +10,10 @@ another run's `weights.pt`); they are not a signature.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
+import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -269,6 +268,7 @@ class Build:
     path: Path
     final: Path
     failed: str | None = None
+    resumed: dict[str, Any] | None = None  # the journal of the interrupted build this one continues (opq_hw.steps)
 
     @property
     def failed_dir(self) -> Path:
@@ -276,23 +276,37 @@ class Build:
 
 
 @contextlib.contextmanager
-def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | None = None) -> Iterator[Build]:
+def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | None = None,
+              resume: Callable[[Path], Any] | None = None) -> Iterator[Build]:
     """`RUN/build/<flow>/` written into a temporary sibling and swapped in only on success.
 
     An exception removes the temporary directory; `b.failed = "why"` keeps it as
     `build/<flow>.failed/` instead. Either way the previous good `build/<flow>/` stays. The swapped-in
     files are recorded in the manifest. Holds the run's lock throughout. The path is absolute (tools
-    such as Verilator run in subfolders of it)."""
+    such as Verilator run in subfolders of it).
+
+    resume: reads a temporary directory left by a killed build (`opq_hw.steps` passes its journal
+    reader); where it answers, that directory is continued (`b.resumed` = the answer) instead of
+    removed."""
     run = Path(os.path.abspath(run))
     final = run / "build" / flow
     with locked(run):
         read_manifest(run)
+        b = None
         for s in stale_tmp_dirs(final):
+            j = resume(s) if resume is not None and b is None else None
+            if j is not None:
+                from .artifact import TMP_MARKER
+
+                (s / TMP_MARKER).write_text(json.dumps({"tool": TOOL, "target": final.name, "pid": os.getpid()}))
+                b = Build(path=s, final=final, resumed=j)
+                continue
             shutil.rmtree(s, ignore_errors=True)
             if log:
                 log(f"note: removed {s.name}, left by an interrupted build")
         new_parent = not final.parent.exists()
-        b = Build(path=make_tmp_dir(final), final=final)
+        if b is None:
+            b = Build(path=make_tmp_dir(final), final=final)
         try:
             yield b
         except BaseException:
@@ -308,138 +322,3 @@ def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | Non
             shutil.rmtree(b.failed_dir, ignore_errors=True)
             record(run, f"build/{b.failed_dir.name}", present=False)
         record(run, f"build/{dest.name}")
-
-
-# ------------------------------------------------------------------------------------------------
-# no code from data
-# ------------------------------------------------------------------------------------------------
-_model_source: contextvars.ContextVar[tuple[str | None, bool]] = contextvars.ContextVar("opq_model_source",
-                                                                                         default=(None, False))
-
-
-@contextlib.contextmanager
-def model_source(model: str | None = None, trust_run: bool = False) -> Iterator[None]:
-    """Within: `load_run` builds a `module:factory` run's model from `model` (the user named it
-    again), or from the run's record when `trust_run`."""
-    tok = _model_source.set((model, bool(trust_run)))
-    try:
-        yield
-    finally:
-        _model_source.reset(tok)
-
-
-def model_ref(run: Path, recorded: str, model: str | None = None, trust_run: bool | None = None) -> str:
-    """Which model reference `load_run` may build for a run. Built-in names come from the
-    registry; a float ONNX run uses its own copy; anything else must be given again by the user."""
-    from .models import BUILTIN
-
-    ctx_model, ctx_trust = _model_source.get()
-    model = model or ctx_model
-    trust_run = ctx_trust if trust_run is None else trust_run
-    if recorded in BUILTIN:
-        return recorded
-    if recorded.endswith(".onnx"):
-        return str(run / "float_model.onnx")
-    if model:
-        return model
-    if trust_run:
-        return recorded
-    raise OpqError(f"run {run} was made from the model factory {recorded!r}; opq-hw does not import code that a run "
-                   f"directory names. If you trust that module, give it again: --model {recorded} (or pass "
-                   "--trust-run to use the run's record)")
-
-
-# ------------------------------------------------------------------------------------------------
-# weights against the allocation
-# ------------------------------------------------------------------------------------------------
-def check_weights(run: Path, qmodel, alloc) -> None:
-    """The loaded weights must be the allocation's: mask digest, survivors, bit widths and scales."""
-    import torch
-
-    from .carrier import carried_layers
-    from .quant import mask_digest, qmax
-
-    layers = carried_layers(qmodel)
-    for la in alloc.layers:
-        if la.skipped:
-            continue
-        if la.name not in layers:
-            raise OpqError(f"{run}: allocation.json names layer {la.name!r}, which the model does not carry; "
-                           "re-create the run with `opq-hw compress`")
-        fm = layers[la.name].parametrizations.weight[0]
-        mask = fm.mask.detach()
-        problems = []
-        if mask_digest(mask) != la.mask_digest:
-            problems.append("mask digest")
-        if int(mask.sum()) != la.n_nonzero:
-            problems.append(f"n_nonzero ({la.n_nonzero} recorded, {int(mask.sum())} in the weights)")
-        bits = la.channel_bits or (la.bits,) * mask.shape[0]
-        want_k = torch.tensor([float(qmax(b)) for b in bits])
-        if not torch.equal(fm.kmax.detach().reshape(-1), want_k):
-            problems.append("bits")
-        want_s = torch.tensor(la.scales, dtype=torch.float32)
-        got_s = fm.lsb.detach().reshape(-1)
-        if got_s.shape != want_s.shape or not torch.allclose(got_s, want_s, rtol=1e-6, atol=0):
-            problems.append("scales")
-        if problems:
-            raise OpqError(f"{run}: weights.pt does not match allocation.json for layer {la.name!r} "
-                           f"({', '.join(problems)}); the two files come from different runs or one was edited: "
-                           "re-create the run with `opq-hw compress`")
-
-
-# ------------------------------------------------------------------------------------------------
-# interrupts and crashes
-# ------------------------------------------------------------------------------------------------
-class Terminated(BaseException):
-    """SIGTERM, raised like KeyboardInterrupt so every `with` block cleans up."""
-
-
-def run_cli(func: Callable[[], int]) -> int:
-    """Run a CLI command: OpqError -> `error: ...`, exit 2; Ctrl-C -> exit 130, SIGTERM -> 143 (temporary
-    directories removed by their context managers); anything else is a bug: one line and a log file."""
-    import signal
-    import sys
-    import traceback
-
-    def on_term(signum, frame):
-        raise Terminated()
-
-    try:
-        prev = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread
-        prev = None
-    try:
-        return int(func() or 0)
-    except OpqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C); temporary files removed, nothing half-written was left", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("terminated (SIGTERM); temporary files removed, nothing half-written was left", file=sys.stderr)
-        return 143
-    except Exception as e:  # noqa: BLE001 - the last resort: a bug
-        from .pipeline import cache_dir
-
-        log = cache_dir() / "logs" / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        where = str(log)
-        try:
-            write_bytes(log, ("opq-hw " + " ".join(sys.argv[1:]) + "\n\n" + traceback.format_exc()).encode())
-        except OSError:
-            where = "(could not be written)"
-        print(f"error: internal error, a bug in opq-hw ({type(e).__name__}: {str(e)[:200]}); the traceback is in "
-              f"{where}: please report it", file=sys.stderr)
-        return 1
-    finally:
-        if prev is not None:
-            signal.signal(signal.SIGTERM, prev)
-
-
-def run_command(args) -> int:
-    """A CLI verb on an existing run holds the run's lock throughout (one command per run at a
-    time) and builds a `module:factory` model only from what the user gave (--model / --trust-run)."""
-    run = getattr(args, "run", None)
-    ctx = locked(run) if run and Path(run).is_dir() else contextlib.nullcontext()
-    with ctx, model_source(getattr(args, "model", None) if run else None, bool(getattr(args, "trust_run", False))):
-        return int(args.func(args) or 0)

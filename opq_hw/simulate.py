@@ -2,9 +2,9 @@
 
 A level is a function `(run, x_q, **opts) -> float32 logits (N, n_out)`, where `x_q` is already on
 the input quantizer's grid in PyTorch layout (NCHW / NCL / NF); a level converts layouts itself.
-Levels are registered by "module:function" strings in `LEVELS` and imported only when used, so
-`import opq_hw.simulate` pulls in neither qonnx nor hls4ml. A new level (e.g. the open-flow RTL
-simulation) is one more entry.
+Levels are "module:function" strings in `LEVELS` (qonnx here, the others from the flow registry
+`opq_hw.flows`) and imported only when used, so `import opq_hw.simulate` pulls in neither qonnx nor
+hls4ml. A flow's new level is one more entry in its `Flow.levels`.
 
 `simulate(run_dir, level)` streams the run's test set through the level and the reference
 (the Brevitas model in eval mode), and reports exact agreement per sample, the largest difference
@@ -23,14 +23,13 @@ from typing import Any, Callable
 import numpy as np
 
 from .artifact import dumps
+from .equivalence import compare, reference
 from .errors import OpqError
+from .flows import levels as flow_levels
 from .validate import read_npy
 
-LEVELS: dict[str, str] = {
-    "qonnx": "opq_hw.simulate:_run_qonnx",
-    "csim": "opq_hw.flows.hls4ml_flow:simulate_csim",
-    "rtl": "opq_hw.flows.rtl_flow:simulate_rtl",
-}
+# the levels the flows provide come from their registry (opq_hw.flows); qonnx is the flows' common input
+LEVELS: dict[str, str] = {"qonnx": "opq_hw.simulate:_run_qonnx", **flow_levels()}
 
 
 def level_function(level: str) -> Callable[..., np.ndarray]:
@@ -53,18 +52,6 @@ def _run_qonnx(run, x_q: np.ndarray, batch: int = 256) -> np.ndarray:
     from .export import execute_qonnx
 
     return execute_qonnx(run.path / "model.qonnx.onnx", x_q, batch=batch).astype(np.float32).reshape(len(x_q), -1)
-
-
-def reference(run, x_q: np.ndarray, batch: int = 512) -> np.ndarray:
-    """The Brevitas model's float32 logits for inputs on the input grid."""
-    import torch
-
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x_q), batch):
-            y = run.qmodel(torch.as_tensor(x_q[i:i + batch]))
-            outs.append(y.numpy())  # QuantModel.forward returns a plain tensor
-    return np.concatenate(outs).astype(np.float32).reshape(len(x_q), -1)
 
 
 def output_lsb(run, x_q: np.ndarray) -> np.ndarray | None:
@@ -110,28 +97,6 @@ def _inputs(run, data: str | os.PathLike | None, n: int | None) -> tuple[np.ndar
     return run_inputs(run, None if data is None else str(data), n, command="simulate")
 
 
-def compare(ref: np.ndarray, out: np.ndarray, lsb: np.ndarray | None) -> dict[str, Any]:
-    """Sample-by-sample comparison of two logit arrays."""
-    if out.shape != ref.shape:
-        raise OpqError(f"level output shape {out.shape} differs from the reference {ref.shape}")
-    diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
-    exact_rows = np.all(out == ref, axis=1)
-    res: dict[str, Any] = {
-        "n": int(len(ref)),
-        "exact_samples": int(exact_rows.sum()),
-        "bit_exact": bool(exact_rows.all()) and bool(np.all(np.isfinite(out))),
-        "max_abs_diff": float(diff.max()) if diff.size else 0.0,
-        "mean_abs_diff": float(diff.mean()) if diff.size else 0.0,
-        "argmax_agreement": float(np.mean(out.argmax(1) == ref.argmax(1))) if len(ref) else 1.0,
-    }
-    if lsb is not None and lsb.size == ref.shape[1]:
-        res["max_diff_lsb"] = float((diff / lsb[None, :]).max()) if diff.size else 0.0
-        res["output_lsb"] = [float(v) for v in lsb]
-    else:
-        res["max_diff_lsb"] = None
-    return res
-
-
 def summary_line(res: dict[str, Any]) -> str:
     lsb = res.get("max_diff_lsb")
     acc = res.get("accuracy")
@@ -155,7 +120,8 @@ def simulate(run_dir: str | os.PathLike, level: str, data: str | None = None, n:
     `data`: None (the run's own test data), a --data value (built-in name, .npz, module:function;
     see `opq_hw.data`), "golden", or a .npy of inputs (float, model layout; quantized here). `level_opts` go to the level (csim: backend, io, allow_inexact).
     """
-    from .pipeline import load_run, quantize_input
+    from .pipeline import quantize_input
+    from .run import load_run
 
     fn = level_function(level)
     params = inspect.signature(fn).parameters

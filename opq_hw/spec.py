@@ -14,6 +14,32 @@ from .errors import OpqError
 KINDS = ("conv1d", "conv2d", "linear")
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """The default of each compression option, stated once: `CompressConfig` (opq_hw.pipeline),
+    the CLI, the hardware-aware fit (opq_hw.hwaware), the cost model (opq_hw.cost), the estimate
+    (opq_hw.report) and the carrier's `ActConfig` read them here. This module imports nothing
+    heavy, so the CLI can too."""
+
+    model: str = "digits-cnn"  # the demo's model
+    target_cr: float = 20.0  # target compression rate
+    target_kind: str = "cr_w"  # what target_cr refers to: cr_w | cr_idx
+    method: str = "opq"  # opq | uniform | global-magnitude | per-channel
+    scale_mode: str = "pow2"  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
+    mask_order: str = "magnitude"  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
+    error_model: str = "exact-gain"  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
+    min_bits: int = 2  # weight bit-width range of the allocation
+    max_bits: int = 8
+    act_bits: int = 8  # activation bits (None in a config: float activations)
+    arch: str = "hls4ml-latency"  # cost-model architecture of --board and `estimate`
+    epochs: int = 5  # finetune epochs
+    lr: float = 1e-3  # finetune learning rate
+    seed: int = 0
+
+
+DEFAULTS = Defaults()
+
+
 def _tuples(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     out = dict(d)
     for k in keys:
@@ -117,11 +143,6 @@ class LayerSpec:
     def fan_in(self) -> int:
         """Multiplies per output value (weights per output channel)."""
         return self.n_weights // self.out_channels
-
-    @property
-    def macs(self) -> int:
-        """Dense multiply-accumulates per sample."""
-        return self.n_weights * self.out_pixels
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

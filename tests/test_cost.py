@@ -288,6 +288,44 @@ def test_estimate_totals_fit_and_round_trip():
     assert rep.mem_bits_sparse == sum(la.n_nonzero * la.bits + la.n_weights for la in alloc.layers)
 
 
+def test_fits_counts_the_shell_and_names_what_is_over():
+    from opq_hw.cost import fits
+
+    b = dataclasses.replace(PYNQ, shell={**PYNQ.shell, "LUT": 1000})
+    lut = b.utilisation_limits["LUT"] * b.capacity["LUT"]  # 42,560 usable with the shell
+    f = fits(b, {"LUT": lut - 1000, "URAM": 0})  # exactly at the limit; the board has no URAM, none used
+    assert f and f.over == {} and f.pressure == {"LUT": 1.0, "URAM": 0.0} and f.binding == "LUT"
+    assert f.used["LUT"] == lut and f.utilisation["LUT"] == pytest.approx(0.8)
+    g = fits(b, {"LUT": lut - 999, "DSP": 10, "URAM": 1})
+    assert not g and g.over == {"LUT": 1.0, "URAM": 1.0} and g.utilisation["URAM"] == float("inf")
+    assert g.binding == "URAM"
+    with pytest.raises(OpqError, match="unknown resources"):
+        fits(b, {"LUTs": 1})
+    rep = estimate(*golden_inputs(), "pynq-z2", "hls4ml-latency")
+    assert (rep.fits, rep.binding, rep.over) == (bool(fits(PYNQ, rep.totals)), fits(PYNQ, rep.totals).binding, rep.over)
+
+
+def test_architecture_registry():
+    from opq_hw.cost import ARCHITECTURES, architecture, rtl_calibration
+    from opq_hw.rtl import gen, geometry, seq
+
+    p = lin(fan_in=12, out=6)
+    for name, a in ARCHITECTURES.items():
+        assert a.name == name and a.formula.__doc__ and "Source" in a.formula.__doc__  # every formula cites its source
+        legal = a.foldings(p)
+        assert a.default_folding(p) in legal  # fully parallel is a legal folding
+        assert all(set(f) <= a.fold_keys for f in legal)
+    with pytest.raises(OpqError, match="unknown architecture 'x'"):
+        architecture("x")
+    with pytest.raises(OpqError, match="does not support the rtl flow"):
+        architecture("rtl-da", load_board("alveo-u250"))
+    with pytest.raises(OpqError, match=r"calibrated: \['rtl-da', 'rtl-seq'\]"):
+        rtl_calibration("xc7", "finn-mvau")
+    # the generators and the cost model read one geometry
+    assert gen.window_offsets is geometry.window_offsets and gen.shift_chains is geometry.shift_chains
+    assert seq.LAYER_OVERHEAD_CYCLES is geometry.LAYER_OVERHEAD_CYCLES
+
+
 def test_choose_folding_is_fastest_that_fits():
     specs, alloc = golden_inputs()
     big = choose_folding(specs, alloc, "alveo-u250", "hls4ml-latency")
@@ -337,7 +375,7 @@ def cnn():
 
     torch.manual_seed(0)
     m = build_model("digits-cnn")
-    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"][2]))
+    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
     return specs, layer_weights(m, specs)
 
 

@@ -6,7 +6,8 @@ import torch
 
 
 def test_finetune_bits_do_not_depend_on_thread_count(mlp_run):
-    from opq_hw.pipeline import dataset_for, load_run
+    from opq_hw.pipeline import dataset_for
+    from opq_hw.run import load_run
     from opq_hw.training import finetune
 
     run = load_run(mlp_run)

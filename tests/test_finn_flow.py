@@ -25,7 +25,7 @@ def _contract(run_dir, **kw):
 def test_directory_contract_without_finn(demo_run):
     from opq_hw.boards import load_board
     from opq_hw.cost import choose_folding
-    from opq_hw.pipeline import load_run
+    from opq_hw.run import load_run
 
     rec = _contract(demo_run)
     d = demo_run / "build" / "finn"
@@ -235,7 +235,7 @@ def _need_finn():
 @pytest.mark.tools
 def test_finn_dataflow_graph_is_bit_exact_and_estimates_match(demo_run):
     _need_finn()
-    import opq_hw.pipeline as pl
+    import opq_hw.rundir as pl
 
     rec = finn_flow.build(demo_run, board="pynq-z2", log=lambda *_: None)
     assert rec["finn_status"] == "ran"

@@ -152,7 +152,7 @@ def test_tiny_scales_old_types_are_flagged_and_wrong(tiny_scale_run, tmp_path):
     """hls4ml's own types (what the flow used to ship as `exact: true`) round b*s: the check names the layer and
     the type, the conversion refuses, and the compiled C simulation indeed differs from the Brevitas model."""
     from opq_hw.flows.hls4ml_flow import convert, predict_csim
-    from opq_hw.pipeline import load_run
+    from opq_hw.run import load_run
     from opq_hw.simulate import reference
 
     run = load_run(tiny_scale_run)
@@ -199,7 +199,8 @@ def test_tiny_scales_build_is_exact_and_stock_hls4ml_converts_its_graph(tiny_sca
     from opq_hw.flows.hls4ml_flow import (CONVERT_CONFIG, QONNX_FOR_HLS4ML, _input_precision, activation_quantizers,
                                           build, predict_csim)
     from opq_hw.flows.hls4ml_types import Fixed, analyse, check
-    from opq_hw.pipeline import load_run, quantize_input
+    from opq_hw.pipeline import quantize_input
+    from opq_hw.run import load_run
     from opq_hw.simulate import reference, simulate
 
     run_dir = copy_run(tiny_scale_run)

@@ -123,7 +123,7 @@ def test_bad_options_are_named():
 @pytest.mark.slow
 def test_build_writes_project_with_allocation_precisions(demo_run, copy_run):
     from opq_hw.flows.hls4ml_flow import build
-    from opq_hw.pipeline import load_run
+    from opq_hw.run import load_run
 
     demo_run = copy_run(demo_run)
     rec = build(demo_run, board=None, part="xc7z020clg400-1", backend="Vitis", io="parallel", log=lambda *_: None)
@@ -175,7 +175,7 @@ def test_synth_without_vendor_tool_then_reports_copied_back(demo_run, copy_run, 
     from opq_hw.artifact import write_json
     from opq_hw.cost import estimate
     from opq_hw.flows import hls4ml_flow
-    from opq_hw.pipeline import load_run
+    from opq_hw.run import load_run
 
     demo_run = copy_run(demo_run)
     real_which = _sh.which

@@ -249,10 +249,11 @@ def bn_factory():
 
 @pytest.mark.slow
 def test_compress_torch_model_folds_batchnorm(tmp_path):
-    from opq_hw.pipeline import CompressConfig, compress_run, load_run
+    from opq_hw.pipeline import CompressConfig, compress_run
+    from opq_hw.run import load_run
     from opq_hw.simulate import simulate
 
-    from opq_hw.rundir import model_source
+    from opq_hw.run import model_source
 
     from opq_hw.data import load_dataset
 

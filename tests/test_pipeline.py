@@ -10,7 +10,8 @@ import torch
 from opq_hw.cli import main
 from opq_hw.errors import OpqError
 from opq_hw.export import execute_qonnx
-from opq_hw.pipeline import CompressConfig, compress_run, load_run, quantize_input
+from opq_hw.pipeline import CompressConfig, compress_run, quantize_input
+from opq_hw.run import load_run
 from opq_hw.spec import Allocation
 
 

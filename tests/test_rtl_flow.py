@@ -25,7 +25,8 @@ def test_fit_names_overflow_and_largest_layer():
     from opq_hw.flows.rtl_flow import _fit
 
     board = SimpleNamespace(name="tiny", part="T1", capacity={"LUT": 1000, "FF": 1000, "DSP": 0, "BRAM18": 0},
-                            limit=lambda r: 900.0)
+                            utilisation_limits=dict.fromkeys(("LUT", "FF", "DSP", "BRAM18"), 0.9),
+                            shell=dict.fromkeys(("LUT", "FF", "DSP", "BRAM18"), 0), limit=lambda r: 900.0)
     top = {"lut": 1800, "ff": 100, "dsp": 0, "bram18": 0}
     layers = [{"name": "conv1", "synth": {"lut_equiv": 300}}, {"name": "conv2", "synth": {"lut_equiv": 1400}}]
     f = _fit(board, top, layers)
@@ -66,7 +67,8 @@ def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, copy_run):
     bitstream (default seq architecture), bit-exact on the whole test set in Verilator, every stage
     timed; the same design fits and routes on the iCE40 UP5K."""
     from opq_hw.flows.rtl_flow import build, simulate_rtl
-    from opq_hw.pipeline import load_run, quantize_input
+    from opq_hw.pipeline import quantize_input
+    from opq_hw.run import load_run
     from opq_hw.simulate import reference, simulate
 
     run_dir = copy_run(demo_run)

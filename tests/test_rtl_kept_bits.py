@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from opq_hw.rtl.intnet import IntLayer, IntNet
+from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet
 
 pytestmark = [pytest.mark.slow, pytest.mark.tools]
 
@@ -33,7 +33,7 @@ def _net(kind: str, seed: int) -> IntNet:
                  out_shift=tuple(int(s) for s in rng.integers(-9, -2, size=cout)), out_bits=6, out_exp=-4)
     head = IntLayer("head", "linear", rng.integers(-1, 2, size=(2, int(np.prod(out_shape)))).astype(np.int64),
                     np.zeros(2, dtype=np.int64), 6, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
-    return IntNet(in_shape, 8, True, -4, [L, ("flatten",), head])
+    return IntNet(in_shape, 8, True, -4, [L, Flatten(), head])
 
 
 @pytest.mark.parametrize("kind,seed,cutoff", [("linear", 1, 2.0), ("linear", 2, 5.0), ("conv", 3, 2.0)])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from opq_hw.errors import OpqError
-from opq_hw.rtl.intnet import IntLayer, IntNet
+from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet, Pool
 
 
 def _conv(name, rng, cin, cout, k, in_shape, pad, in_bits, in_signed, shifts, out_bits=4, sparsity=0.6, wmax=7, one_d=False):
@@ -33,14 +33,14 @@ def _net_2d(rng) -> IntNet:
     c0 = _conv("c0", rng, 2, 5, 3, (2, 6, 6), 1, 6, True, [-5, -3, 0, 1])
     c1 = _conv("c1", rng, 5, 4, 3, (5, 3, 3), 1, 4, False, [-4, -2])
     fc = _linear("fc", rng, 4 * 3 * 3, 3, (4, 3, 3), 4, last=True)
-    return IntNet((2, 6, 6), 6, True, -5, [c0, ("pool", 2), c1, ("flatten",), fc], (2, 6, 6))
+    return IntNet((2, 6, 6), 6, True, -5, [c0, Pool(2), c1, Flatten(), fc], (2, 6, 6))
 
 
 def _net_1d(rng) -> IntNet:
     c0 = _conv("c0", rng, 3, 4, 5, (3, 1, 12), 2, 5, False, [-6, -1], one_d=True)
     fc0 = _linear("fc0", rng, 4 * 1 * 4, 6, (4, 1, 4), 4, last=False)
     fc1 = _linear("fc1", rng, 6, 2, (6, 1, 1), 4, last=True)
-    return IntNet((3, 1, 12), 5, False, -5, [c0, ("pool", 3), ("flatten",), fc0, fc1], (3, 12))
+    return IntNet((3, 1, 12), 5, False, -5, [c0, Pool(3), Flatten(), fc0, fc1], (3, 12))
 
 
 @pytest.mark.slow
@@ -80,6 +80,6 @@ def test_seq_rejects_a_pool_it_cannot_fuse():
 
     rng = np.random.default_rng(0)
     net = _net_2d(rng)
-    net.stages.insert(0, ("pool", 2))
+    net.stages.insert(0, Pool(2))
     with pytest.raises(OpqError, match="pool.*da4ml"):
         generate_seq(net)

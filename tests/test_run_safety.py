@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from opq_hw.errors import OpqError
-from opq_hw.pipeline import CompressConfig, compress_run, load_run
+from opq_hw.pipeline import CompressConfig, compress_run
+from opq_hw.run import load_run
 
 CHEAP = dict(model="digits-mlp", data="digits", target_cr=10, epochs=0)  # calibrated on digits, no finetuning
 

@@ -91,7 +91,7 @@ def test_user_npz_compress_records_and_golden(user_run, user_npz):
 
 @pytest.mark.slow
 def test_user_npz_simulate_qonnx(user_run, user_npz, tmp_path, capsys):
-    from opq_hw.rundir import model_source
+    from opq_hw.run import model_source
     from opq_hw.simulate import simulate as sim
 
     def simulate(*a, **k):  # the run's model factory is given again, as on the command line
@@ -197,7 +197,7 @@ def test_module_function_data(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
     from opq_hw.simulate import simulate
 
-    from opq_hw.rundir import model_source
+    from opq_hw.run import model_source
 
     with model_source(FACTORY):  # the model factory is given again; the data function is never needed
         res = simulate(out, "qonnx", write=False, log=None)
@@ -279,7 +279,7 @@ def test_user_npz_csim_bit_exact(tmp_path):
     np.savez(tmp_path / "tiny.npz", x=x, y=y)
     (tmp_path / "tinymod.py").write_text("from torch import nn\ndef net():\n    return nn.Sequential(nn.Linear(16, 12), "
                                          "nn.ReLU(), nn.Linear(12, 4))\n")
-    from opq_hw.rundir import model_source
+    from opq_hw.run import model_source
 
     sys.path.insert(0, str(tmp_path))
     try:

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import dumps, read_json, write_json
-from ..rundir import build_dir, write_outputs
+from ..rundir import write_outputs
+from ..steps import Step, run_build
 from ..errors import OpqError
+from ..resources import source_root
 
 FLOW = "finn"
 BUILD_INFO = "opq_finn.json"
@@ -59,14 +61,13 @@ METRICS = (("LUT", "LUT"), ("BRAM18", "BRAM_18K"), ("DSP", "DSP"), ("URAM", "URA
 # --------------------------------------------------------------------------------------------
 # the FINN environment
 # --------------------------------------------------------------------------------------------
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def finn_python(explicit: str | os.PathLike | None = None) -> Path | None:
     """The FINN environment's python: `explicit`, $OPQ_HW_FINN_PYTHON, or `.venv-finn/bin/python`
-    at the repository root; None when there is none."""
-    for cand in (explicit, os.environ.get("OPQ_HW_FINN_PYTHON"), repo_root() / ".venv-finn" / "bin" / "python"):
+    at the root of the source checkout (`make finn-env`; none when installed from a wheel); None
+    when there is none."""
+    root = source_root()
+    checkout = root / ".venv-finn" / "bin" / "python" if root is not None else None
+    for cand in (explicit, os.environ.get("OPQ_HW_FINN_PYTHON"), checkout):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return Path(cand)
         if cand and cand is explicit:
@@ -288,27 +289,80 @@ def refuse_unsupported(model_path: str | os.PathLike) -> None:
                        + ". Build this run with --flow hls4ml or --flow rtl where they take it")
 
 
-def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: float | None = None,
-          finn_python_path: str | os.PathLike | None = None, run_finn: bool = True, verify_n: int | None = None,
-          timeout_s: float = 1800, tail: str | None = None, log=print, **unsupported) -> dict[str, Any]:
+class _Ctx:
+    """What the build's steps share (the FINN worker runs in one subprocess: this build does not resume)."""
+
+    def __init__(self, run, o, b, names, folding, spec_cfg, fold_cfg, ours, fpy, record, log):
+        self.run, self.o, self.b, self.names, self.folding = run, o, b, names, folding
+        self.spec_cfg, self.fold_cfg, self.ours, self.fpy, self.record, self.log = spec_cfg, fold_cfg, ours, fpy, record, log
+        self.state: dict[str, Any] = {}
+
+
+def _step_contract(c: _Ctx) -> None:
+    """FINN's input and our configs: the directory contract, written with or without FINN."""
+    shutil.copyfile(c.run.path / "model.qonnx.onnx", c.out / "model.qonnx.onnx")
+    write_json(c.out / "folding_config.json", c.fold_cfg)
+    write_json(c.out / "specialize_layers_config.json", c.spec_cfg)
+
+
+def _step_finn(c: _Ctx) -> str | None:
+    tmp, b, record = c.out, c.b, c.record
+    if c.fpy is None:
+        record["finn_status"] = ("skipped: " + ("not requested" if not c.o.run_finn else f"no FINN environment; {ENV_HINT}"))
+        write_json(tmp / "dataflow_build_config.json", dataflow_build_config(b, "model.qonnx.onnx", STEPS_FROM_QONNX))
+        record["finn_build_command"] = f"cd build/{FLOW} && finn build dataflow_build_config.json model.qonnx.onnx"
+        record["note"] = ("FINN's own streamlining rounds ties up while Brevitas rounds half to even: run this "
+                          "flow with the FINN environment to get model_hw.onnx with even-rounding thresholds")
+        return "skipped"
+    res = _run_worker(c.fpy, c.run, tmp, b, c.names, c.spec_cfg, c.fold_cfg, c.ours.ii_cycles, c.o.verify_n,
+                      c.o.timeout_s, c.log)
+    record["finn_status"] = "ran" if res.get("ok") else f"failed: {res.get('error')}"
+    record["finn_seconds"] = res.get("seconds")
+    record["finn_versions"] = res.get("versions")
+    record["verify"] = res.get("verify", [])
+    record["info"] = res.get("info", {})
+    if res.get("ok"):
+        write_json(tmp / "finn_estimates.json", {k: res[k] for k in ("layers", "estimates", "applied_folding")})
+        write_json(tmp / "applied_folding_config.json", res["applied_folding"])
+        write_json(tmp / "dataflow_build_config.json",
+                   dataflow_build_config(b, "model_hw.onnx", STEPS_AFTER_HW, "applied_folding_config.json"))
+        record["finn_build_command"] = f"cd build/{FLOW} && finn build dataflow_build_config.json model_hw.onnx"
+        record["hw_nodes"] = res["hw_nodes"]
+        record["software_nodes"] = _software_nodes(res["hw_nodes"])
+        record["finn_layers"] = res["layers"]
+        record["comparison"] = compare(c.run, b, c.folding, res)
+    else:
+        write_json(tmp / "dataflow_build_config.json", dataflow_build_config(b, "model.qonnx.onnx", STEPS_FROM_QONNX))
+        record["finn_build_command"] = f"cd build/{FLOW} && finn build dataflow_build_config.json model.qonnx.onnx"
+        record["traceback"] = res.get("traceback", "")[-4000:]
+    return None
+
+
+def _finish(c: _Ctx, t0: float) -> None:
+    c.record["build_s"] = round(time.perf_counter() - t0, 2)
+    write_json(c.out / BUILD_INFO, c.record)
+    if c.fpy is not None and c.record["finn_status"] != "ran":
+        c.build.failed = c.record["finn_status"]
+
+
+STEPS = [Step("contract", _step_contract), Step("finn", _step_finn)]
+
+
+def build(run_dir: str | os.PathLike, board: str | None = None, log=print, **options) -> dict[str, Any]:
     """Write `RUN/build/finn/` and, with the FINN environment, run FINN's steps on it.
 
+    options: `opq_hw.flows.FinnOptions` (target_fps, finn_python_path, run_finn, verify_n, timeout_s).
     Returns the build record (also `build/finn/opq_finn.json`); `record["finn_status"]` says whether
     FINN ran ("ran"), or why not. Raises OpqError when FINN ran and failed, or when the dataflow
     graph is not bit-exact with the Brevitas model.
     """
     from ..data import require_run_data
-    from ..pipeline import load_run
+    from ..run import load_run
     from ..tail import refuse_tail_hw
+    from . import FLOWS
 
-    refuse_tail_hw("FINN", tail, "FINN's dataflow ends in integer thresholds; its float head would run on the host "
-                   "anyway (a LabelSelect/TopK is the only head it builds)")
-    unsupported = {k: v for k, v in unsupported.items() if v is not None and v is not False}
-    if unsupported:
-        raise OpqError(f"options {sorted(unsupported)} do not apply to the FINN flow; its options are board, "
-                       "target_fps (--target-fps)")
-    if target_fps is not None and not (isinstance(target_fps, (int, float)) and target_fps > 0):
-        raise OpqError(f"--target-fps must be a positive number of frames per second, got {target_fps!r}")
+    o = FLOWS["finn"].parse_options(options)
+    refuse_tail_hw("FINN", o.tail, "FINN's dataflow ends in integer thresholds; it builds no float head")
     require_run_data(run_dir, "build --flow finn")  # uncalibrated activations make no hardware
     run = load_run(run_dir)
     refuse_unsupported(run.path / "model.qonnx.onnx")
@@ -317,58 +371,23 @@ def build(run_dir: str | os.PathLike, board: str | None = None, target_fps: floa
         log("note: this run has float scales; FINN absorbs them into thresholds, but bit-exactness is only "
             "expected for pow2 (hardware-mode) runs")
     names = [s.name for s in run.specs]
-    folding = choose_folding(run, b, target_fps)
+    folding = choose_folding(run, b, o.target_fps)
     spec_cfg, fold_cfg = finn_configs(names, folding)
     from ..cost import estimate
 
     ours = estimate(run.specs, run.allocation, b, "finn-mvau", folding=folding, act_bits=run.config.get("act_bits"))
-    fpy = finn_python(finn_python_path) if run_finn else None
-    final = run.path / "build" / FLOW
-    cmd_hw = "finn build dataflow_build_config.json model_hw.onnx"
+    fpy = finn_python(o.finn_python_path) if o.run_finn else None
     record: dict[str, Any] = {
         "flow": FLOW, "run": run.path.name, "board": b.name, "part": b.part, "clock_mhz": b.clock_mhz,
-        "target_fps": target_fps, "layers": names,
+        "target_fps": o.target_fps, "layers": names,
         "folding": folding, "folding_source": "opq_hw.cost.choose_folding(arch='finn-mvau')",
         "ours_ii_cycles": ours.ii_cycles, "ours_throughput_fps": ours.throughput_fps,
         "ours_totals": ours.totals, "finn_version": FINN_VERSION,
     }
     t0 = time.perf_counter()
-    with build_dir(run.path, FLOW, log) as bd:  # swapped in only on success; a failed FINN run goes to build/finn.failed
-        tmp = bd.path
-        shutil.copyfile(run.path / "model.qonnx.onnx", tmp / "model.qonnx.onnx")
-        write_json(tmp / "folding_config.json", fold_cfg)
-        write_json(tmp / "specialize_layers_config.json", spec_cfg)
-        if fpy is None:
-            record["finn_status"] = ("skipped: " + ("not requested" if not run_finn else f"no FINN environment; {ENV_HINT}"))
-            write_json(tmp / "dataflow_build_config.json", dataflow_build_config(b, "model.qonnx.onnx", STEPS_FROM_QONNX))
-            record["finn_build_command"] = f"cd build/{FLOW} && finn build dataflow_build_config.json model.qonnx.onnx"
-            record["note"] = ("FINN's own streamlining rounds ties up while Brevitas rounds half to even: run this "
-                              "flow with the FINN environment to get model_hw.onnx with even-rounding thresholds")
-        else:
-            res = _run_worker(fpy, run, tmp, b, names, spec_cfg, fold_cfg, ours.ii_cycles, verify_n, timeout_s, log)
-            record["finn_status"] = "ran" if res.get("ok") else f"failed: {res.get('error')}"
-            record["finn_seconds"] = res.get("seconds")
-            record["finn_versions"] = res.get("versions")
-            record["verify"] = res.get("verify", [])
-            record["info"] = res.get("info", {})
-            if res.get("ok"):
-                write_json(tmp / "finn_estimates.json", {k: res[k] for k in ("layers", "estimates", "applied_folding")})
-                write_json(tmp / "applied_folding_config.json", res["applied_folding"])
-                write_json(tmp / "dataflow_build_config.json",
-                           dataflow_build_config(b, "model_hw.onnx", STEPS_AFTER_HW, "applied_folding_config.json"))
-                record["finn_build_command"] = f"cd build/{FLOW} && {cmd_hw}"
-                record["hw_nodes"] = res["hw_nodes"]
-                record["software_nodes"] = _software_nodes(res["hw_nodes"])
-                record["finn_layers"] = res["layers"]
-                record["comparison"] = compare(run, b, folding, res)
-            else:
-                write_json(tmp / "dataflow_build_config.json", dataflow_build_config(b, "model.qonnx.onnx", STEPS_FROM_QONNX))
-                record["finn_build_command"] = f"cd build/{FLOW} && finn build dataflow_build_config.json model.qonnx.onnx"
-                record["traceback"] = res.get("traceback", "")[-4000:]
-        record["build_s"] = round(time.perf_counter() - t0, 2)
-        write_json(tmp / BUILD_INFO, record)
-        if fpy is not None and record["finn_status"] != "ran":
-            bd.failed = record["finn_status"]
+    c = _Ctx(run, o, b, names, folding, spec_cfg, fold_cfg, ours, fpy, record, log)
+    # swapped in only on success; a failed FINN run goes to build/finn.failed
+    bd, _ = run_build(run.path, FLOW, STEPS, c, log=log, after=lambda c: _finish(c, t0))
     final = bd.path
     write_outputs(run.path, {"reports/finn.json": dumps(record).encode(), "reports/finn.md": _markdown(record).encode()})
     log(f"FINN build directory written to {final} (folding from the cost model: "

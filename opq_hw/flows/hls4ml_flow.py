@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from ..artifact import dumps, read_json, write_bytes, write_json
-from ..rundir import build_dir, record as record_build, write_outputs
+from ..rundir import record as record_build, write_outputs
+from ..steps import Step, record_steps, run_build, run_steps
 from ..errors import OpqError
 from ..tail import TailTables, check_tail_option, hw_head, run_tail
 
@@ -56,7 +57,7 @@ QONNX_FOR_HLS4ML = "model_for_hls4ml.qonnx.onnx"  # the graph handed to hls4ml (
 CONVERT_CONFIG = "hls4ml_convert.json"  # the keyword arguments of hls4ml's convert_from_onnx_model for it
 MAX_TYPE_PASSES = 3  # conversions at most: hls4ml's own types, then the analysis' (repeated once if hls4ml regrouped)
 INEXACT_EXTRA_BITS = 4  # allow_inexact: the re-rounding grid is this many bits finer than the smallest scale
-DEFAULT_CLOCK_NS = 10.0  # used only when the board gives no clock
+DEFAULT_CLOCK_NS = 10.0  # used only when no board is given
 
 
 # --------------------------------------------------------------------------- options / board
@@ -79,29 +80,13 @@ def _board_info(board: str | None, part: str | None = None, clock_period: float 
     """Part and clock period from `board_configs/<board>.yaml` (via `opq_hw.boards`)."""
     info: dict[str, Any] = {"board": board, "part": part, "clock_period_ns": clock_period, "source": "arguments"}
     if board is not None:
-        try:
-            from ..boards import load_board
-        except ImportError:
-            load_board = None
-        if load_board is None:
-            if part is None:
-                raise OpqError(f"board {board!r} cannot be looked up (opq_hw.boards is not available); pass part=... explicitly")
-        else:
-            try:
-                b = load_board(board)
-            except OpqError:
-                raise
-            except Exception as e:  # unknown board names are the board module's to report; make them user errors
-                raise OpqError(f"unknown board {board!r} ({e}); list boards with `opq-hw boards`") from e
-            info["part"] = part or getattr(b, "part", None)
-            if clock_period is None:
-                for attr, conv in (("clock_period_ns", lambda v: v), ("clock_ns", lambda v: v), ("clock_mhz", lambda v: 1e3 / v),
-                                   ("fclk_mhz", lambda v: 1e3 / v), ("clock_hz", lambda v: 1e9 / v)):
-                    v = getattr(b, attr, None)
-                    if v:
-                        info["clock_period_ns"] = round(float(conv(v)), 4)
-                        break
-            info["source"] = f"board_configs/{board}.yaml"
+        from ..boards import load_board
+
+        b = load_board(board)  # an unknown or invalid board is an OpqError naming the fix
+        info["part"] = part or b.part
+        if clock_period is None:
+            info["clock_period_ns"] = round(1e3 / b.clock_mhz, 4)
+        info["source"] = f"board_configs/{board}.yaml"
     if info["clock_period_ns"] is None:
         info["clock_period_ns"] = DEFAULT_CLOCK_NS
     return info
@@ -864,49 +849,97 @@ def _fix_paths(root: Path, old: str, new: str) -> None:
                 write_bytes(p, s.replace(old, new).encode())
 
 
-def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "Vitis", io: str = "parallel",
-          synth: bool = False, allow_inexact: bool = False, part: str | None = None, clock_period: float | None = None,
-          reuse: int | dict[str, int] | None = None, strategy: str = "latency", tail: str | None = None, log=print,
-          **unsupported) -> dict[str, Any]:
+class _Ctx:
+    """What the build's steps share (hls4ml's in-memory model `hm` included: this build does not resume)."""
+
+    def __init__(self, run, o, binfo, rf, rf_source):
+        self.run, self.o, self.binfo, self.rf, self.rf_source = run, o, binfo, rf, rf_source
+        self.state: dict[str, Any] = {}
+        self.hm = self.info = self.record = None
+
+
+def _step_convert(c: _Ctx) -> None:
+    o = c.o
+    c.hm, c.info = convert(c.run, c.out, backend=o.backend, io=o.io, part=c.binfo["part"],
+                           clock_period=c.binfo["clock_period_ns"], reuse=c.rf, allow_inexact=o.allow_inexact,
+                           strategy=o.strategy, graph_out=c.out, tail=o.tail)
+
+
+def _step_write(c: _Ctx) -> None:
+    with contextlib.redirect_stdout(io_mod.StringIO()):
+        c.hm.write()
+
+
+def _step_check(c: _Ctx) -> None:
+    _check_written(c.out, c.hm, c.info, c.o.allow_inexact)
+
+
+def _step_project(c: _Ctx) -> None:
+    """The build options file, paths of the final location, the build record."""
+    final = c.run.path / "build" / FLOW
+    write_bytes(c.out / "build_opt.tcl", _BUILD_OPT_TCL.encode())
+    _fix_paths(c.out, str(c.out), str(final))
+    tool, cmd = synth_command(c.info["backend"])
+    c.record = {"flow": FLOW, "run": c.run.path.name, **c.info, **c.binfo, "reuse_source": c.rf_source,
+                "qonnx_for_hls4ml": QONNX_FOR_HLS4ML, "convert_config": CONVERT_CONFIG,
+                "project": PROJECT, "synth_tool": tool, "synth_command": f"cd build/{FLOW} && {cmd}",  # from the run directory
+                "convert_s": None}
+
+
+def _finish(c: _Ctx) -> None:
+    c.record["convert_s"] = round(sum(r["seconds"] for r in c.records), 3)
+    c.record["project_bytes"] = sum(p.stat().st_size for p in c.out.rglob("*") if p.is_file())
+    c.record["project_files"] = sum(1 for p in c.out.rglob("*") if p.is_file())
+    write_json(c.out / BUILD_INFO, c.record)
+
+
+STEPS = [Step("convert", _step_convert), Step("write", _step_write), Step("check", _step_check),
+         Step("project", _step_project)]
+
+
+def _step_synth(c: _Ctx) -> None:
+    import subprocess
+
+    final = c.run.path / "build" / FLOW
+    tool, cmd = synth_command(c.info["backend"])
+    if shutil.which(tool) is None:
+        raise OpqError(f"{tool} is not on PATH, so synthesis cannot run here. The project is written; on a machine "
+                       f"with {c.info['backend']} HLS run:\n  cd {final} && {cmd}\nthen copy build/{FLOW}/ back into the run and "
+                       f"run `opq-hw report {c.run.path}`")
+    t1 = time.perf_counter()
+    with open(final / "synth_stdout.log", "w") as out:
+        proc = subprocess.run(cmd, shell=True, cwd=final, stdout=out, stderr=subprocess.STDOUT)
+    c.record["synth_s"] = round(time.perf_counter() - t1, 1)
+    c.record["synth_returncode"] = proc.returncode
+    write_json(final / BUILD_INFO, c.record)
+    record_build(c.run.path, f"build/{FLOW}")  # the tool's outputs are this build's: hashes into the manifest
+    if proc.returncode != 0:
+        raise OpqError(f"{tool} failed (exit {proc.returncode}); see {final / 'synth_stdout.log'}")
+    c.record["report"] = report(c.run.path)
+
+
+def build(run_dir: str | os.PathLike, board: str | None = None, log=print, **options) -> dict[str, Any]:
     """Write the hls4ml project for a run into `RUN/build/hls4ml/` (atomically) and describe it.
 
-    `synth=True` runs the vendor HLS tool when it is on PATH; when it is not, the project is still
-    written and an `OpqError` gives the exact command to run on a machine that has the tool.
+    options: `opq_hw.flows.Hls4mlOptions`. `synth=True` runs the vendor HLS tool when it is on PATH;
+    when it is not, the project is still written and an `OpqError` gives the exact command to run on
+    a machine that has the tool. The steps (`STEPS`, then `synth`) are timed into the manifest; this
+    build does not resume (the converted hls4ml model lives in memory; conversion takes seconds).
     Returns the build record (also written to `build/hls4ml/opq_hls4ml.json`).
     """
     from ..data import require_run_data
-    from ..pipeline import load_run
+    from ..run import load_run
+    from . import FLOWS
 
-    unsupported = {k: v for k, v in unsupported.items() if v is not None}
-    if unsupported:
-        raise OpqError(f"options {sorted(unsupported)} do not apply to the hls4ml flow; its options are backend, io, "
-                       "synth, allow_inexact, part, clock_period, reuse, strategy, tail")
-    if strategy not in ("latency", "resource"):
-        raise OpqError(f"unknown hls4ml strategy {strategy!r}; use 'latency' or 'resource' (--strategy)")
+    o = FLOWS["hls4ml"].parse_options(options)
     require_run_data(run_dir, "build --flow hls4ml")  # uncalibrated activations make no hardware
     run = load_run(run_dir)
-    binfo = _board_info(board, part, clock_period)
-    rf, rf_source = _reuse_factors(run, board, reuse, strategy)
+    binfo = _board_info(board, o.part, o.clock_period)
+    rf, rf_source = _reuse_factors(run, board, o.reuse, o.strategy)
     final = run.path / "build" / FLOW
-    t0 = time.perf_counter()
-    with build_dir(run.path, FLOW, log) as bd:  # swapped in only when complete; the previous build stays otherwise
-        tmp = bd.path
-        hm, info = convert(run, tmp, backend=backend, io=io, part=binfo["part"], clock_period=binfo["clock_period_ns"],
-                           reuse=rf, allow_inexact=allow_inexact, strategy=strategy, graph_out=tmp, tail=tail)
-        with contextlib.redirect_stdout(io_mod.StringIO()):
-            hm.write()
-        _check_written(tmp, hm, info, allow_inexact)
-        write_bytes(tmp / "build_opt.tcl", _BUILD_OPT_TCL.encode())
-        _fix_paths(tmp, str(tmp), str(final))
-        tool, cmd = synth_command(info["backend"])
-        record = {"flow": FLOW, "run": run.path.name, **info, **binfo, "reuse_source": rf_source,
-                  "qonnx_for_hls4ml": QONNX_FOR_HLS4ML, "convert_config": CONVERT_CONFIG,
-                  "project": PROJECT, "synth_tool": tool, "synth_command": f"cd build/{FLOW} && {cmd}",  # from the run directory
-                  "convert_s": round(time.perf_counter() - t0, 3)}
-        size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-        record["project_bytes"] = size
-        record["project_files"] = sum(1 for p in tmp.rglob("*") if p.is_file())
-        write_json(tmp / BUILD_INFO, record)
+    c = _Ctx(run, o, binfo, rf, rf_source)
+    _, records = run_build(run.path, FLOW, STEPS, c, log=log, after=_finish)  # swapped in only when complete
+    info, record = c.info, c.record
     log(f"hls4ml project ({info['backend']}, {info['io_type']}, part {binfo['part']}) written to {final}")
     for r in info["layers"]:
         log(f"  {r['layer']:<12} {r['weight_precision']:<24} alloc {r['alloc_bits']} bits, channel scale "
@@ -921,23 +954,9 @@ def build(run_dir: str | os.PathLike, board: str | None = None, backend: str = "
         log(f"  tail: {t['op']} in hardware ({t['implementation']}, {t['table_size']} entries), compared within "
             f"tolerance {t['tolerance']:.3g}" if t["where"] == "hardware" else f"  {t['note']}")
     log(f"  for stock hls4ml: {QONNX_FOR_HLS4ML} + {CONVERT_CONFIG} (see the README)")
-    if synth:
-        if shutil.which(tool) is None:
-            raise OpqError(f"{tool} is not on PATH, so synthesis cannot run here. The project is written; on a machine "
-                           f"with {info['backend']} HLS run:\n  cd {final} && {cmd}\nthen copy build/{FLOW}/ back into the run and "
-                           f"run `opq-hw report {run.path}`")
-        import subprocess
-
-        t1 = time.perf_counter()
-        with open(final / "synth_stdout.log", "w") as out:
-            proc = subprocess.run(cmd, shell=True, cwd=final, stdout=out, stderr=subprocess.STDOUT)
-        record["synth_s"] = round(time.perf_counter() - t1, 1)
-        record["synth_returncode"] = proc.returncode
-        write_json(final / BUILD_INFO, record)
-        record_build(run.path, f"build/{FLOW}")  # the tool's outputs are this build's: hashes into the manifest
-        if proc.returncode != 0:
-            raise OpqError(f"{tool} failed (exit {proc.returncode}); see {final / 'synth_stdout.log'}")
-        record["report"] = report(run.path)
+    if o.synth:
+        records += run_steps([Step("synth", _step_synth)], c)
+        record_steps(run.path, f"build/{FLOW}", records)
     return record
 
 

@@ -5,7 +5,7 @@ vendor tool is needed.
     opq-hw build RUN --flow rtl --board ecp5-85f|ice40-up5k|<xc7 board> [--rtl-arch seq|da4ml] [--pipeline N]
     opq-hw simulate RUN --level rtl
 
-Two architectures (`ARCHS`): `seq` (default; `opq_hw.rtl.seq`): per layer one sparse
+Two architectures (`opq_hw.flows.RTL_ARCHS`): `seq` (default; `opq_hw.rtl.seq`): per layer one sparse
 multiply-accumulate unit walking a ROM of the nonzero weights, activations in block RAM; small
 (the digits demo is ~1.3k iCE40 logic cells) and places and routes in seconds, one sample per
 (nonzero weights x output positions) cycles. `da4ml` (`opq_hw.rtl.gen`): per layer a
@@ -13,7 +13,7 @@ constant-weight adder graph from da4ml, convolutions streamed through a line buf
 pixel per cycle, but its logic grows with every nonzero weight (the demo is ~34k LUT-equivalents,
 which the single-threaded WebAssembly nextpnr-ecp5 does not route in minutes).
 
-Steps (each timed into the artifact): `intnet` (integer network read off the Brevitas model,
+Steps (`build_steps`, run by `opq_hw.steps`; each timed into rtl_build.json and the manifest): `intnet` (integer network read off the Brevitas model,
 checked bit-exact against it on the golden input) -> `rtl` (Verilog) -> `verilator` (build) ->
 `simulate` (whole test set through the RTL, bit-exact check, cycle counts) -> `synth` (Yosys, one
 run: every layer module is kept as hierarchy for its own counts, then flattened for PnR) -> `pnr` (nextpnr + bitstream, Lattice only). Everything lands in
@@ -33,9 +33,9 @@ import numpy as np
 
 from ..artifact import read_json, write_json
 from ..rundir import build_dir
+from ..steps import Step, build_key, run_build, timings
 from ..errors import OpqError
 
-STEPS = ("intnet", "rtl", "verilator", "simulate", "synth", "pnr")
 VERILATOR_FAILED_LOG = "rtl_verilator_failed.log"  # in RUN/build/: a failed Verilator build's log (the build folder is discarded)
 
 
@@ -98,14 +98,10 @@ def run_intnet(run):
     return net
 
 
-ARCHS = ("seq", "da4ml")
-
-
 def _arch(arch: str | None) -> str:
-    arch = arch or "seq"
-    if arch not in ARCHS:
-        raise OpqError(f"unknown RTL architecture {arch!r}; use one of {list(ARCHS)} (--rtl-arch)")
-    return arch
+    from . import RtlOptions
+
+    return RtlOptions(rtl_arch=arch or "seq").rtl_arch
 
 
 def _generate(net, arch: str, pipeline: float):
@@ -200,158 +196,199 @@ def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permil
 
 
 # -- build -----------------------------------------------------------------------------------------
-def build(run_dir, board: str = "ecp5-85f", pipeline: float | None = None, sim: bool = True, synth: bool = True,
-          pnr: bool = True, per_layer: bool = True, freq: float | None = None, n_sim: int | None = None,
-          seed: int = 1, tool_timeout: float = 3600, rtl_arch: str | None = None, data: str | None = None,
-          tail: str | None = None, log: Callable[[str], Any] | None = print, **unused) -> dict[str, Any]:
+class _Ctx:
+    """What the build's steps share: the run, the options, the board; `state` (JSON: the summary and
+    what a resumed build needs) and the in-memory objects the first two steps make (net, design, files)."""
+
+    def __init__(self, run, o, b, family, log):
+        self.run, self.o, self.b, self.family, self.log = run, o, b, family, log
+        self.state: dict[str, Any] = {"summary": {"flow": "rtl", "arch": o.rtl_arch, "board": b.name, "family": family,
+                                                  "part": b.part, "pipeline": float(o.pipeline)}}
+        self.net = self.design = self.files = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return self.state["summary"]
+
+
+def _step_intnet(c: _Ctx) -> None:
+    c.net = run_intnet(c.run)
+    write_json(c.out / "intnet.json", c.net.to_dict())
+
+
+def _step_rtl(c: _Ctx) -> None:
+    from ..rtl.gen import write_design
+
+    arch, pipeline = c.o.rtl_arch, float(c.o.pipeline)
+    c.design = _generate(c.net, arch, pipeline)
+    c.files = write_design(c.design, c.out / "src")
+    meta = {**c.design.meta(), "hash": _net_hash(c.net, pipeline, arch), "pipeline": pipeline, "arch": arch}
+    write_json(c.out / "design.json", meta)
+    c.summary["design"] = {k: v for k, v in meta.items() if k != "layers"}
+    c.summary["layers"] = [dict(m) for m in c.design.layer_modules]
+    _layer_estimates(c.run, c.summary["layers"], arch, c.b)
+
+
+def _step_verilator(c: _Ctx) -> None:
+    from ..rtl.verilator import build_sim
+
+    shutil.rmtree(c.out / "sim", ignore_errors=True)  # what a killed earlier try left half-built (resume)
+    binary = build_sim(c.files, c.out / "sim", keep_log=c.run.path / "build" / VERILATOR_FAILED_LOG)
+    c.state["binary"] = Path(binary).relative_to(c.out).as_posix()
+
+
+def _step_simulate(c: _Ctx) -> None:
+    from ..data import run_inputs
+    from ..equivalence import compare, reference
+    from ..pipeline import quantize_input
+    from ..rtl.verilator import run_sim, to_signed, verilator_version
+
+    run, arch = c.run, c.o.rtl_arch
+    x, y, desc, data_note = run_inputs(run, c.o.data, c.o.n_sim, command="build --flow rtl")
+    if data_note and c.log:
+        c.log(f"note: {data_note}")
+    x_q = quantize_input(run, x)
+    shutil.rmtree(c.out / "sim" / "run", ignore_errors=True)
+    res = run_sim(c.out / c.state["binary"], _pixels(c.net, x_q, arch), c.design.n_out, c.out / "sim" / "run")
+    logits = c.net.logits(to_signed(res.words, c.design.out_w))
+    same = compare(reference(run, x_q), logits, None)
+    c.summary["simulation"] = {
+        "n": same["n"], "exact_samples": same["exact_samples"], "bit_exact": same["bit_exact"],
+        "data": desc, **({"data_note": data_note} if data_note else {}),
+        "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))) if y is not None else None,
+        "cycles": int(res.cycles), "latency_cycles": int(max(res.latency)),
+        "latency_cycles_min": int(min(res.latency)), "interval_cycles": float(res.interval),
+        "verilator": verilator_version(), "sim_seconds": round(res.seconds, 2)}
+    shutil.rmtree(c.out / "sim" / "run", ignore_errors=True)
+
+
+def _step_synth(c: _Ctx) -> None:
+    from ..rtl import eda
+
+    s, family = c.summary, c.family
+    s["tools"] = eda.tool_versions(family)
+    mods = [lm["module"] for lm in s["layers"]] if c.o.per_layer else []
+    shutil.rmtree(c.out / "synth", ignore_errors=True)  # what a killed earlier try left (resume)
+    try:
+        top = eda.synth(c.files, c.design.top, family, c.out / "synth" / "top", json_out=family != "xc7",
+                        modules=mods, timeout=c.o.tool_timeout)
+    except OpqError as e:  # keep what was measured so far; raised after the summary is written
+        s["synth_error"] = str(e)
+        return
+    for lm in s["layers"]:
+        if lm["module"] in top["modules"]:
+            lm["synth"] = top["modules"][lm["module"]]
+    s["synth"] = {k: v for k, v in top.items() if k not in ("json", "modules")}
+    s["fit"] = _fit(c.b, top, s["layers"])
+
+
+def _pnr_applies(c: _Ctx) -> bool:
+    return "synth" in c.summary and c.summary["fit"].get("fits", True)
+
+
+def _step_pnr(c: _Ctx) -> None:
+    from ..rtl import eda
+
+    s, family, b = c.summary, c.family, c.b
+    dev, pkg = nextpnr_device(family, b.part)
+    f = float(c.o.freq or b.clock_mhz)
+    try:
+        p = eda.pnr(c.out / "synth" / "top", c.design.top, family, dev, pkg, f, seed=c.o.seed, timeout=c.o.tool_timeout)
+    except OpqError as e:
+        s["pnr"] = {"error": str(e)}
+        return
+    bit = c.out / "synth" / "top" / p["bitstream"]
+    shutil.copyfile(bit, c.out / p["bitstream"])
+    p["bitstream"] = f"build/rtl/{p['bitstream']}"
+    s["pnr"] = p
+    if "simulation" in s and p.get("fmax_mhz"):
+        v = s["simulation"]
+        v["throughput_sps_at_fmax"] = p["fmax_mhz"] * 1e6 / v["interval_cycles"]
+        v["latency_us_at_fmax"] = v["latency_cycles"] / p["fmax_mhz"]
+
+
+def build_steps(o, family: str) -> list[Step]:
+    """The RTL build's steps for options `o` (see the module docstring). intnet and rtl are re-run on
+    resume (cheap, deterministic: they rebuild the network and design objects); the tool steps resume."""
+    steps = [Step("intnet", _step_intnet, rerun=True), Step("rtl", _step_rtl, rerun=True)]
+    if o.sim:
+        steps += [Step("verilator", _step_verilator, resumable=True), Step("simulate", _step_simulate, resumable=True)]
+    if o.synth:
+        steps.append(Step("synth", _step_synth, resumable=True))
+        if o.pnr and family in ("ecp5", "ice40"):
+            steps.append(Step("pnr", _step_pnr, resumable=True, when=_pnr_applies))
+    return steps
+
+
+def _finish(c: _Ctx, t_all: float, cpu0: float) -> None:
+    """Last, inside the build directory: tidy the tool folders, write rtl_build.json (and resources.json)."""
+    s, out = c.summary, c.out
+    if c.o.synth:
+        for d in (out / "synth").glob("*/"):
+            for junk in d.glob("*.asc"):
+                junk.unlink()
+            for junk in d.glob("*.config"):
+                junk.unlink()
+    times = timings(c.records)
+    times["total"] = time.time() - t_all
+    s["seconds"] = {k: round(v, 2) for k, v in times.items()}
+    s["cpu_seconds"] = round(_cpu() - cpu0, 1)  # this process + its tools: the machine-load-free cost
+    s["peak_rss_mb"] = _peak_rss_mb()
+    write_json(out / "rtl_build.json", s)
+    c.build.failed = _failure(s, c.o.sim, c.o.synth)
+    if isinstance(s.get("synth"), dict) and "lut" in s["synth"]:
+        syn = s["synth"]  # the measurement `opq-hw report` puts beside the estimate
+        write_json(out / "resources.json", {
+            "LUT": syn.get("lut_equiv", syn["lut"]), "FF": syn["ff"], "DSP": syn["dsp"],
+            "BRAM18": syn["bram18"] + 2 * syn["bram36"], "URAM": 0,
+            "source": f"Yosys synthesis for {c.family}" + (", placed and routed" if isinstance(s.get("pnr"), dict)
+                                                            and "fmax_mhz" in s["pnr"] else "")})
+
+
+def build(run_dir, board: str = "ecp5-85f", log: Callable[[str], Any] | None = print, **options) -> dict[str, Any]:
     """Build the open-RTL accelerator of a run for `board` (see the module docstring).
 
-    rtl_arch: "seq" (default) or "da4ml". pipeline (da4ml only): latency cutoff per pipeline stage
-    inside each layer kernel (0: combinational kernels; every layer still registers its
-    window/vector and its output). freq: PnR target in
-    MHz (default: the board's clock). tool_timeout: wall-clock limit per Yosys/nextpnr run. data: the
-    simulation's inputs (a --data value, see `opq_hw.data.run_inputs`; default the run's own test data). Returns the summary also written to rtl_build.json; raises
-    OpqError when the design does not fit the part (after writing the summary)."""
-    from ..data import require_run_data, run_inputs
-    from ..pipeline import load_run, quantize_input
+    options: `opq_hw.flows.RtlOptions` (rtl_arch "seq" or "da4ml"; pipeline, da4ml only: latency
+    cutoff per pipeline stage inside each layer kernel, 0: combinational kernels, every layer still
+    registers its window/vector and its output; freq: PnR target in MHz, default the board's clock;
+    tool_timeout: wall-clock limit per Yosys/nextpnr run; data: the simulation's inputs, a --data
+    value, see `opq_hw.data.run_inputs`, default the run's own test data). A build killed during a
+    tool step resumes after its last completed step when run again unchanged (`opq_hw.steps`).
+    Returns the summary also written to rtl_build.json; raises OpqError when the design does not fit
+    the part (after writing the summary)."""
+    from ..data import require_run_data
     from ..rtl import eda
-    from ..rtl.gen import write_design
-    from ..rtl.verilator import build_sim, run_sim, to_signed, verilator_version
+    from ..run import load_run
+    from ..rundir import sha256_file
     from ..tail import refuse_tail_hw
+    from . import FLOWS
 
-    refuse_tail_hw("rtl", tail, "its layers are integer MAC arrays and ReLU; it has no exp/sigmoid tables")
-    ignored = sorted(k for k, v in unused.items() if v is not None)
-    if ignored:
-        raise OpqError(f"options {ignored} do not apply to the rtl flow; its options are rtl_arch, pipeline, freq, sim, "
-                       "synth, pnr, n_sim, tool_timeout, data")
-    arch = _arch(rtl_arch)
-    if arch == "seq" and pipeline:
-        raise OpqError("--pipeline is the da4ml kernels' latency cutoff; it does not apply to --rtl-arch seq "
-                       "(add --rtl-arch da4ml)")
+    o = FLOWS["rtl"].parse_options(options)
+    refuse_tail_hw("rtl", o.tail, "its layers are integer MAC arrays and ReLU; it has no exp/sigmoid tables")
     b = _board(board)
     family = eda.family_of(b.family)
-    pipeline = float(pipeline or 0)
-    if pipeline < 0:
-        raise OpqError(f"--pipeline must be >= 0 (da4ml latency cutoff per stage; 0 = combinational), got {pipeline}")
-    if sim:
+    if o.sim:
         require_run_data(run_dir, "build --flow rtl")
     run = load_run(run_dir)
-    times: dict[str, float] = {}
-    cpu0 = _cpu()
-    summary: dict[str, Any] = {"flow": "rtl", "arch": arch, "board": b.name, "family": family, "part": b.part,
-                               "pipeline": pipeline}
-    t_all = time.time()
+    c = _Ctx(run, o, b, family, log)
+    cpu0, t_all = _cpu(), time.time()
+    data_file = o.data is not None and Path(o.data).is_file()
+    key = build_key(run.manifest, "rtl", b.name, {**o.given(), "data_sha256": sha256_file(o.data) if data_file else None})
 
-    def step(name):
+    def announce(step: Step) -> None:
         if log:
-            log(f"rtl: {name}")
-        return time.time()
+            log(f"rtl: {step.name}" + (f" ({family})" if step.name in ("synth", "pnr") else ""))
 
     dest = run.path / "build" / "rtl"
-    with build_dir(run.path, "rtl", log) as bd:  # a failed build goes to build/rtl.failed; the previous build/rtl stays
-        out = bd.path
-        t = step("intnet")
-        net = run_intnet(run)
-        write_json(out / "intnet.json", net.to_dict())
-        times["intnet"] = time.time() - t
-
-        t = step("rtl")
-        design = _generate(net, arch, pipeline)
-        files = write_design(design, out / "src")
-        meta = {**design.meta(), "hash": _net_hash(net, pipeline, arch), "pipeline": pipeline, "arch": arch}
-        write_json(out / "design.json", meta)
-        times["rtl"] = time.time() - t
-        summary["design"] = {k: v for k, v in meta.items() if k != "layers"}
-        summary["layers"] = [dict(m) for m in design.layer_modules]
-        _layer_estimates(run, summary["layers"], arch, b)
-
-        if sim:
-            t = step("verilator")
-            binary = build_sim(files, out / "sim", keep_log=run.path / "build" / VERILATOR_FAILED_LOG)
-            times["verilator"] = time.time() - t
-            t = step("simulate")
-            from ..simulate import reference
-
-            x, y, desc, data_note = run_inputs(run, data, n_sim, command="build --flow rtl")
-            if data_note and log:
-                log(f"note: {data_note}")
-            x_q = quantize_input(run, x)
-            res = run_sim(binary, _pixels(net, x_q, arch), design.n_out, out / "sim" / "run")
-            logits = net.logits(to_signed(res.words, design.out_w))
-            ref = reference(run, x_q)
-            exact = np.all(logits == ref, axis=1)
-            summary["simulation"] = {
-                "n": int(len(x_q)), "exact_samples": int(exact.sum()), "bit_exact": bool(exact.all()),
-                "data": desc, **({"data_note": data_note} if data_note else {}),
-                "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))) if y is not None else None,
-                "cycles": int(res.cycles), "latency_cycles": int(max(res.latency)),
-                "latency_cycles_min": int(min(res.latency)), "interval_cycles": float(res.interval),
-                "verilator": verilator_version(), "sim_seconds": round(res.seconds, 2)}
-            shutil.rmtree(out / "sim" / "run", ignore_errors=True)
-            times["simulate"] = time.time() - t
-
-        fit: dict[str, Any] = {}
-        if synth:
-            summary["tools"] = eda.tool_versions(family)
-            t = step(f"synth ({family})")
-            mods = [lm["module"] for lm in summary["layers"]] if per_layer else []
-            try:
-                top = eda.synth(files, design.top, family, out / "synth" / "top", json_out=family != "xc7",
-                                modules=mods, timeout=tool_timeout)
-            except OpqError as e:  # keep what was measured so far; raised after the summary is written
-                summary["synth_error"] = str(e)
-                top = None
-            times["synth"] = time.time() - t
-        if synth and top is not None:
-            for lm in summary["layers"]:
-                if lm["module"] in top["modules"]:
-                    lm["synth"] = top["modules"][lm["module"]]
-            summary["synth"] = {k: v for k, v in top.items() if k not in ("json", "modules")}
-            fit = _fit(b, top, summary["layers"])
-            summary["fit"] = fit
-            if pnr and family in ("ecp5", "ice40") and fit.get("fits", True):
-                t = step(f"pnr ({family})")
-                dev, pkg = nextpnr_device(family, b.part)
-                f = float(freq or b.clock_mhz)
-                try:
-                    p = eda.pnr(out / "synth" / "top", design.top, family, dev, pkg, f, seed=seed, timeout=tool_timeout)
-                except OpqError as e:
-                    summary["pnr"] = {"error": str(e)}
-                    p = None
-                if p is not None:
-                    bit = out / "synth" / "top" / p["bitstream"]
-                    shutil.copyfile(bit, out / p["bitstream"])
-                    p["bitstream"] = f"build/rtl/{p['bitstream']}"
-                    summary["pnr"] = p
-                    if "simulation" in summary and p.get("fmax_mhz"):
-                        s = summary["simulation"]
-                        s["throughput_sps_at_fmax"] = p["fmax_mhz"] * 1e6 / s["interval_cycles"]
-                        s["latency_us_at_fmax"] = s["latency_cycles"] / p["fmax_mhz"]
-                times["pnr"] = time.time() - t
-            for d in (out / "synth").glob("*/"):
-                for junk in d.glob("*.asc"):
-                    junk.unlink()
-                for junk in d.glob("*.config"):
-                    junk.unlink()
-        times["total"] = time.time() - t_all
-        summary["seconds"] = {k: round(v, 2) for k, v in times.items()}
-        summary["cpu_seconds"] = round(_cpu() - cpu0, 1)  # this process + its tools: the machine-load-free cost
-        summary["peak_rss_mb"] = _peak_rss_mb()
-        write_json(out / "rtl_build.json", summary)
-        bd.failed = _failure(summary, sim, synth)
-        if isinstance(summary.get("synth"), dict) and "lut" in summary["synth"]:
-            syn = summary["synth"]  # the measurement `opq-hw report` puts beside the estimate
-            write_json(out / "resources.json", {
-                "LUT": syn.get("lut_equiv", syn["lut"]), "FF": syn["ff"], "DSP": syn["dsp"],
-                "BRAM18": syn["bram18"] + 2 * syn["bram36"], "URAM": 0,
-                "source": f"Yosys synthesis for {family}" + (", placed and routed" if isinstance(summary.get("pnr"), dict)
-                                                             and "fmax_mhz" in summary["pnr"] else "")})
+    bd, _ = run_build(run.path, "rtl", build_steps(o, family), c, key=key, log=log, announce=announce,
+                      after=lambda c: _finish(c, t_all, cpu0))  # a failed build goes to build/rtl.failed
+    summary = c.summary
     if log:
         log(summary_text(summary))
     if bd.failed:
         kept = f"the previous {dest.name}/ was kept" if dest.exists() else f"no build/{dest.name}/ was written"
         raise OpqError(f"{bd.failed} (this build is in {bd.path}; {kept})")
-    if sim and not summary["simulation"]["bit_exact"]:
+    if o.sim and not summary["simulation"]["bit_exact"]:
         summary["returncode"] = 1
     return summary
 
@@ -408,15 +445,13 @@ def _layer_estimates(run, layers: list[dict[str, Any]], arch: str, board) -> Non
 
 def _fit(board, top: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, Any]:
     """Does the synthesized design fit the part? Names the overflow and the largest layer."""
+    from ..cost import fits
+
     use = {"LUT": top.get("lut_equiv", top["lut"]), "FF": top["ff"], "DSP": top["dsp"], "BRAM18": top["bram18"] + 2 * top.get("bram36", 0)}
     over = []
-    for r, u in use.items():
-        cap = board.capacity.get(r)
-        if not cap:
-            continue
-        lim = board.limit(r)  # utilisation limit x capacity - shell
-        if u > lim:
-            over.append(f"{r} {u} > {lim:.0f} usable ({u / lim:.2f}x; capacity {cap})")
+    for r in fits(board, use).over:
+        u, lim, cap = use[r], board.limit(r), board.capacity[r]  # lim: utilisation limit x capacity - shell
+        over.append(f"{r} {u} > {lim:.0f} usable ({f'{u / lim:.2f}x; ' if lim > 0 else ''}capacity {cap})")
     largest = max(layers, key=lambda m: m.get("synth", {}).get("lut_equiv", m.get("da4ml_cost", 0)), default=None)
     msg = ""
     if over:

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import OpqError
-from .intnet import IntLayer, IntNet
+from .geometry import COLLECT_COUNTER_BITS, WINDOW_COUNTER_BITS, shift_chains, window_offsets
+from .intnet import IntLayer, IntNet, Pool
 from .kept_bits import C1, pipeline_kept_bits
+from ..resources import hdl_dir
 
-HDL_DIR = Path(__file__).resolve().parents[2] / "hls" / "rtl"
+HDL_DIR = hdl_dir()
 STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
-WINDOW_COUNTER_BITS = 6 * 16  # opq_window.v: n, tail, orow, ocol, prow, pcol (16 bits each)
-COLLECT_COUNTER_BITS = 16  # opq_collect.v: cnt
 
 
 def _da4ml():
@@ -184,7 +184,7 @@ def requant_live_bits(width: int, frac: int, shift: int, out_bits: int, acc_w: i
     2^out_bits - 1) (`requant_expr`), the accumulator `width` bits wide with its sign, its low
     -frac bits zero (width 0: a constant), on an `acc_w`-bit bus. Rules from Yosys 0.23 netlists
     (a sweep over width, zero low bits, shift and out_bits, and the random layers of
-    benchmarks/rtl_calibration.py):
+    scripts/rtl_calibration.py):
     - rounding (bits dropped that are not all zero): the result is at most 2^hi, hi = the top bit
       + shift; hi + 2 flip-flops stay (the rounding carry into bit hi + 1 is not proven zero), at
       least 3;
@@ -215,23 +215,6 @@ def acc_varying_bits(width: int, frac: int, zeros: int) -> int:
         return 0  # a constant: no weights
     lo = max(-frac, 0)
     return lo + width - max(zeros, lo)
-
-
-def window_offsets(kh: int, kw: int, w: int, ph: int, pw: int) -> list[int]:
-    """Shift-register offset (0 = newest pixel) that opq_window reads for window position
-    t = r*kw + q, in t order (opq_window.v: OFF = D + PH*W + PW - kh*W - kw)."""
-    d = (kh - 1 - ph) * w + (kw - 1 - pw)
-    return [d + ph * w + pw - r * w - q for r in range(kh) for q in range(kw)]
-
-
-def shift_chains(observed: list[int], first: int) -> list[int]:
-    """Lengths of the flip-flop runs of one bit lane of a shift register whose positions
-    `first`.. move towards higher positions, each run ending at an observed position."""
-    out, prev = [], first - 1
-    for t in sorted(observed):
-        out.append(t - prev)
-        prev = t
-    return out
 
 
 def module_registers(L: IntLayer, K: Kernel, c: int, h: int, w: int, bw: int, is_last: bool) -> dict[str, Any]:
@@ -418,19 +401,16 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
             c, h, w = oshape
             if not is_last:
                 bw, signed = L.out_bits, False
-        elif st[0] == "pool":
-            k = st[1]
-            kr = k if h > 1 else 1
-            oh, ow = h // kr, w // k
+        elif isinstance(st, Pool):
+            kr, kc = st.window(h)
+            _, oh, ow = st.out_shape((c, h, w))
             inst += [f"    wire v{cur + 1}; wire [{c * bw - 1}:0] d{cur + 1};",
-                     f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({k}), "
+                     f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({kc}), "
                      f".SIGNED({int(signed)})) u_pool{si} (.clk(clk), .rst(rst), .in_valid(v{cur}), "
                      f".in_data(d{cur}), .out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
             lat_total += 1
             cur += 1
             h, w = oh, ow
-        elif st[0] == "flatten":
-            continue
     in_pixels = net.in_shape[1] * net.in_shape[2]
     if in_pixels < n_out:
         raise OpqError(f"{n_out} outputs per frame but only {in_pixels} input pixels: the output serializer would "

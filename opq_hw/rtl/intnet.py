@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -79,24 +79,66 @@ class IntLayer:
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Max pooling over K x K windows at stride K, no padding, floor (a 1-D activation, H = 1: 1 x K)."""
+
+    k: int
+
+    def window(self, h: int) -> tuple[int, int]:
+        """(rows, columns) of the window on an activation of height `h`."""
+        return (self.k if h > 1 else 1, self.k)
+
+    def out_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        c, h, w = shape
+        kr, kc = self.window(h)
+        return (c, h // kr, w // kc)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": "pool", "args": [self.k]}
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """The flatten before the dense layers (a no-op on integers: dense layers take (C, H, W) and
+    flatten in torch order themselves)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": "flatten", "args": []}
+
+
+Stage = IntLayer | Pool | Flatten
+
+# JSON "op" -> the stage it reads back
+_STAGE_FROM_DICT = {
+    "layer": IntLayer.from_dict,
+    "pool": lambda d: Pool(int(d["args"][0])),
+    "flatten": lambda d: Flatten(),
+}
+
+
 @dataclass
 class IntNet:
-    """Input quantizer + a list of stages: IntLayer, ("pool", k) or ("flatten",)."""
+    """Input quantizer + a list of stages: IntLayer, Pool or Flatten."""
 
     in_shape: tuple[int, int, int]
     in_bits: int
     in_signed: bool
     in_exp: int  # log2 of the input quantizer's scale
-    stages: list = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
     torch_in_shape: tuple[int, ...] = ()  # per-sample input shape in PyTorch layout
+
+    def __post_init__(self):
+        bad = [s for s in self.stages if not isinstance(s, (IntLayer, Pool, Flatten))]
+        if bad:
+            raise TypeError(f"IntNet stages are IntLayer, Pool or Flatten records, got {bad[0]!r}")
 
     @property
     def layers(self) -> list[IntLayer]:
         return [s for s in self.stages if isinstance(s, IntLayer)]
 
     def to_dict(self) -> dict[str, Any]:
-        st = [{"op": "layer", **s.to_dict()} if isinstance(s, IntLayer) else {"op": s[0], "args": list(s[1:])}
-              for s in self.stages]
+        st = [{"op": "layer", **s.to_dict()} if isinstance(s, IntLayer) else s.to_dict() for s in self.stages]
         return {"in_shape": list(self.in_shape), "in_bits": self.in_bits, "in_signed": self.in_signed,
                 "in_exp": self.in_exp, "torch_in_shape": list(self.torch_in_shape), "stages": st}
 
@@ -105,8 +147,7 @@ class IntNet:
         stages = []
         for s in d["stages"]:
             s = dict(s)
-            op = s.pop("op")
-            stages.append(IntLayer.from_dict(s) if op == "layer" else (op, *s["args"]))
+            stages.append(_STAGE_FROM_DICT[s.pop("op")](s))
         return cls(tuple(d["in_shape"]), d["in_bits"], d["in_signed"], d["in_exp"], stages,
                    tuple(d.get("torch_in_shape", ())))
 
@@ -134,14 +175,11 @@ class IntNet:
                 return a
             if isinstance(st, IntLayer):
                 a = _layer_int(st, a)
-            elif st[0] == "pool":
-                k = st[1]
+            elif isinstance(st, Pool):
                 n, c, h, w = a.shape
-                oh, ow = h // k if h > 1 else 1, w // k
-                kh = k if h > 1 else 1
-                a = a[:, :, : oh * kh, : ow * k].reshape(n, c, oh, kh, ow, k).max(axis=(3, 5))
-            elif st[0] == "flatten":
-                pass  # dense layers take (C, H, W) and flatten in torch order themselves
+                kr, kc = st.window(h)
+                _, oh, ow = st.out_shape((c, h, w))
+                a = a[:, :, : oh * kr, : ow * kc].reshape(n, c, oh, kr, ow, kc).max(axis=(3, 5))
         return a
 
     def logits(self, acc: np.ndarray) -> np.ndarray:
@@ -210,17 +248,49 @@ def extract(qmodel, example_x, int_weights=None) -> IntNet:
     `example_x`: one float input batch in PyTorch layout (its values do not matter).
     `int_weights(name)`, if given (e.g. `Run.int_weights`), is cross-checked against the
     integers Brevitas itself uses. Raises OpqError for anything the RTL flow cannot build.
+    One handler per module kind (`_handlers`) reads each leaf module's call in forward order.
     """
     import torch
-    from torch import nn
 
+    x = torch.as_tensor(np.asarray(example_x, dtype=np.float32))
+    calls = _leaf_calls(qmodel, x)
+    torch_in_shape = tuple(x.shape[1:])
+    walk = _Walk(_stream_shape(torch_in_shape), torch_in_shape, int_weights)
+    handlers = _handlers()
+    for name, m, out in calls:
+        name = getattr(m, "opq_layer", name)  # the float model's layer name (opq_hw.carrier)
+        what = f"layer {name!r} ({type(m).__name__})"
+        handler = next((h for types, h in handlers if isinstance(m, types)), None)
+        if walk.net is None and handler is not _quant_identity:
+            raise OpqError(f"{what} comes before the input quantizer; the RTL flow needs a QuantIdentity input quantizer first")
+        if handler is None:
+            raise _unsupported(m, what)
+        handler(walk, name, m, out, what)
+    net = walk.net
+    if net is None or not net.layers:
+        raise OpqError("the model has no input quantizer or no layer; the RTL flow needs a Brevitas model in hardware mode")
+    if net.layers[-1].out_shift is not None:
+        raise OpqError("the last layer ends in a QuantReLU; the RTL flow expects float logits from the last layer")
+    return net
+
+
+def _stream_shape(torch_in_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The (C, H, W) the RTL streams for a per-sample PyTorch input shape."""
+    if len(torch_in_shape) == 1:
+        return (1, 1, torch_in_shape[0])  # a feature vector streams as W pixels of 1 channel
+    if len(torch_in_shape) == 2:
+        return (torch_in_shape[0], 1, torch_in_shape[1])
+    if len(torch_in_shape) == 3:
+        return tuple(torch_in_shape)
+    raise OpqError(f"input of per-sample shape {torch_in_shape} is not supported (1-D, 2-D or 3-D only)")
+
+
+def _leaf_calls(qmodel, x) -> list[tuple[str, Any, Any]]:
+    """(name, module, output) of every leaf module's call in forward order (Brevitas layers count
+    as leaves, their own children do not), from one no-grad forward pass in eval mode."""
     from ..carrier_graph import forward_with_hooks
 
-    try:
-        import brevitas.nn as qnn
-    except ImportError as e:  # pragma: no cover - brevitas is a core dependency
-        raise OpqError("brevitas is not installed; pip install brevitas") from e
-
+    qnn = _brevitas()
     leaves = [(n, m) for n, m in qmodel.named_modules() if len(list(m.children())) == 0 or
               isinstance(m, (qnn.QuantIdentity, qnn.QuantReLU, qnn.QuantConv1d, qnn.QuantConv2d, qnn.QuantLinear))]
     # keep only the outermost of nested matches (brevitas modules have children)
@@ -229,130 +299,160 @@ def extract(qmodel, example_x, int_weights=None) -> IntNet:
         if any(n.startswith(t + ".") for t, _ in top):
             continue
         top.append((n, m))
-    order: list[tuple[str, Any, Any, Any]] = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: order.append((n, mod, inp, out))) for n, m in top]
-    x = torch.as_tensor(np.asarray(example_x, dtype=np.float32))
+    calls: list[tuple[str, Any, Any]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: calls.append((n, mod, out))) for n, m in top]
     qmodel.eval()
     forward_with_hooks(qmodel, x, hooks)
-    torch_in_shape = tuple(x.shape[1:])
-    if len(torch_in_shape) == 1:
-        shape = (1, 1, torch_in_shape[0])  # a feature vector streams as W pixels of 1 channel
-    elif len(torch_in_shape) == 2:
-        shape = (torch_in_shape[0], 1, torch_in_shape[1])
-    elif len(torch_in_shape) == 3:
-        shape = tuple(torch_in_shape)
-    else:
-        raise OpqError(f"input of per-sample shape {torch_in_shape} is not supported (1-D, 2-D or 3-D only)")
+    return calls
 
+
+def _brevitas():
+    try:
+        import brevitas.nn as qnn
+    except ImportError as e:  # pragma: no cover - brevitas is a core dependency
+        raise OpqError("brevitas is not installed; pip install brevitas") from e
+    return qnn
+
+
+@dataclass
+class _Walk:
+    """What `extract` knows between two modules: the network so far, the current activation's
+    shape (C, H, W) and grid (bits, signedness, log2 scale), and the last layer read."""
+
+    shape: tuple[int, int, int]
+    torch_in_shape: tuple[int, ...]
+    int_weights: Callable[[str], Any] | None = None
     net: IntNet | None = None
-    cur_exp = None
-    cur_bits, cur_signed = None, None
-    pending: IntLayer | None = None
-    flat = False
-    for name, m, inp, out in order:
-        name = getattr(m, "opq_layer", name)  # the float model's layer name (opq_hw.carrier)
-        what = f"layer {name!r} ({type(m).__name__})"
-        if isinstance(m, qnn.QuantIdentity):
-            bits, signed, e = _qt_params(out, what)
-            if net is None:
-                net = IntNet(shape, bits, signed, e, [], torch_in_shape)
-            elif pending is not None or e != cur_exp:
-                raise OpqError(f"{what}: a requantizing QuantIdentity inside the network is not supported by the RTL flow")
-            cur_exp, cur_bits, cur_signed = e, bits, signed
-            continue
-        if net is None:
-            raise OpqError(f"{what} comes before the input quantizer; the RTL flow needs a QuantIdentity input quantizer first")
-        if isinstance(m, (qnn.QuantConv1d, qnn.QuantConv2d, qnn.QuantLinear)):
-            if pending is not None and pending.out_shift is None:
-                raise OpqError(f"{what}: layer {pending.name!r} before it has no QuantReLU; the RTL flow needs "
-                               f"conv/linear -> QuantReLU between layers")
-            qw = m.quant_weight()
-            w_int = qw.int().detach().cpu().numpy().astype(np.int64)
-            ws = qw.scale.detach().cpu().reshape(-1).double().numpy()
-            if ws.size == 1:
-                ws = np.full(w_int.shape[0], ws[0])
-            w_exp = [cur_exp + _log2_exact(float(s), what + " weight") for s in ws]
-            if int_weights is not None:
-                ref = np.asarray(int_weights(name)).astype(np.int64)
-                if ref.shape != w_int.shape or not np.array_equal(ref, w_int):
-                    raise OpqError(f"{what}: the run's integer weights differ from what the Brevitas model computes; "
-                                   f"the run directory is inconsistent, rebuild it")
-            b = m.bias.detach().cpu().double().numpy() if m.bias is not None else np.zeros(w_int.shape[0])
-            b_int = _bias_int(b, w_exp)
-            c, h, w = shape
-            if isinstance(m, qnn.QuantLinear):
-                if shape != (m.in_features, 1, 1) and c * h * w != m.in_features:
-                    raise OpqError(f"{what}: expects {m.in_features} inputs, gets {c}x{h}x{w}")
-                L = IntLayer(name, "linear", w_int, b_int, cur_bits, cur_signed, (c, h, w), (m.out_features, 1, 1),
-                             w_exp=tuple(w_exp))
-                shape = (m.out_features, 1, 1)
-            else:
-                if m.groups != 1:
-                    raise OpqError(f"{what}: grouped/depthwise convolutions are not supported by the RTL flow yet")
-                ks = tuple(m.kernel_size)
-                st = tuple(m.stride)
-                dl = tuple(m.dilation)
-                pd = m.padding
-                if isinstance(pd, str):
-                    raise OpqError(f"{what}: string padding {pd!r} is not supported; use integer padding")
-                pd = tuple(pd)
-                if any(s != 1 for s in st) or any(d != 1 for d in dl):
-                    raise OpqError(f"{what}: only stride 1, dilation 1 convolutions stream through the RTL window; "
-                                   f"got stride {st}, dilation {dl}")
-                if getattr(m, "padding_mode", "zeros") != "zeros":
-                    raise OpqError(f"{what}: padding_mode {m.padding_mode!r} is not supported (zeros only)")
-                w4 = w_int if w_int.ndim == 4 else w_int[:, :, None, :]
-                kh, kw = w4.shape[2], w4.shape[3]
-                ph, pw = (pd[0], pd[1]) if len(pd) == 2 else (0, pd[0])
-                if ph > kh - 1 or pw > kw - 1:
-                    raise OpqError(f"{what}: padding {pd} larger than kernel-1 is not supported")
-                oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-                L = IntLayer(name, "conv", w4, b_int, cur_bits, cur_signed, (c, h, w), (m.out_channels, oh, ow),
-                             padding=(ph, pw), w_exp=tuple(w_exp))
-                shape = (m.out_channels, oh, ow)
-            net.stages.append(L)
-            pending = L
-            flat = False
-            continue
-        if isinstance(m, qnn.QuantReLU):
-            if pending is None or pending.out_shift is not None:
-                raise OpqError(f"{what}: a QuantReLU must follow a conv/linear layer directly for the RTL flow")
-            bits, signed, e = _qt_params(out, what)
-            if signed:
-                raise OpqError(f"{what}: signed ReLU output is not supported")
-            pending.out_shift = tuple(int(we - e) for we in pending.w_exp)
-            pending.out_bits = bits
-            pending.out_exp = e
-            cur_exp, cur_bits, cur_signed = e, bits, False
-            continue
-        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-            k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-            ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (k,)
-            s = m.stride if m.stride is not None else k
-            s = s if isinstance(s, int) else s[0]
-            pad = m.padding if isinstance(m.padding, int) else max(m.padding)
-            dil = m.dilation if isinstance(m.dilation, int) else max(m.dilation)
-            if len(set(ks)) != 1 or s != k or pad != 0 or dil != 1 or m.ceil_mode:
-                raise OpqError(f"{what}: only square KxK max pooling with stride K, no padding, floor mode is supported")
-            if pending is not None and pending.out_shift is None:
-                raise OpqError(f"{what}: pooling the float logits is not supported")
-            c, h, w = shape
-            shape = (c, h // k if h > 1 else 1, w // k)
-            net.stages.append(("pool", int(k)))
-            continue
-        if isinstance(m, nn.Flatten):
-            net.stages.append(("flatten",))
-            flat = True
-            continue
-        if isinstance(m, (nn.Identity, nn.Dropout)):
-            continue
-        hint = " (a layer left in float: the RTL flow needs every layer quantized)" if isinstance(
-            m, (nn.Conv1d, nn.Conv2d, nn.Linear)) else ""
-        raise OpqError(f"{what} is not supported by the RTL flow{hint} (supported: QuantIdentity, QuantConv1d/2d, "
-                       f"QuantLinear, QuantReLU, MaxPool1d/2d, Flatten)")
-    del flat
-    if net is None or not net.layers:
-        raise OpqError("the model has no input quantizer or no layer; the RTL flow needs a Brevitas model in hardware mode")
-    if net.layers[-1].out_shift is not None:
-        raise OpqError("the last layer ends in a QuantReLU; the RTL flow expects float logits from the last layer")
-    return net
+    bits: int | None = None
+    signed: bool | None = None
+    exp: int | None = None
+    pending: IntLayer | None = None  # the last conv/linear layer (its out_shift is set by the QuantReLU after it)
+
+    def add_layer(self, L: IntLayer) -> None:
+        self.net.stages.append(L)
+        self.pending = L
+        self.shape = L.out_shape
+
+
+Handler = Callable[[_Walk, str, Any, Any, str], None]
+
+
+def _handlers() -> tuple[tuple[Any, Handler], ...]:
+    """(module types, handler) in the order they are tried."""
+    from torch import nn
+
+    qnn = _brevitas()
+    return ((qnn.QuantIdentity, _quant_identity), ((qnn.QuantConv1d, qnn.QuantConv2d), _conv),
+            (qnn.QuantLinear, _linear), (qnn.QuantReLU, _relu), ((nn.MaxPool1d, nn.MaxPool2d), _pool),
+            (nn.Flatten, _flatten), ((nn.Identity, nn.Dropout), _pass))
+
+
+def _unsupported(m, what: str) -> OpqError:
+    from torch import nn
+
+    hint = " (a layer left in float: the RTL flow needs every layer quantized)" if isinstance(
+        m, (nn.Conv1d, nn.Conv2d, nn.Linear)) else ""
+    return OpqError(f"{what} is not supported by the RTL flow{hint} (supported: QuantIdentity, QuantConv1d/2d, "
+                    f"QuantLinear, QuantReLU, MaxPool1d/2d, Flatten)")
+
+
+def _quant_identity(walk: _Walk, name: str, m, out, what: str) -> None:
+    """The input quantizer (the first QuantIdentity); a later one must not requantize."""
+    bits, signed, e = _qt_params(out, what)
+    if walk.net is None:
+        walk.net = IntNet(walk.shape, bits, signed, e, [], walk.torch_in_shape)
+    elif walk.pending is not None or e != walk.exp:
+        raise OpqError(f"{what}: a requantizing QuantIdentity inside the network is not supported by the RTL flow")
+    walk.exp, walk.bits, walk.signed = e, bits, signed
+
+
+def _layer_weights(walk: _Walk, name: str, m, what: str) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+    """(integer weights, per-channel accumulator exponents, integer bias) of a QuantConv/QuantLinear."""
+    if walk.pending is not None and walk.pending.out_shift is None:
+        raise OpqError(f"{what}: layer {walk.pending.name!r} before it has no QuantReLU; the RTL flow needs "
+                       f"conv/linear -> QuantReLU between layers")
+    qw = m.quant_weight()
+    w_int = qw.int().detach().cpu().numpy().astype(np.int64)
+    ws = qw.scale.detach().cpu().reshape(-1).double().numpy()
+    if ws.size == 1:
+        ws = np.full(w_int.shape[0], ws[0])
+    w_exp = [walk.exp + _log2_exact(float(s), what + " weight") for s in ws]
+    if walk.int_weights is not None:
+        ref = np.asarray(walk.int_weights(name)).astype(np.int64)
+        if ref.shape != w_int.shape or not np.array_equal(ref, w_int):
+            raise OpqError(f"{what}: the run's integer weights differ from what the Brevitas model computes; "
+                           f"the run directory is inconsistent, rebuild it")
+    b = m.bias.detach().cpu().double().numpy() if m.bias is not None else np.zeros(w_int.shape[0])
+    return w_int, tuple(w_exp), _bias_int(b, w_exp)
+
+
+def _linear(walk: _Walk, name: str, m, out, what: str) -> None:
+    w_int, w_exp, b_int = _layer_weights(walk, name, m, what)
+    c, h, w = walk.shape
+    if walk.shape != (m.in_features, 1, 1) and c * h * w != m.in_features:
+        raise OpqError(f"{what}: expects {m.in_features} inputs, gets {c}x{h}x{w}")
+    walk.add_layer(IntLayer(name, "linear", w_int, b_int, walk.bits, walk.signed, walk.shape, (m.out_features, 1, 1),
+                            w_exp=w_exp))
+
+
+def _conv(walk: _Walk, name: str, m, out, what: str) -> None:
+    """A stride-1, dilation-1, zero-padded convolution (1-D as H = 1)."""
+    w_int, w_exp, b_int = _layer_weights(walk, name, m, what)
+    if m.groups != 1:
+        raise OpqError(f"{what}: grouped/depthwise convolutions are not supported by the RTL flow yet")
+    st, dl, pd = tuple(m.stride), tuple(m.dilation), m.padding
+    if isinstance(pd, str):
+        raise OpqError(f"{what}: string padding {pd!r} is not supported; use integer padding")
+    pd = tuple(pd)
+    if any(s != 1 for s in st) or any(d != 1 for d in dl):
+        raise OpqError(f"{what}: only stride 1, dilation 1 convolutions stream through the RTL window; "
+                       f"got stride {st}, dilation {dl}")
+    if getattr(m, "padding_mode", "zeros") != "zeros":
+        raise OpqError(f"{what}: padding_mode {m.padding_mode!r} is not supported (zeros only)")
+    w4 = w_int if w_int.ndim == 4 else w_int[:, :, None, :]
+    kh, kw = w4.shape[2], w4.shape[3]
+    ph, pw = (pd[0], pd[1]) if len(pd) == 2 else (0, pd[0])
+    if ph > kh - 1 or pw > kw - 1:
+        raise OpqError(f"{what}: padding {pd} larger than kernel-1 is not supported")
+    c, h, w = walk.shape
+    out_shape = (m.out_channels, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1)
+    walk.add_layer(IntLayer(name, "conv", w4, b_int, walk.bits, walk.signed, walk.shape, out_shape,
+                            padding=(ph, pw), w_exp=w_exp))
+
+
+def _relu(walk: _Walk, name: str, m, out, what: str) -> None:
+    """The requantization of the layer before it to the ReLU's unsigned grid."""
+    L = walk.pending
+    if L is None or L.out_shift is not None:
+        raise OpqError(f"{what}: a QuantReLU must follow a conv/linear layer directly for the RTL flow")
+    bits, signed, e = _qt_params(out, what)
+    if signed:
+        raise OpqError(f"{what}: signed ReLU output is not supported")
+    L.out_shift = tuple(int(we - e) for we in L.w_exp)
+    L.out_bits = bits
+    L.out_exp = e
+    walk.exp, walk.bits, walk.signed = e, bits, False
+
+
+def _pool(walk: _Walk, name: str, m, out, what: str) -> None:
+    k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+    ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (k,)
+    s = m.stride if m.stride is not None else k
+    s = s if isinstance(s, int) else s[0]
+    pad = m.padding if isinstance(m.padding, int) else max(m.padding)
+    dil = m.dilation if isinstance(m.dilation, int) else max(m.dilation)
+    if len(set(ks)) != 1 or s != k or pad != 0 or dil != 1 or m.ceil_mode:
+        raise OpqError(f"{what}: only square KxK max pooling with stride K, no padding, floor mode is supported")
+    if walk.pending is not None and walk.pending.out_shift is None:
+        raise OpqError(f"{what}: pooling the float logits is not supported")
+    p = Pool(int(k))
+    walk.shape = p.out_shape(walk.shape)
+    walk.net.stages.append(p)
+
+
+def _flatten(walk: _Walk, name: str, m, out, what: str) -> None:
+    walk.net.stages.append(Flatten())
+
+
+def _pass(walk: _Walk, name: str, m, out, what: str) -> None:
+    """Identity and Dropout (eval mode) change nothing."""

@@ -24,11 +24,11 @@ Verilog (da4ml.codegen.rtl.verilog.comb: `shift_adder`, `negative`, slices) bit 
   merged $macc or a negation on the operands' bits up to its own).
 
 Worked out register by register against Yosys 0.23 `synth_ecp5` netlists of the random layers of
-benchmarks/rtl_calibration.py (seeds 0 to 3, latency cutoffs 1.5 to 8, 1 to 8 stages): the whole
+scripts/rtl_calibration.py (seeds 0 to 3, latency cutoffs 1.5 to 8, 1 to 8 stages): the whole
 layer module's count is exact on 188 of those 192 pipelined modules. What it misses: constants that
 Yosys folds only inside ABC (left as one flip-flop per value) or folds through a subtraction or
 negation the rules above call opaque, a few flip-flops per module; iCE40's soft carry logic lets
-Yosys merge a few more (`benchmarks/rtl_calibration.py --ff-check` measures it on fresh layers).
+Yosys merge a few more (`scripts/rtl_calibration.py --ff-check` measures it on fresh layers).
 """
 from __future__ import annotations
 

@@ -28,72 +28,91 @@ Each layer is its own module `opq_S<i>` (kept as hierarchy for per-layer resourc
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import OpqError
 from .gen import Design, bits_for, requant_expr
-from .intnet import IntLayer, IntNet
+from .intnet import IntLayer, IntNet, Pool
 
-# cycles per layer beyond its ROM walk: start, ROM read, activation read, MAC, requant, write
-# (the cost model's rtl-seq latency uses the same figure)
-LAYER_OVERHEAD_CYCLES = 6
+# cycles per layer beyond its ROM walk (the cost model's rtl-seq latency reads the same figure)
+from .geometry import LAYER_OVERHEAD_CYCLES  # noqa: E402
 
 
-def _layer_plan(net: IntNet) -> list[dict[str, Any]]:
-    """Per layer: its input buffer's geometry, the fused pool, the output buffer's padding."""
-    plan: list[dict[str, Any]] = []
-    pending = None
+@dataclass(frozen=True)
+class LayerPlan:
+    """One seq layer module's geometry: its layer, the max pool fused into it, its input buffer
+    (cin, hp, wp: padded for this layer) and its pooled output (cout, poh, pow) as written into the
+    next layer's buffer (padded by nph, npw)."""
+
+    layer: IntLayer
+    pool: tuple[int, int]  # (rows, columns) of the fused max pool window; (1, 1): none
+    cin: int
+    hp: int
+    wp: int
+    cout: int
+    poh: int
+    pow: int
+    nph: int
+    npw: int
+
+    @property
+    def ohp(self) -> int:
+        return self.poh + 2 * self.nph
+
+    @property
+    def owp(self) -> int:
+        return self.pow + 2 * self.npw
+
+
+def layer_plan(net: IntNet) -> list[LayerPlan]:
+    """Per layer: its input buffer's geometry, the fused pool, the output buffer's padding.
+    Raises OpqError for a network the seq architecture cannot build."""
+    layers: list[IntLayer] = []
+    pools: dict[int, tuple[int, int]] = {}  # layer index -> the window of the pool fused into it
     for st in net.stages:
         if isinstance(st, IntLayer):
-            if pending is not None:
-                plan.append(pending)
-            pending = {"layer": st, "pool": (1, 1)}
-        elif st[0] == "pool":
-            if pending is None or pending["pool"] != (1, 1):
+            layers.append(st)
+        elif isinstance(st, Pool):
+            if not layers or pools.get(len(layers) - 1, (1, 1)) != (1, 1):
                 raise OpqError("the seq RTL architecture fuses max pooling into the layer before it; a pool that does "
                                "not follow a conv layer directly is not supported (use --rtl-arch da4ml)")
-            k = int(st[1])
-            h = pending["layer"].out_shape[1]
-            pending["pool"] = (k if h > 1 else 1, k)
-        elif st[0] == "flatten":
-            continue
-    if pending is None:
+            pools[len(layers) - 1] = st.window(layers[-1].out_shape[1])
+    if not layers:
         raise OpqError("the network has no conv/linear layer")
-    plan.append(pending)
-    for i, p in enumerate(plan):
-        L: IntLayer = p["layer"]
+    plan: list[LayerPlan] = []
+    for i, L in enumerate(layers):
+        kr, kc = pools.get(i, (1, 1))
         c, h, w = L.in_shape
         ph, pw = L.padding if L.kind == "conv" else (0, 0)
-        p.update(cin=c, hp=h + 2 * ph, wp=w + 2 * pw)
         if L.kind == "conv":
-            kr, kc = p["pool"]
-            p.update(cout=L.out_shape[0], poh=L.out_shape[1] // kr, pow=L.out_shape[2] // kc)
+            cout, poh, pow_ = L.out_shape[0], L.out_shape[1] // kr, L.out_shape[2] // kc
         else:
-            p.update(cout=L.w.shape[0], poh=1, pow=1)
-        nxt = plan[i + 1]["layer"] if i + 1 < len(plan) else None
+            cout, poh, pow_ = L.w.shape[0], 1, 1
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
         nph, npw = (nxt.padding if nxt is not None and nxt.kind == "conv" else (0, 0))
-        p.update(nph=nph, npw=npw, ohp=p["poh"] + 2 * nph, owp=p["pow"] + 2 * npw)
         if nxt is not None:
-            expect = (p["cout"], p["poh"], p["pow"])
+            expect = (cout, poh, pow_)
             got = tuple(nxt.in_shape)
             if nxt.kind == "conv" and got != expect or nxt.kind == "linear" and int(np.prod(got)) != int(np.prod(expect)):
                 raise OpqError(f"layer {nxt.name!r} expects input {got}, the previous layer gives {expect}")
+        plan.append(LayerPlan(L, (kr, kc), c, h + 2 * ph, w + 2 * pw, cout, poh, pow_, nph, npw))
     return plan
 
 
-def _entries(p: dict[str, Any]) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+def _entries(p: LayerPlan) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """ROM entries (offset, w) grouped by output channel, and each channel's first/last entry index."""
-    L: IntLayer = p["layer"]
+    L = p.layer
     ents: list[tuple[int, int]] = []
     start, end = [], []
-    for co in range(p["cout"]):
+    for co in range(p.cout):
         start.append(len(ents))
         if L.kind == "conv":
             wc = L.w[co]  # (cin, kh, kw)
             for ci, ky, kx in zip(*np.nonzero(wc)):
-                ents.append((int(ci) * p["hp"] * p["wp"] + int(ky) * p["wp"] + int(kx), int(wc[ci, ky, kx])))
+                ents.append((int(ci) * p.hp * p.wp + int(ky) * p.wp + int(kx), int(wc[ci, ky, kx])))
         else:
             for j in np.nonzero(L.w[co])[0]:
                 ents.append((int(j), int(L.w[co, j])))
@@ -127,23 +146,23 @@ def _case(values: list[int], width: int, signed: bool, name: str) -> list[str]:
     return lines
 
 
-def _layer_module(i: int, p: dict[str, Any], in_bits: int, in_signed: bool, last: bool) -> tuple[str, dict[str, Any]]:
-    L: IntLayer = p["layer"]
+def _layer_module(i: int, p: LayerPlan, in_bits: int, in_signed: bool, last: bool) -> tuple[str, dict[str, Any]]:
+    L = p.layer
     ents, start, end = _entries(p)
     wb = max(2, _signed_bits(min(w for _, w in ents), max(w for _, w in ents)))
-    in_words = p["cin"] * p["hp"] * p["wp"]
+    in_words = p.cin * p.hp * p.wp
     ab_in = bits_for(in_words)
     ob = bits_for(max(o for o, _ in ents) + 1)
     ew = ob + wb
     ne = len(ents)
     pb = bits_for(ne)
     aw = _acc_bits(L, in_bits, in_signed)
-    cout = p["cout"]
-    kr, kc = p["pool"]
-    out_words = cout if last else cout * p["ohp"] * p["owp"]
+    cout = p.cout
+    kr, kc = p.pool
+    out_words = cout if last else cout * p.ohp * p.owp
     ab_out = bits_for(out_words)
     obits = aw if last else L.out_bits
-    cb, yb, xb, dyb, dxb = (bits_for(cout), bits_for(p["poh"]), bits_for(p["pow"]), bits_for(kr), bits_for(kc))
+    cb, yb, xb, dyb, dxb = (bits_for(cout), bits_for(p.poh), bits_for(p.pow), bits_for(kr), bits_for(kc))
     mod = f"opq_S{i}"
     rom = [f"        rom[{k}] = {ew}'h{((off << wb) | (w & ((1 << wb) - 1))):x};" for k, (off, w) in enumerate(ents)]
     act = "$signed(rd_data)" if in_signed else f"$signed({{1'b0, rd_data}})"
@@ -162,8 +181,8 @@ def _layer_module(i: int, p: dict[str, Any], in_bits: int, in_signed: bool, last
           "    wire last_e = (ptr == ch_end(co));",
           f"    wire last_s = (dy == {dyb}'d{kr - 1}) && (dx == {dxb}'d{kc - 1});",
           f"    wire last_c = (co == {cb}'d{cout - 1});",
-          f"    wire last_x = (px == {xb}'d{p['pow'] - 1});",
-          f"    wire last_y = (py == {yb}'d{p['poh'] - 1});",
+          f"    wire last_x = (px == {xb}'d{p.pow - 1});",
+          f"    wire last_y = (py == {yb}'d{p.poh - 1});",
           "    always @(posedge clk) begin",
           "        if (rst) begin",
           "            run <= 1'b0;",
@@ -187,17 +206,17 @@ def _layer_module(i: int, p: dict[str, Any], in_bits: int, in_signed: bool, last
           "    end"]
     # addresses from small tables and additions (no multiplier): input row bases, output offsets
     if L.kind == "conv":
-        rows = [(y * kr + d) * p["wp"] if d < kr else 0 for y in range(p["poh"]) for d in range(2 ** dyb)]
+        rows = [(y * kr + d) * p.wp if d < kr else 0 for y in range(p.poh) for d in range(2 ** dyb)]
         v += _case(rows, ab_in, False, "row_base")  # indexed by {py, dy}
-        v += _case([x * kc for x in range(p["pow"])], ab_in, False, "col_base")
+        v += _case([x * kc for x in range(p.pow)], ab_in, False, "col_base")
         base = "row_base({py, dy}) + col_base(px) + dx"
     else:
         base = "0"
     if last:
         oaddr = "co"
     else:
-        v += _case([c * p["ohp"] * p["owp"] for c in range(cout)], ab_out, False, "ch_base")
-        v += _case([(y + p["nph"]) * p["owp"] + p["npw"] for y in range(p["poh"])], ab_out, False, "out_row")
+        v += _case([c * p.ohp * p.owp for c in range(cout)], ab_out, False, "ch_base")
+        v += _case([(y + p.nph) * p.owp + p.npw for y in range(p.poh)], ab_out, False, "out_row")
         oaddr = "ch_base(co) + out_row(py) + px"
     v += [f"    wire [{ab_in - 1}:0] base0 = {base};",
           f"    wire [{ab_out - 1}:0] oaddr0 = {oaddr};",
@@ -246,13 +265,13 @@ def _layer_module(i: int, p: dict[str, Any], in_bits: int, in_signed: bool, last
     info = {"name": L.name, "module": mod, "kind": L.kind, "arch": "seq", "rom_entries": ne, "rom_bits": ne * ew,
             "entry_bits": ew, "w_bits": wb, "acc_w": aw, "in_bits": in_bits, "n_nonzero": int(np.count_nonzero(L.w)),
             "n_weights": int(L.w.size), "n_out": cout, "buffer_words": in_words,
-            "cycles": int(p["poh"] * p["pow"] * kr * kc * ne)}
+            "cycles": int(p.poh * p.pow * kr * kc * ne)}
     return "\n".join(v), info
 
 
 def generate_seq(net: IntNet) -> Design:
     """Verilog for the whole network, sequential architecture (see the module docstring)."""
-    plan = _layer_plan(net)
+    plan = layer_plan(net)
     files: dict[str, str] = {}
     mods: list[dict[str, Any]] = []
     bits, signed = net.in_bits, net.in_signed
@@ -262,15 +281,15 @@ def generate_seq(net: IntNet) -> Design:
         files[f"opq_S{i}.v"] = text
         mods.append(info)
         if not last:
-            bits, signed = p["layer"].out_bits, False
+            bits, signed = p.layer.out_bits, False
     out_w = mods[-1]["acc_w"]
     if out_w > 32:
         raise OpqError(f"the last layer's accumulators need {out_w} bits; the streaming output takes at most 32")
-    n_out = plan[-1]["cout"]
+    n_out = plan[-1].cout
     c, h, w = net.in_shape
     p0 = plan[0]
-    ph0 = (p0["hp"] - h) // 2
-    pw0 = (p0["wp"] - w) // 2
+    ph0 = (p0.hp - h) // 2
+    pw0 = (p0.wp - w) // 2
     beats = c * h * w
     nl = len(plan)
     sb = bits_for(nl + 2)
@@ -284,10 +303,10 @@ def generate_seq(net: IntNet) -> Design:
            f"    reg [{sb - 1}:0] state;", "    reg go;"]
     # buffers: buf<i> is the input of layer i (written by the loader or layer i - 1)
     for i, p in enumerate(plan):
-        bw_i = net.in_bits if i == 0 else plan[i - 1]["layer"].out_bits
-        words = p["cin"] * p["hp"] * p["wp"]
+        bw_i = net.in_bits if i == 0 else plan[i - 1].layer.out_bits
+        words = p.cin * p.hp * p.wp
         ab = bits_for(words)
-        top += [f"    // buffer {i}: input of layer {p['layer'].name!r}, ({p['cin']}, {p['hp']}, {p['wp']}) with zero padding",
+        top += [f"    // buffer {i}: input of layer {p.layer.name!r}, ({p.cin}, {p.hp}, {p.wp}) with zero padding",
                 f"    reg [{bw_i - 1}:0] buf{i} [0:{words - 1}];", "    integer k" + str(i) + ";",
                 f"    initial for (k{i} = 0; k{i} < {words}; k{i} = k{i} + 1) buf{i}[k{i}] = 0;",
                 f"    wire [{ab - 1}:0] ra{i}; reg [{bw_i - 1}:0] rd{i};",
@@ -295,9 +314,9 @@ def generate_seq(net: IntNet) -> Design:
                 f"    always @(posedge clk) begin rd{i} <= buf{i}[ra{i}]; if (we{i}) buf{i}[wa{i}] <= wd{i}; end"]
     # the loader: beat (y, x, ch) -> buf0[ch][y + ph][x + pw]
     yb, xb, chb = bits_for(h), bits_for(w), bits_for(c)
-    ab0 = bits_for(p0["cin"] * p0["hp"] * p0["wp"])
-    top += _case([ch * p0["hp"] * p0["wp"] for ch in range(c)], ab0, False, "ld_ch")
-    top += _case([(y + ph0) * p0["wp"] + pw0 for y in range(h)], ab0, False, "ld_row")
+    ab0 = bits_for(p0.cin * p0.hp * p0.wp)
+    top += _case([ch * p0.hp * p0.wp for ch in range(c)], ab0, False, "ld_ch")
+    top += _case([(y + ph0) * p0.wp + pw0 for y in range(h)], ab0, False, "ld_row")
     top += [f"    reg [{yb - 1}:0] ly; reg [{xb - 1}:0] lx; reg [{chb - 1}:0] lc;",
             "    assign s_ready = (state == LOAD) && !rst;",
             "    wire take = s_valid && s_ready;",

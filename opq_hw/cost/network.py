@@ -1,0 +1,77 @@
+"""`estimate`: a network's cost on a board under one architecture, the layers' costs added up
+into a `CostReport` with the fit verdict (`fits`)."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from ..boards import RESOURCES, Board, load_board
+from ..errors import OpqError
+from ..spec import DEFAULTS, Allocation, LayerSpec
+from .common import mem_bits
+from .fit import fits
+from .records import CostReport, LayerCost, layer_pairs, network_params
+from .registry import Architecture, architecture, layer_cost
+
+
+def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str", arch: str,
+             folding: Mapping[str, Mapping[str, Any]] | None = None,
+             act_bits: int | None = DEFAULTS.act_bits) -> CostReport:
+    """Cost of `allocation` on `board` with architecture `arch`.
+
+    folding: per layer name, {"reuse_factor": R} (hls4ml) or {"pe": P, "simd": Q, ...} (FINN);
+    layers not named are fully parallel (or use LayerAlloc.reuse_factor when set, for hls4ml).
+    act_bits: activation bits between layers (the run's `act_bits`); the first layer's input is
+    the 8-bit signed input quantizer.
+    """
+    board = load_board(board)
+    a = architecture(arch, board)
+    folding = dict(folding or {})
+    unknown = set(folding) - {s.name for s in specs}
+    if unknown:
+        raise OpqError(f"folding names unknown layers {sorted(unknown)}; layers: {[s.name for s in specs]}")
+    cal = a.calibration.load(board.family) if a.calibration is not None else None
+    layers = []
+    notes = []
+    for (s, la), p in zip(layer_pairs(specs, allocation), network_params(specs, allocation, act_bits)):
+        fold = {**a.default_folding(p), **a.alloc_folding(la), **folding.get(s.name, {})}
+        r = layer_cost(p, board, arch, fold, cal)
+        dense, sparse = mem_bits(p)
+        layers.append(LayerCost(
+            name=s.name, kind=s.kind, bits=p.w_bits, act_bits=p.a_bits, n_weights=s.n_weights, n_nonzero=int(la.n_nonzero),
+            mem_bits_dense=int(dense), mem_bits_sparse=int(round(float(sparse))),
+            **{k: int(round(float(r[k]))) for k in RESOURCES}, mults=int(round(float(r["mults"]))),
+            cycles=int(r["cycles"]), latency_cycles=int(round(float(r["latency"]))), folding=fold))
+        if la.skipped:
+            notes.append(f"{s.name}: skipped by OPQ (32-bit dense weights) - costed at 32 bits")
+    if cal is not None:
+        notes.append(f"{arch} coefficients: {cal['provenance']}")
+    notes += a.notes
+    if act_bits is None:
+        notes.append("the run has float activations; costed as 16-bit activations")
+    return _report(layers, board, a, act_bits or 16, cal, notes)
+
+
+def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes) -> CostReport:
+    totals = {r: int(sum(getattr(lc, r) for lc in layers)) for r in RESOURCES}
+    fit = fits(board, totals)
+    bott = max(layers, key=lambda lc: lc.cycles)
+    ii = sum(lc.cycles for lc in layers) if a.sequential else bott.cycles  # rtl-seq: one layer at a time
+    lat = int(sum(lc.latency_cycles for lc in layers))
+    coeffs: dict[str, Any] = dict(board.coefficients)
+    prov = {"board": f"board_configs/{board.name}.yaml", **{f"board.{k}": v for k, v in board.provenance.items()}}
+    if cal is not None:
+        key = a.name.replace("-", "_")
+        coeffs.update({f"{key}.{k}": v for k, v in cal.items() if k != "provenance"})
+        prov[key] = cal["provenance"]
+    prov["formulas"] = f"opq_hw.cost.{a.formula.__name__} (docstring cites the sources)"
+    return CostReport(
+        arch=a.name, board=board.name, part=board.part, family=board.family, clock_mhz=board.clock_mhz,
+        act_bits=int(act_bits), layers=tuple(layers), totals=totals, capacity=dict(board.capacity),
+        limits=dict(fit.allowed), shell=dict(board.shell),
+        utilisation={r: (round(v, 6) if math.isfinite(v) else None) for r, v in fit.utilisation.items()}, fits=fit.ok,
+        binding=fit.binding, over=fit.over, ii_cycles=int(ii), latency_cycles=lat, latency_us=lat / board.clock_mhz,
+        throughput_fps=board.clock_mhz * 1e6 / ii, bottleneck=bott.name,
+        mem_bits_dense=int(sum(lc.mem_bits_dense for lc in layers)),
+        mem_bits_sparse=int(sum(lc.mem_bits_sparse for lc in layers)), coefficients=coeffs, provenance=prov,
+        notes=tuple(notes))
