@@ -1,6 +1,9 @@
 // opq_frame_tx: the device side of the opq-hw serial protocol, sending (see opq_frame_rx for the
-// frame layout). It collects the core's OUT_LEN result bytes into a buffer at full speed (s_ready
-// is high while it is not sending, so the core never waits on the UART), counts the compute
+// frame layout). It collects the core's OUT_LEN result bytes (BEAT bytes per beat, little-endian)
+// into a buffer at full speed (s_ready is high while it is not sending; `idle` says it is neither
+// sending nor holding a result, and the link starts feeding the core only then, so a core without
+// output backpressure never loses a value: nothing is sent while a result is being collected),
+// counts the compute
 // cycles from `start` (the core took the first input byte) to the last result byte, and answers:
 //   RESULT 0x81: the OUT_LEN bytes, then the cycle count (4 bytes, little-endian)
 //   ERROR  0xE0: error code, detail (see opq_frame_rx)
@@ -10,13 +13,15 @@
 module opq_frame_tx #(
     parameter VERSION = 8'h01,
     parameter IN_LEN = 64,
-    parameter OUT_LEN = 10
+    parameter OUT_LEN = 10,
+    parameter BEAT = 1  // bytes per result beat; OUT_LEN is a multiple of it
 ) (
     input clk,
     input rst,
-    input s_valid,          // result bytes from the core
-    input [7:0] s_data,
+    input s_valid,          // result beats from the core
+    input [8*BEAT-1:0] s_data,
     output s_ready,
+    output idle,
     input start,            // the core accepted the first input byte of a frame
     input err,
     input [7:0] err_code,
@@ -68,10 +73,12 @@ module opq_frame_tx #(
     opq_crc16 u_crc (.crc_in(crc), .data(cur), .crc_out(crc_next));
 
     assign s_ready = !sending && !full;
+    assign idle = !sending && !full;
     assign tx_valid = sending;
     assign tx_data = cur;
     wire take = s_valid && s_ready;
-    wire last_in = take && (wptr == OUT_LEN - 1);
+    wire last_in = take && (wptr == OUT_LEN - BEAT);
+    integer k;
 
     always @(posedge clk) begin
         if (rst) begin
@@ -90,8 +97,9 @@ module opq_frame_tx #(
             end else if (running)
                 count <= count + 1;
             if (take) begin
-                obuf[wptr] <= s_data;
-                wptr <= wptr + 1;
+                for (k = 0; k < BEAT; k = k + 1)
+                    obuf[wptr + k] <= s_data[8 * k +: 8];
+                wptr <= wptr + BEAT;
                 if (last_in) begin
                     full <= 1'b1;
                     running <= 1'b0;
@@ -100,7 +108,8 @@ module opq_frame_tx #(
                 end
             end
             if (!sending) begin
-                if (full || err_pend || ping_pend) begin
+                // an error or pong waits while a result is being collected (running, or part of it in)
+                if (full || ((err_pend || ping_pend) && !running && !start && wptr == 0)) begin
                     sending <= 1'b1;
                     pos <= 0;
                     crc <= 16'hFFFF;
