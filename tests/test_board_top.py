@@ -112,3 +112,39 @@ def test_board_twin_is_bit_exact_over_the_uart(tmp_path, arch, board, which):
     assert all(0 < c < gap for c in cycles)
     if arch == "seq":  # the sequential core's compute time does not depend on the data
         assert len(set(cycles)) == 1 and abs(cycles[0] - d.latency_stages) <= 8, (cycles, d.latency_stages)
+
+
+@pytest.mark.slow
+@pytest.mark.tools
+def test_board_top_places_at_the_board_pins(tmp_path):
+    """Yosys + nextpnr-ice40 on the iCEBreaker board top (a tiny network): the generated .pcf pins
+    every port of the board YAML, nextpnr places exactly those, and a bitstream comes out."""
+    from test_rtl_seq import _net_2d
+
+    from opq_hw.boards import load_board, pin_file
+    from opq_hw.flows.rtl_flow import _generate, nextpnr_device
+    from opq_hw.rtl import eda
+    from opq_hw.rtl.board import LINK_HDL, board_top, clks_per_bit, geometry
+    from opq_hw.rtl.gen import HDL_DIR, write_design
+
+    b = load_board("icebreaker")
+    d = _generate(_net_2d(np.random.default_rng(3)), "seq", 0.0)
+    src = tmp_path / "src"
+    files = write_design(d, src)
+    (src / "opq_board.v").write_text(board_top(b, geometry(d), clks_per_bit(12.0, 115200)))
+    for f in LINK_HDL:
+        shutil.copyfile(HDL_DIR / f, src / f)
+    files += [src / f for f in LINK_HDL] + [src / "opq_board.v"]
+    name, text = pin_file(b)
+    (tmp_path / name).write_text(text)
+    work = tmp_path / "synth"
+    eda.synth(files, "opq_board", "ice40", work)
+    p = eda.pnr(work, "opq_board", "ice40", *nextpnr_device("ice40", b.part), 12.0, constraints=tmp_path / name)
+    assert (work / p["bitstream"]).stat().st_size > 0 and p["fmax_mhz"] > 12.0
+    log = (work / "opq_board.pnr.log").read_text()
+    import re
+
+    placed = set(re.findall(r"constrained '(\w+)' to bel", log))
+    assert placed == set(b.pins)  # every board pin, and nothing nextpnr chose by itself
+    assert f"Placed {len(b.pins)} cells based on constraints" in log
+    assert "constraining clock net 'clk' to 12.00 MHz" in log
