@@ -5,15 +5,14 @@ with a fault in between."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
 
+from test_uart import CPB, _play  # the UART harness driver and its bit period
+
 from opq_hw import hil
 from opq_hw.errors import OpqError
-
-CPB = 8
 
 
 def test_geometry_codec_and_baud_check():
@@ -92,16 +91,8 @@ def test_board_twin_is_bit_exact_over_the_uart(tmp_path, arch, board, which):
     bad = bytearray(frames[1])
     bad[7] ^= 0x01
     script = [hil.encode(hil.PING), gap, frames[0], gap, bytes(bad), gap] + [x for f in frames[1:] for x in (f, gap)]
-    lines = []
-    for item in script:
-        lines += [f"i {item}"] if isinstance(item, int) else [f"b {b}" for b in item]
-    (tmp_path / "script.txt").write_text("\n".join(lines) + "\n")
-    subprocess.run([str(binary), str(tmp_path / "script.txt"), str(tmp_path / "out.txt"), str(CPB)], check=True,
-                   capture_output=True, timeout=300)
-    rows = (tmp_path / "out.txt").read_text().split("\n")
-    dec = hil.Decoder()
-    got = dec.feed(bytes(int(r.split()[2]) for r in rows if r.startswith("R ")))
-    assert dec.dropped == dec.bad == 0 and not any(r.startswith("F ") for r in rows)
+    got, dec, framing = _play(binary, tmp_path / "play", script)
+    assert dec.dropped == dec.bad == 0 and framing == []
     assert [f.name for f in got] == ["PONG", "RESULT", "ERROR", "RESULT", "RESULT", "RESULT"]
     assert got[0].payload == g.in_len.to_bytes(2, "little") + g.out_len.to_bytes(2, "little")
     assert got[2].error() == (0x01, 0)
@@ -114,27 +105,37 @@ def test_board_twin_is_bit_exact_over_the_uart(tmp_path, arch, board, which):
         assert len(set(cycles)) == 1 and abs(cycles[0] - d.latency_stages) <= 8, (cycles, d.latency_stages)
 
 
+STUB_TOP = """module opq_top (input clk, input rst, input s_valid, output s_ready, input [7:0] s_data,
+    output m_valid, output [7:0] m_data, output m_last);
+    reg [1:0] k;  // a stand-in accelerator: each input word is its logit, 4 per sample
+    always @(posedge clk) if (rst) k <= 0; else if (s_valid) k <= k + 1;
+    assign s_ready = 1'b1; assign m_valid = s_valid; assign m_data = s_data; assign m_last = s_valid && (k == 3);
+endmodule
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.tools
 def test_board_top_places_at_the_board_pins(tmp_path):
-    """Yosys + nextpnr-ice40 on the iCEBreaker board top (a tiny network): the generated .pcf pins
-    every port of the board YAML, nextpnr places exactly those, and a bitstream comes out."""
-    from test_rtl_seq import _net_2d
+    """Yosys + nextpnr-ice40 on the iCEBreaker board top (the link around a stand-in accelerator:
+    pins are the board top's business): the generated .pcf pins every port of the board YAML,
+    nextpnr places exactly those, and a bitstream comes out."""
+    import re
 
     from opq_hw.boards import load_board, pin_file
-    from opq_hw.flows.rtl_flow import _generate, nextpnr_device
+    from opq_hw.flows.rtl_flow import nextpnr_device
     from opq_hw.rtl import eda
-    from opq_hw.rtl.board import LINK_HDL, board_top, clks_per_bit, geometry
-    from opq_hw.rtl.gen import HDL_DIR, write_design
+    from opq_hw.rtl.board import LINK_HDL, LinkGeometry, board_top, clks_per_bit
+    from opq_hw.rtl.gen import HDL_DIR
 
     b = load_board("icebreaker")
-    d = _generate(_net_2d(np.random.default_rng(3)), "seq", 0.0)
     src = tmp_path / "src"
-    files = write_design(d, src)
-    (src / "opq_board.v").write_text(board_top(b, geometry(d), clks_per_bit(12.0, 115200)))
+    src.mkdir()
+    (src / "opq_top.v").write_text(STUB_TOP)
+    (src / "opq_board.v").write_text(board_top(b, LinkGeometry(8, 4, 8, 4), clks_per_bit(12.0, 115200)))
     for f in LINK_HDL:
         shutil.copyfile(HDL_DIR / f, src / f)
-    files += [src / f for f in LINK_HDL] + [src / "opq_board.v"]
+    files = [src / f for f in ("opq_top.v", "opq_board.v", *LINK_HDL)]
     name, text = pin_file(b)
     (tmp_path / name).write_text(text)
     work = tmp_path / "synth"
@@ -142,9 +143,18 @@ def test_board_top_places_at_the_board_pins(tmp_path):
     p = eda.pnr(work, "opq_board", "ice40", *nextpnr_device("ice40", b.part), 12.0, constraints=tmp_path / name)
     assert (work / p["bitstream"]).stat().st_size > 0 and p["fmax_mhz"] > 12.0
     log = (work / "opq_board.pnr.log").read_text()
-    import re
-
     placed = set(re.findall(r"constrained '(\w+)' to bel", log))
     assert placed == set(b.pins)  # every board pin, and nothing nextpnr chose by itself
     assert f"Placed {len(b.pins)} cells based on constraints" in log
     assert "constraining clock net 'clk' to 12.00 MHz" in log
+
+
+def test_dev_boards_add_the_board_step_and_check_the_baud():
+    from opq_hw.flows import FLOWS, rtl_flow
+
+    names = [s.name for s in rtl_flow.build_steps(FLOWS["rtl"].options(), "ice40", dev_board=True)]
+    assert names[:3] == ["intnet", "rtl", "board"]
+    assert "board" not in [s.name for s in rtl_flow.build_steps(FLOWS["rtl"].options(), "ice40")]
+    assert FLOWS["rtl"].options(baud=3_000_000).baud == 3_000_000
+    with pytest.raises(OpqError, match="--baud must be a whole number"):
+        FLOWS["rtl"].options(baud=9600.5)

@@ -107,7 +107,7 @@ def _play(binary, work, script: list[bytes | int]) -> tuple[list[hil.Frame], hil
         lines += [f"i {item}"] if isinstance(item, int) else [f"{op} {b}" for b in item]
     (work / "script.txt").write_text("\n".join(lines) + "\n")
     subprocess.run([str(binary), str(work / "script.txt"), str(work / "out.txt"), str(CPB)], check=True,
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=300)
     rows = (work / "out.txt").read_text().split("\n")
     got = bytes(int(r.split()[2]) for r in rows if r.startswith("R "))
     dec = hil.Decoder()

@@ -342,11 +342,13 @@ def _step_pnr(c: _Ctx) -> None:
         v["latency_us_at_fmax"] = v["latency_cycles"] / p["fmax_mhz"]
 
 
-def build_steps(o, family: str) -> list[Step]:
-    """The RTL build's steps for options `o` (see the module docstring). intnet and rtl are re-run on
+def build_steps(o, family: str, dev_board: bool = False) -> list[Step]:
+    """The RTL build's steps for options `o` (see the module docstring); a dev board (one with pins)
+    adds `board` (the board top, its pin file, board.json). intnet, rtl and board are re-run on
     resume (cheap, deterministic: they rebuild the network and design objects); the tool steps resume."""
-    steps = [Step("intnet", _step_intnet, rerun=True), Step("rtl", _step_rtl, rerun=True),
-             Step("board", _step_board, rerun=True, when=lambda c: bool(c.b.pins))]
+    steps = [Step("intnet", _step_intnet, rerun=True), Step("rtl", _step_rtl, rerun=True)]
+    if dev_board:
+        steps.append(Step("board", _step_board, rerun=True))
     if o.sim:
         steps += [Step("verilator", _step_verilator, resumable=True), Step("simulate", _step_simulate, resumable=True)]
     if o.synth:
@@ -414,7 +416,7 @@ def build(run_dir, board: str = "ecp5-85f", log: Callable[[str], Any] | None = p
             log(f"rtl: {step.name}" + (f" ({family})" if step.name in ("synth", "pnr") else ""))
 
     dest = run.path / "build" / "rtl"
-    bd, _ = run_build(run.path, "rtl", build_steps(o, family), c, key=key, log=log, announce=announce,
+    bd, _ = run_build(run.path, "rtl", build_steps(o, family, bool(b.pins)), c, key=key, log=log, announce=announce,
                       after=lambda c: _finish(c, t_all, cpu0))  # a failed build goes to build/rtl.failed
     summary = c.summary
     if log:
