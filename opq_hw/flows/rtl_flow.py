@@ -510,6 +510,10 @@ def summary_text(s: dict[str, Any]) -> str:
         lines.append(f"  {m['name']:>10} {m['kind']:6} {what} | yosys LUT-equiv {st.get('lut_equiv', '-')}"
                      f" FF {st.get('ff', '-')} DSP {st.get('dsp', '-')} BRAM {st.get('bram18', '-')}"
                      + (f" | estimated LUT-equiv {est['LUT']} FF {est['FF']}" if est else ""))
+    if "board_top" in s:
+        bt = s["board_top"]
+        lines.append(f"  board top: {bt['top']} at the board's pins (build/rtl/{bt['pin_file']}, build/rtl/board.json), "
+                     f"UART {bt['baud']} baud ({bt['clks_per_bit']} clocks per bit), the oscillator's clock (no PLL)")
     if "synth" in s:
         t = s["synth"]
         lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")

