@@ -174,3 +174,54 @@ class Link:
         if f.ftype == ERROR:
             raise OpqError(f"the device answered {f.describe()}")
         return f.result(out_len)
+
+
+class TwinPort:
+    """A serial port backed by the Verilator twin of a board top: sim/tb_uart.cpp in its
+    interactive mode (bytes written here go onto the twin's rx pin as UART frames at
+    `clks_per_bit`; bytes its tx pin sends come back from `read`). Use as a context manager."""
+
+    def __init__(self, binary, clks_per_bit: int):
+        import subprocess
+
+        self.proc = subprocess.Popen([str(binary), "-", "-", str(int(clks_per_bit))], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def _check(self) -> None:
+        rc = self.proc.poll()
+        if rc is not None:
+            err = self.proc.stderr.read().decode(errors="replace").strip()[-500:] if self.proc.stderr else ""
+            raise OpqError(f"the Verilator twin exited (rc {rc}){': ' + err if err else ''}")
+
+    def write(self, data: bytes) -> int:
+        self._check()
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        import os
+        import select
+
+        ready, _, _ = select.select([self.proc.stdout], [], [], 0.05)
+        if not ready:
+            self._check()
+            return b""
+        return os.read(self.proc.stdout.fileno(), size)
+
+    def close(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "TwinPort":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -103,6 +103,15 @@ def test_board_twin_is_bit_exact_over_the_uart(tmp_path, arch, board, which):
     assert all(0 < c < gap for c in cycles)
     if arch == "seq":  # the sequential core's compute time does not depend on the data
         assert len(set(cycles)) == 1 and abs(cycles[0] - d.latency_stages) <= 8, (cycles, d.latency_stages)
+    # the same twin as a serial port (the harness's interactive mode), request by request through hil.Link
+    with hil.TwinPort(binary, CPB) as port:
+        link = hil.Link(port, timeout=60, name="the twin")
+        assert link.request(hil.PING).ftype == hil.PONG
+        with pytest.raises(OpqError, match="answered ERROR 0x03: wrong payload length"):
+            link.infer(b"\x00" * (g.in_len - 1), g.out_len)
+        over = [link.infer(p, g.out_len) for p in g.encode(_pixels(net, xi * 2.0 ** net.in_exp, arch))]
+    np.testing.assert_array_equal(np.stack([g.decode(out) for out, _ in over]), ref)
+    assert [c for _, c in over] == cycles  # the same compute cycles as in the scripted run
 
 
 STUB_TOP = """module opq_top (input clk, input rst, input s_valid, output s_ready, input [7:0] s_data,
