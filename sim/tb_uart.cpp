@@ -58,15 +58,29 @@ static void push_byte(std::deque<uint8_t>& line, unsigned v, long cpb, bool stop
     }
 }
 
-static int interactive(long cpb) {
-    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
-    auto ctx = std::make_unique<VerilatedContext>();
-    auto top = std::make_unique<Vtwin>(ctx.get());
+static void reset(Vtwin* top) {
     top->clk = 0;
     top->rst = 1;
     top->rx = 1;
     for (int i = 0; i < 8; ++i) { top->clk = !top->clk; top->eval(); }
     top->rst = 0;
+}
+
+// one clock cycle with `rx` on the line; returns the tx level after it
+static int tick(Vtwin* top, int rx) {
+    top->rx = rx;
+    top->clk = 1;
+    top->eval();
+    top->clk = 0;
+    top->eval();
+    return top->tx;
+}
+
+static int interactive(long cpb) {
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    auto ctx = std::make_unique<VerilatedContext>();
+    auto top = std::make_unique<Vtwin>(ctx.get());
+    reset(top.get());
     std::deque<uint8_t> line;
     TxDecoder dec(cpb);
     long idle_polls = 0;
@@ -84,13 +98,9 @@ static int interactive(long cpb) {
                 usleep(200);  // nothing to send for a million cycles: stop spinning
             }
         }
-        top->rx = line.empty() ? 1 : line.front();
+        const int level = line.empty() ? 1 : line.front();
         if (!line.empty()) line.pop_front();
-        top->clk = 1;
-        top->eval();
-        top->clk = 0;
-        top->eval();
-        const int r = dec.step(top->tx);
+        const int r = dec.step(tick(top.get(), level));
         if (r >= 0) {
             const unsigned char b = (unsigned char)r;
             if (write(1, &b, 1) != 1) break;
@@ -133,19 +143,10 @@ int main(int argc, char** argv) {
 
     auto ctx = std::make_unique<VerilatedContext>();
     auto top = std::make_unique<Vtwin>(ctx.get());
-    top->clk = 0;
-    top->rst = 1;
-    top->rx = 1;
-    for (int i = 0; i < 8; ++i) { top->clk = !top->clk; top->eval(); }
-    top->rst = 0;
+    reset(top.get());
     TxDecoder dec(cpb);  // the harness's own receiver on tx
     for (size_t cyc = 0; cyc < line.size(); ++cyc) {
-        top->rx = line[cyc];
-        top->clk = 1;
-        top->eval();
-        top->clk = 0;
-        top->eval();
-        const int r = dec.step(top->tx);
+        const int r = dec.step(tick(top.get(), line[cyc]));
         if (r >= 0) std::fprintf(fo, "R %zu %d\n", cyc, r);
         else if (r == -2) std::fprintf(fo, "F %zu\n", cyc);
     }
