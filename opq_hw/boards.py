@@ -4,12 +4,18 @@
 To add a board: copy the closest `board_configs/*.yaml` to `<new-name>.yaml`, change the part,
 clock, capacity (cite the data sheet table in `provenance.capacity`) and the flows that apply,
 then run `pytest tests/test_boards.py` (it loads and checks every file).
+
+A dev board (`icebreaker`, `ulx3s-85f`) is a part plus its pins: its YAML names the part-level
+file it builds on (`based_on: ice40-up5k`), whose fields it inherits (it may override any of them,
+e.g. the clock), and adds `pins:` (oscillator, UART, reset button, LEDs; each pin with its source).
+`pin_file(board)` writes the nextpnr constraint file (`.pcf` for iCE40, `.lpf` for ECP5) from it.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,24 @@ MAX_CLOCK_MHZ = 5000.0
 MAX_COEFFICIENT = 1e6
 POSITIVE_COEFFICIENTS = ("lutram_bits_per_lut", "dsp_min_operand_bits")
 YAML_MAX_BYTES = 1 << 20  # a board file is a few KiB
+
+# A board's pins: the role of each top-level port (exactly one clock, uart_rx, uart_tx; at most one
+# reset; any number of LEDs) and the keys a pin may have.
+PIN_ROLES = {"clock": "in", "uart_rx": "in", "uart_tx": "out", "reset": "in", "led": "out"}
+PIN_ONE = ("clock", "uart_rx", "uart_tx")
+PIN_KEYS = {
+    "role": "one of " + ", ".join(PIN_ROLES),
+    "site": "the package pin: a ball such as G2 (ECP5) or a pin number such as 35 (iCE40)",
+    "source": "where the pin comes from: the board maker's constraint file or schematic",
+    "active": "low or high (buttons and LEDs; default high)",
+    "mhz": "the oscillator frequency (clock only, required there)",
+    "io_type": "the I/O standard, e.g. LVCMOS33 (required on ECP5, written to the .lpf)",
+    "pull": "up, down or none (ECP5 PULLMODE; default: the tool's)",
+}
+PIN_SITE = {"ice40": re.compile(r"[0-9]{1,3}|[A-Z]{1,2}[0-9]{1,2}"), "ecp5": re.compile(r"[A-Z]{1,2}[0-9]{1,2}")}
+IO_TYPES = ("LVCMOS33", "LVCMOS25", "LVCMOS18", "LVCMOS15", "LVCMOS12")
+PORT_NAME = re.compile(r"[a-z_][a-z0-9_]{0,31}")
+BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def config_dir() -> Path:
@@ -72,6 +96,26 @@ class Board:
     finn_board: str | None = None  # FINN's own board name (its `board` build option), where FINN supports the board
     finn_shell_flow: str | None = None  # FINN's shell flow for it: vivado_zynq | vitis_alveo
     notes: tuple[str, ...] = field(default_factory=tuple)
+    based_on: str | None = None  # the part-level board file a dev board builds on (e.g. ice40-up5k)
+    pins: dict[str, dict[str, Any]] = field(default_factory=dict)  # port name -> {role, site, source, ...}
+
+    @property
+    def is_dev_board(self) -> bool:
+        """A board with pins (a flash-ready target), not a bare part."""
+        return bool(self.pins)
+
+    def pins_with_role(self, role: str) -> list[tuple[str, dict[str, Any]]]:
+        """(port name, pin) of every pin with `role`, in file order."""
+        return [(n, p) for n, p in self.pins.items() if p["role"] == role]
+
+    def pin(self, role: str) -> tuple[str, dict[str, Any]]:
+        """(port name, pin) of the board's one `role` pin (clock, uart_rx, uart_tx; reset if present)."""
+        found = self.pins_with_role(role)
+        if not found:
+            what = "it is a bare part; pick a dev board such as icebreaker or ulx3s-85f" if not self.pins else \
+                f"add one under `pins:` in {self.name}.yaml"
+            raise OpqError(f"board {self.name!r} has no {role} pin: {what}")
+        return found[0]
 
     def limit(self, resource: str) -> float:
         """Usable amount of `resource` for the design: limit * capacity - shell."""
@@ -88,6 +132,7 @@ class Board:
         d["dsp_mult_width"] = list(self.dsp_mult_width)
         d["flows"] = list(self.flows)
         d["notes"] = list(self.notes)
+        d["pins"] = {n: dict(p) for n, p in self.pins.items()}
         return d
 
     @classmethod
@@ -177,6 +222,10 @@ def _validate(d: Any, source: str) -> Board:
     notes = d.get("notes", ())
     if not isinstance(notes, (list, tuple)) or not all(isinstance(n, str) for n in notes):
         raise _err(source, "`notes` must be a list of strings")
+    based_on = d.get("based_on")
+    if based_on is not None and (not isinstance(based_on, str) or not BOARD_NAME.fullmatch(based_on)):
+        raise _err(source, f"`based_on` must name a part-level board file such as ice40-up5k, got {based_on!r}")
+    pins = _validate_pins(d.get("pins") or {}, d["family"], source)
     return Board(name=d["name"], display_name=d["display_name"], vendor=d["vendor"], family=d["family"], part=d["part"],
                  clock_mhz=float(d["clock_mhz"]), capacity={r: int(d["capacity"][r]) for r in RESOURCES},
                  utilisation_limits={r: float(d["utilisation_limits"][r]) for r in RESOURCES},
@@ -184,7 +233,109 @@ def _validate(d: Any, source: str) -> Board:
                  bram_block_bits=int(d["bram_block_bits"]), flows=tuple(flows),
                  shell={r: int(d["shell"][r]) for r in RESOURCES},
                  coefficients={k: float(v) for k, v in co.items()}, provenance=dict(prov),
-                 finn_board=d.get("finn_board"), finn_shell_flow=d.get("finn_shell_flow"), notes=tuple(notes))
+                 finn_board=d.get("finn_board"), finn_shell_flow=d.get("finn_shell_flow"), notes=tuple(notes),
+                 based_on=based_on, pins=pins)
+
+
+def _validate_pins(pins: Any, family: str, source: str) -> dict[str, dict[str, Any]]:
+    """`pins:` of a dev board: port name -> {role, site, source, ...}; every key checked, every pin
+    with its source, exactly one clock / uart_rx / uart_tx, no site used twice."""
+    if not isinstance(pins, dict):
+        raise _err(source, "`pins` must map port names to {role, site, source, ...}")
+    if not pins:
+        return {}
+    if family not in PIN_SITE:
+        raise _err(source, f"`pins` are supported for the {' and '.join(PIN_SITE)} families (pin files for "
+                           f"nextpnr), not {family!r}")
+    out: dict[str, dict[str, Any]] = {}
+    sites: dict[str, str] = {}
+    for name, p in pins.items():
+        where = f"pins.{name}"
+        if not isinstance(name, str) or not PORT_NAME.fullmatch(name):
+            raise _err(source, f"pin name {name!r} must be a lower-case Verilog port name (letters, digits, _)")
+        if not isinstance(p, dict):
+            raise _err(source, f"`{where}` must be a mapping with keys {sorted(PIN_KEYS)}")
+        unknown = set(p) - set(PIN_KEYS)
+        if unknown:
+            raise _err(source, f"`{where}`: unknown keys {sorted(unknown)}; allowed: "
+                               + "; ".join(f"{k} ({v})" for k, v in PIN_KEYS.items()))
+        missing = [k for k in ("role", "site", "source") if k not in p]
+        if missing:
+            raise _err(source, f"`{where}` is missing {missing} (every pin needs its role, its site and its source)")
+        if p["role"] not in PIN_ROLES:
+            raise _err(source, f"`{where}.role` is {p['role']!r}; choose one of {list(PIN_ROLES)}")
+        site = p["site"]
+        if isinstance(site, int) and not isinstance(site, bool):
+            site = str(site)
+        if not isinstance(site, str) or not PIN_SITE[family].fullmatch(site):
+            raise _err(source, f"`{where}.site` {p['site']!r} is not a {family} package pin "
+                               f"({'a ball such as G2' if family == 'ecp5' else 'a pin number such as 35'})")
+        if site in sites:
+            raise _err(source, f"`{where}` and `pins.{sites[site]}` both use site {site}")
+        sites[site] = name
+        if not isinstance(p["source"], str) or len(p["source"].strip()) < 8:
+            raise _err(source, f"`{where}.source` must say where the pin comes from (the board maker's "
+                               "constraint file or schematic)")
+        pin: dict[str, Any] = {"role": p["role"], "site": site, "source": p["source"]}
+        active = p.get("active", "high")
+        if active not in ("high", "low"):
+            raise _err(source, f"`{where}.active` must be high or low, got {active!r}")
+        pin["active"] = active
+        if p["role"] == "clock":
+            mhz = p.get("mhz")
+            if not (isinstance(mhz, (int, float)) and not isinstance(mhz, bool) and math.isfinite(mhz)
+                    and 0 < mhz <= MAX_CLOCK_MHZ):
+                raise _err(source, f"`{where}.mhz` (the oscillator frequency) must be a number in (0, {MAX_CLOCK_MHZ}], "
+                                   f"got {mhz!r}")
+            pin["mhz"] = float(mhz)
+        elif "mhz" in p:
+            raise _err(source, f"`{where}.mhz` is only for the clock pin")
+        io_type = p.get("io_type")
+        if family == "ecp5" and io_type is None:
+            raise _err(source, f"`{where}.io_type` is required on ECP5 (the .lpf's IO_TYPE, e.g. LVCMOS33)")
+        if io_type is not None:
+            if io_type not in IO_TYPES:
+                raise _err(source, f"`{where}.io_type` {io_type!r} unknown; choose one of {list(IO_TYPES)}")
+            pin["io_type"] = io_type
+        if "pull" in p:
+            if p["pull"] not in ("up", "down", "none"):
+                raise _err(source, f"`{where}.pull` must be up, down or none, got {p['pull']!r}")
+            pin["pull"] = p["pull"]
+        out[name] = pin
+    for role in PIN_ONE:
+        n = sum(p["role"] == role for p in out.values())
+        if n != 1:
+            raise _err(source, f"`pins` must have exactly one {role} pin, found {n}")
+    if sum(p["role"] == "reset" for p in out.values()) > 1:
+        raise _err(source, "`pins` may have at most one reset pin")
+    return out
+
+
+def pin_file(board: "str | Board") -> tuple[str, str]:
+    """(file name, text) of the nextpnr pin constraints of a dev board: `<name>.pcf` (iCE40,
+    `set_io` + nextpnr's `set_frequency`) or `<name>.lpf` (ECP5, LOCATE/IOBUF/FREQUENCY); one line
+    per pin of the board YAML, each with the pin's role and source as a comment."""
+    b = load_board(board)
+    if not b.pins:
+        raise OpqError(f"board {b.name!r} is a bare part with no pins; a pin file needs a dev board "
+                       f"({', '.join(n for n in list_boards() if load_board(n).pins) or 'none shipped'})")
+    head = f"generated by opq-hw from board_configs/{b.name}.yaml ({b.display_name}, {b.part})"
+    lines: list[str] = []
+    if b.family == "ice40":
+        lines.append(f"# {head}")
+        for name, p in b.pins.items():
+            lines.append(f"set_io -nowarn {name} {p['site']}  # {p['role']}, active {p['active']}: {p['source']}")
+        clk, cp = b.pin("clock")
+        lines.append(f"set_frequency {clk} {cp['mhz']:g}")
+        return f"{b.name}.pcf", "\n".join(lines) + "\n"
+    lines.append(f"# {head}")
+    for name, p in b.pins.items():
+        lines.append(f'LOCATE COMP "{name}" SITE "{p["site"]}" ;  # {p["role"]}, active {p["active"]}: {p["source"]}')
+        pull = f" PULLMODE={p['pull'].upper()}" if "pull" in p else ""
+        lines.append(f'IOBUF PORT "{name}"{pull} IO_TYPE={p["io_type"]} ;')
+    clk, cp = b.pin("clock")
+    lines.append(f'FREQUENCY PORT "{clk}" {cp["mhz"]:g} MHZ ;')
+    return f"{b.name}.lpf", "\n".join(lines) + "\n"
 
 
 def list_boards() -> list[str]:
@@ -208,10 +359,35 @@ def load_board(name: "str | Board") -> Board:
             raise OpqError(f"unknown board {name!r}; available: {', '.join(list_boards())} "
                            f"(or add board_configs/{name}.yaml, see opq_hw/boards.py)")
     data = read_yaml(path)
+    if isinstance(data, dict) and data.get("based_on") is not None:
+        data = _merge_base(data, path)
     board = _validate(data, path.name)
     if path.parent == config_dir() and board.name != path.stem:
         raise OpqError(f"{path.name}: `name` is {board.name!r} but must equal the file stem {path.stem!r}")
     return board
+
+
+def _merge_base(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A dev board's fields over those of the part-level file it names in `based_on` (shipped in
+    board_configs/, itself not based on another): provenance merged key by key, notes appended."""
+    base = data["based_on"]
+    if not isinstance(base, str) or base not in list_boards():
+        raise OpqError(f"{path.name}: `based_on` {base!r} is not a shipped part-level board; choose one of "
+                       f"{', '.join(list_boards())}")
+    raw = read_yaml(config_dir() / f"{base}.yaml")
+    if not isinstance(raw, dict) or raw.get("based_on") is not None or raw.get("pins"):
+        raise OpqError(f"{path.name}: `based_on` must name a part-level board (no based_on, no pins of its own); "
+                       f"{base!r} is not one")
+    merged = {k: v for k, v in raw.items() if k != "notes"}
+    merged.update({k: v for k, v in data.items() if k not in ("provenance", "notes")})
+    prov = dict(raw.get("provenance") or {})
+    if isinstance(data.get("provenance"), dict):
+        prov.update(data["provenance"])
+    merged["provenance"] = prov
+    notes = list(raw.get("notes") or [])
+    extra = data.get("notes") or []
+    merged["notes"] = notes + list(extra) if isinstance(extra, list) else extra
+    return merged
 
 
 def _no_alias_loader():

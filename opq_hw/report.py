@@ -43,11 +43,12 @@ def estimate_for(specs, alloc, board, arch, act_bits, folding=None) -> CostRepor
 
 
 def across_boards(specs, alloc, arch, act_bits) -> list[CostReport]:
-    """The same allocation on every shipped board that has the architecture's flow."""
+    """The same allocation on every shipped board that has the architecture's flow (dev boards
+    such as icebreaker share their part's row: they are skipped)."""
     out = []
     for name in list_boards():
         b = load_board(name)
-        if ARCH_FLOW[arch] in b.flows:
+        if ARCH_FLOW[arch] in b.flows and b.based_on is None:
             out.append(estimate_for(specs, alloc, b, arch, act_bits))
     return out
 

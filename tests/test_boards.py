@@ -19,6 +19,8 @@ EXPECTED = {  # name: (part prefix, LUT, FF, BRAM18, URAM, DSP) from the issue's
     "alveo-u250": ("xcu250", 1728000, 3456000, 5376, 1280, 12288),
     "ecp5-85f": ("LFE5U-85F", 84000, 84000, 208, 0, 156),
     "ice40-up5k": ("iCE40UP5K", 5280, 5280, 30, 0, 8),
+    "icebreaker": ("iCE40UP5K-SG48", 5280, 5280, 30, 0, 8),  # dev boards: their part's figures
+    "ulx3s-85f": ("LFE5U-85F-6BG381C", 84000, 84000, 208, 0, 156),
 }
 
 
@@ -112,3 +114,82 @@ def test_cli_boards(capsys):
     assert "pynq-z2" in out and "ice40-up5k" in out
     assert main(["boards", "kv260"]) == 0
     assert "xck26" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# dev boards: pins with their sources, pin files
+# ------------------------------------------------------------------------------------------------
+def test_dev_boards_inherit_their_part_and_cite_every_pin():
+    ib, ul = load_board("icebreaker"), load_board("ulx3s-85f")
+    assert ib.based_on == "ice40-up5k" and ul.based_on == "ecp5-85f"
+    assert ib.coefficients == load_board("ice40-up5k").coefficients
+    assert ul.clock_mhz == 25.0 and load_board("ecp5-85f").clock_mhz == 50.0  # the part file is unchanged
+    assert ib.pin("clock") == ("clk", ib.pins["clk"]) and ib.pins["clk"]["mhz"] == 12.0
+    # the facts, from the board makers' constraint files
+    assert {n: p["site"] for n, p in ib.pins.items()} == {"clk": "35", "rx": "6", "tx": "9", "btn_n": "10",
+                                                         "ledr_n": "11", "ledg_n": "37"}
+    assert [ul.pin(r)[1]["site"] for r in ("clock", "uart_rx", "uart_tx", "reset")] == ["G2", "M1", "L4", "D6"]
+    assert [p["site"] for _, p in ul.pins_with_role("led")] == ["B2", "C2", "C1", "D2", "D1", "E2", "E1", "H3"]
+    for b in (ib, ul):
+        assert all("constraint" in p["source"] or ".pcf" in p["source"] for p in b.pins.values())
+        assert b.provenance["pins"] and b.provenance["capacity"] == load_board(b.based_on).provenance["capacity"]
+    assert not load_board("ecp5-85f").pins
+    with pytest.raises(OpqError, match="bare part.*icebreaker"):
+        load_board("ecp5-85f").pin("clock")
+
+
+def test_pin_files_are_generated_from_the_yaml():
+    from opq_hw.boards import pin_file
+
+    name, pcf = pin_file("icebreaker")
+    assert name == "icebreaker.pcf"
+    body = [ln.split("#")[0].split() for ln in pcf.splitlines() if ln.split("#")[0].strip()]
+    assert body == [["set_io", "-nowarn", n, s] for n, s in
+                    (("clk", "35"), ("rx", "6"), ("tx", "9"), ("btn_n", "10"), ("ledr_n", "11"), ("ledg_n", "37"))] \
+        + [["set_frequency", "clk", "12"]]
+    name, lpf = pin_file("ulx3s-85f")
+    assert name == "ulx3s-85f.lpf"
+    code = [ln.split("#")[0].strip() for ln in lpf.splitlines() if ln.split("#")[0].strip()]
+    assert 'LOCATE COMP "clk_25mhz" SITE "G2" ;' in code and 'LOCATE COMP "ftdi_txd" SITE "M1" ;' in code
+    assert 'IOBUF PORT "ftdi_rxd" PULLMODE=UP IO_TYPE=LVCMOS33 ;' in code
+    assert code[-1] == 'FREQUENCY PORT "clk_25mhz" 25 MHZ ;'
+    assert sum(c.startswith("LOCATE") for c in code) == len(load_board("ulx3s-85f").pins) == 12
+    with pytest.raises(OpqError, match="bare part"):
+        pin_file("ice40-up5k")
+
+
+def _dev(tmp_path, edit, name="icebreaker"):
+    d = yaml.safe_load((config_dir() / f"{name}.yaml").read_text())
+    edit(d)
+    p = tmp_path / "dev.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return str(p)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d["pins"]["clk"].update(colour="red"), "unknown keys.*colour"),
+    (lambda d: d["pins"]["rx"].pop("source"), "missing.*source"),
+    (lambda d: d["pins"]["rx"].update(source="x"), "source.*where the pin comes from"),
+    (lambda d: d["pins"]["rx"].update(role="uart"), "role.*choose one of"),
+    (lambda d: d["pins"]["tx"].update(site=6), "both use site 6"),
+    (lambda d: d["pins"]["tx"].update(site="G2x"), "not a ice40 package pin"),
+    (lambda d: d["pins"]["clk"].pop("mhz"), "mhz.*oscillator"),
+    (lambda d: d["pins"]["rx"].update(mhz=3), "only for the clock"),
+    (lambda d: d["pins"].pop("tx"), "exactly one uart_tx"),
+    (lambda d: d["pins"]["ledr_n"].update(role="reset"), "at most one reset"),
+    (lambda d: d["pins"]["btn_n"].update(active="sometimes"), "high or low"),
+    (lambda d: d["pins"].update({"Bad-Name": {"role": "led", "site": 2, "source": "a schematic page"}}), "port name"),
+    (lambda d: d.update(based_on="nope"), "not a shipped part-level board"),
+    (lambda d: d.update(based_on="icebreaker"), "must name a part-level board"),
+    (lambda d: d.update(pins=[1, 2]), "must map port names"),
+])
+def test_bad_pins_are_rejected(tmp_path, edit, match):
+    with pytest.raises(OpqError, match=match):
+        load_board(_dev(tmp_path, edit))
+
+
+def test_ecp5_pins_need_an_io_standard(tmp_path):
+    with pytest.raises(OpqError, match="io_type.*required on ECP5"):
+        load_board(_dev(tmp_path, lambda d: d["pins"]["led0"].pop("io_type"), "ulx3s-85f"))
+    with pytest.raises(OpqError, match="pull` must be up, down or none"):
+        load_board(_dev(tmp_path, lambda d: d["pins"]["led0"].update(pull="sideways"), "ulx3s-85f"))

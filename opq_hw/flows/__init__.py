@@ -117,6 +117,8 @@ class RtlOptions(FlowOptions):
                              help="--rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
     freq: float | None = option(None, flag="--freq", argtype=_positive("--freq", hi=5000),
                                 help="place-and-route target in MHz (default: the board's clock)")
+    baud: float = option(115200, flag="--baud", argtype=_positive("--baud", hi=12_000_000),
+                         help="dev boards (icebreaker, ulx3s-85f): the UART baud rate of the board top")
     data: str | None = option(None, flag="--data",
                               help="data for the Verilator check: any --data value of `opq-hw compress` "
                                    "(default: the run's own test data)",
@@ -137,6 +139,8 @@ class RtlOptions(FlowOptions):
             raise OpqError(f"unknown RTL architecture {self.rtl_arch!r}; use one of {list(RTL_ARCHS)} (--rtl-arch)")
         if self.pipeline < 0:
             raise OpqError(f"--pipeline must be >= 0 (da4ml latency cutoff per stage; 0 = combinational), got {self.pipeline}")
+        if self.baud != int(self.baud) or not 300 <= self.baud <= 12_000_000:
+            raise OpqError(f"--baud must be a whole number of bits per second in 300..12000000, got {self.baud:g}")
         if self.rtl_arch == "seq" and self.pipeline:
             raise OpqError("--pipeline is the da4ml kernels' latency cutoff; it does not apply to --rtl-arch seq "
                            "(add --rtl-arch da4ml)")

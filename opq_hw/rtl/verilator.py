@@ -50,8 +50,12 @@ def verilator_version() -> str:
 
 
 def build_sim(src_files: list[Path], out_dir: Path, top: str = "opq_top", jobs: int = 2, timeout: float = 900,
-              keep_log: Path | None = None) -> Path:
+              keep_log: Path | None = None, harness: str = "tb_stream.cpp", prefix: str | None = None,
+              params: dict[str, int] | None = None) -> Path:
     """Compile the design + harness into `out_dir/obj_dir/V<top>`; returns the executable.
+
+    `harness` is a file of `sim/`; `prefix` names the generated C++ class (the harness includes
+    `<prefix>.h`; default `V<top>`); `params` override the top module's integer parameters.
 
     Verilator runs in `out_dir`, so every path handed to it is made absolute (a relative run
     directory such as `runs/demo` works). Its output goes to `out_dir/verilator_build.log`; when
@@ -61,8 +65,9 @@ def build_sim(src_files: list[Path], out_dir: Path, top: str = "opq_top", jobs: 
     src_files = [Path(p).resolve() for p in src_files]
     out_dir.mkdir(parents=True, exist_ok=True)
     obj = out_dir / "obj_dir"
-    tb = SIM_DIR / "tb_stream.cpp"
-    cmd = [exe, "--cc", "--exe", "--build", "-j", str(jobs), "--top-module", top, "-Wno-fatal", "-Wno-lint",
+    tb = SIM_DIR / harness
+    extra = (["--prefix", prefix] if prefix else []) + [f"-G{k}={int(v)}" for k, v in (params or {}).items()]
+    cmd = [exe, "--cc", "--exe", "--build", "-j", str(jobs), "--top-module", top, *extra, "-Wno-fatal", "-Wno-lint",
            "-Wno-style", "--Mdir", str(obj), "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
            "-CFLAGS", "-O0", "-MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0", "-o", f"V{top}", str(tb)] + [str(p) for p in src_files]
     if shutil.which("ccache"):
