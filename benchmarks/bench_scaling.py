@@ -3,7 +3,7 @@ the weight count, 10 k to 100 M weights.
 
 Networks: ResNet-50's layer shapes (benchmarks/bench_allocation.py, torchvision v1.5 layout) with
 every channel count scaled by one factor chosen so that the total lands near each weight count
-(10^4 ... 10^8), Laplace weights (std sqrt(2 / fan_in)), fixed seed. Per size: allocate(target_cr=38,
+(10^4 ... 10^8), Laplace weights (std sqrt(2 / fan_in)), fixed seed. Per size: allocate(target_cr=16,
 opq, the default allocation) and estimate(board alveo-u250, finn-mvau, fully parallel), wall time
 (one run each; other processes share the CPU: the load average is recorded).
 
@@ -68,7 +68,7 @@ def main() -> None:
         specs = scaled_specs(factor_for(10 ** k))
         weights = resnet50_weights(specs)
         t = time.perf_counter()
-        alloc = allocate(specs, weights, target_cr=38)
+        alloc = allocate(specs, weights, target_cr=16)
         t_alloc = time.perf_counter() - t
         t = time.perf_counter()
         rep = estimate(specs, alloc, "alveo-u250", "finn-mvau")
@@ -79,7 +79,7 @@ def main() -> None:
                      "load_avg": os.getloadavg()[0]})
         print(rows[-1], flush=True)
         del weights
-    res = {"what": "allocate(target_cr=38) and estimate(alveo-u250, finn-mvau) vs weight count, ResNet-50 shapes "
+    res = {"what": "allocate(target_cr=16) and estimate(alveo-u250, finn-mvau) vs weight count, ResNet-50 shapes "
                    "scaled", "rows": rows}
     write_json(RESULTS / "scaling.json", res)
     import matplotlib
@@ -89,7 +89,7 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     n = [r["n_weights"] for r in rows]
-    ax.loglog(n, [r["allocate_s"] for r in rows], "o-", label="allocate (OPQ, 38x)")
+    ax.loglog(n, [r["allocate_s"] for r in rows], "o-", label="allocate (OPQ, 16x)")
     ax.loglog(n, [r["estimate_s"] for r in rows], "s-", label="estimate (finn-mvau, U250)")
     ax.set_xlabel("weights")
     ax.set_ylabel("wall time [s]")
