@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: run_command(args))
 
 
+if __name__ == "__main__":
+    sys.exit(main())
+
+
 # ------------------------------------------------------------------------------------------------
 # interrupts and crashes
 # ------------------------------------------------------------------------------------------------
@@ -308,7 +312,3 @@ def run_command(args) -> int:
     ctx = locked(run) if run and Path(run).is_dir() else contextlib.nullcontext()
     with ctx, model_source(getattr(args, "model", None) if run else None, bool(getattr(args, "trust_run", False))):
         return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
