@@ -14,6 +14,9 @@ the binding resource, utilisation, achieved frames/s, the allocation's and the e
 finn-mvau counts the MVAUs only (no sliding-window generators, FIFOs, DMA); a depthwise conv is
 costed as an MVAU with MW = k*k (FINN builds it as a VVAU), see the notes in the JSON.
 
+With OPQ_HW_FINN_PYTHON set (the FINN environment's python), finn-mvau is also compared with
+FINN's own MVAU_hls estimates per layer (MobileNet-V1 on the U250, the chosen folding).
+
 Run:  python benchmarks/bench_imagenet_boards.py [--target-fps 1600]
 Writes benchmarks/results/imagenet_boards.json and imagenet_boards.png (atomically).
 """
@@ -108,6 +111,42 @@ def run(target_fps: float) -> dict:
             "load_avg": os.getloadavg(), "rows": rows}
 
 
+def finn_crosscheck(target_fps: float) -> dict | None:
+    """finn-mvau against FINN's own MVAU_hls estimates (benchmarks/finn_reference.py, run in the FINN
+    environment named by OPQ_HW_FINN_PYTHON) for MobileNet-V1 (OPQ 23x) on the Alveo U250 at the
+    folding chosen for `target_fps`: every non-depthwise layer (FINN builds depthwise ones as VVAUs).
+    None when no FINN environment is given."""
+    import json
+    import subprocess
+
+    from opq_hw.allocation import allocate
+    from opq_hw.cost import choose_folding, finn_mvau, network_params
+
+    py = os.environ.get("OPQ_HW_FINN_PYTHON")
+    if not py or not Path(py).is_file():
+        return None
+    specs, weights = model_specs("mobilenet-v1")
+    alloc = allocate(specs, weights, target_cr=23)
+    fold = choose_folding(specs, alloc, "alveo-u250", "finn-mvau", target_fps=target_fps, act_bits=ACT_BITS)
+    board = load_board("alveo-u250")
+    params = [p for s, p in zip(specs, network_params(specs, alloc, ACT_BITS)) if s.groups == 1]
+    cfgs = [{"MW": p.fan_in, "MH": p.out_channels, "PE": fold[p.name]["pe"], "SIMD": fold[p.name]["simd"],
+             "idt": ("INT" if p.a_signed else "UINT") + str(p.a_bits), "wdt": f"INT{p.w_bits}",
+             "vecs": [1, p.out_pixels], "res_type": "lut"} for p in params]
+    proc = subprocess.run([py, str(HERE / "finn_reference.py")], input=json.dumps(cfgs), capture_output=True, text=True,
+                          timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    layers, equal = [], 0
+    for p, ref in zip(params, json.loads(proc.stdout)):
+        ours = finn_mvau(p, board, **fold[p.name])
+        ours = {k: int(round(float(ours[k]))) for k in ref}
+        layers.append({"layer": p.name, "folding": fold[p.name], "ours": ours, "finn": ref})
+        equal += ours == ref
+    print(f"finn-mvau vs FINN's MVAU_hls estimates, MobileNet-V1 on U250: {equal}/{len(layers)} layers identical")
+    return {"layers": layers, "identical": equal, "of": len(layers)}
+
+
 def plot(res: dict, path: Path) -> None:
     import matplotlib
 
@@ -143,6 +182,7 @@ def main() -> None:
     ap.add_argument("--target-fps", type=float, default=1600.0)
     args = ap.parse_args()
     res = run(args.target_fps)
+    res["finn_crosscheck"] = finn_crosscheck(args.target_fps)
     write_json(RESULTS / "imagenet_boards.json", res)
     plot(res, RESULTS / "imagenet_boards.png")
     print(f"wrote {RESULTS / 'imagenet_boards.json'}")
