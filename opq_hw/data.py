@@ -108,7 +108,8 @@ def packaged_file(name: str, **fmt: str) -> Path:
 
     package, rel, req = PACKAGED[name]
     spec = importlib.util.find_spec(package)
-    path = Path(next(iter(spec.submodule_search_locations or ())), rel.format(**fmt)) if spec else None
+    where = list(spec.submodule_search_locations or ()) if spec else []
+    path = Path(where[0], rel.format(**fmt)) if where else None
     if path is None or not path.is_file():
         raise OpqError(f"built-in data set {name!r} reads {package}/{rel.format(**fmt)} from the installed "
                        f"{package!r} package, which is {'missing' if spec is None else 'not complete'} here; "
