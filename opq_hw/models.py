@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .carrier_graph import Add
 from .errors import OpqError
 
 
@@ -37,6 +38,74 @@ def mnist1d_cnn() -> nn.Module:
     )
 
 
+def mnist28_lenet() -> nn.Module:
+    """LeNet-5-style CNN on 28x28 MNIST (LeCun et al. 1998, with ReLU and max pooling):
+    conv5x5(6) - pool - conv5x5(16) - pool - 120 - 84 - 10 (61,470 weights)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions and a skip (identity, or a strided 1x1 convolution where the shape
+    changes), joined by an `Add` (its shared quantizer makes the sum exact), then ReLU: the block of
+    ResNet-8 in MLPerf Tiny (He et al. 2016, BatchNorm left out)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        # declared in the order the exported QONNX graph lists them (conv1, skip, conv2): the flows
+        # pair the graph's weight nodes with the allocation's layers in that order
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1, stride=stride) if (stride != 1 or c_in != c_out) else nn.Identity()
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.add = Add()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.add(self.conv2(self.relu1(self.conv1(x))), self.skip(x)))
+
+
+def mnist28_resnet() -> nn.Module:
+    """ResNet-8-style network (MLPerf Tiny's, widths 8/16/32 instead of 16/32/64) on 28x28 MNIST:
+    stem conv - pool - three residual blocks (the last two strided, 1x1 skips) - 4x4 average pool -
+    linear (19,464 weights)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14x14
+        ResidualBlock(8, 8), ResidualBlock(8, 16, stride=2), ResidualBlock(16, 32, stride=2),  # 14, 7, 4
+        nn.AvgPool2d(4), nn.Flatten(), nn.Linear(32, 10),
+    )
+
+
+def _dwsep(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    """MobileNet-V1's depthwise-separable block: depthwise 3x3 (groups = channels), pointwise 1x1."""
+    return [nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in), nn.ReLU(), nn.Conv2d(c_in, c_out, 1),
+            nn.ReLU()]
+
+
+def mnist28_mobilenet() -> nn.Module:
+    """MobileNet-V1-style network (Howard et al. 2017, width reduced, BatchNorm left out) on 28x28
+    MNIST: conv - pool - four depthwise-separable blocks - 4x4 average pool - linear (9,760 weights)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14x14
+        *_dwsep(16, 32, 1), *_dwsep(32, 32, 2), *_dwsep(32, 64, 2), *_dwsep(64, 64, 1),  # 14, 7, 4, 4
+        nn.AvgPool2d(4), nn.Flatten(), nn.Linear(64, 10),
+    )
+
+
+def basicmotions_cnn() -> nn.Module:
+    """1-D CNN for BasicMotions (6 channels x 100 steps, 4 classes): 3 conv layers + classifier
+    (6,752 weights)."""
+    return nn.Sequential(
+        nn.Conv1d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),  # 50
+        nn.Conv1d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),  # 25
+        nn.Conv1d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool1d(5),  # 5
+        nn.Flatten(), nn.Linear(32 * 5, 4),
+    )
+
+
 @dataclass(frozen=True)
 class BuiltinModel:
     """A built-in model and its pre-training recipe."""
@@ -51,6 +120,10 @@ BUILTIN = {
     "digits-cnn": BuiltinModel(digits_cnn, "digits", (1, 1, 8, 8), pretrain_epochs=40),
     "digits-mlp": BuiltinModel(digits_mlp, "digits-flat", (1, 64), pretrain_epochs=40),
     "mnist1d-cnn": BuiltinModel(mnist1d_cnn, "mnist1d", (1, 1, 40), pretrain_epochs=60),
+    "mnist28-lenet": BuiltinModel(mnist28_lenet, "mnist28", (1, 1, 28, 28), pretrain_epochs=15),
+    "mnist28-resnet": BuiltinModel(mnist28_resnet, "mnist28", (1, 1, 28, 28), pretrain_epochs=15),
+    "mnist28-mobilenet": BuiltinModel(mnist28_mobilenet, "mnist28", (1, 1, 28, 28), pretrain_epochs=15),
+    "basicmotions-cnn": BuiltinModel(basicmotions_cnn, "basicmotions", (1, 6, 100), pretrain_epochs=60),
 }
 
 

@@ -71,5 +71,5 @@ def test_builtin_models_are_records():
 
     for name, b in BUILTIN.items():
         assert isinstance(b, BuiltinModel) and b.pretrain_epochs > 0
-        assert build_model(name)(torch.zeros(b.example_shape)).shape == (1, 10)
+        assert build_model(name)(torch.zeros(b.example_shape)).shape == (1, 4 if b.data == "basicmotions" else 10)
     assert BUILTIN["digits-mlp"].data == "digits-flat"
