@@ -20,7 +20,8 @@ def _tuple(x, n):
 
 
 def inspect_model(model: nn.Module, example_input: torch.Tensor) -> list[LayerSpec]:
-    """Per-layer specs for every nn.Conv1d, nn.Conv2d (incl. depthwise/grouped) and nn.Linear.
+    """Per-layer specs for every nn.Conv1d, nn.Conv2d (incl. depthwise/grouped) and nn.Linear, in the
+    order the forward pass runs them (not the order the model declares them).
 
     Raises OpqError naming any module with weights of an unsupported type (ConvTranspose, RNNs, ...).
     """
@@ -48,13 +49,13 @@ def inspect_model(model: nn.Module, example_input: torch.Tensor) -> list[LayerSp
         for h in hooks:
             h.remove()
         model.train(was)
-    specs = []
     for name, m in model.named_modules():
-        if not isinstance(m, SUPPORTED):
-            continue
-        if name not in shapes:
+        if isinstance(m, SUPPORTED) and name not in shapes:
             raise OpqError(f"layer {name!r} is not used in the forward pass; remove it or give an input that reaches it")
-        in_shape, out_shape = shapes[name]
+    specs = []
+    modules = dict(model.named_modules())
+    for name, (in_shape, out_shape) in shapes.items():  # the order the forward pass runs the layers in
+        m = modules[name]
         w = m.weight
         if isinstance(m, nn.Linear):
             kind, k, st, pd, g = "linear", (), (), (), 1

@@ -507,8 +507,8 @@ def refuse_unsupported(model, allow_inexact: bool = False) -> None:
             group = _attr(n, "group", 1)
             if group and int(group) != 1:
                 raise OpqError(f"hls4ml cannot take {where} with group={int(group)} (a grouped/depthwise "
-                               "convolution): hls4ml 1.3.0's ONNX Conv handler takes group=1 only. Use dense "
-                               f"convolutions in the float model{other}")
+                               "convolution): hls4ml 1.3.0's ONNX Conv handler takes group=1 only, and neither the "
+                               "RTL nor the FINN flow takes one either. Use dense convolutions in the float model")
         if n.op_type in ("AveragePool", "MaxPool") and int(_attr(n, "ceil_mode", 0) or 0):
             raise OpqError(f"hls4ml cannot take {where} with ceil_mode=1: hls4ml 1.3.0 sizes pooling outputs by "
                            f"floor. Use ceil_mode=0 (or pad the map) in the float model{other}")
@@ -662,6 +662,9 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
         raise OpqError(f"layers {skipped} were skipped by the allocation and keep float weights: hls4ml would store them "
                        "in a default fixed-point type, not bit-exactly. Allocate every layer, or pass --allow-inexact")
     names = [s.name for s in run.specs]
+    producers = {o: n for n in model.graph.node for o in n.output}
+    if len(weight_nodes) == len(names):
+        names = _match_layers(model, producers, weight_nodes, run, names)
     if strategy not in ("latency", "resource"):
         raise OpqError(f"unknown hls4ml strategy {strategy!r}; use 'latency' or 'resource' (--strategy)")
     cfg["Model"]["Strategy"] = strategy.capitalize()
@@ -694,7 +697,6 @@ def convert(run, out_dir: str | os.PathLike, *, backend: str = "Vitis", io: str 
     # next pass sets by layer name (each type its own name). Explicit types can change what hls4ml merges (a
     # linear quantizer is folded into the layer before it only while that layer's type is open), so the
     # analysis is repeated on the new graph until its types all pass the check (at most MAX_TYPE_PASSES).
-    producers = {o: n for n in model.graph.node for o in n.output}
     qbits_of = [_weight_bits(model, producers, node) for node in weight_nodes]
     in_fixed = Fixed.parse(in_prec) if in_prec else None
     quantizers = activation_quantizers(model)
@@ -790,6 +792,47 @@ def _host_tail(run) -> dict[str, Any] | None:
     op = run_tail(run)
     return None if op is None else {"op": op, "where": "host", "note": f"tail: {op} on the host (the hardware computes "
                                                                         f"the pre-{op} outputs; compared bit-exactly)"}
+
+
+def _int_weights(model, producers, node) -> np.ndarray | None:
+    """The integer weights of a conv/matmul node (its weight Quant's input over the scale), if quantized."""
+    wq = producers.get(node.input[1]) if len(node.input) > 1 else None
+    if wq is None or wq.op_type != "Quant":
+        return None
+    w, s = model.get_initializer(wq.input[0]), model.get_initializer(wq.input[1])
+    if w is None or s is None:
+        return None
+    try:
+        return np.round(np.asarray(w, np.float64) / np.asarray(s, np.float64))
+    except ValueError:
+        return None
+
+
+def _match_layers(model, producers, weight_nodes, run, names: list[str]) -> list[str]:
+    """The allocation's layer name of each conv/matmul node, in graph order, identified by its integer weights
+    (never by position alone: a graph may list a residual block's layers in another order than the run's
+    specs); where the weights identify no single layer, the specs' order is kept if every size agrees."""
+    ints = {n: run.int_weights(n) for n in names if not run.allocation.layer(n).skipped}
+
+    def same(q, iw):  # the same integer values (hls4ml's graph may be channels-last: compare them as multisets)
+        return q is not None and iw is not None and q.size == iw.size and np.array_equal(np.sort(q, None), np.sort(iw, None))
+
+    out, free = [], list(names)
+    for node in weight_nodes:
+        q = _int_weights(model, producers, node)
+        hits = [n for n in free if same(q, ints.get(n))]
+        if len(hits) != 1:
+            break
+        out.append(hits[0])
+        free.remove(hits[0])
+    else:
+        return out
+    shapes = [tuple(np.shape(model.get_initializer(producers[n.input[1]].input[0]) if n.input[1] in producers
+                             else model.get_initializer(n.input[1]))) for n in weight_nodes]
+    if all(sh and int(np.prod(sh)) == run.specs[i].n_weights for i, sh in enumerate(shapes)):
+        return names
+    raise OpqError("cannot tell which allocation layer each conv/matmul node of the run's QONNX graph computes "
+                   f"(graph weight shapes {shapes}, allocation layers {names}); re-export the run with `opq-hw compress`")
 
 
 def _weight_bits(model, producers, node) -> int | None:
