@@ -235,7 +235,7 @@ def _need_finn():
 @pytest.mark.tools
 def test_finn_dataflow_graph_is_bit_exact_and_estimates_match(demo_run):
     _need_finn()
-    import opq_hw.rundir as pl
+    from opq_hw.run import load_run
 
     rec = finn_flow.build(demo_run, board="pynq-z2", log=lambda *_: None)
     assert rec["finn_status"] == "ran"
@@ -244,7 +244,7 @@ def test_finn_dataflow_graph_is_bit_exact_and_estimates_match(demo_run):
     assert hw and hw[0]["n"] == n_test and hw[0]["bit_exact"] and hw[0]["max_abs_diff"] == 0.0
     assert rec["info"]["half_even_thresholds"] > 0
     # every conv/linear layer is a FINN hardware layer; only the input layout change stays outside
-    run = pl.load_run(demo_run)
+    run = load_run(demo_run)
     assert [r["layer"] for r in rec["finn_layers"]] == [s.name for s in run.specs]
     assert all(r["op_type"] == "MVAU_hls" for r in rec["finn_layers"])
     assert [n["op_type"] for n in rec["software_nodes"]] == ["Transpose"]
