@@ -40,7 +40,7 @@ tools: hls4ml-tools rtl-tools finn-env browser
 
 # The whole suite, every tool-dependent and slow test included (what CI runs).
 test: setup tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # Fast subset for development: no slow tests.
 test-fast: setup
