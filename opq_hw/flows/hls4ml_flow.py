@@ -794,10 +794,16 @@ def _host_tail(run) -> dict[str, Any] | None:
                                                                         f"the pre-{op} outputs; compared bit-exactly)"}
 
 
+def _weight_quant(producers, node):
+    """The Quant node feeding a conv/matmul node's weights, if any."""
+    wq = producers.get(node.input[1]) if len(node.input) > 1 else None
+    return wq if wq is not None and wq.op_type == "Quant" else None
+
+
 def _int_weights(model, producers, node) -> np.ndarray | None:
     """The integer weights of a conv/matmul node (its weight Quant's input over the scale), if quantized."""
-    wq = producers.get(node.input[1]) if len(node.input) > 1 else None
-    if wq is None or wq.op_type != "Quant":
+    wq = _weight_quant(producers, node)
+    if wq is None:
         return None
     w, s = model.get_initializer(wq.input[0]), model.get_initializer(wq.input[1])
     if w is None or s is None:
@@ -827,8 +833,8 @@ def _match_layers(model, producers, weight_nodes, run, names: list[str]) -> list
         free.remove(hits[0])
     else:
         return out
-    shapes = [tuple(np.shape(model.get_initializer(producers[n.input[1]].input[0]) if n.input[1] in producers
-                             else model.get_initializer(n.input[1]))) for n in weight_nodes]
+    shapes = [tuple(np.shape(model.get_initializer(wq.input[0] if wq is not None else n.input[1])))
+              for n, wq in ((n, _weight_quant(producers, n)) for n in weight_nodes)]
     if all(sh and int(np.prod(sh)) == run.specs[i].n_weights for i, sh in enumerate(shapes)):
         return names
     raise OpqError("cannot tell which allocation layer each conv/matmul node of the run's QONNX graph computes "
@@ -837,8 +843,8 @@ def _match_layers(model, producers, weight_nodes, run, names: list[str]) -> list
 
 def _weight_bits(model, producers, node) -> int | None:
     """The bit width of the Quant node feeding a conv/matmul node's weights, if any."""
-    wq = producers.get(node.input[1]) if len(node.input) > 1 else None
-    if wq is None or wq.op_type != "Quant":
+    wq = _weight_quant(producers, node)
+    if wq is None:
         return None
     return int(np.asarray(model.get_initializer(wq.input[3])).item())
 
