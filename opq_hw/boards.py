@@ -98,6 +98,7 @@ class Board:
     notes: tuple[str, ...] = field(default_factory=tuple)
     based_on: str | None = None  # the part-level board file a dev board builds on (e.g. ice40-up5k)
     pins: dict[str, dict[str, Any]] = field(default_factory=dict)  # port name -> {role, site, source, ...}
+    openfpgaloader_board: str | None = None  # dev boards: openFPGALoader's `-b` name (`opq-hw flash`)
 
     @property
     def is_dev_board(self) -> bool:
@@ -214,7 +215,7 @@ def _validate(d: Any, source: str) -> Board:
     for need in ("capacity", "coefficients"):
         if need not in prov:
             raise _err(source, f"`provenance.{need}` is missing: say where the figures come from")
-    for key in ("finn_board", "finn_shell_flow"):
+    for key in ("finn_board", "finn_shell_flow", "openfpgaloader_board"):
         if d.get(key) is not None and (not isinstance(d[key], str) or not d[key]):
             raise _err(source, f"`{key}` must be a non-empty string when given, got {d[key]!r}")
     if d.get("finn_shell_flow") not in (None, "vivado_zynq", "vitis_alveo"):
@@ -234,7 +235,7 @@ def _validate(d: Any, source: str) -> Board:
                  shell={r: int(d["shell"][r]) for r in RESOURCES},
                  coefficients={k: float(v) for k, v in co.items()}, provenance=dict(prov),
                  finn_board=d.get("finn_board"), finn_shell_flow=d.get("finn_shell_flow"), notes=tuple(notes),
-                 based_on=based_on, pins=pins)
+                 based_on=based_on, pins=pins, openfpgaloader_board=d.get("openfpgaloader_board"))
 
 
 def _validate_pins(pins: Any, family: str, source: str) -> dict[str, dict[str, Any]]:

@@ -153,6 +153,13 @@ def _add_flow_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, help="; ".join(parts), **kw)
 
 
+def cmd_flash(args) -> int:
+    from .flash import flash
+
+    flash(args.run, args.board, dry_run=args.dry_run)
+    return 0
+
+
 def cmd_boards(args) -> int:
     from .boards import list_boards, load_board
 
@@ -227,6 +234,11 @@ def parser() -> argparse.ArgumentParser:
     _add_flow_args(b)
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
+    fl = sub.add_parser("flash", help="write a run's board bitstream (build --flow rtl --board B) onto the board")
+    fl.add_argument("run")
+    fl.add_argument("--board", required=True, help="the dev board the run was built for (icebreaker, ulx3s-85f, ecp5-evn)")
+    fl.add_argument("--dry-run", action="store_true", help="print the programmer's command, run nothing")
+    fl.set_defaults(func=cmd_flash)
     bo = sub.add_parser("boards", help="list boards, or show one")
     bo.add_argument("name", nargs="?")
     bo.set_defaults(func=cmd_boards)

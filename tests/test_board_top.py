@@ -127,35 +127,53 @@ endmodule
 @pytest.mark.tools
 def test_board_top_places_at_the_board_pins(tmp_path):
     """Yosys + nextpnr-ice40 on the iCEBreaker board top (the link around a stand-in accelerator:
-    pins are the board top's business): the generated .pcf pins every port of the board YAML,
-    nextpnr places exactly those, and a bitstream comes out."""
+    pins are the board top's business) with a PLL to 20 MHz (icepll): the generated .pcf pins every
+    port of the board YAML, nextpnr places exactly those, each at the package pin the YAML names
+    (read back from the placed netlist and IceStorm's pin table), the PLL's clock is what timing is
+    checked against, and a bitstream comes out."""
     import re
 
     from opq_hw.boards import load_board, pin_file
-    from opq_hw.flows.rtl_flow import nextpnr_device
-    from opq_hw.rtl import eda
+    from opq_hw.flows import FLOWS
+    from opq_hw.flows.rtl_flow import _check_placement, _timing, nextpnr_device
+    from opq_hw.rtl import clock, eda
     from opq_hw.rtl.board import LINK_HDL, LinkGeometry, board_top, clks_per_bit
     from opq_hw.rtl.gen import HDL_DIR
 
     b = load_board("icebreaker")
+    plan = clock.plan(b, 20.0)
+    assert plan.source == "pll" and plan.achieved_mhz == pytest.approx(19.875)
     src = tmp_path / "src"
     src.mkdir()
     (src / "opq_top.v").write_text(STUB_TOP)
-    (src / "opq_board.v").write_text(board_top(b, LinkGeometry(8, 4, 8, 4), clks_per_bit(12.0, 115200)))
+    (src / "opq_board.v").write_text(board_top(b, LinkGeometry(8, 4, 8, 4), clks_per_bit(plan.achieved_mhz, 115200), plan))
+    (src / "opq_clock.v").write_text(plan.verilog())
     for f in LINK_HDL:
         shutil.copyfile(HDL_DIR / f, src / f)
-    files = [src / f for f in ("opq_top.v", "opq_board.v", *LINK_HDL)]
+    files = [src / f for f in ("opq_top.v", "opq_clock.v", "opq_board.v", *LINK_HDL)]
     name, text = pin_file(b)
     (tmp_path / name).write_text(text)
     work = tmp_path / "synth"
     eda.synth(files, "opq_board", "ice40", work)
-    p = eda.pnr(work, "opq_board", "ice40", *nextpnr_device("ice40", b.part), 12.0, constraints=tmp_path / name)
-    assert (work / p["bitstream"]).stat().st_size > 0 and p["fmax_mhz"] > 12.0
+    dev, pkg = nextpnr_device("ice40", b.part)
+    p = eda.pnr(work, "opq_board", "ice40", dev, pkg, plan.achieved_mhz, constraints=tmp_path / name)
+    assert (work / p["bitstream"]).stat().st_size > 0
     log = (work / "opq_board.pnr.log").read_text()
     placed = set(re.findall(r"constrained '(\w+)' to bel", log))
     assert placed == set(b.pins)  # every board pin, and nothing nextpnr chose by itself
-    assert f"Placed {len(b.pins)} cells based on constraints" in log
+    assert "constrained PLL 'u_clock.u_pll.uut' to X12/Y31/pll_3" in log  # the UP5K's PLL, fed by its pad (pin 35)
     assert "constraining clock net 'clk' to 12.00 MHz" in log
+    assert "Derived frequency constraint of 19.9 MHz for net clk_i" in log  # the PLL's output, from icepll's dividers
+    assert list(p["fmax_by_clock"]) == ["clk_i_$glb_clk"]  # the one clock timing is checked on: the PLL's
+    # where each port sits, from the placed netlist: the YAML's package pins
+    sites = eda.placed_sites(work / "opq_board.routed.json", "ice40", dev, pkg, b.part)
+    assert {n: s["site"] for n, s in sites.items()} == {n: q["site"] for n, q in b.pins.items()}
+    chk = _check_placement(b, sites)
+    assert chk["ok"] and chk["pins"]["clk"] == {"site": "35", "placed": "35", "bel": "X12/Y31/io1"}
+    moved = {**sites, "tx": {"bel": "X13/Y0/io1", "site": "6"}}  # a port placed elsewhere is caught
+    assert "tx at 6 (board file: 9)" in _check_placement(b, moved)["error"]
+    t = _timing(p, b, FLOWS["rtl"].options())
+    assert t["met"] == (p["fmax_mhz"] >= 19.875) and t["target_mhz"] == 19.875
 
 
 def test_dev_boards_add_the_board_step_and_check_the_baud():
@@ -167,3 +185,67 @@ def test_dev_boards_add_the_board_step_and_check_the_baud():
     assert FLOWS["rtl"].options(baud=3_000_000).baud == 3_000_000
     with pytest.raises(OpqError, match="--baud must be a whole number"):
         FLOWS["rtl"].options(baud=9600.5)
+
+
+def test_timing_verdict_and_the_build_failure():
+    """Fmax below the board clock fails the build with the numbers and the hints, unless
+    --timing-allow-fail; a port placed off its site fails it too."""
+    from opq_hw.boards import load_board
+    from opq_hw.flows import FLOWS
+    from opq_hw.flows.rtl_flow import _failure, _timing
+
+    b = load_board("icebreaker")
+    t = _timing({"fmax_mhz": 17.3, "target_mhz": 19.875}, b, FLOWS["rtl"].options())
+    assert not t["met"]
+    assert t["message"] == ("timing not met on icebreaker: Fmax 17.3 MHz < target 19.88 MHz; lower the clock (--freq 17 "
+                            "or less; the oscillator is 12 MHz), use --rtl-arch seq or compress harder, or pass "
+                            "--timing-allow-fail to keep the bitstream anyway")
+    assert _failure({"pnr": {"timing": t}}, False, False) == t["message"]
+    allowed = _timing({"fmax_mhz": 17.3, "target_mhz": 19.875}, b, FLOWS["rtl"].options(timing_allow_fail=True))
+    assert _failure({"pnr": {"timing": allowed}}, False, False) is None
+    assert _timing({"fmax_mhz": 24.2, "target_mhz": 12.0}, b, FLOWS["rtl"].options())["met"]
+    bad = {"ok": False, "error": "nextpnr placed tx at 6 (board file: 9)"}
+    assert "tx at 6" in _failure({"pnr": {"placement": bad, "timing": {"met": True}}}, False, False)
+    from opq_hw.cli import parser
+
+    assert parser().parse_args(["build", "r", "--flow", "rtl", "--board", "icebreaker", "--freq", "20",
+                                "--timing-allow-fail"]).timing_allow_fail is True
+
+
+@pytest.mark.tools
+def test_clock_plans_from_the_pll_tools(tmp_path):
+    """--freq: the oscillator when omitted or equal; else icepll (iCE40, the PLL pad) / ecppll (ECP5),
+    the achieved frequency computed from the dividers the tool chose; the wrapper is a
+    pass-through under Verilator (lint-clean), the board top holds the core in reset until lock."""
+    import subprocess
+
+    from opq_hw.boards import load_board
+    from opq_hw.rtl import clock
+    from opq_hw.rtl.board import LinkGeometry, board_top
+    from opq_hw.rtl.verilator import verilator_env
+
+    ib, ul = load_board("icebreaker"), load_board("ulx3s-85f")
+    assert clock.plan(ib, None).source == "oscillator" and clock.plan(ib, 12.0).to_dict() == {
+        "osc_mhz": 12.0, "requested_mhz": 12.0, "achieved_mhz": 12.0, "source": "oscillator"}
+    p = clock.plan(ib, 20.0)
+    assert p.params == {"DIVR": 0, "DIVF": 52, "DIVQ": 5, "FILTER_RANGE": 1, "vco_mhz": 636.0}
+    assert p.achieved_mhz == 12.0 * 53 / 32 and "SB_PLL40_PAD" in p.verilog()
+    e = clock.plan(ul, 50.0)
+    assert e.achieved_mhz == 50.0 and e.params["CLKFB_DIV"] / e.params["CLKI_DIV"] == 2
+    assert 400 <= e.params["vco_mhz"] <= 800 and "EHXPLLL" in e.verilog()
+    with pytest.raises(OpqError, match="icepll finds no PLL setting for 900 MHz"):
+        clock.plan(ib, 900.0)
+    with pytest.raises(OpqError, match=r"icepll gives 15.94 MHz .* outside the ice40 PLL's range \(16..275 MHz out\)"):
+        clock.plan(ib, 16.0)  # icepll's nearest is below its own stated minimum
+    with pytest.raises(OpqError, match=r"ecppll gives 450 MHz .*\(10..400 MHz out, 400..800 MHz VCO\)"):
+        clock.plan(ul, 450.0)  # ecppll only warns
+    top = board_top(ul, LinkGeometry(8, 4, 8, 4), 434, e)
+    assert "opq_clock u_clock (.clk_in(clk_25mhz), .clk_out(clk_i), .locked(locked));" in top
+    assert "if (!locked) por <= 4'd0;" in top
+    assert "opq_clock" not in board_top(ul, LinkGeometry(8, 4, 8, 4), 217, clock.plan(ul, None))
+    exe, env = verilator_env()
+    for plan in (p, e):
+        (tmp_path / "opq_clock.v").write_text(plan.verilog())
+        r = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", "opq_clock", "opq_clock.v"],
+                           cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr

@@ -21,6 +21,7 @@ EXPECTED = {  # name: (part prefix, LUT, FF, BRAM18, URAM, DSP) from the issue's
     "ice40-up5k": ("iCE40UP5K", 5280, 5280, 30, 0, 8),
     "icebreaker": ("iCE40UP5K-SG48", 5280, 5280, 30, 0, 8),  # dev boards: their part's figures
     "ulx3s-85f": ("LFE5U-85F-6BG381C", 84000, 84000, 208, 0, 156),
+    "ecp5-evn": ("LFE5UM5G-85F", 84000, 84000, 208, 0, 156),
 }
 
 
@@ -133,6 +134,13 @@ def test_dev_boards_inherit_their_part_and_cite_every_pin():
     for b in (ib, ul):
         assert all("constraint" in p["source"] or ".pcf" in p["source"] for p in b.pins.values())
         assert b.provenance["pins"] and b.provenance["capacity"] == load_board(b.based_on).provenance["capacity"]
+    ev = load_board("ecp5-evn")  # the third dev board: pins from Project Trellis' examples, said so per pin
+    assert ev.based_on == "ecp5-85f" and ev.pin("clock")[1]["site"] == "A10" and ev.pin("clock")[1]["mhz"] == 12.0
+    assert [ev.pin(r)[1]["site"] for r in ("uart_rx", "uart_tx")] == ["P2", "P3"] and not ev.pins_with_role("reset")
+    assert [p["site"] for _, p in ev.pins_with_role("led")] == ["A13", "A12", "B19", "A18", "B18", "C17", "A17", "B17"]
+    assert all("prjtrellis" in p["source"] and "not" in p["source"] for p in ev.pins.values())
+    assert [b.openfpgaloader_board for b in (ib, ul, ev)] == ["ice40_generic", "ulx3s", "ecp5_evn"]
+    assert all(b.provenance["openfpgaloader_board"] for b in (ib, ul, ev))
     assert not load_board("ecp5-85f").pins
     with pytest.raises(OpqError, match="bare part.*icebreaker"):
         load_board("ecp5-85f").pin("clock")

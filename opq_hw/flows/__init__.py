@@ -116,7 +116,12 @@ class RtlOptions(FlowOptions):
     pipeline: float = option(0.0, flag="--pipeline", argtype=_positive("--pipeline", zero_ok=True),
                              help="--rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
     freq: float | None = option(None, flag="--freq", argtype=_positive("--freq", hi=5000),
-                                help="place-and-route target in MHz (default: the board's clock)")
+                                help="place-and-route target in MHz (default: the board's clock); on a dev board "
+                                     "(icebreaker, ulx3s-85f, ...) the core clock: a PLL from the oscillator "
+                                     "(icepll / ecppll), the oscillator itself when omitted or equal")
+    timing_allow_fail: bool = option(False, flag="--timing-allow-fail", action="store_true",
+                                     help="dev boards: keep the build when nextpnr's Fmax is below the clock "
+                                          "(default: the build fails)")
     baud: float = option(115200, flag="--baud", argtype=_positive("--baud", hi=12_000_000),
                          help="dev boards (icebreaker, ulx3s-85f): the UART baud rate of the board top")
     data: str | None = option(None, flag="--data",

@@ -236,30 +236,41 @@ def _top(c: _Ctx) -> str:
 
 def _step_board(c: _Ctx) -> None:
     """Dev boards: the board top (opq_hw.rtl.board: serial link + accelerator at the board's pins),
-    the pin file generated from the board YAML, and board.json (what the host needs to talk to it)."""
+    its clock (the oscillator, or a PLL to --freq: opq_hw.rtl.clock), the pin file generated from
+    the board YAML, and board.json (what the host needs to talk to it; `_finish` adds timing and
+    the placed sites)."""
     from ..boards import pin_file
+    from ..rtl import clock
     from ..rtl.board import LINK_HDL, board_top, clks_per_bit, geometry
     from ..rtl.gen import HDL_DIR
 
     b, baud = c.b, int(c.o.baud)
     clk, cp = b.pin("clock")
-    cpb = clks_per_bit(cp["mhz"], baud)
+    plan = clock.plan(b, c.o.freq)
+    cpb = clks_per_bit(plan.achieved_mhz, baud)
     geo = geometry(c.design)
     src = c.out / "src"
-    (src / "opq_board.v").write_text(board_top(b, geo, cpb))
+    (src / "opq_board.v").write_text(board_top(b, geo, cpb, plan))
     for f in LINK_HDL:
         shutil.copyfile(HDL_DIR / f, src / f)
-    c.files = list(c.files) + [src / f for f in LINK_HDL] + [src / "opq_board.v"]
+    board_files = [src / f for f in LINK_HDL] + [src / "opq_board.v"]
+    if plan.source == "pll":
+        (src / "opq_clock.v").write_text(plan.verilog())
+        board_files.insert(0, src / "opq_clock.v")
+    c.files = list(c.files) + board_files
     name, text = pin_file(b)
     (c.out / name).write_text(text)
     info = {"board": b.name, "display_name": b.display_name, "part": b.part, "top": "opq_board",
-            "pin_file": f"build/rtl/{name}", "clock": {"pin": clk, "site": cp["site"], "mhz": cp["mhz"]},
-            "uart": {"baud": baud, "clks_per_bit": cpb, "actual_baud": cp["mhz"] * 1e6 / cpb,
+            "pin_file": f"build/rtl/{name}",
+            "clock": {"pin": clk, "site": cp["site"], "mhz": plan.achieved_mhz, **plan.to_dict()},
+            "uart": {"baud": baud, "clks_per_bit": cpb, "actual_baud": plan.achieved_mhz * 1e6 / cpb,
                      "rx": b.pin("uart_rx")[1]["site"], "tx": b.pin("uart_tx")[1]["site"]},
             "protocol": {"version": 1, **geo.to_dict(), "arch": c.o.rtl_arch},
-            "pins": {n: {"role": p["role"], "site": p["site"]} for n, p in b.pins.items()}}
+            "pins": {n: {"role": p["role"], "site": p["site"]} for n, p in b.pins.items()},
+            "sources": [f"build/rtl/src/{f.name}" for f in c.files]}  # what the board top compiles from
     write_json(c.out / "board.json", info)
-    c.summary["board_top"] = {"top": "opq_board", "pin_file": name, "clks_per_bit": cpb, "baud": baud}
+    c.summary["board_top"] = {"top": "opq_board", "pin_file": name, "clks_per_bit": cpb, "baud": baud,
+                              "clock": plan.to_dict(), "info": info}
 
 
 def _step_verilator(c: _Ctx) -> None:
@@ -324,14 +335,21 @@ def _step_pnr(c: _Ctx) -> None:
 
     s, family, b = c.summary, c.family, c.b
     dev, pkg = nextpnr_device(family, b.part)
-    f = float(c.o.freq or b.clock_mhz)
+    bt = s.get("board_top")
+    f = float(bt["clock"]["achieved_mhz"] if bt else c.o.freq or b.clock_mhz)
+    work = c.out / "synth" / "top"
     try:
-        pins = c.out / c.summary["board_top"]["pin_file"] if "board_top" in c.summary else None
-        p = eda.pnr(c.out / "synth" / "top", _top(c), family, dev, pkg, f, seed=c.o.seed, timeout=c.o.tool_timeout,
-                    constraints=pins)
+        pins = c.out / bt["pin_file"] if bt else None
+        p = eda.pnr(work, _top(c), family, dev, pkg, f, seed=c.o.seed, timeout=c.o.tool_timeout, constraints=pins)
+        if bt:
+            p["placement"] = _check_placement(b, eda.placed_sites(work / f"{_top(c)}.routed.json", family, dev, pkg,
+                                                                  b.part))
+            (work / f"{_top(c)}.routed.json").unlink()
     except OpqError as e:
         s["pnr"] = {"error": str(e)}
         return
+    if bt:
+        p["timing"] = _timing(p, b, c.o)
     bit = c.out / "synth" / "top" / p["bitstream"]
     shutil.copyfile(bit, c.out / p["bitstream"])
     p["bitstream"] = f"build/rtl/{p['bitstream']}"
@@ -340,6 +358,31 @@ def _step_pnr(c: _Ctx) -> None:
         v = s["simulation"]
         v["throughput_sps_at_fmax"] = p["fmax_mhz"] * 1e6 / v["interval_cycles"]
         v["latency_us_at_fmax"] = v["latency_cycles"] / p["fmax_mhz"]
+
+
+def _check_placement(b, placed: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Each board pin's site in the YAML beside where nextpnr placed its port; `ok` when all agree
+    and no other port was placed."""
+    rows = {n: {"site": str(p["site"]), "placed": placed.get(n, {}).get("site"), "bel": placed.get(n, {}).get("bel")}
+            for n, p in b.pins.items()}
+    bad = [f"{n} at {r['placed'] or 'nowhere'} (board file: {r['site']})" for n, r in rows.items()
+           if r["placed"] != r["site"]] + [f"{n} (not a board pin) at {placed[n]['site']}" for n in placed
+                                           if n not in rows]
+    return {"ok": not bad, "pins": rows, **({"error": "nextpnr placed " + "; ".join(bad)} if bad else {})}
+
+
+def _timing(p: dict[str, Any], b, o) -> dict[str, Any]:
+    """Fmax of the board clock against its target; the message `build` fails with when it is missed."""
+    fmax, target = p.get("fmax_mhz"), p["target_mhz"]
+    met = fmax is not None and fmax >= target
+    t = {"fmax_mhz": fmax, "target_mhz": target, "met": met, "allow_fail": bool(o.timing_allow_fail)}
+    if not met:
+        got = "no Fmax reported" if fmax is None else f"Fmax {fmax:.1f} MHz"
+        hint = (f"lower the clock (--freq {int(fmax)} or less; the oscillator is {b.pin('clock')[1]['mhz']:g} MHz)"
+                if fmax else "check the nextpnr log")
+        t["message"] = (f"timing not met on {b.name}: {got} < target {target:.4g} MHz; {hint}, use --rtl-arch seq "
+                        f"or compress harder, or pass --timing-allow-fail to keep the bitstream anyway")
+    return t
 
 
 def build_steps(o, family: str, dev_board: bool = False) -> list[Step]:
@@ -373,6 +416,11 @@ def _finish(c: _Ctx, t_all: float, cpu0: float) -> None:
     s["cpu_seconds"] = round(_cpu() - cpu0, 1)  # this process + its tools: the machine-load-free cost
     s["peak_rss_mb"] = _peak_rss_mb()
     write_json(out / "rtl_build.json", s)
+    if "board_top" in s:  # board.json with what place and route found
+        pnr = s.get("pnr") or {}
+        write_json(out / "board.json", {**s["board_top"]["info"], **{k: pnr[k] for k in ("timing", "placement")
+                                                                     if k in pnr},
+                                        **({"bitstream": pnr["bitstream"]} if "bitstream" in pnr else {})})
     c.build.failed = _failure(s, c.o.sim, c.o.synth)
     if isinstance(s.get("synth"), dict) and "lut" in s["synth"]:
         syn = s["synth"]  # the measurement `opq-hw report` puts beside the estimate
@@ -439,6 +487,12 @@ def _failure(summary: dict[str, Any], sim: bool, synth: bool) -> str | None:
         return summary["fit"]["message"]
     if "pnr" in summary and "error" in summary["pnr"]:
         return summary["pnr"]["error"]
+    pnr = summary.get("pnr") or {}
+    if not pnr.get("placement", {}).get("ok", True):
+        return pnr["placement"]["error"] + "; the pin file was not applied as written (report it)"
+    t = pnr.get("timing") or {}
+    if not t.get("met", True) and not t.get("allow_fail"):
+        return t["message"]
     return None
 
 
@@ -500,6 +554,14 @@ def _fit(board, top: dict[str, Any], layers: list[dict[str, Any]]) -> dict[str, 
             "largest_layer": largest["name"] if largest else None}
 
 
+def _clock_text(ck: dict[str, Any]) -> str:
+    if ck["source"] == "oscillator":
+        return f"the {ck['osc_mhz']:g} MHz oscillator directly (no PLL)"
+    pll = ck["pll"]
+    return (f"{ck['achieved_mhz']:.6g} MHz from the {ck['osc_mhz']:g} MHz oscillator through a PLL ({pll['tool']}, "
+            f"requested {ck['requested_mhz']:g} MHz, VCO {pll['vco_mhz']:.6g} MHz)")
+
+
 def summary_text(s: dict[str, Any]) -> str:
     arch = s.get("arch", "da4ml")
     lines = [f"RTL build ({arch} architecture) for {s['board']} ({s['family']}, {s['part']})"
@@ -515,7 +577,7 @@ def summary_text(s: dict[str, Any]) -> str:
     if "board_top" in s:
         bt = s["board_top"]
         lines.append(f"  board top: {bt['top']} at the board's pins (build/rtl/{bt['pin_file']}, build/rtl/board.json), "
-                     f"UART {bt['baud']} baud ({bt['clks_per_bit']} clocks per bit), the oscillator's clock (no PLL)")
+                     f"UART {bt['baud']} baud ({bt['clks_per_bit']} clocks per bit), " + _clock_text(bt["clock"]))
     if "synth" in s:
         t = s["synth"]
         lines.append(f"  total: LUT {t['lut']} FF {t['ff']} carry {t['carry']} DSP {t['dsp']} BRAM18 {t['bram18']}")
@@ -529,8 +591,16 @@ def summary_text(s: dict[str, Any]) -> str:
         if "error" in p:
             lines.append(f"  place and route failed: {p['error'].splitlines()[0]}")
         else:
-            lines.append(f"  nextpnr: Fmax {p['fmax_mhz']:.1f} MHz (target {p['target_mhz']}), bitstream {p['bitstream']} "
+            lines.append(f"  nextpnr: Fmax {p['fmax_mhz']:.1f} MHz (target {p['target_mhz']:.4g}), bitstream {p['bitstream']} "
                          f"({p['bitstream_bytes']} bytes)")
+            if "timing" in p:
+                t = p["timing"]
+                lines.append("  timing: " + ("met" if t["met"] else "NOT met" + (" (--timing-allow-fail)" if t["allow_fail"]
+                                                                                 else "")))
+            if "placement" in p:
+                pl = p["placement"]
+                lines.append(f"  placed pins: {sum(r['placed'] == r['site'] for r in pl['pins'].values())}/"
+                             f"{len(pl['pins'])} at the board file's sites" + ("" if pl["ok"] else f" ({pl['error']})"))
             if "simulation" in s and "throughput_sps_at_fmax" in s["simulation"]:
                 lines.append(f"  throughput {s['simulation']['throughput_sps_at_fmax']:.0f} samples/s at Fmax, "
                              f"latency {s['simulation']['latency_us_at_fmax']:.2f} us")

