@@ -198,12 +198,14 @@ def test_timing_verdict_and_the_build_failure():
     t = _timing({"fmax_mhz": 17.3, "target_mhz": 19.875}, b, FLOWS["rtl"].options())
     assert not t["met"]
     assert t["message"] == ("timing not met on icebreaker: Fmax 17.3 MHz < target 19.88 MHz; lower the clock (--freq 17 "
-                            "or less; the oscillator is 12 MHz), use --rtl-arch seq or compress harder, or pass "
-                            "--timing-allow-fail to keep the bitstream anyway")
+                            "or less; the oscillator is 12 MHz), compress harder, or pass --timing-allow-fail to keep "
+                            "the bitstream anyway")
     assert _failure({"pnr": {"timing": t}}, False, False) == t["message"]
     allowed = _timing({"fmax_mhz": 17.3, "target_mhz": 19.875}, b, FLOWS["rtl"].options(timing_allow_fail=True))
     assert _failure({"pnr": {"timing": allowed}}, False, False) is None
     assert _timing({"fmax_mhz": 24.2, "target_mhz": 12.0}, b, FLOWS["rtl"].options())["met"]
+    da = _timing({"fmax_mhz": 9.0, "target_mhz": 12.0}, b, FLOWS["rtl"].options(rtl_arch="da4ml"))["message"]
+    assert "(--freq 9 or less; the oscillator is 12 MHz), use --rtl-arch seq or compress harder," in da
     bad = {"ok": False, "error": "nextpnr placed tx at 6 (board file: 9)"}
     assert "tx at 6" in _failure({"pnr": {"placement": bad, "timing": {"met": True}}}, False, False)
     from opq_hw.cli import parser

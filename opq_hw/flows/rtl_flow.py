@@ -380,8 +380,9 @@ def _timing(p: dict[str, Any], b, o) -> dict[str, Any]:
         got = "no Fmax reported" if fmax is None else f"Fmax {fmax:.1f} MHz"
         hint = (f"lower the clock (--freq {int(fmax)} or less; the oscillator is {b.pin('clock')[1]['mhz']:g} MHz)"
                 if fmax else "check the nextpnr log")
-        t["message"] = (f"timing not met on {b.name}: {got} < target {target:.4g} MHz; {hint}, use --rtl-arch seq "
-                        f"or compress harder, or pass --timing-allow-fail to keep the bitstream anyway")
+        smaller = "use --rtl-arch seq or compress harder" if o.rtl_arch == "da4ml" else "compress harder"
+        t["message"] = (f"timing not met on {b.name}: {got} < target {target:.4g} MHz; {hint}, {smaller}, "
+                        f"or pass --timing-allow-fail to keep the bitstream anyway")
     return t
 
 
