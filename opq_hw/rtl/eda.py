@@ -245,7 +245,12 @@ def _ice40_pins(device: str, package: str) -> dict[str, str]:
     path = next((Path(p) for p in ICEBOX if Path(p).is_file()), None)
     if path is None:
         raise OpqError(f"IceStorm's icebox.py (its package-pin table) is not installed; {INSTALL}")
-    for node in ast.parse(path.read_text()).body:
+    import warnings
+
+    with warnings.catch_warnings():  # icebox.py's own regexes are not raw strings (a SyntaxWarning of its source)
+        warnings.simplefilter("ignore")
+        tree = ast.parse(path.read_text())
+    for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "pinloc_db":
             table = ast.literal_eval(node.value)
             break
