@@ -140,6 +140,14 @@ def cmd_build(args) -> int:
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
 
 
+def cmd_hil(args) -> int:
+    from .flows.rtl_hil import run_hil
+
+    with v.missing_tools("hil --port sim"):
+        res = run_hil(args.run, args.port, baud=args.baud, n=args.n, data=args.data, timeout=args.timeout)
+    return 0 if res["bit_exact"] else 1
+
+
 def _add_flow_args(p: argparse.ArgumentParser) -> None:
     """`build`'s flow options, read from the flows' option dataclasses (opq_hw.flows)."""
     from .flows import cli_options
@@ -227,6 +235,19 @@ def parser() -> argparse.ArgumentParser:
     _add_flow_args(b)
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
+    h = sub.add_parser("hil", help="hardware in the loop: test samples to a board top (or its Verilator twin, "
+                                   "--port sim) over the serial link, the logits checked bit for bit")
+    h.add_argument("run")
+    h.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1), or 'sim': the "
+                   "Verilator twin of the run's board top (UART pins included) behind a pseudo-terminal")
+    h.add_argument("--baud", type=v.baud_arg, help="the bitstream's baud rate (default: build/rtl/board.json); with "
+                   "--port sim any rate the board clock divides within 2%% (a faster twin)")
+    h.add_argument("--n", type=v.count_arg, help="number of test samples, >= 1 (default all)")
+    h.add_argument("--data", help=DATA_HELP + "; or 'golden', or a .npy of inputs (default: the run's own test data)")
+    h.add_argument("--timeout", type=v.positive_arg("--timeout"), help="seconds to wait for each answer (default: "
+                   "2 s plus the frame time on a board, 60 s or more for the twin)")
+    _add_trust_args(h)
+    h.set_defaults(func=cmd_hil)
     bo = sub.add_parser("boards", help="list boards, or show one")
     bo.add_argument("name", nargs="?")
     bo.set_defaults(func=cmd_boards)
