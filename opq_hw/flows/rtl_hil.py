@@ -9,6 +9,7 @@ run here without a board.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 from ..errors import OpqError
@@ -73,7 +74,10 @@ def _exchange(path: str, baud: int, timeout: float, name: str, payloads: list[by
                                f"{geo.in_len}, OUT_LEN {geo.out_len}: the board holds another bitstream (flash this "
                                "run's build/rtl bitstream)")
             t0 = time.perf_counter()
+            show = sys.stderr.isatty() and len(payloads) > 20  # progress on a terminal, on one line
             for i, p in enumerate(payloads):
+                if show and i % 10 == 0:
+                    print(f"\rhil: {i}/{len(payloads)} samples", end="", file=sys.stderr, flush=True)
                 f = link.request(INFER, p)
                 if f.ftype == ERROR:
                     errors.append({"sample": i, "answer": f.describe()})
@@ -83,6 +87,8 @@ def _exchange(path: str, baud: int, timeout: float, name: str, payloads: list[by
                 outs.append(out)
                 cycles.append(c)
             seconds = time.perf_counter() - t0
+            if show:
+                print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
         except serial.SerialException as e:
             raise OpqError(f"the serial port {name} failed ({e}); is the board still connected?") from None
         return {"outs": outs, "cycles": cycles, "errors": errors, "seconds": seconds,
@@ -149,7 +155,7 @@ def run_hil(run_dir, port: str, baud: int | None = None, n: int | None = None, d
     payloads = geo.encode(words)
     ref = reference(run, x_q)
     fin, fout = frame_bytes(geo.in_len, geo.out_len)
-    if timeout is None:  # a board: a second beyond a sample's link time at the slowest plausible core; the twin: generous
+    if timeout is None:  # a board: 2 s plus 3x the frames' time on the wire; the twin (~0.5 M cycles/s here): generous
         per = link_seconds(geo.in_len, geo.out_len, 0, baud, mhz)
         timeout = max(60.0, (fin + fout) * UART_BITS * cpb * 1e-4) if sim else 2.0 + 3 * per
     if note and log:
