@@ -6,6 +6,12 @@ import os
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort): `make test` spreads the suite over the cores with
+    pytest-xdist, and a minutes-long test queued last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
     """Pre-trained float models are cached per test session (never read from a user's cache).
