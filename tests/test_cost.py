@@ -386,7 +386,9 @@ def test_fit_allocation_fits_and_reports_binding(cnn, board, arch):
     specs, weights = cnn
     alloc, info = fit_allocation(specs, weights, board, arch)
     rep = estimate(specs, alloc, board, arch, folding=info["folding"])
-    assert rep.fits and info["fits"]
+    assert rep.fits == info["fits"] and not rep.over  # fits at the estimate
+    # with the margin of the error band, unless even the smallest allocation cannot keep it (iCE40)
+    assert rep.fits or (info["margin_dropped"] and rep.fit == "fits only at the optimistic end")
     assert info["binding"] in ("LUT", "FF", "BRAM18", "URAM", "DSP")
     assert rep.totals == info["usage"]
     assert any("binding resource" in n for n in alloc.notes)
