@@ -47,17 +47,18 @@ def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: 
 
 
 def margin_note(margin: Mapping[str, float | None], target: Mapping[str, float], usable: Mapping[str, float],
-                dropped: Mapping[str, float] | None = None) -> str:
+                dropped: Mapping[str, float] | None = None, used: Mapping[str, float] | None = None) -> str:
     """What margin the allocation kept, e.g. `margin (held-out max relative error): LUT ± 18.2 % (targeted
     3,900 of 4,752 usable), ...; uncalibrated (no margin): BRAM18, DSP`; `dropped`: resource -> the
-    smallest allocation's usage, where the margin could not be kept."""
+    smallest allocation's usage, where the margin could not be kept; `used`: the design's usage (an
+    uncalibrated resource it does not use is not named)."""
     dropped = dropped or {}
     with_band = [f"{r} ± {100 * m:.1f} % (targeted {target[r]:,.0f} of {usable[r]:,.0f} usable)"
                  for r, m in margin.items() if m and usable[r] > 0 and r not in dropped]
     with_band += [f"{r} ± {100 * margin[r]:.1f} % NOT kept (even the smallest allocation needs {u:,.0f}, "
                   f"{u * (1 + margin[r]):,.0f} at the pessimistic end, of {usable[r]:,.0f} usable: targeted all of it, "
                   "so the design fits only at the optimistic end)" for r, u in dropped.items()]
-    none = [r for r, m in margin.items() if m is None and usable[r] > 0]
+    none = [r for r, m in margin.items() if m is None and usable[r] > 0 and (used is None or used.get(r, 0) > 0)]
     parts = [f"margin ({STATISTIC}): " + ", ".join(with_band)] if with_band else ["no error margin"]
     if none:
         parts.append("uncalibrated (no margin): " + ", ".join(none))
@@ -182,7 +183,7 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
             "margin_dropped": sorted(dropped), "iterations": iterations,
             "folding": rep.folding, "dense_max_bits_usage": dense, "min_usage": floor}
     notes = tuple(alloc.notes) + (f"hardware-aware: fitted to {board.name} with {arch}; binding resource {binding} "
-                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable); {margin_note(margin, target, usable, dropped)}",)
+                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable); {margin_note(margin, target, usable, dropped, rep.totals)}",)
     from dataclasses import replace
 
     return replace(alloc, notes=notes), info

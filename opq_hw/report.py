@@ -261,7 +261,6 @@ def _summary(rep: CostReport) -> list[str]:
 
 def one_line(rep: CostReport, path: str | os.PathLike | None = None) -> str:
     """The `opq-hw estimate` summary line."""
-    b = rep.binding
     where = f"; wrote {Path(path) / 'cost.json'} and {Path(path) / 'reports' / 'estimate.html'}" if path is not None else ""
     return (f"estimate: {rep.arch} on {rep.board}: {rep.fit_label} (binding {_binding(rep)}), "
             f"II {fmt(rep.ii_cycles, rep.band('cycles'), ' cycles')}, latency {rep.latency_us:.2f} us, "

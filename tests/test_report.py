@@ -86,7 +86,12 @@ def test_report_run_compares_with_measurements(run_dir):
     res = report_run(run_dir)
     lut = res["flows"]["rtl"]["totals"]["LUT"]
     assert lut["measured"] == rep.totals["LUT"] * 2 and lut["rel_error"] == pytest.approx(-0.5)
-    assert "yosys synth_ecp5 (test)" in (run_dir / "reports" / "report.md").read_text()
+    assert lut["band"] == rep.band("LUT").rel > 0 and lut["within_band"] is False  # 2x is outside the band
+    assert res["flows"]["rtl"]["totals"]["FF"]["within_band"] is (abs(rep.totals["FF"] - 100) <= 100 * 0
+                                                                 + rep.totals["FF"] * rep.band("FF").rel)
+    md = (run_dir / "reports" / "report.md").read_text()
+    assert "yosys synth_ecp5 (test)" in md and f"{rep.totals['LUT']:,} {rep.band('LUT').label()}" in md
+    assert "| within the band |" in md and res["fit"] == rep.fit_label and res["bands"] == rep.bands
 
 
 def test_cli_estimate(run_dir, capsys):

@@ -23,17 +23,18 @@ is kept beside it (reports, cost.json). The band is symmetric: `fits` checks usa
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..boards import RESOURCES, config_dir, read_yaml
 from ..errors import OpqError
+from .band import STATISTIC, Band, fmt, fraction as _fraction
+
+__all__ = ["Accuracy", "Band", "FIGURES", "SCOPES", "STATISTIC", "UNCALIBRATED_WHY", "accuracy", "fmt", "parse_heldout"]
 
 FIGURES = (*RESOURCES, "cycles")  # what carries a band: the resources and the cycles per sample
 _KEYS = {"lut": "LUT", "ff": "FF", "bram": "BRAM18", "uram": "URAM", "dsp": "DSP", "cycles": "cycles"}
 SCOPES = ("whole-design", "per-layer")
-STATISTIC = "held-out max relative error"
 # why an architecture without a calibration file has no band, by flow
 UNCALIBRATED_WHY = {
     "hls4ml": "uncalibrated: no Vivado/Vitis here to measure hls4ml designs (published results compared in "
@@ -41,55 +42,6 @@ UNCALIBRATED_WHY = {
     "finn": "uncalibrated: equals FINN's own estimates (BRAM18, DSP, cycles exactly; LUT within 2.3 %), but FINN's "
             "estimates against synthesis are not measured here",
 }
-
-
-@dataclass(frozen=True)
-class Band:
-    """The error band of one figure: `rel` = the held-out max relative error (the ± shown and the
-    margin `fits` applies), `mape` the held-out mean; both None when uncalibrated (`why` says why)."""
-
-    rel: float | None = None
-    mape: float | None = None
-    n: int = 0
-    scope: str = ""
-    why: str = ""
-
-    @property
-    def calibrated(self) -> bool:
-        return self.rel is not None
-
-    def label(self) -> str:
-        """`± 9 %`, `exact` or `uncalibrated` (a percentage rounded up, never understated)."""
-        if self.rel is None:
-            return "uncalibrated"
-        if self.rel == 0:
-            return "exact"
-        pct = 100 * self.rel
-        return f"± {math.ceil(pct * 10 - 1e-9) / 10:g} %" if pct < 1 else f"± {math.ceil(pct - 1e-9)} %"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rel": self.rel, "mape": self.mape, "n": self.n, "scope": self.scope, "statistic": STATISTIC,
-                "why": self.why}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Band":
-        if not isinstance(d, Mapping):
-            raise OpqError(f"an error band must be a JSON object, got {d!r:.80}")
-        rel, mape = d.get("rel"), d.get("mape")
-        for k, v in (("rel", rel), ("mape", mape)):
-            if v is not None and not _fraction(v):
-                raise OpqError(f"error band: {k} must be a non-negative number or null, got {v!r:.80}")
-        return cls(rel=None if rel is None else float(rel), mape=None if mape is None else float(mape),
-                   n=int(d.get("n", 0) or 0), scope=str(d.get("scope", "")), why=str(d.get("why", "")))
-
-
-def fmt(value: float, band: Band | None, unit: str = "") -> str:
-    """`1,404 ± 9 %`, `4 (exact)`, `32,036 (uncalibrated)`; no band given: the number alone."""
-    num = f"{value:,.0f}{unit}" if abs(value) >= 1 or value == 0 else f"{value:.3g}{unit}"
-    if band is None:
-        return num
-    lab = band.label()
-    return f"{num} {lab}" if band.calibrated and band.rel else f"{num} ({lab})"
 
 
 @dataclass(frozen=True)
@@ -117,10 +69,6 @@ class Accuracy:
 
     def to_dict(self) -> dict[str, Any]:
         return {f: self.band(f).to_dict() for f in FIGURES}
-
-
-def _fraction(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def parse_heldout(d: Any, where: str) -> tuple[dict[str, Band], str]:

@@ -168,7 +168,7 @@ class CostReport:
 
     def band(self, figure: str):
         """The error band of `figure` (an `accuracy.Band`; uncalibrated when the record has none)."""
-        from .accuracy import Band
+        from .band import Band
 
         b = self.bands.get(figure)
         return Band.from_dict(b) if b is not None else Band(why="uncalibrated: the record states no error band")
