@@ -172,19 +172,6 @@ def test_folding_choice_keeps_the_margin(monkeypatch):
 
 
 # ---------------------------------------------------------------- --fit keeps the margin
-@pytest.fixture(scope="module")
-def cnn():
-    import torch
-
-    from opq_hw.layers import inspect_model, layer_weights
-    from opq_hw.models import BUILTIN, build_model
-
-    torch.manual_seed(0)
-    m = build_model("digits-cnn")
-    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
-    return specs, layer_weights(m, specs)
-
-
 def test_fit_allocation_targets_the_budget_minus_the_band(cnn, boards_copy):
     from opq_hw.hwaware import fit_allocation
 

@@ -366,19 +366,6 @@ def test_choose_folding_target_fps_and_errors():
 
 
 # ---------------------------------------------------------------- hardware-aware OPQ
-@pytest.fixture(scope="module")
-def cnn():
-    import torch
-
-    from opq_hw.layers import inspect_model, layer_weights
-    from opq_hw.models import BUILTIN, build_model
-
-    torch.manual_seed(0)
-    m = build_model("digits-cnn")
-    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
-    return specs, layer_weights(m, specs)
-
-
 @pytest.mark.parametrize("board,arch", [("pynq-z2", "hls4ml-latency"), ("ice40-up5k", "rtl-da"), ("pynq-z2", "finn-mvau")])
 def test_fit_allocation_fits_and_reports_binding(cnn, board, arch):
     from opq_hw.hwaware import fit_allocation
