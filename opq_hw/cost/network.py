@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from ..boards import RESOURCES, Board, load_board
 from ..errors import OpqError
 from ..spec import DEFAULTS, Allocation, LayerSpec
-from .accuracy import Accuracy, accuracy
+from .accuracy import accuracy
 from .common import mem_bits
 from .fit import fits
 from .records import CostReport, LayerCost, layer_pairs, network_params
@@ -50,12 +50,12 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     notes += a.notes
     if act_bits is None:
         notes.append("the run has float activations; costed as 16-bit activations")
-    return _report(layers, board, a, act_bits or 16, cal, notes, accuracy(arch, board.family))
+    return _report(layers, board, a, act_bits or 16, cal, notes)
 
 
-def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes,
-            acc: Accuracy) -> CostReport:
+def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes) -> CostReport:
     totals = {r: int(sum(getattr(lc, r) for lc in layers)) for r in RESOURCES}
+    acc = accuracy(a.name, board.family)  # the error bands: the verdict is checked at usage x (1 +- band)
     fit = fits(board, totals, acc.margins())
     bott = max(layers, key=lambda lc: lc.cycles)
     ii = sum(lc.cycles for lc in layers) if a.sequential else bott.cycles  # rtl-seq: one layer at a time
