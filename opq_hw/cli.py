@@ -165,9 +165,13 @@ def cmd_boards(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .report import estimate_run, one_line
+    from .report import accuracy_lines, estimate_run, figures_line, one_line
 
-    print(one_line(estimate_run(args.run, board=args.board, arch=args.arch), args.run))
+    rep = estimate_run(args.run, board=args.board, arch=args.arch)
+    print(one_line(rep, args.run))
+    print(figures_line(rep))
+    for line in accuracy_lines(rep):
+        print(line)
     return 0
 
 

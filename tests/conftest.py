@@ -31,6 +31,20 @@ def _run(tmp_path_factory, name: str, **kw):
     return compress_run(cfg, tmp_path_factory.mktemp(name) / "run", progress=False, log=lambda *_: None)
 
 
+@pytest.fixture(scope="session")
+def cnn():
+    """(specs, weights) of an untrained digits-cnn (seed 0): what the hardware-aware allocation tests fit."""
+    import torch
+
+    from opq_hw.layers import inspect_model, layer_weights
+    from opq_hw.models import BUILTIN, build_model
+
+    torch.manual_seed(0)
+    m = build_model("digits-cnn")
+    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
+    return specs, layer_weights(m, specs)
+
+
 @pytest.fixture
 def copy_run(tmp_path):
     """A private copy of a session run: tests that write into a run never touch the shared one."""

@@ -366,19 +366,6 @@ def test_choose_folding_target_fps_and_errors():
 
 
 # ---------------------------------------------------------------- hardware-aware OPQ
-@pytest.fixture(scope="module")
-def cnn():
-    import torch
-
-    from opq_hw.layers import inspect_model, layer_weights
-    from opq_hw.models import BUILTIN, build_model
-
-    torch.manual_seed(0)
-    m = build_model("digits-cnn")
-    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
-    return specs, layer_weights(m, specs)
-
-
 @pytest.mark.parametrize("board,arch", [("pynq-z2", "hls4ml-latency"), ("ice40-up5k", "rtl-da"), ("pynq-z2", "finn-mvau")])
 def test_fit_allocation_fits_and_reports_binding(cnn, board, arch):
     from opq_hw.hwaware import fit_allocation
@@ -386,7 +373,9 @@ def test_fit_allocation_fits_and_reports_binding(cnn, board, arch):
     specs, weights = cnn
     alloc, info = fit_allocation(specs, weights, board, arch)
     rep = estimate(specs, alloc, board, arch, folding=info["folding"])
-    assert rep.fits and info["fits"]
+    assert rep.fits == info["fits"] and not rep.over  # fits at the estimate
+    # with the margin of the error band, unless even the smallest allocation cannot keep it (iCE40)
+    assert rep.fits or (info["margin_dropped"] and rep.fit == "fits only at the optimistic end")
     assert info["binding"] in ("LUT", "FF", "BRAM18", "URAM", "DSP")
     assert rep.totals == info["usage"]
     assert any("binding resource" in n for n in alloc.notes)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..boards import RESOURCES, Board, load_board
 from ..errors import OpqError
 from ..spec import DEFAULTS, Allocation, LayerSpec
+from .accuracy import accuracy
 from .common import mem_bits
 from .fit import fits
 from .records import CostReport, LayerCost, layer_pairs, network_params
@@ -54,7 +55,8 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
 
 def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes) -> CostReport:
     totals = {r: int(sum(getattr(lc, r) for lc in layers)) for r in RESOURCES}
-    fit = fits(board, totals)
+    acc = accuracy(a.name, board.family)  # the error bands: the verdict is checked at usage x (1 +- band)
+    fit = fits(board, totals, acc.margins())
     bott = max(layers, key=lambda lc: lc.cycles)
     ii = sum(lc.cycles for lc in layers) if a.sequential else bott.cycles  # rtl-seq: one layer at a time
     lat = int(sum(lc.latency_cycles for lc in layers))
@@ -65,6 +67,7 @@ def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: in
         coeffs.update({f"{key}.{k}": v for k, v in cal.items() if k != "provenance"})
         prov[key] = cal["provenance"]
     prov["formulas"] = f"opq_hw.cost.{a.formula.__name__} (docstring cites the sources)"
+    prov["error bands"] = acc.source
     return CostReport(
         arch=a.name, board=board.name, part=board.part, family=board.family, clock_mhz=board.clock_mhz,
         act_bits=int(act_bits), layers=tuple(layers), totals=totals, capacity=dict(board.capacity),
@@ -74,4 +77,5 @@ def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: in
         throughput_fps=board.clock_mhz * 1e6 / ii, bottleneck=bott.name,
         mem_bits_dense=int(sum(lc.mem_bits_dense for lc in layers)),
         mem_bits_sparse=int(sum(lc.mem_bits_sparse for lc in layers)), coefficients=coeffs, provenance=prov,
-        notes=tuple(notes))
+        notes=tuple(notes), fit=fit.verdict, bands=acc.to_dict(),
+        used_range={r: [round(fit.low[r], 3), round(fit.high[r], 3)] for r in RESOURCES})
