@@ -189,7 +189,7 @@ def cmd_sweep(args) -> int:
 
     cfg = SweepConfig(model=args.model, data=args.data, targets=parse_targets(args.targets),
                       boards=parse_names(args.boards, "--boards"), arch=args.arch, epochs=args.epochs,
-                      method=args.method, lr=args.lr, seed=args.seed, weights=args.weights)
+                      method=args.method, lr=args.lr, seed=args.seed, weights=args.weights, folding=args.folding)
     jobs = args.jobs if args.jobs is not None else min(os.cpu_count() or 1, len(cfg.targets))
     sweep(cfg, args.out, jobs=jobs, scheduler=args.scheduler, overwrite=args.overwrite)
     return 0
@@ -202,6 +202,8 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", required=True, help="target compression rates (CR_w), comma-separated, e.g. 5,10,20,40")
     p.add_argument("--boards", required=True, help="boards to estimate each point on, comma-separated (`opq-hw boards`)")
     p.add_argument("--arch", default=D.arch, help=f"cost-model architecture (default {D.arch})")
+    p.add_argument("--folding", choices=["fastest-fit", "parallel"], default="fastest-fit",
+                   help="per board: the fastest folding that fits (default) or fully parallel (reuse 1 / PE=MH, SIMD=MW)")
     p.add_argument("--epochs", type=v.epochs_arg, default=0, help="finetune epochs per point, >= 0 (default 0)")
     p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default=D.method)
     p.add_argument("--lr", type=v.lr_arg, default=D.lr, help="finetune learning rate")

@@ -15,24 +15,24 @@ recompressing.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import OpqError
-from .spec import DEFAULTS
+from .spec import DEFAULTS, _from_dict
 
 KIND = "sweep"
 SCHEMA = 1
 RECORD = "sweep.json"  # also the mark of a folder that `opq-hw sweep` owns
-OUTPUTS = (RECORD, "sweep.csv", "pareto.png", "sweep.html")
 POINTS = "points"
 SHARES = ("LUT", "FF", "DSP", "BRAM18", "URAM")  # resources whose share of the board a row carries
 PLOTTED = ("LUT", "BRAM18", "DSP")  # the Pareto plot's panels
+FOLDINGS = ("fastest-fit", "parallel")  # how each point is folded on each board (see SweepConfig.folding)
 DASK_EXTRA = "pip install 'opq-hw[dask]' (or: pip install 'dask[distributed]')"
 
 
@@ -51,6 +51,8 @@ class SweepConfig:
     lr: float = DEFAULTS.lr
     seed: int = DEFAULTS.seed
     weights: str | None = None  # float state_dict; built-ins are pre-trained when absent
+    folding: str = "fastest-fit"  # fastest-fit: the fastest folding that fits each board (the most folded if none
+    #                               fits; cost.choose_folding) | parallel: fully parallel (reuse 1, PE = MH, SIMD = MW)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -60,11 +62,10 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SweepConfig":
         d = dict(d)
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise OpqError(f"unknown sweep config keys {sorted(unknown)}")
-        d["targets"], d["boards"] = tuple(d.get("targets", ())), tuple(d.get("boards", ()))
-        return cls(**d)
+        for k in ("targets", "boards"):
+            if isinstance(d.get(k), list):
+                d[k] = tuple(d[k])
+        return _from_dict(cls, d)
 
     def point_config(self, target: float):
         """The `CompressConfig` of the point at `target`."""
@@ -111,17 +112,14 @@ class SweepRow:
     ii_cycles: int
     latency_us: float
     throughput_fps: float
-    pareto: bool = False  # fits, and no other fitting point on this board is as accurate with no larger share
+    pareto: bool = False  # fits, and no other fitting point on this board is as accurate and as fast (II) with no larger share
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SweepRow":
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(d) != names and set(d) != names - {"pareto"}:
-            raise OpqError(f"a sweep row needs the keys {sorted(names)}, got {sorted(d)}")
-        return cls(**d)
+        return _from_dict(cls, dict(d))
 
     def share(self, r: str) -> float | None:
         return getattr(self, f"share_{r}")
@@ -171,6 +169,8 @@ def check_sweep(cfg: SweepConfig) -> None:
         architecture(cfg.arch, load_board(b))  # unknown board / arch, or a board without the arch's flow
     for t in cfg.targets:
         cfg.point_config(t)  # CompressConfig checks every field
+    if cfg.folding not in FOLDINGS:
+        raise OpqError(f"--folding must be one of {', '.join(FOLDINGS)}, got {cfg.folding!r}")
     if not cfg.data:
         raise OpqError("a sweep needs --data (accuracy is half of the trade-off): a built-in name, a .npz file or "
                        "package.module:function")
@@ -257,7 +257,7 @@ def _stamp(p: Path):
 def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
     """One point: compress (or keep a current run), then estimate on every board. `task` and the
     answer are JSON records, so any engine can ship them: task = {"config": CompressConfig dict,
-    "out": absolute run path, "overwrite", "boards", "arch", "threads"}. An OpqError comes back as
+    "out": absolute run path, "overwrite", "boards", "arch", "folding", "threads"}. An OpqError comes back as
     {"error": message}; anything else is a bug and is raised."""
     from .pipeline import CompressConfig, compress_run
 
@@ -279,20 +279,21 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         # the same manifest file (inode, mtime, size) means compress found the run current and kept it
         status = "reused" if before is not None and _stamp(out / "manifest.json") == before else "compressed"
         return {"target": target, "status": status, "seconds": round(time.time() - t0, 3),
-                "estimates": estimate_point(out, task["boards"], task["arch"])}
+                "estimates": estimate_point(out, task["boards"], task["arch"], task.get("folding", FOLDINGS[0]))}
     except OpqError as e:
         return {"target": target, "error": str(e)}
 
 
-def estimate_point(run: Path, boards: Iterable[str], arch: str) -> dict[str, Any]:
-    """The point's metrics and, per board, its CostReport (fastest folding that fits), as JSON."""
+def estimate_point(run: Path, boards: Iterable[str], arch: str, folding: str = FOLDINGS[0]) -> dict[str, Any]:
+    """The point's metrics and, per board, its CostReport (folding: see SweepConfig.folding), as JSON."""
     from .artifact import read_json
     from .boards import load_board
     from .report import estimate_for, read_records, run_act_bits
 
     specs, alloc, manifest = read_records(run)
     metrics = read_json(run / "metrics.json")
-    reps = [estimate_for(specs, alloc, load_board(b), arch, run_act_bits(manifest)).to_dict() for b in boards]
+    fold = None if folding == "fastest-fit" else {}  # {}: every layer at its default, fully parallel folding
+    reps = [estimate_for(specs, alloc, load_board(b), arch, run_act_bits(manifest), fold).to_dict() for b in boards]
     return {"metrics": metrics, "config_hash": manifest.get("config_hash"), "reports": reps}
 
 
@@ -315,10 +316,10 @@ def rows_of(point: Mapping[str, Any], run: str) -> list[SweepRow]:
 
 def mark_pareto(rows: list[SweepRow]) -> list[SweepRow]:
     """Per board: a fitting row is Pareto-optimal when no other fitting row of that board is at least
-    as accurate with no larger share of any resource, and better in one of them."""
+    as accurate, as fast (initiation interval) and as small in every resource, and better in one."""
 
     def vec(r):
-        return [-(r.accuracy if r.accuracy is not None else -math.inf)] + [r.share(k) or 0.0 for k in SHARES]
+        return [-r.accuracy, r.ii_cycles] + [r.share(k) or 0.0 for k in SHARES]
 
     out = []
     for r in rows:
@@ -420,7 +421,8 @@ def _sweep_locked(cfg: SweepConfig, out: Path, jobs: int, scheduler: Any, overwr
     write_json(out / RECORD, record)  # marks the folder as a sweep before any point is written
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if scheduler is None else None
     tasks = [{"config": cfg.point_config(t).to_dict(), "out": str(out / POINTS / point_name(t)),
-              "overwrite": overwrite, "boards": list(cfg.boards), "arch": cfg.arch, "threads": threads}
+              "overwrite": overwrite, "boards": list(cfg.boards), "arch": cfg.arch, "folding": cfg.folding,
+              "threads": threads}
              for t in cfg.targets]
     done: dict[float, dict] = {}
 
@@ -438,7 +440,7 @@ def _sweep_locked(cfg: SweepConfig, out: Path, jobs: int, scheduler: Any, overwr
 
     t0 = time.time()
     engine = "dask" if scheduler is not None else ("local pool" if jobs > 1 else "in process")
-    log(f"sweep: {len(tasks)} point(s) x {len(cfg.boards)} board(s), {cfg.arch}, {engine}"
+    log(f"sweep: {len(tasks)} point(s) x {len(cfg.boards)} board(s), {cfg.arch} ({cfg.folding} folding), {engine}"
         + (f" ({jobs} jobs)" if scheduler is None and jobs > 1 else ""))
     if scheduler is not None:
         _dask(tasks, scheduler, on_done)
@@ -500,7 +502,8 @@ def to_csv(rows: list[SweepRow]) -> str:
 
 def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
     """Accuracy against the share of LUT, BRAM18 and DSP, one series per board: filled markers fit
-    the board, crosses do not; a black ring marks the Pareto-optimal points; labels are target rates."""
+    the board, crosses do not; a black ring marks the Pareto-optimal points; labels are target rates;
+    a dashed line in the board's colour is its utilisation limit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -508,11 +511,19 @@ def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
     from matplotlib.lines import Line2D
 
     from .artifact import png_bytes
+    from .boards import load_board
 
     boards = list(dict.fromkeys(r.board for r in rows))
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.6 * len(PLOTTED), 4.2), sharey=True)
     for ax, res in zip(axes, PLOTTED):
+        ax.set_xlabel(f"{res} share of the board (%, incl. shell)")
+        ax.set_title(res)
+        ax.grid(alpha=0.3)
+        if not any(r.share(res) for r in rows):
+            ax.text(0.5, 0.5, f"no {res} used by {config.get('arch')}\n(every point at 0 %)", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=9, color="gray")
+            continue
         for i, b in enumerate(boards):
             pts = sorted((r for r in rows if r.board == b and r.accuracy is not None and r.share(res) is not None),
                          key=lambda r: r.target)
@@ -522,6 +533,8 @@ def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
             ys = [100 * r.accuracy for r in pts]
             c = cmap(i % 10)
             ax.plot(xs, ys, color=c, lw=1, alpha=0.6)
+            with contextlib.suppress(OpqError):  # the board's utilisation limit (a board given as a path may be gone)
+                ax.axvline(100 * load_board(b).utilisation_limits[res], color=c, ls="--", lw=0.8, alpha=0.7)
             for r, x, y in zip(pts, xs, ys):
                 if r.fits:
                     ax.scatter([x], [y], color=c, marker="o", s=40, zorder=3,
@@ -529,20 +542,19 @@ def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
                 else:
                     ax.scatter([x], [y], color=c, marker="x", s=50, zorder=3)
                 ax.annotate(f"{r.target:g}x", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=c)
-        ax.set_xlabel(f"{res} share of the board (%, incl. shell)")
-        ax.set_title(res)
-        ax.grid(alpha=0.3)
         xs_all = [100 * r.share(res) for r in rows if r.share(res)]
-        if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) > 30:
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 30:
             ax.set_xscale("log")
     axes[0].set_ylabel("test accuracy (%)")
     handles = [Line2D([], [], color=cmap(i % 10), marker="o", label=b) for i, b in enumerate(boards)]
     handles += [Line2D([], [], color="gray", marker="o", ls="", label="fits"),
                 Line2D([], [], color="gray", marker="x", ls="", label="does not fit"),
-                Line2D([], [], color="white", marker="o", markeredgecolor="black", ls="", label="Pareto-optimal")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, bbox_to_anchor=(0.5, -0.06))
+                Line2D([], [], color="white", marker="o", markeredgecolor="black", ls="", label="Pareto-optimal"),
+                Line2D([], [], color="gray", ls="--", label="utilisation limit")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, bbox_to_anchor=(0.5, -0.06))
     ep = config.get("epochs", 0)
-    fig.suptitle(f"{config.get('model')} on {config.get('data')}, {config.get('arch')}: accuracy "
+    fig.suptitle(f"{config.get('model')} on {config.get('data')}, {config.get('arch')} ({config.get('folding')} "
+                 "folding): accuracy "
                  f"({'finetuned ' + str(ep) + ' epoch(s)' if ep else 'one-shot'}) against resource share")
     fig.tight_layout()
     return png_bytes(fig)
@@ -567,13 +579,13 @@ def render_html(record: Mapping[str, Any], rows: list[SweepRow], png: bytes) -> 
              "yes" if r.pareto else "", f"{r.run} ({r.status})"] for r in sorted(rows, key=lambda r: (r.board, r.target))]
     failed = [p for p in record.get("points", []) if "error" in p]
     cmd = (f"opq-hw sweep --model {cfg['model']} --data {cfg['data']} --targets {','.join(f'{t:g}' for t in cfg['targets'])} "
-           f"--boards {','.join(cfg['boards'])} --arch {cfg['arch']} --epochs {cfg['epochs']}")
+           f"--boards {','.join(cfg['boards'])} --arch {cfg['arch']} --folding {cfg['folding']} --epochs {cfg['epochs']}")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>opq-hw sweep: {html.escape(str(cfg['model']))}"
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>Design-space sweep: {html.escape(str(cfg['model']))} on {html.escape(str(cfg['data']))}</h1>",
              f"<p><code>{html.escape(cmd)}</code></p>",
              "<p>Accuracy is measured on the test split of each compressed point; resources are the analytical "
-             f"estimate (opq_hw.cost, {html.escape(str(cfg['arch']))}, fastest folding that fits each board), not "
+             f"estimate (opq_hw.cost, {html.escape(str(cfg['arch']))}, {html.escape(str(cfg['folding']))} folding), not "
              "synthesis results. Shares include the board's shell; a design fits when every resource stays within the "
              "board's utilisation limit.</p>",
              f'<figure><img alt="pareto" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>',
