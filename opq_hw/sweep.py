@@ -97,7 +97,9 @@ class SweepRow:
     acc_oneshot: float | None
     acc_finetuned: float | None
     accuracy: float | None  # finetuned (= one-shot when epochs is 0)
-    fits: bool  # opq_hw.cost.fits: every resource within the board's utilisation limit
+    fits: bool  # opq_hw.cost.fits: every resource within the board's utilisation limit (at the pessimistic end of its band)
+    fit: str  # the verdict with the error bands: fits | fits only at the optimistic end | does not fit (opq_hw.cost.fit)
+    uncalibrated: str  # used resources whose estimate has no error band ("LUT, FF"; empty: none)
     binding: str
     LUT: int
     FF: int
@@ -299,18 +301,21 @@ def estimate_point(run: Path, boards: Iterable[str], arch: str, folding: str = F
 
 def rows_of(point: Mapping[str, Any], run: str) -> list[SweepRow]:
     """A finished point's rows, one per board."""
+    from .cost import CostReport
+    from .cost.fit import FITS, NO_FIT
     m = point["estimates"]["metrics"]
     acc = m.get("acc_finetuned", m.get("acc_oneshot"))
     out = []
-    for r in point["estimates"]["reports"]:
-        util = r["utilisation"]
+    for d in point["estimates"]["reports"]:
+        r = CostReport.from_dict(d)
+        util = r.utilisation
         out.append(SweepRow(
-            target=point["target"], board=r["board"], arch=r["arch"], run=run, status=point["status"],
+            target=point["target"], board=r.board, arch=r.arch, run=run, status=point["status"],
             cr_w=m["cr_w"], cr_idx=m["cr_idx"], acc_float=m.get("acc_float"), acc_oneshot=m.get("acc_oneshot"),
-            acc_finetuned=m.get("acc_finetuned"), accuracy=acc, fits=bool(r["fits"]), binding=r["binding"],
-            **{k: int(r["totals"][k]) for k in SHARES},
-            **{f"share_{k}": (None if util.get(k) is None or (r["capacity"][k] == 0) else float(util[k])) for k in SHARES},
-            ii_cycles=int(r["ii_cycles"]), latency_us=float(r["latency_us"]), throughput_fps=float(r["throughput_fps"])))
+            acc_finetuned=m.get("acc_finetuned"), accuracy=acc, fits=bool(r.fits), fit=r.fit or (FITS if r.fits else NO_FIT),
+            uncalibrated=", ".join(r.uncalibrated), binding=r.binding, **{k: int(r.totals[k]) for k in SHARES},
+            **{f"share_{k}": (None if util.get(k) is None or r.capacity[k] == 0 else float(util[k])) for k in SHARES},
+            ii_cycles=int(r.ii_cycles), latency_us=float(r.latency_us), throughput_fps=float(r.throughput_fps)))
     return out
 
 
@@ -433,7 +438,8 @@ def _sweep_locked(cfg: SweepConfig, out: Path, jobs: int, scheduler: Any, overwr
             log(f"point {t}: FAILED: {res['error']}")
             return
         m = res["estimates"]["metrics"]
-        fits = ", ".join(f"{r['board']} {'fits' if r['fits'] else 'does NOT fit'}" for r in res["estimates"]["reports"])
+        fits = ", ".join(f"{r['board']} {r.get('fit') or ('fits' if r['fits'] else 'does not fit')}"
+                         for r in res["estimates"]["reports"])
         acc = m.get("acc_finetuned")
         log(f"point {t}: {res['status']} in {res['seconds']:.1f} s, CR_w {m['cr_w']:.2f}x"
             + (f", accuracy {100 * acc:.2f}%" if acc is not None else "") + f"; {fits}")
@@ -502,7 +508,7 @@ def to_csv(rows: list[SweepRow]) -> str:
 
 def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
     """Accuracy against the share of LUT, BRAM18 and DSP, one series per board: filled markers fit
-    the board, crosses do not; a black ring marks the Pareto-optimal points; labels are target rates;
+    the board, hollow ones fit only at the optimistic end of the error band, crosses do not; a black ring marks the Pareto-optimal points; labels are target rates;
     a dashed line in the board's colour is its utilisation limit."""
     import matplotlib
 
@@ -512,6 +518,7 @@ def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
 
     from .artifact import png_bytes
     from .boards import load_board
+    from .cost.fit import OPTIMISTIC
 
     boards = list(dict.fromkeys(r.board for r in rows))
     cmap = plt.get_cmap("tab10")
@@ -539,6 +546,8 @@ def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
                 if r.fits:
                     ax.scatter([x], [y], color=c, marker="o", s=40, zorder=3,
                                edgecolors="black" if r.pareto else c, linewidths=1.6 if r.pareto else 0.5)
+                elif r.fit == OPTIMISTIC:
+                    ax.scatter([x], [y], facecolors="none", edgecolors=c, marker="o", s=40, zorder=3, linewidths=1.2)
                 else:
                     ax.scatter([x], [y], color=c, marker="x", s=50, zorder=3)
                 ax.annotate(f"{r.target:g}x", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=c)
@@ -548,10 +557,11 @@ def pareto_png(rows: list[SweepRow], config: Mapping[str, Any]) -> bytes:
     axes[0].set_ylabel("test accuracy (%)")
     handles = [Line2D([], [], color=cmap(i % 10), marker="o", label=b) for i, b in enumerate(boards)]
     handles += [Line2D([], [], color="gray", marker="o", ls="", label="fits"),
+                Line2D([], [], color="gray", marker="o", markerfacecolor="none", ls="", label="fits only at the optimistic end"),
                 Line2D([], [], color="gray", marker="x", ls="", label="does not fit"),
                 Line2D([], [], color="white", marker="o", markeredgecolor="black", ls="", label="Pareto-optimal"),
                 Line2D([], [], color="gray", ls="--", label="utilisation limit")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=8, bbox_to_anchor=(0.5, -0.06))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8, bbox_to_anchor=(0.5, -0.12))
     ep = config.get("epochs", 0)
     fig.suptitle(f"{config.get('model')} on {config.get('data')}, {config.get('arch')} ({config.get('folding')} "
                  "folding): accuracy "
@@ -569,12 +579,14 @@ def render_html(record: Mapping[str, Any], rows: list[SweepRow], png: bytes) -> 
     import base64
     import html
 
+    from .cost.fit import verdict_label
     from .report import _CSS, _html_table
 
     cfg = record["config"]
-    head = ["board", "target", "CR_w", "accuracy %", "fits", "binding", *[f"{r} %" for r in SHARES], "II (cycles)",
+    head = ["board", "target", "CR_w", "accuracy %", "fit (with error band)", "binding", *[f"{r} %" for r in SHARES], "II (cycles)",
             "latency (us)", "frames/s", "Pareto", "run"]
-    body = [[r.board, f"{r.target:g}x", f"{r.cr_w:.2f}", _pct(r.accuracy), "yes" if r.fits else "NO", r.binding,
+    body = [[r.board, f"{r.target:g}x", f"{r.cr_w:.2f}", _pct(r.accuracy), verdict_label(r.fit, r.uncalibrated.split(", ")
+                                                                                        if r.uncalibrated else ()), r.binding,
              *[_pct(r.share(k)) for k in SHARES], f"{r.ii_cycles:,}", f"{r.latency_us:.2f}", f"{r.throughput_fps:,.0f}",
              "yes" if r.pareto else "", f"{r.run} ({r.status})"] for r in sorted(rows, key=lambda r: (r.board, r.target))]
     failed = [p for p in record.get("points", []) if "error" in p]
@@ -587,7 +599,8 @@ def render_html(record: Mapping[str, Any], rows: list[SweepRow], png: bytes) -> 
              "<p>Accuracy is measured on the test split of each compressed point; resources are the analytical "
              f"estimate (opq_hw.cost, {html.escape(str(cfg['arch']))}, {html.escape(str(cfg['folding']))} folding), not "
              "synthesis results. Shares include the board's shell; a design fits when every resource stays within the "
-             "board's utilisation limit.</p>",
+             "board's utilisation limit, at the pessimistic end of its error band where the cost model has one "
+             "(opq_hw.cost.fit).</p>",
              f'<figure><img alt="pareto" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>',
              f"<h2>Points x boards</h2>{_html_table(head, body)}"]
     if failed:
