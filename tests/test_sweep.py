@@ -89,9 +89,10 @@ def test_sweep_parallel_then_resumed(tmp_path):
     assert [{k: v for k, v in r.items() if k != "status"} for r in rec2["rows"]] == \
         [{k: v for k, v in r.items() if k != "status"} for r in rec["rows"]]  # deterministic
 
-    # the same folder through a Dask cluster (the optional extra), where installed, estimated fully
-    # parallel instead: every point reused, never fewer LUTs nor a longer interval than the fastest fit
-    distributed = pytest.importorskip("distributed")
+    # the same folder through a Dask cluster (the optional extra; `make setup` installs it), estimated
+    # fully parallel instead: every point reused, never fewer LUTs nor a longer interval than the fastest fit
+    import distributed
+
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl:
         from opq_hw.sweep import SweepConfig, sweep
 
