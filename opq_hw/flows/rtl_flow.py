@@ -74,16 +74,14 @@ def _board(board):
 # -- the integer network of a run ----------------------------------------------------------------
 def run_intnet(run):
     """IntNet of a run, checked bit-exact against the Brevitas model on the run's golden input."""
-    from ..carrier_graph import refuse_affines
     from ..rtl.intnet import extract
+
     from ..validate import read_npy
 
     x = read_npy(run.path / "golden_input.npy", like=run.specs[0].in_shape)
     if run.allocation.scale_mode != "pow2":
         raise OpqError(f"run {run.path.name} uses scale_mode={run.allocation.scale_mode!r}; the RTL flow is bit-exact only "
                        f"with power-of-two scales: compress with --scale-mode pow2")
-
-    refuse_affines(run.qmodel, "RTL", "its generator has no per-channel multiply-add stage")
 
     def iw(name):
         return run.int_weights(name)
