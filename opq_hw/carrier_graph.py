@@ -99,13 +99,18 @@ def float_input_layers(qmodel: nn.Module, example: torch.Tensor, pow2: bool) -> 
         if name is not None:
             hooks.append(m.register_forward_pre_hook(
                 lambda mod, inp, name=name: seen.__setitem__(name, _on_grid(inp[0], pow2))))
+    _eval_forward(qmodel, example, hooks)
+    return {name for name, ok in seen.items() if not ok}
+
+
+def _eval_forward(qmodel: nn.Module, example: torch.Tensor, hooks: list) -> None:
+    """`forward_with_hooks` in eval mode; the model's mode is restored afterwards."""
     was = qmodel.training
     qmodel.eval()
     try:
         forward_with_hooks(qmodel, example, hooks)
     finally:
         qmodel.train(was)
-    return {name for name, ok in seen.items() if not ok}
 
 
 def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
@@ -121,8 +126,8 @@ def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
 
 # ------------------------------------------------------------------ BatchNorm kept as a channel affine
 
-AFFINE_BITS = 8  # the per-channel multiplier a_c: signed narrow-range integers, one scale per tensor
-AFFINE_BIAS_BITS = 16  # the offset b_c: signed integers on the product grid s_a * s_x (like the layers' Int16Bias),
+AFFINE_BITS = 8  # the per-channel multiplier a_c: signed narrow-range integers, each with its own scale
+AFFINE_BIAS_BITS = 16  # the offset b_c: signed integers on its channel's product grid (like the layers' Int16Bias),
 AFFINE_BIAS_MAX_BITS = 24  # widened up to this where |b| needs it (float32 still adds a*x + b exactly), then saturated
 
 
@@ -130,13 +135,14 @@ class ChannelAffine(nn.Module):
     """A BatchNorm that cannot be folded into a layer (after a ReLU, a pooling, a residual Add, on the input),
     kept in the carrier as  y_c = a_c * x_c + b_c  with a = gamma / sqrt(var + eps), b = beta - mean * a.
 
-    Quantization (what the hardware computes, exactly):
-    - a: AFFINE_BITS-bit narrow signed integers times one scale s_a per tensor (a power of two in pow2 mode,
-      max|a| / K otherwise); a nonzero a_c never rounds to 0 (it keeps +-1 LSB, as the weight masks do);
-    - b: signed integers on the grid s_a * s_x of the products (s_x: the input's scale), the same convention as
-      the layers' Int16Bias: AFFINE_BIAS_BITS bits, or as many more as |b| needs up to AFFINE_BIAS_MAX_BITS
-      (beyond that it saturates, and the record says how many channels did). a*x + b is then an integer times
-      s_a * s_x below 2^24 (activations up to 8 bits), which float32 computes exactly;
+    Quantization (what the hardware computes, exactly), per channel c as for a layer's weights and bias:
+    - a_c: an AFFINE_BITS-bit narrow signed integer times its own scale s_c (a power of two in pow2 mode,
+      |a_c| / K otherwise): a BatchNorm's multipliers span orders of magnitude (a channel of near-constant input
+      has a huge one), so one scale per tensor would round the small ones away;
+    - b_c: signed integers on the grid s_c * s_x of that channel's products (s_x: the input's scale), the
+      convention of the layers' Int16Bias: AFFINE_BIAS_BITS bits, or as many more as |b_c| needs up to
+      AFFINE_BIAS_MAX_BITS (beyond that it saturates, and the record counts the channels that did). a_c*x + b_c is
+      then an integer times s_c * s_x below 2^24 (activations up to 8 bits), which float32 computes exactly;
     - the input: an integer tensor on a power-of-two grid (the quantizer before it), else `input_quant`, its own
       quantizer (set by the carrier, as for layers, `float_input_layers`); the output: `out_quant`, an activation
       quantizer like the one after every layer.
@@ -152,19 +158,17 @@ class ChannelAffine(nn.Module):
             a = gamma / torch.sqrt(var + float(bn.eps))
             b = beta - mean * a
         k = 2 ** (AFFINE_BITS - 1) - 1
-        m = float(a.abs().max()) if a.numel() else 0.0
-        s = (m / k if m > 0 else 1.0)
+        s = torch.where(a != 0, a.abs() / k, torch.ones_like(a))
         if scale_mode == "pow2":
-            s = 2.0 ** math.ceil(math.log2(s))
+            s = torch.exp2(torch.ceil(torch.log2(s)))
         q = torch.clamp(torch.round(a / s), -k, k)
-        q = torch.where((q == 0) & (a != 0), torch.sign(a), q)
         self.opq_affine = name
         self.register_buffer("a_float", a.float())
         self.register_buffer("b_float", b.float())
         self.register_buffer("a", (q * s).float())
-        self.register_buffer("a_scale", torch.tensor(float(s)))
+        self.register_buffer("a_scale", s.float())
         self.register_buffer("b", b.float().clone())
-        self.register_buffer("b_scale", torch.tensor(0.0))  # 0: b not on its grid yet
+        self.register_buffer("b_scale", torch.zeros_like(s).float())  # 0: b not on its grid yet
         self.register_buffer("b_bits", torch.tensor(0))
         self.input_quant: nn.Module | None = None
         self.out_quant: nn.Module | None = None
@@ -178,28 +182,32 @@ class ChannelAffine(nn.Module):
         return self.out_quant(y) if self.out_quant is not None else y
 
     def set_input_scale(self, s_x: float) -> None:
-        """b on the grid s_a * s_x, AFFINE_BIAS_BITS signed bits or wider (saturating, recorded by `record`)."""
-        grid = float(self.a_scale) * s_x
-        need = float(torch.round(self.b_float.double() / grid).abs().max()) if self.b.numel() else 0.0
+        """b_c on the grid s_c * s_x, AFFINE_BIAS_BITS signed bits or wider (saturating, recorded by `record`)."""
+        grid = self.a_scale.double() * s_x
+        codes = torch.round(self.b_float.double() / grid)
+        need = float(codes.abs().max()) if codes.numel() else 0.0
         bits = min(max(AFFINE_BIAS_BITS, math.ceil(math.log2(need + 1)) + 1), AFFINE_BIAS_MAX_BITS)
         k = 2 ** (bits - 1) - 1
         with torch.no_grad():
-            self.b_scale.fill_(grid)
+            self.b_scale.copy_(grid)
             self.b_bits.fill_(bits)
-            self.b.copy_(torch.clamp(torch.round(self.b_float.double() / grid), -k, k) * grid)
+            self.b.copy_(torch.clamp(codes, -k, k) * grid)
 
     def record(self) -> dict:
         """What was kept and how it was quantized, with the quantization error (for the manifest)."""
         a_err = (self.a - self.a_float).abs()
         b_err = (self.b - self.b_float).abs()
-        grid, bits = float(self.b_scale), int(self.b_bits)
+        grid, bits = self.b_scale.double(), int(self.b_bits)
+        on_grid = bool((grid > 0).all())
         k = 2 ** (bits - 1) - 1
         return {"bn": self.opq_affine, "channels": int(self.a.numel()), **getattr(self, "in_info", {}), "a_bits": AFFINE_BITS,
-                "a_scale": float(self.a_scale), "a_max_abs_error": float(a_err.max()),
+                "a_scale_range": [float(self.a_scale.min()), float(self.a_scale.max())],
+                "a_max_abs_error": float(a_err.max()),
                 "a_max_rel_error": float((a_err / self.a_float.abs().clamp(min=1e-30)).max()),
-                "b_bits": bits if grid > 0 else None, "b_scale": grid if grid > 0 else None,
+                "b_bits": bits if on_grid else None,
+                "b_grid_range": [float(grid.min()), float(grid.max())] if on_grid else None,
                 "b_max_abs_error": float(b_err.max()),
-                "b_saturated": int((self.b_float.abs() > k * grid).sum()) if grid > 0 else 0}
+                "b_saturated": int((self.b_float.double().abs() > k * grid + grid / 2).sum()) if on_grid else 0}
 
 
 def is_batchnorm(m: nn.Module) -> bool:
@@ -224,12 +232,7 @@ def finalize_affines(qmodel: nn.Module, example: torch.Tensor) -> None:
                 v = x.value if hasattr(x, "value") else x
                 mod.in_info = {"in_shape": list(v.shape[1:]), "in_bits": int(x.bit_width) if hasattr(x, "bit_width") else None}
         hooks.append(m.register_forward_pre_hook(pre))
-    was = qmodel.training
-    qmodel.eval()
-    try:
-        forward_with_hooks(qmodel, example, hooks)
-    finally:
-        qmodel.train(was)
+    _eval_forward(qmodel, example, hooks)
     for m in affines(qmodel):
         if id(m) in found:
             m.set_input_scale(found[id(m)])

@@ -470,8 +470,11 @@ def bn_affine_record(qmodel, frontend: dict[str, Any] | None) -> list[dict[str, 
     folded (the front end's `kept_bn`), how its a and b were quantized, and the quantization error."""
     from .carrier_graph import affines
 
-    why = {k["bn"]: k["why"] for k in (frontend or {}).get("kept_bn", [])}
-    return [{**m.record(), "why": why.get(m.opq_affine, "not right after a Conv/Linear layer")} for m in affines(qmodel)]
+    def key(name: str) -> str:  # onnx2torch names a node's module by the node name without '/' in front, '.' -> '/'
+        return name.lstrip("/").replace(".", "/")
+
+    why = {key(k["bn"]): k["why"] for k in (frontend or {}).get("kept_bn", [])}
+    return [{**m.record(), "why": why.get(key(m.opq_affine), "not right after a Conv/Linear layer")} for m in affines(qmodel)]
 
 
 def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, Any]:

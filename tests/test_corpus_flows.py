@@ -193,7 +193,8 @@ FINN_REFUSED = {
                    "turns an activation followed by its quantizer into thresholds only for ReLU",
     "t_dwsep_o13": "error: the FINN flow cannot take 'AveragePool_0' (AveragePool): this flow's hardware conversion "
                    "(FINN's InferPool: MaxPool and Brevitas' QuantAvgPool2d) leaves a float average pool",
-    "t_cnn_bn_o11": "error: the FINN flow cannot take the BatchNorm 'BatchNormalization_",
+    "t_cnn_bn_o11": "error: the FINN flow cannot take the BatchNorm 'body/body/7/BatchNormalization' kept as a "
+                    "per-channel affine a*x + b",
 }
 
 

@@ -119,7 +119,8 @@ def hls4ml_affine(n_in: int, a_bits: int, x_bits: int, b_bits: int, board: Board
     Source: hls4ml `nnet_utils/nnet_batchnorm.h`, `normalize()`: every one of the layer's n_in = C x pixels
     elements is multiplied by its channel's scale and its channel's bias added, the loop fully unrolled
     (multiplier_limit = ceil(n_in / reuse_factor)); the scales are constants, so each product is a constant
-    multiplier, costed like a dense layer's in `hls4ml_latency` (Duarte et al., JINST 13 P07027 (2018)):
+    multiplier (A = the 8 significant bits of a_c: its power-of-two scale is a shift), costed like a dense
+    layer's in `hls4ml_latency` (Duarte et al., JINST 13 P07027 (2018)):
       mults  = n_in ; DSP = mults * tiles(A x X) if min(A, X) >= dsp_min_operand_bits else 0
       LUT    = mults * ceil(c_cm * A * X) (fabric) + n_in * ceil(c_add * W)   W = max(A + X, B) + 1 (the sum)
       FF     = mults * ceil(c_ff * (A + X)) + n_in * ceil(c_ff * W)
