@@ -142,7 +142,8 @@ class ChannelAffine(nn.Module):
     - b_c: signed integers on the grid s_c * s_x of that channel's products (s_x: the input's scale), the
       convention of the layers' Int16Bias: AFFINE_BIAS_BITS bits, or as many more as |b_c| needs up to
       AFFINE_BIAS_MAX_BITS (beyond that it saturates, and the record counts the channels that did). a_c*x + b_c is
-      then an integer times s_c * s_x below 2^24 (activations up to 8 bits), which float32 computes exactly;
+      then an integer times s_c * s_x below 2^24 (b's width is capped for that by the input's bits), which float32
+      computes exactly;
     - the input: an integer tensor on a power-of-two grid (the quantizer before it), else `input_quant`, its own
       quantizer (set by the carrier, as for layers, `float_input_layers`); the output: `out_quant`, an activation
       quantizer like the one after every layer.
@@ -181,12 +182,18 @@ class ChannelAffine(nn.Module):
         y = v * self.a.reshape(shape) + self.b.reshape(shape)
         return self.out_quant(y) if self.out_quant is not None else y
 
-    def set_input_scale(self, s_x: float) -> None:
-        """b_c on the grid s_c * s_x, AFFINE_BIAS_BITS signed bits or wider (saturating, recorded by `record`)."""
+    def set_input_scale(self, s_x: float, in_bits: int = 8) -> None:
+        """b_c on the grid s_c * s_x, AFFINE_BIAS_BITS signed bits or wider (saturating, recorded by `record`), and
+        never so wide that |a_c*x| + |b_c| (x: `in_bits`-bit integers) leaves float32's exact integers (2^24)."""
+        room = 2 ** 24 - (2 ** (AFFINE_BITS - 1) - 1) * 2 ** in_bits  # what |b_c| may take, in LSBs
+        if room <= 2 ** (AFFINE_BIAS_BITS - 1):
+            raise OpqError(f"BatchNorm {self.opq_affine!r}, kept as a channel affine, gets {in_bits}-bit inputs: a*x + b "
+                           "would not be exact in float32; use activations of at most 16 bits (--act-bits)")
         grid = self.a_scale.double() * s_x
         codes = torch.round(self.b_float.double() / grid)
         need = float(codes.abs().max()) if codes.numel() else 0.0
-        bits = min(max(AFFINE_BIAS_BITS, math.ceil(math.log2(need + 1)) + 1), AFFINE_BIAS_MAX_BITS)
+        bits = min(max(AFFINE_BIAS_BITS, math.ceil(math.log2(need + 1)) + 1), AFFINE_BIAS_MAX_BITS,
+                   int(math.log2(room)) + 1)
         k = 2 ** (bits - 1) - 1
         with torch.no_grad():
             self.b_scale.copy_(grid)
@@ -221,21 +228,22 @@ def affines(qmodel: nn.Module) -> list[ChannelAffine]:
 def finalize_affines(qmodel: nn.Module, example: torch.Tensor) -> None:
     """Put every affine's b on its grid s_a * s_x, s_x read off its (quantized) input in one forward pass on
     `example`. An input without a power-of-two scale keeps b in float (float activations)."""
-    found: dict[int, float] = {}
+    found: dict[int, tuple[float, int]] = {}
     hooks = []
     for m in affines(qmodel):
         def pre(mod, inp):
             x = mod.input_quant(inp[0]) if mod.input_quant is not None else inp[0]
             s = getattr(x, "scale", None)
             if s is not None and torch.as_tensor(s).numel() == 1:
-                found[id(mod)] = float(torch.as_tensor(s).reshape(-1)[0])
                 v = x.value if hasattr(x, "value") else x
-                mod.in_info = {"in_shape": list(v.shape[1:]), "in_bits": int(x.bit_width) if hasattr(x, "bit_width") else None}
+                bits = int(x.bit_width) if getattr(x, "bit_width", None) is not None else 8
+                found[id(mod)] = (float(torch.as_tensor(s).reshape(-1)[0]), bits)
+                mod.in_info = {"in_shape": list(v.shape[1:]), "in_bits": bits}
         hooks.append(m.register_forward_pre_hook(pre))
     _eval_forward(qmodel, example, hooks)
     for m in affines(qmodel):
         if id(m) in found:
-            m.set_input_scale(found[id(m)])
+            m.set_input_scale(*found[id(m)])
 
 
 def refuse_affines(qmodel: nn.Module, flow: str, why: str) -> None:
