@@ -38,21 +38,22 @@ def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
     return manifest.get("config", {}).get("act_bits", 8)
 
 
-def estimate_for(specs, alloc, board, arch, act_bits, folding=None) -> CostReport:
-    """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits)."""
+def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None) -> CostReport:
+    """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits); `affines`:
+    the run's BatchNorms kept as channel affines (manifest `bn_affine`)."""
     if folding is None:
         folding = choose_folding(specs, alloc, board, arch, act_bits=act_bits, strict=False)
-    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
+    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines)
 
 
-def across_boards(specs, alloc, arch, act_bits) -> list[CostReport]:
+def across_boards(specs, alloc, arch, act_bits, affines=None) -> list[CostReport]:
     """The same allocation on every shipped board that has the architecture's flow (dev boards
     such as icebreaker share their part's row: they are skipped)."""
     out = []
     for name in list_boards():
         b = load_board(name)
         if ARCH_FLOW[arch] in b.flows and b.based_on is None:
-            out.append(estimate_for(specs, alloc, b, arch, act_bits))
+            out.append(estimate_for(specs, alloc, b, arch, act_bits, affines=affines))
     return out
 
 
@@ -73,7 +74,7 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
     out = {}
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    sp = [alloc.layer(n).sparsity * 100 for n in names]
+    sp = [_sparsity(alloc, lc) * 100 for lc in rep.layers]
     ax.bar(x - 0.2, sp, 0.4, color="#4c72b0", label="sparsity %")
     ax.set_ylabel("sparsity (%)")
     ax.set_ylim(0, 100)
@@ -133,6 +134,11 @@ def _fold_str(f: Mapping[str, Any]) -> str:
 
 def _dims(shape) -> str:
     return "x".join(str(d) for d in shape)
+
+
+def _sparsity(alloc: Allocation, lc) -> float:
+    """The allocation's sparsity of a layer; a BatchNorm kept as a channel affine (kind "affine") has none."""
+    return 0.0 if lc.kind == "affine" else alloc.layer(lc.name).sparsity
 
 
 def layer_label(name: str, specs: list[LayerSpec] | None = None) -> str:
@@ -199,7 +205,7 @@ def layer_rows(rep: CostReport, alloc: Allocation, specs: list[LayerSpec] | None
             _with_band(rep, "cycles"), "latency"]
     rows = []
     for lc in rep.layers:
-        rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{alloc.layer(lc.name).sparsity:.3f}",
+        rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{_sparsity(alloc, lc):.3f}",
                      _fold_str(lc.folding), f"{lc.LUT:,}", f"{lc.FF:,}", str(lc.DSP), str(lc.BRAM18), str(lc.URAM),
                      f"{lc.cycles:,}", f"{lc.latency_cycles:,}"])
     rows.append(["total", "", "", "", "", *[_total(rep, r) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
@@ -333,8 +339,9 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.ar
     specs, alloc, manifest = read_records(path)
     act_bits = run_act_bits(manifest)
     b = load_board(board)
-    rep = estimate_for(specs, alloc, b, arch, act_bits, folding)
-    boards = across_boards(specs, alloc, arch, act_bits) if boards_table else [rep]
+    affines = manifest.get("bn_affine") or []
+    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines)
+    boards = across_boards(specs, alloc, arch, act_bits, affines) if boards_table else [rep]
     figs = figures(rep, alloc)
     files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}
     pngs = {k: f"estimate_{k}.png" for k in figs}

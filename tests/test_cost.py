@@ -438,3 +438,24 @@ def test_finn_mvau_equals_finns_own_estimates():
     for (p, pe, simd, rt, rs, mm), ref in zip(cases, json.loads(proc.stdout)):
         ours = ints(finn_mvau(p, PYNQ, pe=pe, simd=simd, res_type=rt, ram_style=rs, mem_mode=mm))
         assert {k: ours[k] for k in ref} == ref, (p.name, pe, simd, rt, rs, mm)
+
+
+def test_hls4ml_affine_hand_case():
+    """A BatchNorm kept as a channel affine: 8 channels x 8 pixels, a 8 bits, x 8 bits, b 16 bits."""
+    from opq_hw.cost.hls4ml import hls4ml_affine
+
+    r = ints(hls4ml_affine(64, 8, 8, 16, PYNQ))
+    # 64 constant multipliers * ceil(0.5 * 8 * 8) + 64 adders * 17 bits (max(8 + 8, 16) + 1)
+    assert r["LUT"] == 64 * 32 + 64 * 17
+    assert r["FF"] == 64 * 16 + 64 * 17
+    assert (r["DSP"], r["BRAM18"], r["URAM"], r["mults"], r["cycles"], r["latency"]) == (0, 0, 0, 64, 1, 3)
+    specs, alloc = golden_inputs()
+    rec = {"bn": "bn0", "channels": 8, "in_shape": [8, 8], "in_bits": 8, "a_bits": 8, "b_bits": 16}
+    base = estimate(specs, alloc, "pynq-z2", "hls4ml-latency")
+    rep = estimate(specs, alloc, "pynq-z2", "hls4ml-latency", affines=[rec])
+    aff = [lc for lc in rep.layers if lc.kind == "affine"]
+    assert [lc.name for lc in aff] == ["bn0"] and aff[0].LUT == r["LUT"]
+    assert rep.totals["LUT"] == base.totals["LUT"] + r["LUT"]
+    finn = estimate(specs, alloc, "pynq-z2", "finn-mvau", affines=[rec])
+    assert not any(lc.kind == "affine" for lc in finn.layers)
+    assert any("BatchNorm 'bn0' kept as a per-channel affine: not costed, the finn flow refuses it" in n for n in finn.notes)

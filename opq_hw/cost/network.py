@@ -17,13 +17,15 @@ from .registry import Architecture, architecture, layer_cost
 
 def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str", arch: str,
              folding: Mapping[str, Mapping[str, Any]] | None = None,
-             act_bits: int | None = DEFAULTS.act_bits) -> CostReport:
+             act_bits: int | None = DEFAULTS.act_bits, affines: list[Mapping[str, Any]] | None = None) -> CostReport:
     """Cost of `allocation` on `board` with architecture `arch`.
 
     folding: per layer name, {"reuse_factor": R} (hls4ml) or {"pe": P, "simd": Q, ...} (FINN);
     layers not named are fully parallel (or use LayerAlloc.reuse_factor when set, for hls4ml).
     act_bits: activation bits between layers (the run's `act_bits`); the first layer's input is
-    the 8-bit signed input quantizer.
+    the 8-bit signed input quantizer. affines: the BatchNorms kept as channel affines (the run's manifest
+    `bn_affine` records), costed by `cost.hls4ml.hls4ml_affine` under the hls4ml architectures; the other
+    flows refuse them, and the report says so.
     """
     board = load_board(board)
     a = architecture(arch, board)
@@ -45,12 +47,36 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
             cycles=int(r["cycles"]), latency_cycles=int(round(float(r["latency"]))), folding=fold))
         if la.skipped:
             notes.append(f"{s.name}: skipped by OPQ (32-bit dense weights) - costed at 32 bits")
+    layers += _affine_costs(affines or [], board, a, act_bits, notes)
     if cal is not None:
         notes.append(f"{arch} coefficients: {cal['provenance']}")
     notes += a.notes
     if act_bits is None:
         notes.append("the run has float activations; costed as 16-bit activations")
     return _report(layers, board, a, act_bits or 16, cal, notes)
+
+
+def _affine_costs(affines, board: Board, a: Architecture, act_bits: int | None, notes: list[str]) -> list[LayerCost]:
+    """LayerCost of each kept BatchNorm affine (hls4ml's BatchNormalization layer); a note where the flow refuses it."""
+    from .hls4ml import hls4ml_affine
+
+    out = []
+    for r in affines:
+        if a.flow != "hls4ml":
+            notes.append(f"BatchNorm {r['bn']!r} kept as a per-channel affine: not costed, the {a.flow} flow refuses it "
+                         "(--flow hls4ml builds it)")
+            continue
+        n_in = int(math.prod(r.get("in_shape") or [r["channels"]]))
+        x_bits = int(r.get("in_bits") or act_bits or 16)
+        b_bits = int(r.get("b_bits") or 16)
+        c = hls4ml_affine(n_in, int(r["a_bits"]), x_bits, b_bits, board)
+        out.append(LayerCost(name=str(r["bn"]), kind="affine", bits=int(r["a_bits"]), act_bits=x_bits,
+                             n_weights=int(r["channels"]), n_nonzero=int(r["channels"]),
+                             mem_bits_dense=int(r["channels"]) * (int(r["a_bits"]) + b_bits),
+                             mem_bits_sparse=int(r["channels"]) * (int(r["a_bits"]) + b_bits),
+                             **{k: int(c[k]) for k in RESOURCES}, mults=int(c["mults"]), cycles=int(c["cycles"]),
+                             latency_cycles=int(c["latency"]), folding={"reuse_factor": 1}))
+    return out
 
 
 def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes) -> CostReport:
