@@ -100,6 +100,16 @@ def _simulate(run, level, **kw) -> dict:
     return simulate(run, level, **kw)
 
 
+def cmd_finetune(args) -> int:
+    from .ddp import options, summary
+    from .ddp_launch import finetune_run
+
+    rec = finetune_run(args.run, options(args), nproc=args.nproc, progress=sys.stderr.isatty())
+    print(summary(rec))
+    print(f"run {args.run} updated (manifest: finetunes)")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .layers import inspect_model
     from .models import BUILTIN, build_model
@@ -240,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a model into a run directory")
     _add_compress_args(c, demo=False)
     c.set_defaults(func=cmd_compress)
+    f = sub.add_parser("finetune", help="finetune a run in place, on N local processes (PyTorch DDP); on a cluster: "
+                       "torchrun --nproc-per-node N [--nnodes ...] -m opq_hw.finetune RUN")
+    from .ddp import add_args as add_finetune_args
+
+    add_finetune_args(f, local=True)
+    f.set_defaults(func=cmd_finetune)
     i = sub.add_parser("inspect", help="print the layer specs of a model")
     i.add_argument("--model", required=True)
     i.add_argument("--input-shape", type=v.input_shape_arg)
