@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     from opq_hw.ddp import FinetuneOptions
-    from opq_hw.finetune import finetune_run
+    from opq_hw.ddp_launch import finetune_run
     from opq_hw.pipeline import CompressConfig, compress_run
 
     torch.set_num_threads(1)

@@ -235,6 +235,9 @@ def _prepare(run: Path, opts: FinetuneOptions) -> dict[str, Any]:
 
 
 def check_world(opts: FinetuneOptions, world: int) -> None:
+    """The options against the number of processes (the same answer on every process)."""
+    if opts.checkpoint and Path(opts.checkpoint).is_dir():
+        raise OpqError(f"--checkpoint {opts.checkpoint} is a directory; give a file path (it is created)")
     if opts.batch_size < world:
         raise OpqError(f"--batch-size {opts.batch_size} is the global batch, shared by the {world} processes: give at "
                        f"least {world}")

@@ -97,5 +97,7 @@ def test_finetune_cli_refusals(demo_run, tmp_path, capsys):
     run = shutil.copytree(demo_run, tmp_path / "r")
     assert main(["finetune", str(run), "--nproc", "4", "--batch-size", "2"]) == 2
     assert "--batch-size 2 is the global batch" in capsys.readouterr().err
+    assert main(["finetune", str(run), "--checkpoint", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
     assert main(["finetune", str(tmp_path / "none")]) == 2
     assert callable(opq_hw.finetune) and not isinstance(opq_hw.finetune, type(opq_hw))  # the function, not the module
