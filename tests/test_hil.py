@@ -31,7 +31,7 @@ def test_link_cycles_reads_the_twins_events(tmp_path):
 def test_hil_needs_a_board_top(demo_run, capsys):
     assert main(["hil", str(demo_run), "--port", "sim"]) == 2
     err = capsys.readouterr().err
-    assert "holds no RTL build" in err and "opq-hw build" in err and "--flow rtl --board icebreaker|ulx3s-85f" in err
+    assert "holds no RTL build" in err and "opq-hw build" in err and "--flow rtl --board ecp5-evn|icebreaker|ulx3s-85f" in err
     assert "Traceback" not in err
 
 
