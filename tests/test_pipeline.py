@@ -53,6 +53,29 @@ def test_qonnx_execution_equals_brevitas(demo_run, mlp_run):
 
 
 @pytest.mark.slow
+def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path, monkeypatch):
+    """The export's cleanup folds the constant subgraphs in one pass (qonnx folds one node per pass,
+    re-inferring every shape: quadratic); the file is byte-identical to qonnx's own cleanup."""
+    import shutil
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.cleanup import cleanup
+
+    import opq_hw.export as ex
+
+    raw = []
+    ours = ex._cleanup
+    monkeypatch.setattr(ex, "_cleanup", lambda p: (raw.append(shutil.copy(p, tmp_path / "raw.onnx")), ours(p)))
+    run = load_run(demo_run)
+    ex.export_qonnx(run.qmodel, torch.zeros((1,) + tuple(run.specs[0].in_shape)), tmp_path / "ours.onnx")
+    m = ModelWrapper(str(raw[0]))
+    n_const = sum(all(m.get_initializer(i) is not None for i in n.input) for n in m.graph.node
+                  if n.op_type not in ex.QNT_OPS)
+    assert n_const >= 5  # there is something to fold
+    cleanup(str(raw[0]), out_file=str(tmp_path / "qonnx.onnx"))
+    assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "qonnx.onnx").read_bytes()
+
+
 def test_mnist1d_run_and_qonnx(mnist1d_run):
     m = json.loads((mnist1d_run / "metrics.json").read_text())
     assert m["acc_float"] > 0.6
