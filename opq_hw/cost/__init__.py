@@ -34,7 +34,7 @@ from .records import (INPUT_BITS, CostReport, LayerCost, LayerParams, clog2, lay
 from .registry import (ARCH_FLOW, ARCHITECTURES, ARCHS, Architecture, architecture, default_folding, layer_cost,
                        rtl_calibration)
 from .rtl import (SRL_DEPTH, SRL_MIN_RUN, csd_digits_expected, csd_digits_mean, da4ml_cost_estimate, da_features,
-                  rtl_da, rtl_seq, seq_features)
+                  rtl_da, rtl_da_top, rtl_seq, rtl_seq_top, seq_features, yosys_memory)
 
 __all__ = [
     "ARCHITECTURES", "ARCHS", "ARCH_FLOW", "Architecture", "Calibration", "CostReport", "Fit", "INPUT_BITS",
@@ -42,5 +42,5 @@ __all__ = [
     "csd_digits_expected", "csd_digits_mean", "da4ml_cost_estimate", "da_features", "default_folding", "divisors",
     "estimate", "finn_acc_bits", "finn_bram18", "finn_mvau", "finn_uram", "fits", "hls4ml_latency", "hls4ml_resource",
     "layer_cost", "layer_options", "layer_pairs", "layer_params", "mem_bits", "network_params", "rtl_calibration",
-    "rtl_da", "rtl_seq", "seq_features", "valid_reuse_factors",
+    "rtl_da", "rtl_da_top", "rtl_seq", "rtl_seq_top", "seq_features", "valid_reuse_factors", "yosys_memory",
 ]
