@@ -176,14 +176,14 @@ def synth_one(args) -> dict:
             "interval": d.latency_stages if arch == "seq" else d.in_pixels}
 
 
-def synthesize(families: list[str], jobs: int, old: dict | None, arch: str, variants: int, models: list[str]) -> list[dict]:
+def synthesize(families: list[str], jobs: int, old: dict | None, arch: str, variants: int, models: list[str],
+               out: Path) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     done = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")): r for r in (old or {}).get("rows", [])}
     todo = [(m, v, f, arch) for f in families for m in models for v in range(variants) if (m, v, f, arch) not in done]
     print(f"{len(todo)} whole designs to synthesize ({len(done)} reused)", flush=True)
     rows = list(done.values())
-    out = ROOT / "benchmarks" / "results" / "rtl_whole_design.json"
     with ThreadPoolExecutor(max_workers=jobs) as ex:
         for r in ex.map(synth_one, todo):
             rows.append(r)
@@ -198,7 +198,7 @@ def synthesize(families: list[str], jobs: int, old: dict | None, arch: str, vari
 
 
 SEQ_KEYS = ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "lut_per_addr_bit", "lut_per_rom_logic_bit",
-            "lut_per_conv2d", "ff_scale", "ff_per_layer", "top_lut", "top_lut_per_layer", "lut_per_lutram", "lut_per_buf_logic_bit",
+            "lut_per_conv2d", "lut_per_requant_bit", "lut_per_soft_mult_bit", "ff_scale", "ff_per_layer", "top_lut", "top_lut_per_layer", "lut_per_lutram", "lut_per_buf_logic_bit",
             "top_lut_per_logit_bit", "top_ff", "top_ff_per_layer")
 
 
@@ -214,6 +214,7 @@ def design_features(params, board) -> dict:
         m = _seq_memories(q, board, f)
         layers.append({"acc": float(f["acc"]), "table_bits": float(f["table_bits"]), "addr": float(f["addr"]),
                        "rom_logic_bits": float(m["rom_logic_bits"]), "conv2d": float(len(q.kernel) == 2),
+                       "requant": float(f["acc"]) * (not q.last), "soft_mult": _soft_mult(q, board),
                        "regs": float(seq_layer_registers(q) - (q.w_bits + f["addr"]) * float(m["rom_in_block"])),
                        "buf_lutram": float(m["buf_lutram"]), "buf_logic_bits": float(m["buf_logic_bits"]),
                        "read_reg": float(q.a_bits) if yosys_memory(q.a_bits, int(f["in_words"]), board.family, False, True,
@@ -223,6 +224,14 @@ def design_features(params, board) -> dict:
     kind, cells = yosys_memory(acc, last.out_channels, board.family, rom=False, sync_read=False)
     return {"layers": layers, "n": len(params), "logit_lutram": float(cells if kind == "lutram" else 0),
             "logit_logic": float(acc * last.out_channels if kind == "logic" else 0)}
+
+
+def _soft_mult(q, board) -> float:
+    """W x A' of a product Yosys leaves in LUTs (too narrow for the family's DSP), else 0."""
+    from opq_hw.cost.rtl import DSP_Y_MINWIDTH, seq_product_bits
+
+    wb, ab = seq_product_bits(q)
+    return float(wb * ab) if wb + ab < DSP_Y_MINWIDTH.get(board.family, 0) else 0.0
 
 
 def _nnls(X, y):
@@ -241,7 +250,8 @@ def fit(rows: list[dict], fam: str) -> dict:
     for r in tr:
         f = design_features(layer_params_of(make_net(r["model"], r["variant"])), board)
         for L, mod in zip(f["layers"], r["modules"]):
-            XL.append([1.0, L["acc"], L["table_bits"], L["addr"], L["rom_logic_bits"], L["conv2d"]])
+            XL.append([1.0, L["acc"], L["table_bits"], L["addr"], L["rom_logic_bits"], L["conv2d"], L["requant"],
+                       L["soft_mult"]])
             yL.append(mod["lut_equiv"])
             XF.append([L["regs"], 1.0])
             yF.append(mod["ff"] - L["buf_logic_bits"] * 0)
@@ -323,22 +333,33 @@ def main() -> None:
     ap.add_argument("--variants", type=int, default=VARIANTS, help="allocations drawn per model")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of MODELS")
     ap.add_argument("--refit", action="store_true", help="no synthesis: fit the committed rows")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rtl_whole_design.json",
+                    help="the JSON the rows go to (a second synthesis process: another file, merged with --merge)")
+    ap.add_argument("--merge", type=Path, action="append", default=[], help="add the rows of another run's JSON")
     ap.add_argument("--no-write", action="store_true", help="leave board_configs/rtl_*_calibration.yaml alone")
     args = ap.parse_args()
-    path = ROOT / "benchmarks" / "results" / "rtl_whole_design.json"
-    old = json.loads(path.read_text()) if path.exists() else None
+    path = args.out
+    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    seen = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")) for r in old["rows"]}
+    for extra in args.merge:
+        for r in json.loads(extra.read_text())["rows"]:
+            if (r["model"], r["variant"], r["family"], r.get("arch", "seq")) not in seen:
+                old["rows"].append(r)
     fams = [f for f in args.families.split(",") if f]
     models = [m for m in args.models.split(",") if m]
     unknown = set(models) - set(MODELS)
     if unknown:
         raise SystemExit(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
-    rows = old["rows"] if args.refit else synthesize(fams, args.jobs, old, args.arch, args.variants, models)
+    rows = old["rows"] if args.refit else synthesize(fams, args.jobs, old, args.arch, args.variants, models, path)
     from opq_hw.rtl import eda
 
     result = {"yosys": eda.yosys_version(), "heldout_models": list(HELDOUT), "results": {}, "rows": rows}
     for arch in ("seq", "da"):
         for fam in sorted({r["family"] for r in rows if r.get("arch", "seq") == arch}):
             fr = [r for r in rows if r["family"] == fam and r.get("arch", "seq") == arch and "unsupported" not in r]
+            if not any(r["model"] not in HELDOUT for r in fr):
+                print(f"rtl-{arch} {fam}: no training designs yet, not fitted", flush=True)
+                continue
             cal = (fit if arch == "seq" else fit_da)(rows_of(rows, arch), fam)
             for r in fr:
                 r["estimate"], r["measured"], r["heldout"] = estimate_design(r, cal), measured(r), r["model"] in HELDOUT
@@ -383,6 +404,8 @@ def write_yaml(result: dict, arch: str) -> None:
     text = path.read_text()
     header = "".join(ln + "\n" for ln in text.splitlines() if ln.startswith("#"))
     data = yaml.safe_load(text) or {}
+    if arch == "seq":  # entries of the per-layer fit (other coefficients) no longer apply: defaults until fitted here
+        data = {fam: v for fam, v in data.items() if isinstance(v, dict) and "lut_per_requant_bit" in v}
     for key, res in result["results"].items():
         a, fam = key.split("/")
         if a != arch or not res["n_heldout"]:

@@ -6,6 +6,9 @@ One function per architecture; each docstring cites where its formula comes from
 - `finn_mvau`       FINN MatrixVectorActivation (PE/SIMD folding), FINN-R formulas as in FINN's code
 - `rtl_da`          the open flow's constant-weight RTL (da4ml distributed arithmetic), no DSP
 - `rtl_seq`         the open flow's sequential RTL: one multiply-accumulate unit per layer, ROM of nonzeros
+- `rtl_seq_top`, `rtl_da_top`: what those two designs hold beyond their layers (stream, sequencer or
+  pools, logits out), added to the totals; `yosys_memory`: where Yosys puts a memory (block RAM, LUT
+  RAM or logic) by its own cost rule
 
 `estimate(specs, allocation, board, arch, folding)` adds the layers up into a `CostReport`
 (memory bits, LUT, FF, DSP, BRAM18, URAM, cycles, II, latency, throughput, fits-or-not, the binding

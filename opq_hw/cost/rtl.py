@@ -33,7 +33,7 @@ DA_CALIBRATION = Calibration(
 SEQ_CALIBRATION = Calibration(
     "rtl-seq",
     {"lut_per_layer": 150.0, "lut_per_acc_bit": 8.0, "lut_per_table_bit": 0.5, "lut_per_addr_bit": 0.0,
-     "lut_per_rom_logic_bit": 0.25, "lut_per_conv2d": 0.0, "lut_per_lutram": 1.0, "lut_per_buf_logic_bit": 0.5, "ff_scale": 1.0,
+     "lut_per_rom_logic_bit": 0.25, "lut_per_conv2d": 0.0, "lut_per_requant_bit": 0.0, "lut_per_soft_mult_bit": 1.0, "lut_per_lutram": 1.0, "lut_per_buf_logic_bit": 0.5, "ff_scale": 1.0,
      "ff_per_layer": 0.0, "top_lut": 50.0, "top_lut_per_layer": 10.0,
      "top_lut_per_logit_bit": 0.5, "top_ff": 20.0, "top_ff_per_layer": 0.0},
     "defaults (no fitted calibration for this family): rough register and LUT counts read off "
@@ -217,6 +217,18 @@ def _rom_blocks_packed(width: int, depth: int, aspects: tuple[tuple[int, int], .
     return int(min(math.ceil(math.ceil(depth / d) * width / w) for d, w in aspects))
 
 
+# Yosys 0.23 maps a product onto a DSP only when it is at least DSP_Y_MINWIDTH bits wide (mul2dsp.v):
+# techlibs/ice40/synth_ice40.cc passes -D DSP_Y_MINWIDTH=11, techlibs/xilinx/synth_xilinx.cc 9 (xc7 via
+# its {options}), techlibs/ecp5/synth_ecp5.cc none; smaller products stay in LUTs
+DSP_Y_MINWIDTH = {"ice40": 11, "xc7": 9, "ecp5": 0}
+
+
+def seq_product_bits(p: LayerParams) -> tuple[int, int]:
+    """The rtl-seq multiplier's operand widths: the signed weight and the activation (unsigned ones
+    zero-extended by one bit, seq.py `{1'b0, rd_data}`)."""
+    return p.w_bits, p.a_bits + (0 if p.a_signed else 1)
+
+
 def seq_layer_registers(p: LayerParams) -> Any:
     """Flip-flops of one layer module of opq_hw/rtl/seq.py, counted off its Verilog: the walk's
     counters (ROM pointer, channel, output row/column, pool offsets) and run flag; stage 1 (ROM
@@ -325,12 +337,15 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
       memories = Yosys 0.23's memory_libmap choice (`yosys_memory`): block RAM, LUT RAM (ECP5
                  TRELLIS_DPR16X4, xc7 RAM32M/RAM64M; not ROMs) or logic, by its cost rule
       BRAM18   = block RAMs of the ROM and of the buffer at the best aspect ratio
-      DSP      = 1: Yosys maps the one W x A product onto one MULT18X18D / SB_MAC16 / DSP48E1
+      DSP      = 1: Yosys maps the one W x A product onto one MULT18X18D / SB_MAC16 / DSP48E1, when the
+                 product is at least DSP_Y_MINWIDTH bits (iCE40 11, xc7 9); else 0 and the product in LUTs
       cycles   = out_pixels * entries (every output position, pool offsets included, walks its
                  channels' entries); latency = cycles + LAYER_OVERHEAD_CYCLES (seq.py)
       LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
                  + lut_per_addr_bit * address bits + lut_per_rom_logic_bit * ROM bits in logic
                  + lut_per_conv2d (a 2-D conv: its row/column address tables and the pool's two offsets)
+                 + lut_per_requant_bit * acc (all but the last layer: per-channel shift, rounding, clamp)
+                 + lut_per_soft_mult_bit * W * A' (a product too narrow for a DSP, A' = A + 1 unsigned)
                  + lut_per_lutram * buffer LUT RAM cells + lut_per_buf_logic_bit * buffer bits in logic
       FF       = ff_scale * (`seq_layer_registers`, less the ROM entry register when the ROM is a block RAM:
                  the block's own output register) + ff_per_layer + buffer bits in logic (flip-flops)
@@ -341,13 +356,16 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
     cal = {**SEQ_CALIBRATION.defaults, **(calibration or SEQ_CALIBRATION.load(board.family))}
     f = seq_features(p)
     m = _seq_memories(p, board, f)
+    wb, ab = seq_product_bits(p)
+    hard = board.capacity["DSP"] > 0 and wb + ab >= DSP_Y_MINWIDTH.get(board.family, 0)
     lut = ceil_tol(cal["lut_per_layer"] + cal["lut_per_acc_bit"] * f["acc"] + cal["lut_per_table_bit"] * f["table_bits"]
+                   + cal["lut_per_soft_mult_bit"] * wb * ab * (not hard)
                    + cal["lut_per_addr_bit"] * f["addr"] + cal["lut_per_rom_logic_bit"] * m["rom_logic_bits"]
-                   + cal["lut_per_conv2d"] * (len(p.kernel) == 2)
+                   + cal["lut_per_conv2d"] * (len(p.kernel) == 2) + cal["lut_per_requant_bit"] * f["acc"] * (not p.last)
                    + cal["lut_per_lutram"] * m["buf_lutram"] + cal["lut_per_buf_logic_bit"] * m["buf_logic_bits"])
     ff = ceil_tol(cal["ff_scale"] * (seq_layer_registers(p) - (p.w_bits + f["addr"]) * m["rom_in_block"])
                   + cal["ff_per_layer"] + m["buf_logic_bits"])
-    dsp = (1 if board.capacity["DSP"] > 0 else 0) + 0 * f["entries"]
+    dsp = (1 if hard else 0) + 0 * f["entries"]
     cycles = p.out_pixels * f["entries"]
     return {"LUT": lut, "FF": ff, "DSP": dsp, "BRAM18": m["bram"], "URAM": 0 * f["entries"], "mults": 1 + 0 * f["entries"],
             "cycles": cycles, "ii": cycles, "latency": cycles + LAYER_OVERHEAD_CYCLES}
