@@ -206,7 +206,7 @@ def design_features(params, board) -> dict:
     """Per layer and top-level features of one design (what the fit regresses on)."""
     from opq_hw.cost import seq_features, yosys_memory
     from opq_hw.cost.common import bram_aspects
-    from opq_hw.cost.rtl import _seq_memories, seq_layer_registers
+    from opq_hw.cost.rtl import _seq_memories, seq_layer_registers, seq_logits_memory
 
     layers = []
     for q in params:
@@ -221,7 +221,7 @@ def design_features(params, board) -> dict:
                                                                    bram_aspects(board))[0] != "block" else 0.0})
     last = params[-1]
     acc = int(seq_features(last)["acc"])
-    kind, cells = yosys_memory(acc, last.out_channels, board.family, rom=False, sync_read=False)
+    kind, cells = seq_logits_memory(last, board)
     return {"layers": layers, "n": len(params), "logit_lutram": float(cells if kind == "lutram" else 0),
             "logit_logic": float(acc * last.out_channels if kind == "logic" else 0)}
 
@@ -325,6 +325,29 @@ def errors(rows: list[dict]) -> dict:
     return out
 
 
+def verilator_check(rows: list[dict], models: list[str]) -> list[dict]:
+    """Cycles per sample of the rtl-seq designs of `models` (variant 0) in Verilator (6 samples back to
+    back: the mean distance between frame starts) against the design's stage count and the estimate."""
+    from opq_hw.rtl.gen import write_design
+    from opq_hw.rtl.seq import generate_seq
+    from opq_hw.rtl.verilator import build_sim, run_sim
+
+    out = []
+    for m in models:
+        net = make_net(m, 0)
+        d = generate_seq(net)
+        with tempfile.TemporaryDirectory(prefix="opq-whole-vl-") as td:
+            binary = build_sim(write_design(d, Path(td) / "src"), Path(td) / "sim")
+            px = np.random.default_rng(0).integers(-128, 128, size=(6, int(np.prod(net.in_shape))))
+            res = run_sim(binary, px, d.n_out, Path(td) / "run")
+        est = next((r["estimate"]["cycles"] for r in rows if r["model"] == m and r["variant"] == 0
+                    and r.get("arch", "seq") == "seq" and "estimate" in r), None)
+        out.append({"model": m, "verilator_interval": res.interval, "design_stage_count": d.latency_stages,
+                    "estimate": est, "exact": res.interval == d.latency_stages == est})
+        print(f"  Verilator {m}: interval {res.interval} cycles, design {d.latency_stages}, estimate {est}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="ecp5,ice40")
@@ -336,6 +359,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rtl_whole_design.json",
                     help="the JSON the rows go to (a second synthesis process: another file, merged with --merge)")
     ap.add_argument("--merge", type=Path, action="append", default=[], help="add the rows of another run's JSON")
+    ap.add_argument("--verilator", default="", help="comma-separated models whose rtl-seq cycles are checked in Verilator")
     ap.add_argument("--no-write", action="store_true", help="leave board_configs/rtl_*_calibration.yaml alone")
     args = ap.parse_args()
     path = args.out
@@ -364,7 +388,8 @@ def main() -> None:
             for r in fr:
                 r["estimate"], r["measured"], r["heldout"] = estimate_design(r, cal), measured(r), r["model"] in HELDOUT
             res = {"calibration": cal, "train": errors([r for r in fr if not r["heldout"]]),
-                   "heldout": errors([r for r in fr if r["heldout"]]), "n_heldout": sum(r["heldout"] for r in fr)}
+                   "heldout": errors([r for r in fr if r["heldout"]]), "n_heldout": sum(r["heldout"] for r in fr),
+                   "heldout_models": sorted({r["model"] for r in fr if r["heldout"]})}
             result["results"][f"{arch}/{fam}"] = res
             h = res["heldout"]
             print(f"rtl-{arch} {fam}: held-out ({res['n_heldout']} designs) " + ", ".join(
@@ -373,6 +398,8 @@ def main() -> None:
             for r in fr:
                 print(f"   {'H' if r['heldout'] else ' '} {r['model']:27} v{r['variant']} " + " ".join(
                     f"{k} {r['estimate'][k]}/{r['measured'][k]}" for k in METRICS))
+    vl = [m for m in args.verilator.split(",") if m]
+    result["verilator"] = verilator_check(rows, vl) if vl else (old or {}).get("verilator", [])
     write_json(path, result)
     write_bytes(path.with_suffix(".md"), markdown(result).encode())
     if not args.no_write:
@@ -413,7 +440,7 @@ def write_yaml(result: dict, arch: str) -> None:
         cal, h = res["calibration"], res["heldout"]
         where = (f"{cal['n_train_designs']} whole designs of real model shapes (built-in models and the imported-model "
                  f"corpus), {result['yosys'].split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}")
-        err = (f"held-out ({res['n_heldout']} whole designs of {len(result['heldout_models'])} models never fitted) LUT "
+        err = (f"held-out ({res['n_heldout']} whole designs of {len(res['heldout_models'])} models never fitted) LUT "
                f"MAPE {h['LUT']['mape'] * 100:.1f}% (max {h['LUT']['max'] * 100:.1f}%), FF MAPE {h['FF']['mape'] * 100:.1f}% "
                f"(max {h['FF']['max'] * 100:.1f}%), BRAM/DSP/cycles max error {h['BRAM18']['max'] * 100:.0f}/"
                f"{h['DSP']['max'] * 100:.0f}/{h['cycles']['max'] * 100:.0f}%")
@@ -461,6 +488,10 @@ def markdown(result: dict) -> str:
             lines.append(f"- {part} ({n} designs): " + ", ".join(
                 f"{k} MAPE {v['mape'] * 100:.1f}% (max {v['max'] * 100:.1f}%)" for k, v in h.items() if v["mape"] is not None))
         lines.append("")
+    for v in result.get("verilator", []):
+        lines.append(f"- Verilator, rtl-seq {v['model']} v0: interval {v['verilator_interval']:.0f} cycles per sample, "
+                     f"the design's stage count {v['design_stage_count']}, the estimate {v['estimate']}: "
+                     f"{'exact' if v['exact'] else 'NOT exact'}")
     return "\n".join(lines) + "\n"
 
 

@@ -374,8 +374,7 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
 def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The sequential RTL's top level (opq_hw/rtl/seq.py `opq_top`), beyond its layer modules: the
     loader (input counters, address tables), the sequencer (state, go), the buffers' read registers,
-    the logits memory (n_out x accumulator bits, written by the last layer, read asynchronously:
-    LUT RAM where the family has it, else flip-flops, by `yosys_memory`) and the output counter.
+    the logits memory (`seq_logits_memory`) and the output counter.
 
       LUT    = top_lut + top_lut_per_layer * layers + lut_per_lutram * logits LUT RAM cells
                + top_lut_per_logit_bit * logits bits in logic
@@ -387,7 +386,7 @@ def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[st
     cal = {**SEQ_CALIBRATION.defaults, **(calibration or SEQ_CALIBRATION.load(board.family))}
     last = params[-1]
     acc = seq_features(last)["acc"]
-    kind, cells = yosys_memory(int(acc), last.out_channels, board.family, rom=False, sync_read=False)
+    kind, cells = seq_logits_memory(last, board)
     logit_logic = acc * last.out_channels if kind == "logic" else 0
     lutram = cells if kind == "lutram" else 0
     n = len(params)
@@ -402,5 +401,14 @@ def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[st
     cycles = beats + last.out_channels + LAYER_OVERHEAD_CYCLES * n
     # latency (first value accepted -> last logit out): the layers' latencies + the beats + n_out, less
     # the cycle of the first beat and the sequencer's return to LOAD (Verilator)
-    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": 0, "URAM": 0, "mults": 0, "cycles": cycles, "ii": cycles,
-            "latency": beats + last.out_channels - 2}
+    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": cells if kind == "block" else 0, "URAM": 0, "mults": 0,
+            "cycles": cycles, "ii": cycles, "latency": beats + last.out_channels - 2}
+
+
+def seq_logits_memory(last: LayerParams, board: Board) -> tuple[str, int]:
+    """Where Yosys puts the rtl-seq top level's logits (n_out x accumulator bits, written by the last
+    layer; read at the registered output counter, which memory_dff merges into a synchronous read
+    port): `yosys_memory` - LUT RAM on ECP5/xc7, a RAM4K on iCE40 (measured: the 4th block of the
+    digits designs)."""
+    acc = int(seq_features(last)["acc"])
+    return yosys_memory(acc, last.out_channels, board.family, rom=False, sync_read=True, aspects=bram_aspects(board))
