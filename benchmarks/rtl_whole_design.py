@@ -25,6 +25,7 @@ coefficients and the held-out error (`heldout_error`) into board_configs/rtl_seq
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -131,8 +132,13 @@ def layer_params_of(net: IntNet):
                             in_pixels=1, in_channels=L.w.shape[1], kernel=(), in_width=1, n_weights=int(L.w.size),
                             nnz=int(np.count_nonzero(L.w)), w_bits=_w_bits(L), a_bits=L.in_bits, a_signed=L.in_signed,
                             has_bias=True, in_words=L.w.shape[1], last=i == len(layers) - 1)
-        out.append(p)
+        out.append(dataclasses.replace(p, laplace_b=LAPLACE_B))
     return out
+
+
+# the drawn magnitudes are exponential with mean qmax / 3: a Laplace scale of 1/3 of the largest
+# magnitude, what an allocation records as `laplace_b` (the rtl-da estimate's CSD digit count uses it)
+LAPLACE_B = 1 / 3
 
 
 def _w_bits(L: IntLayer) -> int:

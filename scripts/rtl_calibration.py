@@ -427,11 +427,20 @@ def main_seq(args) -> None:
 
 
 def _write(result: dict, cal_yaml: dict, json_name: str, yaml_name: str, header: str) -> None:
-    """The fit record (benchmarks/results) and the coefficients with provenance (board_configs), atomically."""
+    """The fit record (benchmarks/results) and the coefficients with provenance (board_configs), atomically.
+    What benchmarks/rtl_whole_design.py wrote from whole designs (top_* coefficients, heldout_error)
+    stays."""
     import yaml
 
     write_json(ROOT / "benchmarks" / "results" / json_name, result)
-    write_bytes(ROOT / "board_configs" / yaml_name, (header + yaml.safe_dump(cal_yaml, sort_keys=True, width=200)).encode())
+    path = ROOT / "board_configs" / yaml_name
+    old = yaml.safe_load(path.read_text()) if path.exists() else {}
+    for fam, v in cal_yaml.items():
+        kept = {k: x for k, x in (old or {}).get(fam, {}).items() if k.startswith("top_") or k == "heldout_error"}
+        v.update(kept)
+    header += ("# top_*: the top level (pools, output serializer), fitted on whole designs by benchmarks/rtl_whole_design.py\n"
+               "# --arch da; heldout_error: the whole-design error on designs of models that fit never saw (fractions).\n")
+    write_bytes(path, (header + yaml.safe_dump(cal_yaml, sort_keys=True, width=200)).encode())
 
 
 if __name__ == "__main__":
