@@ -373,7 +373,9 @@ def main() -> None:
     seen = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")) for r in old["rows"]}
     for extra in args.merge:
         for r in json.loads(extra.read_text())["rows"]:
-            if (r["model"], r["variant"], r["family"], r.get("arch", "seq")) not in seen:
+            key = (r["model"], r["variant"], r["family"], r.get("arch", "seq"))
+            if key not in seen:
+                seen.add(key)
                 old["rows"].append(r)
     fams = [f for f in args.families.split(",") if f]
     models = [m for m in args.models.split(",") if m]

@@ -92,7 +92,8 @@ def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, copy_run):
     from opq_hw.cost import estimate
 
     run = load_run(run_dir)
-    cost = estimate(run.specs, run.allocation, "ecp5-85f", "rtl-seq")
+    act = run.config.get("act_bits", 8)  # what `opq-hw estimate RUN` costs
+    cost = estimate(run.specs, run.allocation, "ecp5-85f", "rtl-seq", act_bits=act)
     assert [lc.cycles for lc in cost.layers] == [lm["cycles"] for lm in rec["layers"]]
     assert cost.ii_cycles == sim["interval_cycles"]
     _estimate_within(cost, rec["synth"])
@@ -111,7 +112,7 @@ def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, copy_run):
     s2 = build(run_dir, board="ice40-up5k", sim=False, log=None)
     assert s2["fit"]["fits"] and (run_dir / "build" / "rtl" / "opq_top.bin").stat().st_size > 50_000
     assert s2["pnr"]["fmax_mhz"] > 5 and s2["synth"]["lut"] < 5280
-    _estimate_within(estimate(run.specs, run.allocation, "ice40-up5k", "rtl-seq"), s2["synth"])
+    _estimate_within(estimate(run.specs, run.allocation, "ice40-up5k", "rtl-seq", act_bits=act), s2["synth"])
 
 
 def _estimate_within(cost, synth: dict, tol: float = 0.15) -> None:

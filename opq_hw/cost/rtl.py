@@ -310,7 +310,9 @@ def _seq_memories(p: LayerParams, board: Board, f: Mapping[str, Any]) -> dict[st
     of `entries`: block RAMs, the ROM's bits left in logic, the buffer's LUT RAM cells and its bits
     left in logic (flip-flops)."""
     aspects = bram_aspects(board)
-    width = int(p.w_bits + f["addr"])
+    # 2-bit narrow-range weights are +-1: their two's-complement LSB is constant 1, and Yosys drops a
+    # constant column of a ROM (measured: a 375 x 9 ROM of such weights takes one 512 x 8 RAM4K)
+    width = int(p.w_bits + f["addr"]) - (1 if p.w_bits == 2 else 0)
     ent = np.atleast_1d(np.asarray(f["entries"], dtype=np.float64))
     rom_kind = [yosys_memory(width, int(e), board.family, rom=True, aspects=aspects) for e in ent]
     buf_kind = yosys_memory(p.a_bits, int(f["in_words"]), board.family, rom=False, aspects=aspects)
