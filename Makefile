@@ -38,9 +38,10 @@ browser:
 
 tools: hls4ml-tools rtl-tools finn-env browser
 
-# The whole suite, every tool-dependent and slow test included (what CI runs).
+# The whole suite, every tool-dependent and slow test included (what CI runs), one worker per core
+# (pytest-xdist; the slow tests are queued first, see tests/conftest.py).
 test: setup tools
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=25
 
 # Fast subset for development: no slow tests.
 test-fast: setup

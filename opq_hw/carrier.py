@@ -4,7 +4,8 @@
 (per-output-channel scale, layer bit width, narrow-range signed integers), the pruning mask as a
 torch parametrization on `weight`, ReLUs for quantized ReLUs and an input quantizer in front.
 In `pow2` (hardware) mode every scale is a power of two and biases are Int16 on the
-accumulator grid, so the model is exact in fixed point.
+accumulator grid, so the model is exact in fixed point. A BatchNorm left in the model (one that could
+not be folded into a layer) becomes a quantized per-channel affine (`carrier_graph.ChannelAffine`).
 """
 from __future__ import annotations
 
@@ -155,6 +156,16 @@ def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocat
             torch.ones_like(new.weight), scales, torch.tensor([qmax(b) for b in bits], dtype=torch.float32)))
         new.opq_layer = s.name
         _replace(body, s.name, new)
+    from .carrier_graph import ChannelAffine, is_batchnorm
+
+    for name, m in list(body.named_modules()):  # BatchNorms left after folding (opq_hw.bnfold, the ONNX front end)
+        if is_batchnorm(m):
+            aff = ChannelAffine(m, name, allocation.scale_mode)
+            if quant_acts:
+                aff.out_quant = qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True)
+                if name in input_quant_layers:
+                    aff.input_quant = qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True)
+            _replace(body, name, aff)
     if quant_acts:
         for name, m in list(body.named_modules()):
             if isinstance(m, nn.ReLU):
@@ -196,6 +207,12 @@ def apply(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act:
         calibrate(q, calib)
     elif act.bits is not None:
         default_act_scales(q)
+    if act.bits is not None:
+        from .carrier_graph import finalize_affines
+
+        x1 = calib[:1] if calib is not None else example
+        if x1 is not None:
+            finalize_affines(q, x1)
     freeze(q)
     q.eval()
     return q

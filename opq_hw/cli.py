@@ -100,6 +100,16 @@ def _simulate(run, level, **kw) -> dict:
     return simulate(run, level, **kw)
 
 
+def cmd_finetune(args) -> int:
+    from .ddp import options, summary
+    from .ddp_launch import finetune_run
+
+    rec = finetune_run(args.run, options(args), nproc=args.nproc, progress=sys.stderr.isatty())
+    print(summary(rec))
+    print(f"run {args.run} updated (manifest: finetunes)")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from .layers import inspect_model
     from .models import BUILTIN, build_model
@@ -140,6 +150,14 @@ def cmd_build(args) -> int:
     return int(res.get("returncode", 0)) if isinstance(res, dict) else 0
 
 
+def cmd_hil(args) -> int:
+    from .flows.rtl_hil import run_hil
+
+    with v.missing_tools("hil --port sim"):
+        res = run_hil(args.run, args.port, baud=args.baud, n=args.n, data=args.data, timeout=args.timeout)
+    return 0 if res["bit_exact"] else 1
+
+
 def _add_flow_args(p: argparse.ArgumentParser) -> None:
     """`build`'s flow options, read from the flows' option dataclasses (opq_hw.flows)."""
     from .flows import cli_options
@@ -165,9 +183,13 @@ def cmd_boards(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .report import estimate_run, one_line
+    from .report import accuracy_lines, estimate_run, figures_line, one_line
 
-    print(one_line(estimate_run(args.run, board=args.board, arch=args.arch), args.run))
+    rep = estimate_run(args.run, board=args.board, arch=args.arch)
+    print(one_line(rep, args.run))
+    print(figures_line(rep))
+    for line in accuracy_lines(rep):
+        print(line)
     return 0
 
 
@@ -176,6 +198,42 @@ def cmd_report(args) -> int:
 
     report_run(args.run)
     return 0
+
+
+def cmd_sweep(args) -> int:
+    import os
+
+    from .sweep import SweepConfig, parse_names, parse_targets, sweep
+
+    cfg = SweepConfig(model=args.model, data=args.data, targets=parse_targets(args.targets),
+                      boards=parse_names(args.boards, "--boards"), arch=args.arch, epochs=args.epochs,
+                      method=args.method, lr=args.lr, seed=args.seed, weights=args.weights, folding=args.folding)
+    jobs = args.jobs if args.jobs is not None else min(os.cpu_count() or 1, len(cfg.targets))
+    sweep(cfg, args.out, jobs=jobs, scheduler=args.scheduler, overwrite=args.overwrite)
+    return 0
+
+
+def _add_sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="as `compress --model`")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--weights", help="float state_dict (.pt), loaded with weights_only=True")
+    p.add_argument("--targets", required=True, help="target compression rates (CR_w), comma-separated, e.g. 5,10,20,40")
+    p.add_argument("--boards", required=True, help="boards to estimate each point on, comma-separated (`opq-hw boards`)")
+    p.add_argument("--arch", default=D.arch, help=f"cost-model architecture (default {D.arch})")
+    p.add_argument("--folding", choices=["fastest-fit", "parallel"], default="fastest-fit",
+                   help="per board: the fastest folding that fits (default) or fully parallel (reuse 1 / PE=MH, SIMD=MW)")
+    p.add_argument("--epochs", type=v.epochs_arg, default=0, help="finetune epochs per point, >= 0 (default 0)")
+    p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default=D.method)
+    p.add_argument("--lr", type=v.lr_arg, default=D.lr, help="finetune learning rate")
+    p.add_argument("--seed", type=v.seed_arg, default=D.seed, help="0..2**32-1")
+    p.add_argument("--jobs", type=v.jobs_arg, help="points computed at once by the local process pool (default: "
+                   "the CPU count, at most the number of targets)")
+    p.add_argument("--scheduler", help="run the points on a Dask distributed cluster at this address (tcp://host:8786) "
+                   "instead of the local pool; needs the optional extra opq-hw[dask] and DIR on a shared file system")
+    p.add_argument("--out", required=True, type=v.out_dir_arg, help="sweep folder: points/<rate>/ runs, sweep.json, "
+                   "sweep.csv, pareto.png, sweep.html; a finished point found there is reused")
+    p.add_argument("--overwrite", action="store_true", help="compute the points of a sweep folder made with another "
+                   "configuration again (a folder opq-hw did not make is never written into)")
 
 
 def _add_trust_args(p: argparse.ArgumentParser) -> None:
@@ -200,6 +258,12 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="compress a model into a run directory")
     _add_compress_args(c, demo=False)
     c.set_defaults(func=cmd_compress)
+    f = sub.add_parser("finetune", help="finetune a run in place, on N local processes (PyTorch DDP); on a cluster: "
+                       "torchrun --nproc-per-node N [--nnodes ...] -m opq_hw.finetune RUN")
+    from .ddp import add_args as add_finetune_args
+
+    add_finetune_args(f, local=True)
+    f.set_defaults(func=cmd_finetune)
     i = sub.add_parser("inspect", help="print the layer specs of a model")
     i.add_argument("--model", required=True)
     i.add_argument("--input-shape", type=v.input_shape_arg)
@@ -227,6 +291,19 @@ def parser() -> argparse.ArgumentParser:
     _add_flow_args(b)
     _add_trust_args(b)
     b.set_defaults(func=cmd_build)
+    h = sub.add_parser("hil", help="hardware in the loop: test samples to a board top (or its Verilator twin, "
+                                   "--port sim) over the serial link, the logits checked bit for bit")
+    h.add_argument("run")
+    h.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1), or 'sim': the "
+                   "Verilator twin of the run's board top (UART pins included) behind a pseudo-terminal")
+    h.add_argument("--baud", type=v.baud_arg, help="the bitstream's baud rate (default: build/rtl/board.json); with "
+                   "--port sim any rate the board clock divides within 2%% (a faster twin)")
+    h.add_argument("--n", type=v.count_arg, help="number of test samples, >= 1 (default all)")
+    h.add_argument("--data", help=DATA_HELP + "; or 'golden', or a .npy of inputs (default: the run's own test data)")
+    h.add_argument("--timeout", type=v.positive_arg("--timeout"), help="seconds to wait for each answer (default: "
+                   "2 s plus the frame time on a board, 60 s or more for the twin)")
+    _add_trust_args(h)
+    h.set_defaults(func=cmd_hil)
     bo = sub.add_parser("boards", help="list boards, or show one")
     bo.add_argument("name", nargs="?")
     bo.set_defaults(func=cmd_boards)
@@ -238,6 +315,9 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="estimates beside synthesis results found in the run")
     r.add_argument("run")
     r.set_defaults(func=cmd_report)
+    sw = sub.add_parser("sweep", help="compress at several rates, estimate each on several boards, plot the trade-off")
+    _add_sweep_args(sw)
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -8,7 +8,10 @@ each with RESULT (the output bytes, then the compute-cycle count as u32 LE), PON
 as u16 LE) or ERROR (an error code and a detail byte, `ERRORS`).
 
 `Link` wraps any byte port (pyserial's `Serial`, a pseudo-terminal, a socket) with timeouts:
-no answer in time is an `OpqError` naming the port, baud rate and what to check.
+no answer in time is an `OpqError` naming the port, baud rate and what to check. `PtyTwin` puts
+the Verilator twin of a board top behind a pseudo-terminal, a serial port that pyserial opens like
+a board's; `link_seconds` is what a link at a given baud rate allows. The `hil` verb that streams a
+run's samples through all this is `opq_hw.flows.rtl_hil`.
 """
 from __future__ import annotations
 
@@ -159,7 +162,8 @@ class Link:
                                f"{self.timeout if timeout is None else timeout:g} s "
                                f"({self.decoder.dropped} stray bytes, {self.decoder.bad} bad frames seen): check "
                                "that the board is programmed with this run's bitstream, the port and the baud rate")
-            chunk = self.port.read(256)
+            waiting = getattr(self.port, "in_waiting", None)  # pyserial: read what is there, else wait for one byte
+            chunk = self.port.read(256 if waiting is None else max(1, min(int(waiting), 4096)))
             if chunk:
                 self.pending += self.decoder.feed(chunk)
         return self.pending.pop(0)
@@ -225,3 +229,112 @@ class TwinPort:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PtyTwin:
+    """The Verilator twin of a board top behind a pseudo-terminal: `path` (/dev/pts/N) is a serial
+    port that pyserial opens exactly like a board's; the twin (sim/tb_uart.cpp, interactive mode)
+    holds the other side as its stdin and stdout, drives the rx pin with the bytes written to the
+    port at `clks_per_bit` and decodes the tx pin back into bytes. `events`: a file for the harness's
+    cycle stamps (`S` request starts, `R` answer bytes; `link_cycles` reads it). After `close`,
+    `cycles` is the number of clock cycles simulated. Use as a context manager."""
+
+    def __init__(self, binary, clks_per_bit: int, events=None):
+        import os
+        import subprocess
+        import tty
+
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, line editing or newline translation, even before the host configures it
+        self.slave, self.path, self.cycles = slave, os.ttyname(slave), None
+        args = [str(binary), "-", "-", str(int(clks_per_bit))] + ([str(events)] if events else [])
+        try:
+            self.proc = subprocess.Popen(args, stdin=master, stdout=master, stderr=subprocess.PIPE)
+        except OSError as e:
+            os.close(slave)
+            raise OpqError(f"cannot start the Verilator twin {binary}: {e}") from None
+        finally:
+            os.close(master)
+
+    def check(self) -> None:
+        """An OpqError if the twin has exited (it runs until the port is closed)."""
+        rc = self.proc.poll()
+        if rc is not None:
+            err = self.proc.stderr.read().decode(errors="replace").strip()[-500:]
+            raise OpqError(f"the Verilator twin exited early (rc {rc}){': ' + err if err else ''}")
+
+    def close(self) -> None:
+        import os
+        import subprocess
+
+        if self.slave is not None:
+            os.close(self.slave)  # the twin reads EIO and ends
+            self.slave = None
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        for line in err.decode(errors="replace").splitlines():
+            if line.startswith("cycles "):
+                self.cycles = int(line.split()[1])
+
+    def __enter__(self) -> "PtyTwin":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def link_cycles(events) -> list[int]:
+    """Simulated cycles of each request on the twin's link (a `PtyTwin` events file): from the
+    request's first bit on rx to the last answer byte decoded on tx."""
+    out, start, last = [], None, None
+    for line in open(events).read().splitlines():
+        kind, cyc = line.split()[:2]
+        if kind == "S" and (start is None or last is not None):  # a new request (not a continuation)
+            if start is not None:
+                out.append(last - start)
+            start, last = int(cyc), None
+        elif kind == "R":
+            last = int(cyc)
+    if start is not None and last is not None:
+        out.append(last - start)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# what the `hil` verb (opq_hw.flows.rtl_hil) needs of the link
+# ------------------------------------------------------------------------------------------------
+SIM = "sim"  # --port sim: the Verilator twin of the board top behind a pseudo-terminal
+UART_BITS = 10  # 8N1: a start bit, 8 data bits, a stop bit per byte (opq_uart_rx.v / opq_uart_tx.v)
+
+
+def frame_bytes(in_len: int, out_len: int) -> tuple[int, int]:
+    """Bytes on the wire of an INFER frame and of its RESULT frame (the layout above: SYNC, VERSION,
+    TYPE, LEN, payload, CRC; RESULT's payload is the outputs and the 4-byte cycle count)."""
+    return HEADER + in_len + 2, HEADER + out_len + 4 + 2
+
+
+def link_seconds(in_len: int, out_len: int, cycles: float, baud: float, clock_mhz: float) -> float:
+    """Seconds per inference over the serial link, request by request: the INFER frame in at `baud`
+    (`UART_BITS` bit times a byte, back to back), the device's `cycles` at `clock_mhz` (counted from
+    the core taking the first input byte to its last output byte: opq_frame_tx.v), the RESULT frame
+    out. Not included: the host's turnaround and a USB-serial bridge's latency (an FTDI chip holds a
+    short answer up to its latency timer, 16 ms by default on Linux, unless it is set lower)."""
+    fin, fout = frame_bytes(in_len, out_len)
+    return (fin + fout) * UART_BITS / float(baud) + cycles / (clock_mhz * 1e6)
+
+
+def open_serial(path: str, baud: int, timeout: float):
+    """pyserial's port (8N1, no flow control); a clear error when it cannot be opened."""
+    try:
+        import serial
+    except ImportError:
+        raise OpqError("`opq-hw hil` needs pyserial, which is not installed: pip install pyserial==3.5") from None
+    try:
+        return serial.Serial(path, baudrate=baud, timeout=0.05, write_timeout=timeout)
+    except (serial.SerialException, ValueError, OSError) as e:
+        raise OpqError(f"cannot open the serial port {path!r} at {baud} baud ({e}); check the port (a board's FTDI "
+                       "bridge is /dev/ttyUSB0 or /dev/ttyUSB1 on Linux, COMn on Windows) and that no other program "
+                       "holds it") from None

@@ -18,6 +18,8 @@ import numpy as np
 
 from .boards import RESOURCES, Board, load_board
 from .cost import architecture, default_folding, estimate, fits, layer_cost, layer_params
+from .cost.accuracy import STATISTIC, accuracy
+from .cost.fit import band_phrase, margin_budget
 from .errors import OpqError
 from .spec import DEFAULTS, LayerAlloc, LayerSpec
 
@@ -42,6 +44,25 @@ def resource_cost_fn(specs: list[LayerSpec], board: Board, arch: str, resource: 
         return np.broadcast_to(np.asarray(res[resource], dtype=np.float64), np.shape(k)).copy()
 
     return cost_fn
+
+
+def margin_note(margin: Mapping[str, float | None], target: Mapping[str, float], usable: Mapping[str, float],
+                dropped: Mapping[str, float] | None = None, used: Mapping[str, float] | None = None) -> str:
+    """What margin the allocation kept, e.g. `margin (held-out max relative error): LUT ± 18.2 % (targeted
+    3,900 of 4,752 usable), ...; uncalibrated (no margin): BRAM18, DSP`; `dropped`: resource -> the
+    smallest allocation's usage, where the margin could not be kept; `used`: the design's usage (an
+    uncalibrated resource it does not use is not named)."""
+    dropped = dropped or {}
+    with_band = [f"{r} ± {100 * m:.1f} % (targeted {target[r]:,.0f} of {usable[r]:,.0f} usable)"
+                 for r, m in margin.items() if m and usable[r] > 0 and r not in dropped]
+    with_band += [f"{r} ± {100 * margin[r]:.1f} % NOT kept (even the smallest allocation needs {u:,.0f}, "
+                  f"{u * (1 + margin[r]):,.0f} at the pessimistic end, of {usable[r]:,.0f} usable: targeted all of it, "
+                  "so the design fits only at the optimistic end)" for r, u in dropped.items()]
+    none = [r for r, m in margin.items() if m is None and usable[r] > 0 and (used is None or used.get(r, 0) > 0)]
+    parts = [f"margin ({STATISTIC}): " + ", ".join(with_band)] if with_band else ["no error margin"]
+    if none:
+        parts.append("uncalibrated (no margin): " + ", ".join(none))
+    return "; ".join(parts)
 
 
 def _usage(cost_fn, specs, bits_of, k_of) -> float:
@@ -71,8 +92,10 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     (fully parallel; the default for hls4ml-latency and rtl-da) or "auto" (the default for finn-mvau
     and hls4ml-resource: the fastest folding at which the smallest allocation fits).
 
-    Returns (Allocation, info) where info = {board, arch, binding, budget, usage, utilisation,
-    fits, iterations: [{resource, budget, usage...}], folding}. Raises OpqError naming the missing
+    Returns (Allocation, info) where info = {board, arch, binding, budget (usable amounts), margin
+    (per resource the error band used, None: uncalibrated), target (usable / (1 + margin): what the
+    allocation aims at), usage, utilisation, fits, verdict, iterations: [{resource, budget,
+    usage...}], folding}. Raises OpqError naming the missing
     resources when even min_bits with one survivor per output channel does not fit.
     """
     from .allocation import allocate, resolve_overrides
@@ -87,6 +110,9 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
         raise OpqError(f"unknown method {method!r}")
     opts = resolve_overrides([s.name for s in specs], overrides)
     usable = {r: board.limit(r) for r in RESOURCES}
+    acc = accuracy(arch, board.family)
+    margin = acc.margins()
+    target = {r: margin_budget(board, r, margin[r]) for r in RESOURCES}
     fns = {r: resource_cost_fn(specs, board, arch, r, folding, act_bits) for r in RESOURCES}
     active = [s for s in specs if not opts[s.name].skip]
     skipped = [s for s in specs if opts[s.name].skip]
@@ -102,26 +128,31 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     # what no allocation can avoid: skipped layers at 32 bits dense, the rest at their floor
     floor = {r: _usage(fns[r], skipped, lambda s: 32, lambda s: s.n_weights)
              + _usage(fns[r], active, bmin, lambda s: s.out_channels) for r in RESOURCES}
-    short = fits(board, floor).over
+    short = fits(board, floor).over  # even the smallest allocation is over, at the estimate itself
     if short:
         what = ", ".join(f"{r}: at least {floor[r]:.0f} needed, {usable[r]:.0f} usable (missing {floor[r] - usable[r]:.0f})"
                          for r in short)
         raise OpqError(f"nothing fits {board.name} with {arch}: even at {min_bits} bits with one weight per output "
                        f"channel the design needs {what}. Use a larger board, fold more (reuse factor / PE, SIMD), "
                        f"or another --arch")
+    # where even the smallest allocation is over at the pessimistic end of the band, the margin cannot
+    # be kept: that resource is targeted at its usable amount (the result fits only at the optimistic end)
+    dropped = {r: floor[r] for r in fits(board, floor, margin).over_high}
+    kept = {r: (0.0 if r in dropped else m) for r, m in margin.items()}
+    target.update({r: usable[r] for r in dropped})
     dense = {r: _usage(fns[r], skipped, lambda s: 32, lambda s: s.n_weights)
              + _usage(fns[r], active, bmax, lambda s: s.n_weights) for r in RESOURCES}
-    if fits(board, dense):
-        pressure = {r: (dense[r] / usable[r] if usable[r] > 0 else 0.0) for r in RESOURCES}
+    if fits(board, dense, kept):
+        pressure = {r: (dense[r] / target[r] if target[r] > 0 else 0.0) for r in RESOURCES}
     else:
-        pressure = {r: (dense[r] / usable[r] if usable[r] > 0 else (np.inf if dense[r] > 0 else 0.0)) for r in RESOURCES}
+        pressure = {r: (dense[r] / target[r] if target[r] > 0 else (np.inf if dense[r] > 0 else 0.0)) for r in RESOURCES}
     resource = max(RESOURCES, key=lambda r: pressure[r])
     scale = {r: 1.0 for r in RESOURCES}
     iterations: list[dict[str, Any]] = []
     alloc = rep = None
     for _ in range(_MAX_ITER):
         fixed_r = _usage(fns[resource], skipped, lambda s: 32, lambda s: s.n_weights)
-        budget = scale[resource] * usable[resource] - fixed_r
+        budget = scale[resource] * target[resource] - fixed_r
         try:
             alloc = allocate(specs, weights, cost_fn=fns[resource], budget=budget, method=method,
                              scale_mode=scale_mode, weighting=weighting, min_bits=min_bits, max_bits=max_bits,
@@ -129,25 +160,30 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
         except OpqError as e:
             raise OpqError(f"cannot fit {board.name} with {arch} on {resource} ({usable[resource]:.0f} usable): {e}") from e
         rep = estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
-        iterations.append({"resource": resource, "budget": budget, "usage": dict(rep.totals), "fits": rep.fits})
-        if rep.fits:
+        iterations.append({"resource": resource, "budget": budget, "usage": dict(rep.totals)})
+        over = fits(board, rep.totals, kept).over_high  # at the pessimistic end of the band (where it is kept)
+        iterations[-1]["fits"] = not over
+        if not over:
             break
-        worst = max(rep.over, key=lambda r: rep.over[r] / max(usable[r], 1e-9))
+        worst = max(over, key=lambda r: over[r] / max(usable[r], 1e-9))
         if worst == resource:
             scale[resource] *= 0.95
         else:
             resource = worst
-    if rep is None or not rep.fits:
-        over = ", ".join(f"{r} over by {v:.0f}" for r, v in (rep.over if rep else {}).items())
+    final = fits(board, rep.totals, kept) if rep is not None else None
+    if final is None or not final.ok:
+        over = ", ".join(f"{r} over by {v:.0f}{band_phrase(kept[r])}" for r, v in (final.over_high if final else {}).items())
         raise OpqError(f"no allocation found that fits {board.name} with {arch} after {_MAX_ITER} tries ({over}); "
                        "lower --max-bits, fold more, or pick a larger board")
     binding = rep.binding
     info = {"board": board.name, "arch": arch, "binding": binding, "allocated_for": resource,
-            "budget": {r: usable[r] for r in RESOURCES}, "usage": dict(rep.totals), "utilisation": dict(rep.utilisation),
-            "fits": rep.fits, "iterations": iterations, "folding": rep.folding,
-            "dense_max_bits_usage": dense, "min_usage": floor}
+            "budget": {r: usable[r] for r in RESOURCES}, "margin": margin, "margin_statistic": STATISTIC,
+            "margin_source": acc.source, "target": target, "usage": dict(rep.totals),
+            "utilisation": dict(rep.utilisation), "fits": rep.fits, "verdict": rep.fit_label,
+            "margin_dropped": sorted(dropped), "iterations": iterations,
+            "folding": rep.folding, "dense_max_bits_usage": dense, "min_usage": floor}
     notes = tuple(alloc.notes) + (f"hardware-aware: fitted to {board.name} with {arch}; binding resource {binding} "
-                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable)",)
+                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable); {margin_note(margin, target, usable, dropped, rep.totals)}",)
     from dataclasses import replace
 
     return replace(alloc, notes=notes), info

@@ -51,7 +51,7 @@ def flow_support(model, example, specs: list[LayerSpec]) -> dict[str, dict[str, 
 
     try:
         alloc = allocate(specs, layer_weights(model, specs), target_cr=10.0, scale_mode="pow2")
-        qmodel = apply(model, specs, alloc, ActConfig(bits=8, scale_mode="pow2"), calib=None)
+        qmodel = apply(model, specs, alloc, ActConfig(bits=8, scale_mode="pow2"), calib=None, example=example)
     except OpqError as e:
         return {f: {"supported": False, "why": f"OPQ cannot compress it: {e}", "layer": None} for f in FLOWS}
     out: dict[str, dict[str, Any]] = {}

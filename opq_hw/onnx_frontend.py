@@ -26,8 +26,10 @@ PyTorch path, opq_hw.bnfold); the rewrites below are the ones they lack, each a 
   Transpose) -> GlobalAveragePool; auto_pad written out as pads, asymmetric padding refused;
 - Unsqueeze -> Conv 2-D (kernel 1 x k) -> Squeeze (tf2onnx's Keras Conv1D) -> Conv 1-D;
 - MatMul (+ Add of a constant) with a constant right operand -> Gemm (onnx2torch makes nn.Linear);
-- BatchNormalization right after Conv/Gemm folded into that layer's weights and bias (recorded);
-  any other BatchNormalization refused (`UnfoldableBatchNorm`);
+- BatchNormalization right after Conv/Gemm folded into that layer's weights and bias (recorded); any other
+  (on the input, after an activation, a pooling, a residual Add) kept, recorded in `kept_bn` with the reason:
+  the carrier computes it as a quantized per-channel affine (`carrier_graph.ChannelAffine`); one in training
+  mode, with non-constant parameters or on a 3-D map refused (`UnfoldableBatchNorm`);
 - a final Softmax / LogSoftmax / Sigmoid (classifier head) cut off: the hardware computes the
   pre-activation outputs and the run says `tail: softmax on the host`.
 """
@@ -73,7 +75,7 @@ class QuantizedOnnx(OpqError):
 
 
 class UnfoldableBatchNorm(OpqError):
-    """A BatchNormalization that is not directly after a Conv/Gemm/MatMul."""
+    """A BatchNormalization that can neither be folded into a layer nor kept as a channel affine."""
 
 
 def onnx2torch_convert():
@@ -158,6 +160,9 @@ def record_notes(rec: dict[str, Any]) -> list[str]:
         out.append(f"ONNX opset {rec.get('opset_in')} upgraded to {rec.get('opset')}")
     for f in rec.get("folded_bn", []):
         out.append(f"BatchNormalization {f['bn']!r} folded into {f['into']!r}")
+    for f in rec.get("kept_bn", []):
+        out.append(f"BatchNormalization {f['bn']!r} {f['why']}, so it cannot be folded: kept as a quantized per-channel "
+                   "affine a*x + b (manifest `bn_affine`)")
     if rec.get("input_layout"):
         out.append(f"input layout {rec['input_layout']}: the graph's leading Transpose was removed, the model runs "
                    f"{rec['model_layout']}; the user's {rec['input_layout']} data is transposed to it "
@@ -873,10 +878,15 @@ def _fold_bn(model, shapes, rec) -> None:
                 or any(o.name == bn.input[0] for o in g.output) or _init(g, p.input[1]) is None \
                 or sum(p.input[1] in n.input for n in g.node) != 1:
             what = "the model input" if p is None else f"{p.op_type} {p.name or p.output[0]!r}"
-            raise UnfoldableBatchNorm(
-                f"{label} follows {what}, not a Conv/Gemm/MatMul whose output only it reads, so it cannot be folded "
-                f"into a layer's weights; opq-hw supports BatchNormalization only right after a Conv or dense layer "
-                f"(move it there, or fold it into the model yourself)")
+            src = shapes.get(bn.input[0])
+            if src is not None and len(src) > 4:
+                raise UnfoldableBatchNorm(f"{label} normalises a {len(src) - 2}-D map; opq-hw keeps a BatchNormalization "
+                                          "it cannot fold only on (N, C), 1-D and 2-D maps")
+            if any(a.size != params[0].size for a in params):
+                raise UnfoldableBatchNorm(f"{label}: its scale, bias, mean and variance differ in size")
+            rec.setdefault("kept_bn", []).append(  # the carrier keeps it as a quantized channel affine
+                {"bn": bn.name or bn.output[0], "why": f"follows {what}, not a Conv/Gemm/MatMul whose output only it reads"})
+            continue
         gamma, beta, mean, var = (a.astype(np.float64) for a in params)
         k = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
         w = _init_array(g, p.input[1]).astype(np.float64)

@@ -133,8 +133,8 @@ def _float_model(cfg: CompressConfig) -> tuple[torch.nn.Module, dict[str, Any], 
         model = pretrained(cfg.model, epochs=cfg.pretrain_epochs, seed=cfg.seed)
     else:
         model = build_model(cfg.model)
-    folds = fold_batchnorm(model)
-    return model, ({"folded_bn": folds} if folds else {}), None
+    folds, kept = fold_batchnorm(model)
+    return model, ({"folded_bn": folds} if folds else {}) | ({"kept_bn": kept} if kept else {}), None
 
 
 def example_input(cfg: CompressConfig, data, frontend: dict[str, Any] | None = None) -> torch.Tensor:
@@ -318,6 +318,7 @@ def _step_apply(c) -> None:
     c.qmodel = apply(c.model, c.specs, c.alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib,
                      example=c.example)
     c.calibration = calibration_record(c.qmodel, c.example, calib, data)
+    c.bn_affine = bn_affine_record(c.qmodel, c.frontend)
     c.notes = record_notes(c.frontend) + list(c.alloc.notes)
     if data is None and cfg.act_bits:
         c.notes.append(f"activations were NOT calibrated (no --data): {c.calibration['method']}; "
@@ -439,6 +440,7 @@ def _compress_locked(cfg: CompressConfig, out: Path, overwrite: bool, progress: 
                                       "versions": _versions(), "timings_s": timings(records), "steps": steps,
                                       "notes": c.notes, "data": c.data.record() if c.data is not None else None,
                                       "calibration": c.calibration, "golden": c.golden, "frontend": c.frontend,
+                                      "bn_affine": c.bn_affine,
                                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     log(summary_table(c.specs, c.alloc, c.metrics))
     for n in c.notes:
@@ -461,6 +463,18 @@ def calibration_samples(x_train: np.ndarray) -> np.ndarray:
     return x_train[np.sort(np.random.default_rng(0).choice(len(x_train), CALIB_SAMPLES, replace=False))]
 DEFAULT_ACT_RANGE = ("every activation quantizer keeps Brevitas's initial range, |x| <= 1 (a power-of-two scale of "
                      "2^-(bits-1) signed, 2^-bits unsigned; recorded per quantizer in the manifest's calibration)")
+
+
+def bn_affine_record(qmodel, frontend: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The BatchNorms kept as quantized channel affines (`carrier_graph.ChannelAffine`): why each could not be
+    folded (the front end's `kept_bn`), how its a and b were quantized, and the quantization error."""
+    from .carrier_graph import affines
+
+    def key(name: str) -> str:  # onnx2torch names a node's module by the node name without '/' in front, '.' -> '/'
+        return name.lstrip("/").replace(".", "/")
+
+    why = {key(k["bn"]): k["why"] for k in (frontend or {}).get("kept_bn", [])}
+    return [{**m.record(), "why": why.get(key(m.opq_affine), "not right after a Conv/Linear layer")} for m in affines(qmodel)]
 
 
 def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, Any]:

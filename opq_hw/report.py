@@ -8,6 +8,7 @@ left in the run (`build/<flow>/resources.json`, see `measured_resources`).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import os
 from pathlib import Path
@@ -17,6 +18,8 @@ from .artifact import dumps, png_bytes, read_json
 from .rundir import write_outputs
 from .boards import RESOURCES, list_boards, load_board
 from .cost import ARCH_FLOW, CostReport, choose_folding, estimate
+from .cost.accuracy import STATISTIC, fmt
+from .cost.fit import FITS, OPTIMISTIC
 from .errors import OpqError
 from .spec import DEFAULTS, Allocation, LayerSpec
 
@@ -35,21 +38,22 @@ def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
     return manifest.get("config", {}).get("act_bits", 8)
 
 
-def estimate_for(specs, alloc, board, arch, act_bits, folding=None) -> CostReport:
-    """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits)."""
+def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None) -> CostReport:
+    """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits); `affines`:
+    the run's BatchNorms kept as channel affines (manifest `bn_affine`)."""
     if folding is None:
         folding = choose_folding(specs, alloc, board, arch, act_bits=act_bits, strict=False)
-    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
+    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines)
 
 
-def across_boards(specs, alloc, arch, act_bits) -> list[CostReport]:
+def across_boards(specs, alloc, arch, act_bits, affines=None) -> list[CostReport]:
     """The same allocation on every shipped board that has the architecture's flow (dev boards
     such as icebreaker share their part's row: they are skipped)."""
     out = []
     for name in list_boards():
         b = load_board(name)
         if ARCH_FLOW[arch] in b.flows and b.based_on is None:
-            out.append(estimate_for(specs, alloc, b, arch, act_bits))
+            out.append(estimate_for(specs, alloc, b, arch, act_bits, affines=affines))
     return out
 
 
@@ -70,7 +74,7 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
     out = {}
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    sp = [alloc.layer(n).sparsity * 100 for n in names]
+    sp = [_sparsity(alloc, lc) * 100 for lc in rep.layers]
     ax.bar(x - 0.2, sp, 0.4, color="#4c72b0", label="sparsity %")
     ax.set_ylabel("sparsity (%)")
     ax.set_ylim(0, 100)
@@ -92,15 +96,25 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
         vals = np.array([100.0 * getattr(lc, r) / rep.capacity[r] for r in res])
         ax.barh(res, vals, left=left, color=cmap(i % 10), label=lc.name)
         left += vals
+    # what the design holds beyond its layers (rtl-seq / rtl-da top level: stream, sequencer, logits), in the totals
+    top = np.array([100.0 * (rep.totals[r] - sum(getattr(lc, r) for lc in rep.layers)) / rep.capacity[r] for r in res])
+    if top.any():
+        ax.barh(res, top, left=left, color="#cccccc", label="top level")
+        left += top
     shell = np.array([100.0 * rep.shell[r] / rep.capacity[r] for r in res])
     if shell.any():
         ax.barh(res, shell, left=left, color="#999999", label="shell")
     for j, r in enumerate(res):
         lim = 100.0 * rep.limits[r] / rep.capacity[r]
         ax.plot([lim, lim], [j - 0.4, j + 0.4], color="red", lw=2)
+        lo, hi = (100.0 * v / rep.capacity[r] for v in rep.used_range.get(r, (0, 0)))
+        if hi > lo:  # the error band of the total (with the shell): optimistic .. pessimistic end
+            ax.errorbar([left[j] + shell[j]], [j], xerr=[[left[j] + shell[j] - lo], [hi - left[j] - shell[j]]],
+                        color="black", capsize=4, lw=1.2, label="error band" if j == 0 else None)
     ax.axvline(100, color="black", lw=0.8)
-    ax.set_xlabel(f"% of {rep.board} capacity (red: utilisation limit)")
-    ax.set_title(f"{rep.arch} on {rep.board}: {'fits' if rep.fits else 'does NOT fit'} (binding: {rep.binding})")
+    ax.set_xlabel(f"% of {rep.board} capacity (red: utilisation limit; black: error band)")
+    ax.set_title(f"{rep.arch} on {rep.board}: {rep.fit or ('fits' if rep.fits else 'does not fit')} "
+                 f"(binding: {rep.binding})", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     out["resources"] = png_bytes(fig)
 
@@ -127,31 +141,96 @@ def _dims(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+def _sparsity(alloc: Allocation, lc) -> float:
+    """The allocation's sparsity of a layer; a BatchNorm kept as a channel affine (kind "affine") has none."""
+    return 0.0 if lc.kind == "affine" else alloc.layer(lc.name).sparsity
+
+
 def layer_label(name: str, specs: list[LayerSpec] | None = None) -> str:
     """A layer's name with its kind and shapes, e.g. `3 (conv2d 16x4x4 -> 32x4x4)`."""
     s = next((s for s in specs or () if s.name == name), None)
     return name if s is None else f"{name} ({s.kind} {_dims(s.in_shape)} -> {_dims(s.out_shape)})"
 
 
+def _shown(rep: CostReport, r: str) -> bool:
+    """A resource worth a figure: the board has it or the design uses it."""
+    return rep.capacity.get(r, 0) > 0 or rep.totals.get(r, 0) > 0
+
+
+def figure_cells(rep: CostReport) -> dict[str, str]:
+    """Every total of the estimate with its error band: `LUT` -> `1,404 ± 9 %`, `BRAM18` -> `4 (exact)`,
+    `DSP` -> `0 (uncalibrated)`; II, latency (cycles and us) and frames/s carry the cycles' band
+    (frames/s = clock / II, so its relative band is b / (1 - b))."""
+    cells = {r: fmt(rep.totals[r], rep.band(r)) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM") if _shown(rep, r)}
+    cyc = rep.band("cycles")
+    cells["II"] = fmt(rep.ii_cycles, cyc, " cycles")
+    cells["latency"] = fmt(rep.latency_cycles, cyc, " cycles") + f" = {rep.latency_us:.2f} us"
+    fps = cyc if not cyc.rel else dataclasses.replace(cyc, rel=cyc.rel / (1 - cyc.rel) if cyc.rel < 1 else float("inf"))
+    cells["frames/s"] = fmt(rep.throughput_fps, fps)
+    return cells
+
+
+def figures_line(rep: CostReport) -> str:
+    """The `opq-hw estimate` second line: every total with its band."""
+    return "figures: " + ", ".join(f"{k} {v}" for k, v in figure_cells(rep).items())
+
+
+def accuracy_lines(rep: CostReport) -> list[str]:
+    """Where the bands come from, and which figures are uncalibrated and why."""
+    cal = {f: rep.band(f) for f in ("LUT", "FF", "DSP", "BRAM18", "URAM", "cycles") if f == "cycles" or _shown(rep, f)}
+    out = []
+    known = [f"{f} {b.label()} (mean {100 * b.mape:.1f} %)" for f, b in cal.items() if b.calibrated]
+    if known:
+        scope = {b.scope for b in cal.values() if b.calibrated}
+        n = {b.n for b in cal.values() if b.calibrated}
+        out.append(f"Error bands ({STATISTIC}, n = {'/'.join(map(str, sorted(n)))} held-out "
+                   f"{'/'.join(sorted(scope))} measurements; {rep.provenance.get('error bands', '')}): " + ", ".join(known) + ".")
+    unc: dict[str, list[str]] = {}
+    for f, b in cal.items():
+        if not b.calibrated:
+            unc.setdefault(b.why or "uncalibrated", []).append(f)
+    out += [f"Uncalibrated {', '.join(fs)}: {why.removeprefix('uncalibrated: ')}." for why, fs in unc.items()]
+    return out
+
+
+def _with_band(rep: CostReport, figure: str) -> str:
+    if figure != "cycles" and not _shown(rep, figure):
+        return figure
+    return f"{figure} ({rep.band(figure).label()})"
+
+
+def _total(rep: CostReport, r: str) -> str:
+    return fmt(rep.totals[r], rep.band(r)) if _shown(rep, r) else "-"
+
+
 def layer_rows(rep: CostReport, alloc: Allocation, specs: list[LayerSpec] | None = None) -> tuple[list[str], list[list[str]]]:
-    head = ["layer", "bits", "nonzero", "sparsity", "folding", "LUT", "FF", "DSP", "BRAM18", "URAM", "cycles", "latency"]
+    """Per-layer table; each figure's column header carries its band (`LUT (± 9 %)`), the totals
+    row the totals with their bands."""
+    head = ["layer", "bits", "nonzero", "sparsity", "folding", *[_with_band(rep, r) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
+            _with_band(rep, "cycles"), "latency"]
     rows = []
     for lc in rep.layers:
-        rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{alloc.layer(lc.name).sparsity:.3f}",
+        rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{_sparsity(alloc, lc):.3f}",
                      _fold_str(lc.folding), f"{lc.LUT:,}", f"{lc.FF:,}", str(lc.DSP), str(lc.BRAM18), str(lc.URAM),
                      f"{lc.cycles:,}", f"{lc.latency_cycles:,}"])
-    rows.append(["total", "", "", "", "", *[f"{rep.totals[r]:,}" for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
-                 f"II {rep.ii_cycles:,}", f"{rep.latency_cycles:,}"])
+    rows.append(["total", "", "", "", "", *[_total(rep, r) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
+                 "II " + fmt(rep.ii_cycles, rep.band("cycles")), fmt(rep.latency_cycles, rep.band("cycles"))])
     return head, rows
 
 
+def verdict_short(rep: CostReport) -> str:
+    """The tri-state verdict for a table cell, `, uncalibrated` when a used resource has no band."""
+    v = rep.fit or ("fits" if rep.fits else "does not fit")
+    return v + (", uncalibrated" if rep.uncalibrated else "")
+
+
 def board_rows(reports: list[CostReport]) -> tuple[list[str], list[list[str]]]:
-    head = ["board", "fits", "binding", *[f"{r} %" for r in RESOURCES], "II (cycles)", "latency (us)", "frames/s"]
+    head = ["board", "fit (with error band)", "binding", *[f"{r} %" for r in RESOURCES], "II (cycles)", "latency (us)", "frames/s"]
     rows = []
     for r in reports:
         util = [("-" if r.capacity[k] == 0 and r.totals[k] == 0 else
                  ("inf" if r.utilisation[k] is None else f"{100 * r.utilisation[k]:.1f}")) for k in RESOURCES]
-        rows.append([r.board, "yes" if r.fits else "NO", r.binding, *util, f"{r.ii_cycles:,}", f"{r.latency_us:.2f}",
+        rows.append([r.board, verdict_short(r), r.binding, *util, f"{r.ii_cycles:,}", f"{r.latency_us:.2f}",
                      f"{r.throughput_fps:,.0f}"])
     return head, rows
 
@@ -168,12 +247,22 @@ def _html_table(head, rows) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
+def _binding(rep: CostReport) -> str:
+    b = rep.binding
+    return f"{b} {fmt(rep.totals[b], rep.band(b))} + shell {rep.shell[b]:,} of {rep.limits[b]:,.0f} usable"
+
+
 def _summary(rep: CostReport) -> list[str]:
-    lines = [f"{rep.arch} on {rep.board} ({rep.part}, {rep.clock_mhz:g} MHz): "
-             f"{'fits' if rep.fits else 'does NOT fit'}; binding resource {rep.binding} "
-             f"({rep.totals[rep.binding]:,} + shell {rep.shell[rep.binding]:,} of {rep.limits[rep.binding]:,.0f} usable)."]
+    lines = [f"{rep.arch} on {rep.board} ({rep.part}, {rep.clock_mhz:g} MHz): {rep.fit_label}; binding resource "
+             f"{_binding(rep)}."]
     if rep.over:
         lines.append("Missing: " + ", ".join(f"{r} {v:,.0f}" for r, v in rep.over.items()) + ".")
+    high = {r: rng[1] - rep.limits[r] for r, rng in rep.used_range.items() if rng[1] > rep.limits[r] + 1e-9}
+    if high and (high.keys() != rep.over.keys() or any(abs(high[r] - rep.over[r]) > 1e-6 for r in high)):
+        lines.append("Missing at the pessimistic end of the error band: "
+                     + ", ".join(f"{r} {v:,.0f}" for r, v in high.items()) + ".")
+    lines.append("Totals: " + ", ".join(f"{k} {v}" for k, v in figure_cells(rep).items()) + ".")
+    lines += accuracy_lines(rep)
     lines.append(f"Initiation interval {rep.ii_cycles:,} cycles (bottleneck layer {rep.bottleneck}), "
                  f"{rep.throughput_fps:,.0f} frames/s; latency {rep.latency_cycles:,} cycles = {rep.latency_us:.2f} us.")
     lines.append(f"Weight memory: {rep.mem_bits_dense:,} bits dense, {rep.mem_bits_sparse:,} bits sparse "
@@ -183,11 +272,10 @@ def _summary(rep: CostReport) -> list[str]:
 
 def one_line(rep: CostReport, path: str | os.PathLike | None = None) -> str:
     """The `opq-hw estimate` summary line."""
-    b = rep.binding
     where = f"; wrote {Path(path) / 'cost.json'} and {Path(path) / 'reports' / 'estimate.html'}" if path is not None else ""
-    return (f"estimate: {rep.arch} on {rep.board}: {'fits' if rep.fits else 'does NOT fit'} (binding {b} "
-            f"{rep.totals[b] + rep.shell[b]:,} of {rep.limits[b]:,.0f} usable), II {rep.ii_cycles:,} cycles, "
-            f"latency {rep.latency_us:.2f} us, {rep.throughput_fps:,.0f} frames/s{where}")
+    return (f"estimate: {rep.arch} on {rep.board}: {rep.fit_label} (binding {_binding(rep)}), "
+            f"II {fmt(rep.ii_cycles, rep.band('cycles'), ' cycles')}, latency {rep.latency_us:.2f} us, "
+            f"{rep.throughput_fps:,.0f} frames/s{where}")
 
 
 def report_notes(rep: CostReport, manifest: Mapping[str, Any] | None = None, folding_given: bool = False) -> list[str]:
@@ -223,8 +311,9 @@ def render_markdown(rep: CostReport, alloc: Allocation, boards: list[CostReport]
 
 
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:70em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#eee}td:first-child{text-align:left}.fit{color:#1a7f37;font-weight:bold}.nofit{color:#c00;font-weight:bold}
+.optimistic{color:#b35900;font-weight:bold}.band{color:#555}
 img{max-width:100%;margin:0.5em 0}"""
 
 
@@ -232,7 +321,8 @@ def render_html(rep: CostReport, alloc: Allocation, boards: list[CostReport], fi
                 specs: list[LayerSpec] | None = None, notes: list[str] | None = None) -> str:
     imgs = "".join(f'<figure><img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}"></figure>'
                    for k, v in figs.items())
-    verdict = f'<span class="{"fit" if rep.fits else "nofit"}">{"fits" if rep.fits else "does NOT fit"}</span>'
+    cls = {FITS: "fit", OPTIMISTIC: "optimistic"}.get(rep.fit or ("fits" if rep.fits else ""), "nofit")
+    verdict = f'<span class="{cls}">{html.escape(rep.fit_label)}</span>'
     summ = "".join(f"<p>{html.escape(s)}</p>" for s in _summary(rep))
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in (rep.notes if notes is None else notes))
     prov = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in rep.provenance.items())
@@ -254,8 +344,9 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.ar
     specs, alloc, manifest = read_records(path)
     act_bits = run_act_bits(manifest)
     b = load_board(board)
-    rep = estimate_for(specs, alloc, b, arch, act_bits, folding)
-    boards = across_boards(specs, alloc, arch, act_bits) if boards_table else [rep]
+    affines = manifest.get("bn_affine") or []
+    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines)
+    boards = across_boards(specs, alloc, arch, act_bits, affines) if boards_table else [rep]
     figs = figures(rep, alloc)
     files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}
     pngs = {k: f"estimate_{k}.png" for k in figs}
@@ -292,13 +383,18 @@ def measured_resources(run_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return out
 
 
-def compare(estimated: Mapping[str, float], measured: Mapping[str, float]) -> dict[str, dict[str, float | None]]:
-    """Per metric: estimate, measurement, relative error (est - meas) / meas (None if meas == 0)."""
-    out = {}
+def compare(estimated: Mapping[str, float], measured: Mapping[str, float],
+            bands: Mapping[str, float | None] | None = None) -> dict[str, dict[str, Any]]:
+    """Per metric: estimate, measurement, relative error (est - meas) / meas (None if meas == 0),
+    the estimate's error band (None: uncalibrated) and whether the measurement lies within
+    estimate x (1 -/+ band) (None when uncalibrated)."""
+    out: dict[str, dict[str, Any]] = {}
     for r in RESOURCES:
         if r in measured and measured[r] is not None:
             e, m = float(estimated.get(r, 0)), float(measured[r])
-            out[r] = {"estimated": e, "measured": m, "rel_error": (e - m) / m if m else None}
+            b = (bands or {}).get(r)
+            out[r] = {"estimated": e, "measured": m, "rel_error": (e - m) / m if m else None, "band": b,
+                      "within_band": None if b is None else bool(e * (1 - b) - 1e-9 <= m <= e * (1 + b) + 1e-9)}
     return out
 
 
@@ -324,17 +420,20 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     for flow in FLOWS.values():  # a flow with a report reader refreshes build/<flow>/resources.json from its project
         flow.read_resources(path)
     meas = measured_resources(path)
-    result: dict[str, Any] = {"arch": rep.arch, "board": rep.board, "estimated": rep.totals, "flows": {}}
+    result: dict[str, Any] = {"arch": rep.arch, "board": rep.board, "estimated": rep.totals, "fit": rep.fit_label,
+                              "bands": rep.bands, "flows": {}}
     lines = [f"# Estimate vs measurement ({rep.arch} on {rep.board})", ""]
     if not meas:
         lines.append("No measurement in this run yet (build/<flow>/resources.json); only the estimate is shown.")
     for flow, d in meas.items():
-        cmp_ = compare(rep.totals, d)
+        cmp_ = compare(rep.totals, d, {r: rep.band(r).rel for r in RESOURCES})
         result["flows"][flow] = {"source": d.get("source", "unknown"), "totals": cmp_}
         lines += [f"## {flow} ({d.get('source', 'source not given')})", "",
-                  _md_table(["metric", "estimated", "measured", "error"],
-                            [[r, f"{v['estimated']:,.0f}", f"{v['measured']:,.0f}",
-                              "-" if v["rel_error"] is None else f"{100 * v['rel_error']:+.1f}%"] for r, v in cmp_.items()]), ""]
+                  _md_table(["metric", "estimated (error band)", "measured", "error", "within the band"],
+                            [[r, fmt(v["estimated"], rep.band(r)), f"{v['measured']:,.0f}",
+                              "-" if v["rel_error"] is None else f"{100 * v['rel_error']:+.1f}%",
+                              {None: "uncalibrated", True: "yes", False: "NO"}[v["within_band"]]]
+                             for r, v in cmp_.items()]), ""]
     lines += ["## Estimate", "", *_summary(rep), ""]
     write_outputs(path, {"reports/report.json": dumps(result).encode(),
                          "reports/report.md": "\n".join(lines).encode()})

@@ -254,7 +254,9 @@ epochs_arg = _argtype(lambda s: int_in(s, 0, MAX_EPOCHS, "--epochs"), "epochs")
 lr_arg = _argtype(lambda s: positive_float(s, "--lr (learning rate)", hi=MAX_LR), "lr")
 seed_arg = _argtype(lambda s: int_in(s, 0, MAX_SEED, "--seed"), "seed")
 count_arg = _argtype(lambda s: int_in(s, 1, 2**31 - 1, "--n"), "count")
+jobs_arg = _argtype(lambda s: int_in(s, 1, 4096, "--jobs"), "jobs")
 input_shape_arg = _argtype(input_shape_value, "input_shape")
+baud_arg = _argtype(lambda s: int_in(s, 300, 12_000_000, "--baud"), "baud")  # `hil`: a UART's bits per second
 
 
 def positive_arg(name: str, zero_ok: bool = False, hi: float | None = None):

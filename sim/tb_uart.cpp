@@ -7,9 +7,13 @@
 //           line idle (high) that long. The run ends after the script.
 //   OUT   : "R <cycle> <byte>" per byte received from tx, "F <cycle>" for a low stop bit on tx,
 //           "E <cycles>" at the end.
-// usage: tb - - CLKS_PER_BIT   (interactive: the twin of a serial port)
-//   bytes read from stdin are sent on rx as they come, bytes received from tx are written to
-//   stdout; the clock runs until stdin closes.
+// usage: tb - - CLKS_PER_BIT [EVENTS]   (interactive: the twin of a serial port)
+//   bytes read from stdin are sent on rx as they come (back to back: more are read before the
+//   line runs dry), bytes received from tx are written to stdout; the clock runs until stdin
+//   closes (a pipe's end, or a pseudo-terminal whose other side was closed: opq_hw.hil.PtyTwin).
+//   stdin and stdout may be one pseudo-terminal. At the end "cycles <N>" goes to stderr. EVENTS,
+//   if given: "S <cycle>" when host bytes start onto an idle line, "R <cycle> <byte>" per byte
+//   received from tx (what benchmarks/bench_hil.py times the link with).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -76,26 +80,45 @@ static int tick(Vtwin* top, int rx) {
     return top->tx;
 }
 
-static int interactive(long cpb) {
+// write all of `n` bytes to a descriptor that may be non-blocking (a pseudo-terminal shares the
+// O_NONBLOCK flag set on stdin with stdout): wait while the host has not read yet
+static bool write_all(int fd, const unsigned char* p, size_t n) {
+    while (n) {
+        const ssize_t w = write(fd, p, n);
+        if (w > 0) { p += w; n -= (size_t)w; continue; }
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) { usleep(100); continue; }
+        return false;
+    }
+    return true;
+}
+
+static int interactive(long cpb, const char* events) {
     fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    FILE* ev = events ? std::fopen(events, "w") : nullptr;
+    if (events && !ev) { std::perror("events"); return 2; }
     auto ctx = std::make_unique<VerilatedContext>();
     auto top = std::make_unique<Vtwin>(ctx.get());
     reset(top.get());
     std::deque<uint8_t> line;
     TxDecoder dec(cpb);
     long idle_polls = 0;
-    for (unsigned long cyc = 0;; ++cyc) {
-        if (line.empty() && (cyc & 255) == 0 && cyc >= (unsigned long)(20 * cpb)) {  // idle line after reset first
+    const size_t low = 64 * 4;  // read more while fewer cycles than this are queued: no gap between bytes
+    unsigned long cyc = 0;
+    for (;; ++cyc) {
+        // poll stdin every 256 cycles on an idle line, every 64 while the queued bytes run out
+        const bool poll = line.empty() ? (cyc & 255) == 0 : line.size() < low && (cyc & 63) == 0;
+        if (poll && cyc >= (unsigned long)(20 * cpb)) {  // an idle line after reset first
             unsigned char buf[256];
             const ssize_t n = read(0, buf, sizeof buf);
             if (n == 0) break;  // stdin closed: the host is done
             if (n > 0) {
+                if (ev && line.empty()) std::fprintf(ev, "S %lu\n", cyc);
                 for (ssize_t i = 0; i < n; ++i) push_byte(line, buf[i], cpb);
                 idle_polls = 0;
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                break;
-            } else if (++idle_polls > 4096 && dec.state == 0) {
-                usleep(200);  // nothing to send for a million cycles: stop spinning
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                break;  // EIO: the pseudo-terminal's other side was closed
+            } else if (line.empty() && ++idle_polls > 65536 && dec.state == 0) {
+                usleep(200);  // nothing sent for 16M cycles (longer than a computation): stop spinning
             }
         }
         const int level = line.empty() ? 1 : line.front();
@@ -103,9 +126,12 @@ static int interactive(long cpb) {
         const int r = dec.step(tick(top.get(), level));
         if (r >= 0) {
             const unsigned char b = (unsigned char)r;
-            if (write(1, &b, 1) != 1) break;
+            if (ev) std::fprintf(ev, "R %lu %d\n", cyc, r);
+            if (!write_all(1, &b, 1)) break;
         }
     }
+    if (ev) std::fclose(ev);
+    std::fprintf(stderr, "cycles %lu\n", cyc);
     top->final();
     return 0;
 }
@@ -117,7 +143,7 @@ int main(int argc, char** argv) {
     }
     const long cpb = std::atol(argv[3]);
     if (cpb < 4) { std::fprintf(stderr, "CLKS_PER_BIT must be >= 4\n"); return 2; }
-    if (argv[1][0] == '-' && argv[1][1] == 0) return interactive(cpb);
+    if (argv[1][0] == '-' && argv[1][1] == 0) return interactive(cpb, argc > 4 ? argv[4] : nullptr);
     FILE* fi = std::fopen(argv[1], "r");
     if (!fi) { std::perror("script"); return 2; }
     // the rx line level for every cycle, built from the script

@@ -6,6 +6,12 @@ import os
 import pytest
 
 
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort): `make test` spreads the suite over the cores with
+    pytest-xdist, and a minutes-long test queued last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory):
     """Pre-trained float models are cached per test session (never read from a user's cache).
@@ -23,6 +29,20 @@ def _run(tmp_path_factory, name: str, **kw):
 
     cfg = CompressConfig(**kw)
     return compress_run(cfg, tmp_path_factory.mktemp(name) / "run", progress=False, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def cnn():
+    """(specs, weights) of an untrained digits-cnn (seed 0): what the hardware-aware allocation tests fit."""
+    import torch
+
+    from opq_hw.layers import inspect_model, layer_weights
+    from opq_hw.models import BUILTIN, build_model
+
+    torch.manual_seed(0)
+    m = build_model("digits-cnn")
+    specs = inspect_model(m, torch.zeros(BUILTIN["digits-cnn"].example_shape))
+    return specs, layer_weights(m, specs)
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ class Entry:
     layout: str | None  # user layout the front end must record (NHWC / NWC), None otherwise
     tail: str | None  # the classifier head the front end must cut off
     n_bn: int  # BatchNormalization nodes the front end must fold
+    n_kept: int = 0  # BatchNormalization nodes it cannot fold (kept: the carrier makes them channel affines)
 
 
 # ------------------------------------------------------------------ data and training
@@ -135,10 +136,10 @@ def _mlp_o9():
     return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
 
 
-def _cnn_bn():
+def _cnn_bn():  # the third BatchNorm follows a ReLU: not foldable, kept as a channel affine
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(64, 10))
+                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.BatchNorm2d(16),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10))
 
 
 def _cnn1d_bn():
@@ -173,6 +174,11 @@ def _mlp_bn():
     return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
 
 
+def _mlp_bn_in():  # a BatchNorm on the input: not foldable, kept as a channel affine
+    return nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(),
+                         nn.Linear(32, 10))
+
+
 # name: (factory, user view, opset, head, dynamic batch, BN count)
 TORCH = {
     "t_mlp_o9": (_mlp_o9, "flat", 9, None, True, 0),
@@ -185,8 +191,9 @@ TORCH = {
     "t_concat_o13": (ConcatNet, "img", 13, None, True, 1),
     "t_resnet_o17": (ResNet, "img", 17, None, True, 3),
     "t_acts2_o17": (_acts2, "flat", 17, "sigmoid", False, 0),
-    "t_mlp_bn_o17": (_mlp_bn, "img", 17, None, True, 1),
+    "t_mlp_bn_o17": (_mlp_bn_in, "img", 17, None, True, 1),
 }
+KEPT_BN = {"t_cnn_bn_o11": 1, "t_mlp_bn_o17": 1}  # BatchNorms that follow no layer (a ReLU, the input)
 
 
 EPOCHS = {"t_acts2_o17": 20}  # the sigmoid layer in the middle learns slowly
@@ -206,7 +213,8 @@ def _export_torch(name: str, folder: Path) -> Entry:
                           dynamic_axes={"x": {0: "N"}, "y": {0: "N"}} if dynamic else None)
     npz = folder / f"{name}.npz"
     write_npz(npz, kind)
-    return Entry(name, path, npz, "digits", None, {"softmax": "softmax", "sigmoid": "sigmoid"}.get(head), n_bn)
+    return Entry(name, path, npz, "digits", None, {"softmax": "softmax", "sigmoid": "sigmoid"}.get(head), n_bn,
+                 KEPT_BN.get(name, 0))
 
 
 # ------------------------------------------------------------------ tf2onnx-shaped graphs
@@ -550,10 +558,11 @@ def _unsupported():
                        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dq0"), gemm("d", "y")],
                       [_init("s", 0.1), _init("z", 0, np.int8), _init("w", w)]),
                 "already quantized (DequantizeLinear (node 'dq0'), QuantizeLinear (node 'q0'))"),
-        "bn_after_relu": (_tiny([gemm("x", "h"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
-                                 helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"], name="bn")],
-                                [_init("w", w)] + [_init(n, np.ones(4)) for n in "gbmv"]),
-                          "BatchNormalization 'bn' follows Relu 'relu'"),
+        "bn_training_mode": (_tiny([gemm("x", "h"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+                                    helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"], name="bn",
+                                                     training_mode=1)],
+                                   [_init("w", w)] + [_init(n, np.ones(4)) for n in "gbmv"], opset=15),
+                             "BatchNormalization 'bn' is in training mode"),
         "unknown_dims": (_tiny([helper.make_node("Conv", ["x", "k"], ["c"], name="conv", kernel_shape=[1, 1]),
                                 helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
                                 helper.make_node("Flatten", ["p"], ["y"], name="flat")],

@@ -126,3 +126,57 @@ def test_inspect_depthwise_and_grouped():
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         assert torch.equal(q(x), ref(x))
+
+
+def test_batchnorm_kept_as_quantized_channel_affine():
+    """A BatchNorm on the input and one after a ReLU cannot be folded: the carrier keeps each as a channel affine
+    a*x + b, a_c an 8-bit integer times a power of two s_c, b_c on the product grid s_c * s_x, computed exactly in
+    float32, followed by an activation quantizer; the record states the quantization error."""
+    import math
+
+    from opq_hw.bnfold import fold_batchnorm
+    from opq_hw.carrier_graph import affines
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.BatchNorm1d(16), nn.Linear(16, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 4))
+    with torch.no_grad():
+        for bn in (m[0], m[3]):
+            bn.running_mean.uniform_(-1, 2)
+            bn.running_var.uniform_(0.2, 4)
+            bn.weight.uniform_(-2, 2)
+            bn.bias.uniform_(-1, 1)
+    m.eval()
+    folds, kept = fold_batchnorm(m)
+    assert folds == [] and [k["bn"] for k in kept] == ["0", "3"]
+    x = torch.randn(256, 16) * 1.5 + 0.5
+    specs = inspect_model(m, x[:1])
+    alloc = allocate(specs, layer_weights(m, specs), target_cr=4, scale_mode="pow2")
+    q = apply(m, specs, alloc, ActConfig(bits=8, scale_mode="pow2"), calib=x)
+    affs = affines(q)
+    assert [a.opq_affine for a in affs] == ["0", "3"]
+    seen = {}
+    hooks = [a.register_forward_pre_hook(lambda mod, inp: seen.__setitem__(mod.opq_affine, inp[0])) for a in affs]
+    with torch.no_grad():
+        y = q(x)
+    for h in hooks:
+        h.remove()
+    for a in affs:
+        rec = a.record()
+        sa, grid = a.a_scale.double(), a.b_scale.double()
+        assert torch.equal(torch.log2(sa), torch.log2(sa).round()) and bool((grid > 0).all())
+        ai, bi = a.a.double() / sa, a.b.double() / grid
+        assert torch.equal(ai, ai.round()) and ai.abs().max() <= 127 and torch.equal(bi, bi.round())
+        assert ai.abs().min() >= 64  # each channel's own scale: every multiplier keeps 7 significant bits
+        assert rec["a_max_rel_error"] <= 1 / 128 and rec["b_saturated"] == 0
+        assert rec["b_max_abs_error"] <= rec["b_grid_range"][1] / 2
+        assert rec["in_bits"] == 8 and rec["b_bits"] >= 16
+        xin = seen[a.opq_affine]
+        v, sx = xin.value, float(xin.scale)
+        assert torch.allclose(sa * sx, grid)
+        xi = v.double() / sx
+        assert torch.equal(xi, xi.round())  # the input is on its quantizer's grid
+        got = v * a.a + a.b  # what the module computes (float32)
+        assert torch.equal(got.double(), (xi * ai + bi) * grid)  # = the integer arithmetic, exactly
+    with torch.no_grad():
+        ref = m(x)
+    assert float((y - ref).norm() / ref.norm()) < 0.15  # 8-bit affine + 4x compressed weights, still the model

@@ -3,7 +3,9 @@
 Every corpus model is compressed from its own .npz (its own input layout, no finetuning) and then either
 runs through hls4ml's C simulation bit-exactly on all 360 test samples of that .npz (`simulate --level csim`),
 or its hls4ml build is refused with a named error (exit 2, no traceback) that says which node and op and
-what to do. The refusals are the constructs hls4ml 1.3.0 cannot take or would not compute exactly. A small
+what to do. t_cnn_bn_o11 (a BatchNorm after a ReLU) and t_mlp_bn_o17 (a BatchNorm on the input) keep a
+BatchNorm that cannot be folded: hls4ml computes it exactly as a channel affine, the FINN and RTL flows refuse it
+by name. The refusals are the constructs hls4ml 1.3.0 cannot take or would not compute exactly. A small
 subset goes through the open RTL flow (Verilator check against the golden model included)."""
 from __future__ import annotations
 
@@ -92,7 +94,9 @@ def test_hls4ml_refuses_with_a_named_error(name, corpus_runs):
 # The open RTL flow on a small subset (the full corpus table is in the README): a dense model bit-exact in
 # Verilator on its own .npz, and a construct the flow refuses by name.
 RTL_EXACT = ("t_mlp_o9",)
-RTL_REFUSED = {"t_acts1_o11": "error: layer 'body.body/body/2/LeakyRelu' (LeakyReLU) is not supported by the RTL flow"}
+RTL_REFUSED = {"t_acts1_o11": "error: layer 'body.body/body/2/LeakyRelu' (LeakyReLU) is not supported by the RTL flow",
+               "t_mlp_bn_o17": "error: the RTL flow cannot take the BatchNorm 'body/body/1/BatchNormalization' kept as "
+                               "a per-channel affine a*x + b"}
 
 
 @pytest.mark.parametrize("name", RTL_EXACT)
@@ -189,6 +193,8 @@ FINN_REFUSED = {
                    "turns an activation followed by its quantizer into thresholds only for ReLU",
     "t_dwsep_o13": "error: the FINN flow cannot take 'AveragePool_0' (AveragePool): this flow's hardware conversion "
                    "(FINN's InferPool: MaxPool and Brevitas' QuantAvgPool2d) leaves a float average pool",
+    "t_cnn_bn_o11": "error: the FINN flow cannot take the BatchNorm 'body/body/7/BatchNormalization' kept as a "
+                    "per-channel affine a*x + b",
 }
 
 

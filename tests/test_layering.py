@@ -16,7 +16,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "opq_hw"
 # The upper layer: the command line, the flows, and what runs or reads the flows. Every other module
 # is below it and may not reach any of these, directly or through other modules.
-UPPER = ("opq_hw.cli", "opq_hw.flows", "opq_hw.report", "opq_hw.simulate", "opq_hw.inspection")
+UPPER = ("opq_hw.cli", "opq_hw.flows", "opq_hw.report", "opq_hw.simulate", "opq_hw.inspection", "opq_hw.sweep")
 MODULE_STRING = re.compile(r"opq_hw(?:\.\w+)+(?::\w+)?")
 
 

@@ -42,9 +42,10 @@ def test_frontend_equals_onnxruntime(onnx_corpus, name):
     fe = load_onnx(e.onnx)
     rec = fe.record
     assert rec["input_layout"] == e.layout and rec["tail"] == e.tail
-    assert len(rec.get("folded_bn", [])) == e.n_bn
-    ops = {n.op_type for n in fe.proto.graph.node}
-    assert not ops & {"BatchNormalization", "Dropout", "Identity", "MatMul", "Reshape", "Squeeze", "Unsqueeze", "Shape",
+    assert len(rec.get("folded_bn", [])) == e.n_bn and len(rec.get("kept_bn", [])) == e.n_kept
+    ops = [n.op_type for n in fe.proto.graph.node]
+    assert ops.count("BatchNormalization") == e.n_kept
+    assert not set(ops) & {"Dropout", "Identity", "MatMul", "Reshape", "Squeeze", "Unsqueeze", "Shape",
                       "Softmax", "ReduceMean", "Transpose"}
     assert all(not t.external_data for t in fe.proto.graph.initializer)
     model = fe.torch_model().eval()
@@ -81,6 +82,7 @@ def test_compress_then_qonnx_bit_exact(onnx_corpus, onnx_corpus_run, name):
     man = json.loads((run / "manifest.json").read_text())
     fe = man["frontend"]
     assert fe["input_layout"] == e.layout and len(fe.get("folded_bn", [])) == e.n_bn
+    assert len(fe.get("kept_bn", [])) == len(man["bn_affine"]) == e.n_kept  # kept BNs: quantized channel affines
     if e.tail:
         assert f"tail: {e.tail} on the host" in " ".join(man["notes"])
     res = simulate(run, "qonnx", write=False, log=None)
@@ -224,21 +226,28 @@ def test_fold_batchnorm_torch_equals_unfolded():
     x = torch.randn(16, 1, 8, 8)
     with torch.no_grad():
         ref = m(x)
-        folds = fold_batchnorm(m)
+        folds, kept = fold_batchnorm(m)
         out = m(x)
-    assert folds == [{"bn": "1", "into": "0"}, {"bn": "5", "into": "4"}]
+    assert folds == [{"bn": "1", "into": "0"}, {"bn": "5", "into": "4"}] and kept == []
     assert isinstance(m[1], nn.Identity) and isinstance(m[5], nn.Identity) and m[0].bias is not None
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_fold_batchnorm_refuses_bn_not_after_a_layer():
+def test_fold_batchnorm_keeps_bn_not_after_a_layer():
+    """A BatchNorm after a ReLU or on the input is kept (the carrier makes it a channel affine), with the reason;
+    one without running statistics is refused by name."""
     from torch import nn
 
     from opq_hw.bnfold import fold_batchnorm
     from opq_hw.onnx_frontend import UnfoldableBatchNorm
 
-    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4)).eval()
-    with pytest.raises(UnfoldableBatchNorm, match="BatchNorm '2' follows call_module 1"):
+    m = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4)).eval()
+    folds, kept = fold_batchnorm(m)
+    assert folds == [] and isinstance(m[3], nn.BatchNorm2d)
+    assert kept == [{"bn": "0", "why": "follows the model input, not a Conv1d/Conv2d/Linear whose output only it reads"},
+                    {"bn": "3", "why": "follows ReLU '2', not a Conv1d/Conv2d/Linear whose output only it reads"}]
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4, track_running_stats=False)).eval()
+    with pytest.raises(UnfoldableBatchNorm, match="BatchNorm '2' keeps no running statistics"):
         fold_batchnorm(m)
 
 

@@ -64,7 +64,7 @@ def test_not_fitting_is_reported(run_dir):
     rep = estimate_run(run_dir, "ice40-up5k", "rtl-da", boards_table=False)
     assert not rep.fits and "LUT" in rep.over
     md = (run_dir / "reports" / "estimate.md").read_text()
-    assert "does NOT fit" in md and "Missing: LUT" in md
+    assert "does not fit" in md and "Missing: LUT" in md
 
 
 def test_errors_name_the_fix(tmp_path, run_dir):
@@ -86,7 +86,12 @@ def test_report_run_compares_with_measurements(run_dir):
     res = report_run(run_dir)
     lut = res["flows"]["rtl"]["totals"]["LUT"]
     assert lut["measured"] == rep.totals["LUT"] * 2 and lut["rel_error"] == pytest.approx(-0.5)
-    assert "yosys synth_ecp5 (test)" in (run_dir / "reports" / "report.md").read_text()
+    assert lut["band"] == rep.band("LUT").rel > 0 and lut["within_band"] is False  # 2x is outside the band
+    assert res["flows"]["rtl"]["totals"]["FF"]["within_band"] is (abs(rep.totals["FF"] - 100) <= 100 * 0
+                                                                 + rep.totals["FF"] * rep.band("FF").rel)
+    md = (run_dir / "reports" / "report.md").read_text()
+    assert "yosys synth_ecp5 (test)" in md and f"{rep.totals['LUT']:,} {rep.band('LUT').label()}" in md
+    assert "| within the band |" in md and res["fit"] == rep.fit_label and res["bands"] == rep.bands
 
 
 def test_cli_estimate(run_dir, capsys):
@@ -94,10 +99,15 @@ def test_cli_estimate(run_dir, capsys):
 
     assert main(["estimate", str(run_dir), "--board", "kv260", "--arch", "hls4ml-resource"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith("estimate: hls4ml-resource on kv260: fits (binding ")
+    assert out[0].startswith("estimate: hls4ml-resource on kv260: fits (uncalibrated LUT, FF")
     assert "cost.json" in out[0] and "II " in out[0]
+    assert out[1].startswith("figures: LUT ") and "(uncalibrated)" in out[1]  # every figure with its band
+    assert out[2].startswith("Uncalibrated LUT, FF, DSP, BRAM18, URAM, cycles: no Vivado/Vitis")
     assert json.loads((run_dir / "cost.json").read_text())["board"] == "kv260"
     assert main(["estimate", str(run_dir), "--board", "ice40-up5k", "--arch", "finn-mvau"]) == 2  # clear error
+    assert main(["estimate", str(run_dir), "--board", "ecp5-85f", "--arch", "rtl-da"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"figures: LUT [\d,]+ ± \d+ %, FF [\d,]+ ± \d+ %", out) and "held-out max relative error" in out
 
 
 @pytest.mark.slow
@@ -123,7 +133,10 @@ def test_html_renders_in_headless_chromium(run_dir, tmp_path):
     import numpy as np
     from matplotlib import image
 
-    estimate_run(run_dir, "pynq-z2", "hls4ml-latency")
+    estimate_run(run_dir, "ecp5-85f", "rtl-seq")  # a calibrated architecture: the page shows error bands
+    page = (run_dir / "reports" / "estimate.html").read_text()
+    # rtl-seq carries a whole-design held-out error for every figure (LUT, FF, BRAM, DSP, cycles) on ECP5
+    assert re.search(r"LUT [\d,]+ ± \d+ %", page) and "held-out max relative error" in page
     shot = tmp_path / "shot.png"
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
            "--window-size=1200,1600", (run_dir / "reports" / "estimate.html").resolve().as_uri()]

@@ -33,7 +33,8 @@ def test_layer_table_and_laplace_draws():
 
     m = zoo.mobilenet_v1(seed=1)
     assert torch.equal(m.fc.weight, zoo.mobilenet_v1(seed=1).fc.weight)
-    assert fold_batchnorm(m)
+    folds, kept = fold_batchnorm(m)
+    assert folds and not kept
     specs = inspect_model(m.eval(), torch.zeros(1, 3, 224, 224))
     assert len(specs) == 28 and sum(s.groups > 1 for s in specs) == 13
     assert specs[-2].out_shape == (1024, 7, 7) and specs[-1].kind == "linear"

@@ -7,7 +7,8 @@ from typing import Any
 from ..boards import RESOURCES, Board, load_board
 from ..errors import OpqError
 from ..spec import DEFAULTS, Allocation, LayerSpec
-from .fit import fits
+from .accuracy import accuracy
+from .fit import band_phrase, fits
 from .records import LayerParams, network_params
 from .registry import architecture, layer_cost
 
@@ -31,11 +32,13 @@ def choose_folding(specs: list[LayerSpec], allocation: Allocation, board: "Board
     (ascending) every layer takes its cheapest folding with cycles <= T (cheapest = smallest sum of
     resource / usable board amount); the first T whose total fits is returned. With `target_fps`
     the slowest T that still meets clock / target_fps is used instead (fewest resources at that
-    rate). If nothing fits: OpqError naming what is missing, or (strict=False) the most folded one.
+    rate). "Fits" is with the estimate's error band (`opq_hw.cost.accuracy`): at its pessimistic end.
+    If nothing fits: OpqError naming what is missing, or (strict=False) the most folded one.
     """
     board = load_board(board)
     architecture(arch, board)
     params = network_params(specs, allocation, act_bits)
+    margin = accuracy(arch, board.family).margins()
     usable = {r: max(board.limit(r), 1e-9) for r in RESOURCES}
     per_layer = []
     for p in params:
@@ -68,15 +71,15 @@ def choose_folding(specs: list[LayerSpec], allocation: Allocation, board: "Board
 
     for T in cands:
         fold, tot = pick(T)
-        if fold is not None and fits(board, tot):
+        if fold is not None and fits(board, tot, margin):
             return fold
     # nothing fits: the slowest candidate is the most folded (the cheapest that meets target_fps)
     fold, tot = pick(cands[-1] if target_fps is None else cands[0])
     if not strict:
         return fold
-    fit = fits(board, tot)
-    what = ", ".join(f"{r}: needs {fit.used[r]:.0f}, usable {fit.allowed[r]:.0f} (missing {m:.0f})"
-                     for r, m in fit.over.items())
+    fit = fits(board, tot, margin)
+    what = ", ".join(f"{r}: needs {fit.high[r]:.0f}{band_phrase(fit.margin[r])}, usable {fit.allowed[r]:.0f} (missing {m:.0f})"
+                     for r, m in fit.over_high.items())
     raise OpqError(f"no {arch} folding fits {board.name}{' at the target rate' if target_fps else ''}, even the most "
                    f"folded one: {what}. Compress harder (--board {board.name} --fit), pick a larger board, "
                    f"or another --arch")

@@ -110,3 +110,28 @@ def hls4ml_resource(p: LayerParams, board: Board, reuse_factor: int = 1) -> dict
     return {"LUT": like + lut, "FF": like + ff, "DSP": like + (bf * dsp_per_mult(w, a, board) if dsp else 0),
             "BRAM18": like + bram, "URAM": like, "mults": like + bf, "cycles": cycles, "ii": cycles,
             "latency": cycles + 1 + board.coeff("pipeline_extra_cycles")}
+
+
+def hls4ml_affine(n_in: int, a_bits: int, x_bits: int, b_bits: int, board: Board) -> dict[str, Any]:
+    """A BatchNorm kept as a per-channel affine y = a_c * x + b_c (`carrier_graph.ChannelAffine`), built by hls4ml
+    as its BatchNormalization / ApplyAlpha layer, io_parallel, reuse factor 1.
+
+    Source: hls4ml `nnet_utils/nnet_batchnorm.h`, `normalize()`: every one of the layer's n_in = C x pixels
+    elements is multiplied by its channel's scale and its channel's bias added, the loop fully unrolled
+    (multiplier_limit = ceil(n_in / reuse_factor)); the scales are constants, so each product is a constant
+    multiplier (A = the 8 significant bits of a_c: its power-of-two scale is a shift), costed like a dense
+    layer's in `hls4ml_latency` (Duarte et al., JINST 13 P07027 (2018)):
+      mults  = n_in ; DSP = mults * tiles(A x X) if min(A, X) >= dsp_min_operand_bits else 0
+      LUT    = mults * ceil(c_cm * A * X) (fabric) + n_in * ceil(c_add * W)   W = max(A + X, B) + 1 (the sum)
+      FF     = mults * ceil(c_ff * (A + X)) + n_in * ceil(c_ff * W)
+      cycles = II = 1 ; latency = 1 + pipeline_extra_cycles ; BRAM18 = URAM = 0
+    """
+    mults = int(n_in)
+    width = max(a_bits + x_bits, b_bits) + 1
+    dsp = uses_dsp(a_bits, x_bits, board)
+    lut = (0 if dsp else mults * math.ceil(board.coeff("const_mult_lut_per_bit2") * a_bits * x_bits - 1e-9)) \
+        + n_in * math.ceil(board.coeff("lut_per_adder_bit") * width - 1e-9)
+    ff = mults * math.ceil(board.coeff("ff_per_reg_bit") * (a_bits + x_bits) - 1e-9) \
+        + n_in * math.ceil(board.coeff("ff_per_reg_bit") * width - 1e-9)
+    return {"LUT": lut, "FF": ff, "DSP": mults * dsp_per_mult(a_bits, x_bits, board) if dsp else 0, "BRAM18": 0,
+            "URAM": 0, "mults": mults, "cycles": 1, "latency": 1 + board.coeff("pipeline_extra_cycles")}

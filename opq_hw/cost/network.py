@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..boards import RESOURCES, Board, load_board
 from ..errors import OpqError
 from ..spec import DEFAULTS, Allocation, LayerSpec
+from .accuracy import accuracy
 from .common import mem_bits
 from .fit import fits
 from .records import CostReport, LayerCost, layer_pairs, network_params
@@ -16,13 +17,15 @@ from .registry import Architecture, architecture, layer_cost
 
 def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str", arch: str,
              folding: Mapping[str, Mapping[str, Any]] | None = None,
-             act_bits: int | None = DEFAULTS.act_bits) -> CostReport:
+             act_bits: int | None = DEFAULTS.act_bits, affines: list[Mapping[str, Any]] | None = None) -> CostReport:
     """Cost of `allocation` on `board` with architecture `arch`.
 
     folding: per layer name, {"reuse_factor": R} (hls4ml) or {"pe": P, "simd": Q, ...} (FINN);
     layers not named are fully parallel (or use LayerAlloc.reuse_factor when set, for hls4ml).
     act_bits: activation bits between layers (the run's `act_bits`); the first layer's input is
-    the 8-bit signed input quantizer.
+    the 8-bit signed input quantizer. affines: the BatchNorms kept as channel affines (the run's manifest
+    `bn_affine` records), costed by `cost.hls4ml.hls4ml_affine` under the hls4ml architectures; the other
+    flows refuse them, and the report says so.
     """
     board = load_board(board)
     a = architecture(arch, board)
@@ -45,6 +48,7 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
             cycles=int(r["cycles"]), latency_cycles=int(round(float(r["latency"]))), folding=fold))
         if la.skipped:
             notes.append(f"{s.name}: skipped by OPQ (32-bit dense weights) - costed at 32 bits")
+    layers += _affine_costs(affines or [], board, a, act_bits, notes)
     if cal is not None:
         notes.append(f"{arch} coefficients: {cal['provenance']}")
     notes += a.notes
@@ -57,11 +61,35 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     return _report(layers, board, a, act_bits or 16, cal, notes, top)
 
 
+def _affine_costs(affines, board: Board, a: Architecture, act_bits: int | None, notes: list[str]) -> list[LayerCost]:
+    """LayerCost of each kept BatchNorm affine (hls4ml's BatchNormalization layer); a note where the flow refuses it."""
+    from .hls4ml import hls4ml_affine
+
+    out = []
+    for r in affines:
+        if a.flow != "hls4ml":
+            notes.append(f"BatchNorm {r['bn']!r} kept as a per-channel affine: not costed, the {a.flow} flow refuses it "
+                         "(--flow hls4ml builds it)")
+            continue
+        n_in = int(math.prod(r.get("in_shape") or [r["channels"]]))
+        x_bits = int(r.get("in_bits") or act_bits or 16)
+        b_bits = int(r.get("b_bits") or 16)
+        c = hls4ml_affine(n_in, int(r["a_bits"]), x_bits, b_bits, board)
+        out.append(LayerCost(name=str(r["bn"]), kind="affine", bits=int(r["a_bits"]), act_bits=x_bits,
+                             n_weights=int(r["channels"]), n_nonzero=int(r["channels"]),
+                             mem_bits_dense=int(r["channels"]) * (int(r["a_bits"]) + b_bits),
+                             mem_bits_sparse=int(r["channels"]) * (int(r["a_bits"]) + b_bits),
+                             **{k: int(c[k]) for k in RESOURCES}, mults=int(c["mults"]), cycles=int(c["cycles"]),
+                             latency_cycles=int(c["latency"]), folding={"reuse_factor": 1}))
+    return out
+
+
 def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes,
             top: Mapping[str, Any] | None = None) -> CostReport:
     top = top or {}
     totals = {r: int(sum(getattr(lc, r) for lc in layers) + int(top.get(r, 0))) for r in RESOURCES}
-    fit = fits(board, totals)
+    acc = accuracy(a.name, board.family)  # the error bands: the verdict is checked at usage x (1 +- band)
+    fit = fits(board, totals, acc.margins())
     bott = max(layers, key=lambda lc: lc.cycles)
     ii = sum(lc.cycles for lc in layers) if a.sequential else bott.cycles  # rtl-seq: one layer at a time
     # the top level: rtl-seq adds its cycles (load, drain, output), a stream takes at least its input pixels
@@ -74,6 +102,7 @@ def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: in
         coeffs.update({f"{key}.{k}": v for k, v in cal.items() if k != "provenance"})
         prov[key] = cal["provenance"]
     prov["formulas"] = f"opq_hw.cost.{a.formula.__name__} (docstring cites the sources)"
+    prov["error bands"] = acc.source
     return CostReport(
         arch=a.name, board=board.name, part=board.part, family=board.family, clock_mhz=board.clock_mhz,
         act_bits=int(act_bits), layers=tuple(layers), totals=totals, capacity=dict(board.capacity),
@@ -83,4 +112,5 @@ def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: in
         throughput_fps=board.clock_mhz * 1e6 / ii, bottleneck=bott.name,
         mem_bits_dense=int(sum(lc.mem_bits_dense for lc in layers)),
         mem_bits_sparse=int(sum(lc.mem_bits_sparse for lc in layers)), coefficients=coeffs, provenance=prov,
-        notes=tuple(notes))
+        notes=tuple(notes), fit=fit.verdict, bands=acc.to_dict(),
+        used_range={r: [round(fit.low[r], 3), round(fit.high[r], 3)] for r in RESOURCES})

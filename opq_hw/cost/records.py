@@ -128,10 +128,13 @@ class LayerCost:
 class CostReport:
     """A design's cost on a board: per layer and in total, with the fit verdict.
 
-    `utilisation[r]` = (total + shell) / capacity; the design fits when it is <= the board's
-    utilisation limit for every resource; `binding` is the resource closest to (or furthest over)
-    its limit; `over[r]` says how much of r is missing. `ii_cycles` is the network's initiation
-    interval (its slowest layer, `bottleneck`), `latency_cycles` the sum over layers.
+    `utilisation[r]` = (total + shell) / capacity; `binding` is the resource closest to (or
+    furthest over) its limit; `over[r]` says how much of r is missing at the estimate. `bands`: per
+    figure (LUT, FF, BRAM18, URAM, DSP, cycles) the error band (`opq_hw.cost.accuracy.Band.to_dict`);
+    `used_range[r]`: [optimistic, pessimistic] usage with the shell; `fit`: the verdict with the
+    bands (`fits`, `fits only at the optimistic end`, `does not fit`, see `opq_hw.cost.fit`), and
+    `fits` is True only for `fits`. `ii_cycles` is the network's initiation interval (its slowest
+    layer, `bottleneck`), `latency_cycles` the sum over layers.
     """
 
     arch: str
@@ -159,6 +162,28 @@ class CostReport:
     coefficients: dict[str, Any]
     provenance: dict[str, str]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    fit: str = ""
+    bands: dict[str, Any] = field(default_factory=dict)
+    used_range: dict[str, Any] = field(default_factory=dict)
+
+    def band(self, figure: str):
+        """The error band of `figure` (an `accuracy.Band`; uncalibrated when the record has none)."""
+        from .band import Band
+
+        b = self.bands.get(figure)
+        return Band.from_dict(b) if b is not None else Band(why="uncalibrated: the record states no error band")
+
+    @property
+    def uncalibrated(self) -> tuple[str, ...]:
+        """The resources the design uses whose estimate has no error band."""
+        return tuple(r for r, v in self.totals.items() if v > 0 and not self.band(r).calibrated)
+
+    @property
+    def fit_label(self) -> str:
+        """The verdict, qualified when a used resource has no error band (as `Fit.label`)."""
+        from .fit import FITS, NO_FIT, verdict_label
+
+        return verdict_label(self.fit or (FITS if self.fits else NO_FIT), self.uncalibrated)
 
     @property
     def folding(self) -> dict[str, dict[str, Any]]:

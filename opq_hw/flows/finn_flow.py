@@ -356,6 +356,7 @@ def build(run_dir: str | os.PathLike, board: str | None = None, log=print, **opt
     FINN ran ("ran"), or why not. Raises OpqError when FINN ran and failed, or when the dataflow
     graph is not bit-exact with the Brevitas model.
     """
+    from ..carrier_graph import refuse_affines
     from ..data import require_run_data
     from ..run import load_run
     from ..tail import refuse_tail_hw
@@ -366,6 +367,9 @@ def build(run_dir: str | os.PathLike, board: str | None = None, log=print, **opt
     require_run_data(run_dir, "build --flow finn")  # uncalibrated activations make no hardware
     run = load_run(run_dir)
     refuse_unsupported(run.path / "model.qonnx.onnx")
+    refuse_affines(run.qmodel, "FINN", "FINN's streamlining absorbs a Mul into the next thresholds only where every "
+                   "multiplier is positive (AbsorbMulIntoMultiThreshold, dividing the thresholds in float), and this "
+                   "flow has not verified that path bit-exact")
     b = _board(board)
     if run.allocation.scale_mode != "pow2":
         log("note: this run has float scales; FINN absorbs them into thresholds, but bit-exactness is only "

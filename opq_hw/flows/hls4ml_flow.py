@@ -307,12 +307,15 @@ def _channel_scales(model) -> dict[str, np.ndarray]:
 
 
 def _channel_scale_vectors(model):
-    """After the channels-last conversion: the per-channel scale constants of the `Mul` nodes become 1-D
-    (C,), which broadcasts over (H, W, C) in ONNX and is the shape hls4ml's ApplyAlpha expects."""
-    for name, v in _channel_scales(model).items():
-        n = next(n for n in model.graph.node if n.name == name)
+    """After the channels-last conversion: the per-channel constants of the `Mul` and `Add` nodes (the channel
+    scales of `_split_layer`, the a and b of a BatchNorm kept as a channel affine) become 1-D (C,), which
+    broadcasts over (H, W, C) in ONNX and is the shape hls4ml's ApplyAlpha expects."""
+    for n in model.graph.node:
+        if n.op_type not in ("Mul", "Add") or len(n.input) != 2:
+            continue
+        v = model.get_initializer(n.input[1])
         shape = model.get_tensor_shape(n.output[0])
-        if shape and v.size == shape[-1]:
+        if v is not None and v.size > 1 and shape and v.size == shape[-1] and v.shape[-1] == v.size:
             model.set_initializer(n.input[1], v.reshape(-1))
     return model
 

@@ -252,6 +252,9 @@ def extract(qmodel, example_x, int_weights=None) -> IntNet:
     """
     import torch
 
+    from ..carrier_graph import refuse_affines
+
+    refuse_affines(qmodel, "RTL", "its generators have no per-channel multiply-add stage")
     x = torch.as_tensor(np.asarray(example_x, dtype=np.float32))
     calls = _leaf_calls(qmodel, x)
     torch_in_shape = tuple(x.shape[1:])
