@@ -96,6 +96,11 @@ def figures(rep: CostReport, alloc: Allocation) -> dict[str, bytes]:
         vals = np.array([100.0 * getattr(lc, r) / rep.capacity[r] for r in res])
         ax.barh(res, vals, left=left, color=cmap(i % 10), label=lc.name)
         left += vals
+    # what the design holds beyond its layers (rtl-seq / rtl-da top level: stream, sequencer, logits), in the totals
+    top = np.array([100.0 * (rep.totals[r] - sum(getattr(lc, r) for lc in rep.layers)) / rep.capacity[r] for r in res])
+    if top.any():
+        ax.barh(res, top, left=left, color="#cccccc", label="top level")
+        left += top
     shell = np.array([100.0 * rep.shell[r] / rep.capacity[r] for r in res])
     if shell.any():
         ax.barh(res, shell, left=left, color="#999999", label="shell")

@@ -14,12 +14,9 @@ board_configs/rtl_da_calibration.yaml and benchmarks/results/rtl_calibration.{js
 `--refit` fits again from the synthesis counts committed in rtl_calibration.json (the layers and
 da4ml's solutions are regenerated from the seed) without running Yosys.
 
---arch seq: the same random layers as sequential-architecture layer modules (opq_hw.rtl.seq: ROM
-of the nonzero weights + one multiply-accumulate unit + requantization; the activation buffers
-live in the top level and are not part of a layer module). Features from `cost.seq_features`;
-LUT = a + b * acc + c * table_bits and FF = d + e * acc + f * (address + pointer bits), least
-squares on the training layers; ROM bits, BRAM, DSP and cycles are exact counts, not fitted.
-Writes board_configs/rtl_seq_calibration.yaml and benchmarks/results/rtl_seq_calibration.json.
+--arch seq: runs benchmarks/rtl_whole_design.py (the rtl-seq coefficients are fitted on whole designs
+of real model shapes, layer modules and top level, with the memories mapped by Yosys's own rule;
+random single layers missed the buffers, the top level and the LUT-RAM/block-RAM split).
 
 --ff-check: the flip-flop count of pipelined kernels on layers never used to develop its rules
 (opq_hw.rtl.kept_bits was worked out on this script's layers of seeds 0 to 3): fresh
@@ -419,88 +416,31 @@ def _rename_into(files: list[Path], tag: str, names: tuple[str, ...]) -> list[Pa
     return out
 
 
-def _lstsq(rows: list[dict], xkeys: tuple[str, ...], ykey: str) -> np.ndarray:
-    A = np.array([[1.0] + [r[k] for k in xkeys] for r in rows])
-    y = np.array([r[ykey] for r in rows], dtype=float)
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    return coef
-
-
 def main_seq(args) -> None:
-    from opq_hw.cost import seq_features
-    from opq_hw.rtl.seq import generate_seq
+    """rtl-seq is calibrated on whole designs (layer modules and top level together, memories by
+    Yosys's own mapping rule): benchmarks/rtl_whole_design.py does it."""
+    import runpy
 
-    rng = np.random.default_rng(args.seed)
-    layers, designs = [], []
-    with tempfile.TemporaryDirectory(prefix="opq-rtlcal-seq-") as td:
-        work = Path(td)
-        for i in range(args.n):
-            net, p = random_layer(rng, i)
-            d = generate_seq(net)
-            files = _rename_into(write_design(d, work / f"l{i}"), f"c{i}", ("opq_S0", "opq_S1", "opq_top"))
-            designs.append((f"opq_S0_c{i}", [f for f in files if f.name.startswith("opq_S0_")]))
-            f = seq_features(p)
-            layers.append({"i": i, "kind": p.kind, "fan_in": p.fan_in, "out_channels": p.out_channels, "w_bits": p.w_bits,
-                           "nnz": int(p.nnz), "acc": float(f["acc"]), "table_bits": float(f["table_bits"]),
-                           "addr_ptr": float(f["addr"] + f["ptr"]), "rom_entries": d.layer_modules[0]["rom_entries"],
-                           "acc_w_design": d.layer_modules[0]["acc_w"]})
-        fams = [f for f in args.families.split(",") if f]
-        synth = {}
-        for fam in fams:
-            print(f"synthesizing {len(designs)} seq layers for {fam} ...", flush=True)
-            synth[fam] = synth_family(fam, designs, work)
-    train = [L for L in layers if not heldout(L["i"])]
-    test = [L for L in layers if heldout(L["i"])]
-    result = {"arch": "seq", "n_layers": len(layers), "n_train": len(train), "n_test": len(test),
-              "yosys": eda.yosys_version(), "families": {}}
-    cal_yaml = {}
-    for fam in fams:
-        rows = [{**L, "lut": synth[fam][f"opq_S0_c{L['i']}"]["lut_equiv"], "ff": synth[fam][f"opq_S0_c{L['i']}"]["ff"],
-                 "dsp": synth[fam][f"opq_S0_c{L['i']}"]["dsp"], "bram": synth[fam][f"opq_S0_c{L['i']}"]["bram18"]}
-                for L in layers]
-        tr = [r for r in rows if not heldout(r["i"])]
-        te = [r for r in rows if heldout(r["i"])]
-        lc = _lstsq(tr, ("acc", "table_bits"), "lut")
-        fc = _lstsq(tr, ("acc", "addr_ptr"), "ff")
-
-        def lut(r):
-            return lc[0] + lc[1] * r["acc"] + lc[2] * r["table_bits"]
-
-        def ff(r):
-            return fc[0] + fc[1] * r["acc"] + fc[2] * r["addr_ptr"]
-
-        def mape(rs, f, k):
-            return float(np.mean([abs(f(r) - r[k]) / r[k] for r in rs]))
-
-        res = {"lut_coef": [float(v) for v in lc], "ff_coef": [float(v) for v in fc],
-               "lut_mape_train": mape(tr, lut, "lut"), "lut_mape_heldout": mape(te, lut, "lut"),
-               "ff_mape_train": mape(tr, ff, "ff"), "ff_mape_heldout": mape(te, ff, "ff"),
-               "dsp_per_layer": sorted({r["dsp"] for r in rows}), "synth_seconds": round(synth[fam]["_seconds"], 1),
-               "rows": rows}
-        result["families"][fam] = res
-        cal_yaml[fam] = {"lut_per_layer": round(float(lc[0]), 2), "lut_per_acc_bit": round(float(lc[1]), 4),
-                         "lut_per_table_bit": round(float(lc[2]), 4), "ff_per_layer": round(float(fc[0]), 2),
-                         "ff_per_acc_bit": round(float(fc[1]), 4), "ff_per_addr_bit": round(float(fc[2]), 4),
-                         "provenance": (f"fitted by scripts/rtl_calibration.py --arch seq (seed {args.seed}) on "
-                                        f"{len(tr)} random conv/dense seq layer modules (not the demo model), "
-                                        f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; "
-                                        f"held-out ({len(te)} layers) LUT MAPE {res['lut_mape_heldout'] * 100:.1f}%, "
-                                        f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}%")}
-        print(f"{fam}: held-out LUT MAPE {res['lut_mape_heldout'] * 100:.1f}% (train {res['lut_mape_train'] * 100:.1f}%), "
-              f"FF MAPE {res['ff_mape_heldout'] * 100:.1f}% (train {res['ff_mape_train'] * 100:.1f}%), DSP per layer "
-              f"{res['dsp_per_layer']}", flush=True)
-    _write(result, cal_yaml, "rtl_seq_calibration.json", "rtl_seq_calibration.yaml",
-           "# rtl-seq cost-model coefficients per family (LUT and FF only; ROM, BRAM, DSP and cycles are exact counts),\n"
-           "# fitted against Yosys synthesis of the sequential architecture's layer modules; written by\n"
-           "# scripts/rtl_calibration.py --arch seq (read by opq_hw.cost.rtl_calibration).\n")
+    sys.argv = [str(ROOT / "benchmarks" / "rtl_whole_design.py"), "--families", args.families] + (
+        ["--refit"] if args.refit else [])
+    runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def _write(result: dict, cal_yaml: dict, json_name: str, yaml_name: str, header: str) -> None:
-    """The fit record (benchmarks/results) and the coefficients with provenance (board_configs), atomically."""
+    """The fit record (benchmarks/results) and the coefficients with provenance (board_configs), atomically.
+    What benchmarks/rtl_whole_design.py wrote from whole designs (top_* coefficients, heldout_error)
+    stays."""
     import yaml
 
     write_json(ROOT / "benchmarks" / "results" / json_name, result)
-    write_bytes(ROOT / "board_configs" / yaml_name, (header + yaml.safe_dump(cal_yaml, sort_keys=True, width=200)).encode())
+    path = ROOT / "board_configs" / yaml_name
+    old = yaml.safe_load(path.read_text()) if path.exists() else {}
+    for fam, v in cal_yaml.items():
+        kept = {k: x for k, x in (old or {}).get(fam, {}).items() if k.startswith("top_") or k == "heldout_error"}
+        v.update(kept)
+    header += ("# top_*: the top level (pools, output serializer), fitted on whole designs by benchmarks/rtl_whole_design.py\n"
+               "# --arch da; heldout_error: the whole-design error on designs of models that fit never saw (fractions).\n")
+    write_bytes(path, (header + yaml.safe_dump(cal_yaml, sort_keys=True, width=200)).encode())
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ def test_html_renders_in_headless_chromium(run_dir, tmp_path):
 
     estimate_run(run_dir, "ecp5-85f", "rtl-seq")  # a calibrated architecture: the page shows error bands
     page = (run_dir / "reports" / "estimate.html").read_text()
-    assert re.search(r"LUT [\d,]+ ± \d+ %", page) and "(uncalibrated)" in page and "held-out max relative error" in page
+    # rtl-seq carries a whole-design held-out error for every figure (LUT, FF, BRAM, DSP, cycles) on ECP5
+    assert re.search(r"LUT [\d,]+ ± \d+ %", page) and "held-out max relative error" in page
     shot = tmp_path / "shot.png"
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
            "--window-size=1200,1600", (run_dir / "reports" / "estimate.html").resolve().as_uri()]

@@ -6,6 +6,9 @@ One function per architecture; each docstring cites where its formula comes from
 - `finn_mvau`       FINN MatrixVectorActivation (PE/SIMD folding), FINN-R formulas as in FINN's code
 - `rtl_da`          the open flow's constant-weight RTL (da4ml distributed arithmetic), no DSP
 - `rtl_seq`         the open flow's sequential RTL: one multiply-accumulate unit per layer, ROM of nonzeros
+- `rtl_seq_top`, `rtl_da_top`: what those two designs hold beyond their layers (stream, sequencer or
+  pools, logits out), added to the totals; `yosys_memory`: where Yosys puts a memory (block RAM, LUT
+  RAM or logic) by its own cost rule
 
 `estimate(specs, allocation, board, arch, folding)` adds the layers up into a `CostReport`
 (memory bits, LUT, FF, DSP, BRAM18, URAM, cycles, II, latency, throughput, fits-or-not, the binding
@@ -34,7 +37,7 @@ from .records import (INPUT_BITS, CostReport, LayerCost, LayerParams, clog2, lay
 from .registry import (ARCH_FLOW, ARCHITECTURES, ARCHS, Architecture, architecture, default_folding, layer_cost,
                        rtl_calibration)
 from .rtl import (SRL_DEPTH, SRL_MIN_RUN, csd_digits_expected, csd_digits_mean, da4ml_cost_estimate, da_features,
-                  rtl_da, rtl_seq, seq_features)
+                  rtl_da, rtl_da_top, rtl_seq, rtl_seq_top, seq_features, yosys_memory)
 
 __all__ = [
     "ARCHITECTURES", "ARCHS", "ARCH_FLOW", "Architecture", "Calibration", "CostReport", "Fit", "INPUT_BITS",
@@ -42,5 +45,5 @@ __all__ = [
     "csd_digits_expected", "csd_digits_mean", "da4ml_cost_estimate", "da_features", "default_folding", "divisors",
     "estimate", "finn_acc_bits", "finn_bram18", "finn_mvau", "finn_uram", "fits", "hls4ml_latency", "hls4ml_resource",
     "layer_cost", "layer_options", "layer_pairs", "layer_params", "mem_bits", "network_params", "rtl_calibration",
-    "rtl_da", "rtl_seq", "seq_features", "valid_reuse_factors",
+    "rtl_da", "rtl_da_top", "rtl_seq", "rtl_seq_top", "seq_features", "valid_reuse_factors", "yosys_memory",
 ]

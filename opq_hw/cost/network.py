@@ -36,7 +36,8 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     cal = a.calibration.load(board.family) if a.calibration is not None else None
     layers = []
     notes = []
-    for (s, la), p in zip(layer_pairs(specs, allocation), network_params(specs, allocation, act_bits)):
+    params = network_params(specs, allocation, act_bits)
+    for (s, la), p in zip(layer_pairs(specs, allocation), params):
         fold = {**a.default_folding(p), **a.alloc_folding(la), **folding.get(s.name, {})}
         r = layer_cost(p, board, arch, fold, cal)
         dense, sparse = mem_bits(p)
@@ -51,9 +52,13 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     if cal is not None:
         notes.append(f"{arch} coefficients: {cal['provenance']}")
     notes += a.notes
+    top = a.top(params, board, cal) if a.top is not None and params else None
+    if top is not None:
+        notes.append(f"{a.name} top level (stream in, {'sequencer' if a.sequential else 'pools'}, logits out; in the totals): "
+                     + ", ".join(f"{r} {int(top[r])}" for r in RESOURCES if top[r]) + f", {int(top['cycles'])} cycles")
     if act_bits is None:
         notes.append("the run has float activations; costed as 16-bit activations")
-    return _report(layers, board, a, act_bits or 16, cal, notes)
+    return _report(layers, board, a, act_bits or 16, cal, notes, top)
 
 
 def _affine_costs(affines, board: Board, a: Architecture, act_bits: int | None, notes: list[str]) -> list[LayerCost]:
@@ -79,13 +84,17 @@ def _affine_costs(affines, board: Board, a: Architecture, act_bits: int | None, 
     return out
 
 
-def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes) -> CostReport:
-    totals = {r: int(sum(getattr(lc, r) for lc in layers)) for r in RESOURCES}
+def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes,
+            top: Mapping[str, Any] | None = None) -> CostReport:
+    top = top or {}
+    totals = {r: int(sum(getattr(lc, r) for lc in layers) + int(top.get(r, 0))) for r in RESOURCES}
     acc = accuracy(a.name, board.family)  # the error bands: the verdict is checked at usage x (1 +- band)
     fit = fits(board, totals, acc.margins())
     bott = max(layers, key=lambda lc: lc.cycles)
     ii = sum(lc.cycles for lc in layers) if a.sequential else bott.cycles  # rtl-seq: one layer at a time
-    lat = int(sum(lc.latency_cycles for lc in layers))
+    # the top level: rtl-seq adds its cycles (load, drain, output), a stream takes at least its input pixels
+    ii = ii + int(top.get("cycles", 0)) if a.sequential else max(ii, int(top.get("cycles", 0)))
+    lat = int(sum(lc.latency_cycles for lc in layers)) + int(top.get("latency", 0))
     coeffs: dict[str, Any] = dict(board.coefficients)
     prov = {"board": f"board_configs/{board.name}.yaml", **{f"board.{k}": v for k, v in board.provenance.items()}}
     if cal is not None:

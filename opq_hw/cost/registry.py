@@ -13,7 +13,7 @@ from .calibration import Calibration
 from .finn import finn_mvau, pe_simd_foldings
 from .hls4ml import alloc_reuse, hls4ml_latency, hls4ml_resource, reuse_foldings
 from .records import LayerParams
-from .rtl import DA_CALIBRATION, SEQ_CALIBRATION, rtl_da, rtl_seq
+from .rtl import DA_CALIBRATION, SEQ_CALIBRATION, rtl_da, rtl_da_top, rtl_seq, rtl_seq_top
 
 
 def _unfolded(_: Any) -> dict[str, Any]:
@@ -34,7 +34,8 @@ class Architecture:
     foldings(p): the legal foldings `choose_folding` tries, in order; alloc_folding(la): what the
     allocation itself fixes (hls4ml's reuse factor); calibration: fitted coefficients per family;
     sequential: the layers run one after another (the interval is the sum of their cycles);
-    notes: what every report of this architecture says."""
+    top(params, board, calibration): what the design holds beyond its layers (stream, sequencer,
+    output), added to the totals and the interval; notes: what every report of this architecture says."""
 
     name: str
     formula: Callable[..., dict[str, Any]]
@@ -45,6 +46,7 @@ class Architecture:
     alloc_folding: Callable[[LayerAlloc], dict[str, Any]] = _unfolded
     calibration: Calibration | None = None
     sequential: bool = False
+    top: Callable[..., dict[str, Any]] | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -67,9 +69,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
                  default_folding=_pe_simd_full, foldings=pe_simd_foldings, notes=(
                      "finn-mvau counts the MVAUs only (no sliding-window generators, pools, FIFOs or DMA); "
                      "weights are stored dense, so sparsity saves nothing",)),
-    Architecture("rtl-da", rtl_da, "rtl", calibration=DA_CALIBRATION),
-    Architecture("rtl-seq", rtl_seq, "rtl", calibration=SEQ_CALIBRATION, sequential=True, notes=(
-        "rtl-seq: the layers run one after another, so the interval is the sum of their cycles",)),
+    Architecture("rtl-da", rtl_da, "rtl", calibration=DA_CALIBRATION, top=rtl_da_top),
+    Architecture("rtl-seq", rtl_seq, "rtl", calibration=SEQ_CALIBRATION, sequential=True, top=rtl_seq_top, notes=(
+        "rtl-seq: the layers run one after another, so the interval is the sum of their cycles plus the "
+        "top level's (input beats, logits out, each layer's pipeline drain)",)),
 )}
 ARCHS = tuple(ARCHITECTURES)
 ARCH_FLOW = {name: a.flow for name, a in ARCHITECTURES.items()}

@@ -24,14 +24,18 @@ from .records import LayerParams, clog2
 DA_CALIBRATION = Calibration(
     "rtl-da",
     {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
-     "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0},
+     "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0, "top_lut": 0.0,
+     "top_lut_per_pool": 0.0, "top_lut_per_pool_bit": 0.0, "top_lut_per_out_bit": 0.0, "top_ff": 0.0,
+     "top_ff_per_pool": 0.0, "top_ff_per_pool_bit": 0.0, "top_ff_per_out_bit": 1.0},
     "defaults (no fitted calibration for this family): one adder bit per CSD digit beyond the first "
     "of each output (da4ml's cost is ~ the number of adder bits: Sun et al., da4ml, arXiv "
     "2507.04535), one LUT per adder bit, no wrapper logic")
 SEQ_CALIBRATION = Calibration(
     "rtl-seq",
-    {"lut_per_layer": 150.0, "lut_per_acc_bit": 8.0, "lut_per_table_bit": 0.5, "ff_per_layer": 40.0,
-     "ff_per_acc_bit": 4.0, "ff_per_addr_bit": 4.0},
+    {"lut_per_layer": 150.0, "lut_per_acc_bit": 8.0, "lut_per_table_bit": 0.5, "lut_per_addr_bit": 0.0,
+     "lut_per_rom_logic_bit": 0.25, "lut_per_conv2d": 0.0, "lut_per_requant_bit": 0.0, "lut_per_soft_mult_bit": 1.0, "lut_per_lutram": 1.0, "lut_per_buf_logic_bit": 0.5, "ff_scale": 1.0,
+     "ff_per_layer": 0.0, "top_lut": 50.0, "top_lut_per_layer": 10.0,
+     "top_lut_per_logit_bit": 0.5, "top_ff": 20.0, "top_ff_per_layer": 0.0},
     "defaults (no fitted calibration for this family): rough register and LUT counts read off "
     "opq_hw/rtl/seq.py (acc, max, pipeline registers; tables of MH entries)")
 SRL_MIN_RUN, SRL_DEPTH = 4, 32  # Yosys synth_xilinx puts runs of >= 4 flip-flops into SRLC32Es (measured, Yosys 0.23)
@@ -165,6 +169,129 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
             "ii": cycles, "latency": cycles + depth + zero}
 
 
+# Yosys 0.23's memory_libmap (passes/memory/memory_libmap.cc) maps each memory to the cheapest of:
+# soft logic, at logic_cost = bits * (1/16 for a ROM, 1 for a RAM; `-logic-cost-rom 0.015625` for xc7,
+# techlibs/xilinx/synth_xilinx.cc) - ties and anything not strictly cheaper stay logic - or a library
+# RAM at cost * cells + 0.5 per read-mux bit + 0.5 per write-enable demux (FACTOR_MUX, FACTOR_DEMUX).
+# Libraries: techlibs/ecp5/brams.txt (DP16KD/PDPW16KD, cost 128, sync read), ecp5/lutrams.txt
+# (TRELLIS_DPR16X4 16x4, cost 4, async read, prune_rom: never a ROM), ice40/brams.txt (SB_RAM40_4K, cost
+# 64, sync read; no LUT RAM), xilinx/brams_xc4v.txt (RAMB18E1, cost 129), xilinx/lutrams_xc5v.txt
+# (RAM32M/RAM64M simple dual port 32x6 / 64x3, cost 8 with widthscale 7, prune_rom).
+# family: (ROM logic cost per bit, block cost, LUT RAM (depth, width, cost, widthscale) or None)
+YOSYS_MEMLIB = {"ecp5": (1 / 16, 128, ((16, 4, 4, 0),)), "ice40": (1 / 16, 64, None),
+                "xc7": (1 / 64, 129, ((32, 6, 8, 7), (64, 3, 8, 7)))}
+
+
+def yosys_memory(width: int, depth: int, family: str, rom: bool, sync_read: bool = True,
+                 aspects: tuple[tuple[int, int], ...] = ()) -> tuple[str, int]:
+    """How Yosys 0.23 maps a width x depth memory (one read port, one write port unless `rom`):
+    ("block", block RAMs), ("lutram", LUT RAM cells) or ("logic", 0), by memory_libmap's costs
+    (`YOSYS_MEMLIB`, cited there). Block RAMs read synchronously only, so an asynchronously read
+    memory never goes there; `aspects`: the block's (depth, width) shapes (`bram_aspects`)."""
+    rom_cost, block_cost, lutram = YOSYS_MEMLIB[family]
+    bits = width * depth
+    best, choice = int(bits * (rom_cost if rom else 1.0)), ("logic", 0)  # memory_libmap truncates it to int
+    if sync_read and aspects:
+        n, (d, _) = min(((math.ceil(depth / d) * math.ceil(width / w)), (d, w)) for d, w in aspects)
+        rows = math.ceil(depth / d)
+        if rom:  # no write port, no byte lanes to respect: address chunks pack side by side
+            n = min(n, _rom_blocks_packed(width, depth, aspects))
+        cost = block_cost * n + 0.5 * (rows - 1) * width + (0.5 * rows if rows > 1 and not rom else 0)
+        if cost < best:
+            best, choice = cost, ("block", n)
+    if lutram and not rom:
+        for d, w, c, ws in lutram:
+            rows = math.ceil(depth / d)
+            cells = rows * math.ceil(width / w)
+            cost = (c - ws) * cells + ws * rows * width / w + 0.5 * (rows - 1) * width + (0.5 * rows if rows > 1 else 0)
+            if cost < best:
+                best, choice = cost, ("lutram", cells)
+    return choice
+
+
+def _rom_blocks_packed(width: int, depth: int, aspects: tuple[tuple[int, int], ...]) -> int:
+    """Blocks of a ROM whose address chunks sit side by side in the block's widest rows: memory_libmap
+    counts bits = chunks x word width and cells = ceil(bits / unit width) (memory_libmap.cc, `mult_a`,
+    `repl`), so a 1398 x 12 ROM takes one 512 x 36 block (three 512-word chunks of 12 bits), a 1238 x 13
+    ROM two. The fewest over the block's (depth, width) shapes."""
+    return int(min(math.ceil(math.ceil(depth / d) * width / w) for d, w in aspects))
+
+
+# Yosys 0.23 maps a product onto a DSP only when it is at least DSP_Y_MINWIDTH bits wide (mul2dsp.v):
+# techlibs/ice40/synth_ice40.cc passes -D DSP_Y_MINWIDTH=11, techlibs/xilinx/synth_xilinx.cc 9 (xc7 via
+# its {options}), techlibs/ecp5/synth_ecp5.cc none; smaller products stay in LUTs
+DSP_Y_MINWIDTH = {"ice40": 11, "xc7": 9, "ecp5": 0}
+
+
+def seq_product_bits(p: LayerParams) -> tuple[int, int]:
+    """The rtl-seq multiplier's operand widths: the signed weight and the activation (unsigned ones
+    zero-extended by one bit, seq.py `{1'b0, rd_data}`)."""
+    return p.w_bits, p.a_bits + (0 if p.a_signed else 1)
+
+
+def seq_layer_registers(p: LayerParams) -> Any:
+    """Flip-flops of one layer module of opq_hw/rtl/seq.py, counted off its Verilog: the walk's
+    counters (ROM pointer, channel, output row/column, pool offsets) and run flag; stage 1 (ROM
+    entry, flags, channel, input base, output address); stage 2 (weight, flags, channel, output
+    address); stage 3 (accumulator, pool max, result, valid, channel, output address); stage 4
+    (write enable, address, data). The pool window is not in LayerParams: counted as none."""
+    f = seq_features(p)
+    cb = clog2(max(p.out_channels, 2))
+    spatial = max(p.out_pixels, 1)
+    ob = max(clog2(max(p.out_channels * spatial, 2)), 1) if not p.last else cb  # output address bits
+    wb = p.w_bits
+    ew = f["addr"] + wb
+    obits = f["acc"] if p.last else p.a_bits
+    counters = f["ptr"] + cb + clog2(max(spatial, 2)) + 1
+    return (counters + 1 + ew + 4 + cb + f["addr"] + ob + wb + 4 + cb + ob + 3 * f["acc"] + 1 + cb + ob
+            + 1 + ob + obits)
+
+
+def pools_between(params: list[LayerParams]) -> list[tuple[int, int]]:
+    """The max pools between consecutive layers, inferred from the shapes (a layer that produces more
+    values than the next one takes): per pool (channels x bits of a pixel, output row length OW)."""
+    out = []
+    for p, q in zip(params, params[1:]):
+        produced = p.out_channels * max(p.out_pixels, 1)
+        taken = q.in_channels * max(q.in_pixels, 1) if q.kind != "linear" else q.fan_in
+        if p.kind == "linear" or produced <= taken:
+            continue
+        k = produced // taken
+        kc = round(math.sqrt(k)) if len(p.kernel) == 2 else k  # square windows in 2-D, 1 x k in 1-D
+        out.append((p.out_channels * q.a_bits, max(p.in_width // max(kc, 1), 1)))
+    return out
+
+
+def da_top_features(params: list[LayerParams]) -> dict[str, float]:
+    """What the da4ml architecture's top level holds beyond its layer modules (opq_hw/rtl/gen.py
+    `opq_top`): the max pools (opq_maxpool.v: a row of OW partial maxima of C x BW bits, counters) and
+    the output serializer (opq_serialize.v: n_out accumulators)."""
+    pools = pools_between(params)
+    last = params[-1]
+    return {"pools": float(len(pools)), "pool_bits": float(sum(b * ow for b, ow in pools)),
+            "out_bits": float(last.out_channels * (last.w_bits + last.a_bits + clog2(last.fan_in) + 1))}
+
+
+def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The da4ml architecture's top level beyond its layer modules (`da_top_features`): pools and the
+    output serializer; coefficients fitted on whole designs (benchmarks/rtl_whole_design.py --arch da).
+
+      LUT    = top_lut + top_lut_per_pool * pools + top_lut_per_pool_bit * pool_bits + top_lut_per_out_bit * out_bits
+      FF     = top_ff + top_ff_per_pool * pools + top_ff_per_pool_bit * pool_bits + top_ff_per_out_bit * out_bits
+      cycles = input pixels per sample (one pixel per cycle: the interval of the stream)
+    """
+    cal = {**DA_CALIBRATION.defaults, **(calibration or DA_CALIBRATION.load(board.family))}
+    f = da_top_features(params)
+    lut = math.ceil(cal["top_lut"] + cal["top_lut_per_pool"] * f["pools"] + cal["top_lut_per_pool_bit"] * f["pool_bits"]
+                    + cal["top_lut_per_out_bit"] * f["out_bits"] - 1e-9)
+    ff = math.ceil(cal["top_ff"] + cal["top_ff_per_pool"] * f["pools"] + cal["top_ff_per_pool_bit"] * f["pool_bits"]
+                   + cal["top_ff_per_out_bit"] * f["out_bits"] - 1e-9)
+    first = params[0]
+    pixels = first.in_pixels if first.kind != "linear" else first.fan_in  # a feature vector streams as W pixels
+    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": 0, "URAM": 0, "mults": 0, "cycles": pixels, "ii": pixels,
+            "latency": 0}
+
+
 def seq_features(p: LayerParams) -> dict[str, Any]:
     """What the sequential RTL of one layer is made of, counted from opq_hw/rtl/seq.py."""
     entries = np.maximum(np.asarray(p.nnz, dtype=np.float64), p.out_channels)  # >= one entry per channel
@@ -173,49 +300,117 @@ def seq_features(p: LayerParams) -> dict[str, Any]:
     acc = p.w_bits + p.a_bits + clog2(p.fan_in) + 1  # the accumulator plus the bias (seq.py sizes it exactly)
     ptr = np.ceil(np.log2(entries + 1))  # the ROM pointer's bits
     return {"entries": entries, "rom_bits": entries * (p.w_bits + addr), "buf_bits": in_words * p.a_bits, "addr": addr,
-            "acc": acc, "ptr": ptr,
+            "acc": acc, "ptr": ptr, "in_words": in_words,
             # tables of MH entries: bias (acc bits), channel start/end (ptr bits), requant shift ids
             "table_bits": p.out_channels * (acc + 2 * ptr + 2)}
+
+
+def _seq_memories(p: LayerParams, board: Board, f: Mapping[str, Any]) -> dict[str, Any]:
+    """The layer's weight ROM and its input buffer as Yosys maps them (`yosys_memory`), per element
+    of `entries`: block RAMs, the ROM's bits left in logic, the buffer's LUT RAM cells and its bits
+    left in logic (flip-flops)."""
+    aspects = bram_aspects(board)
+    # 2-bit narrow-range weights are +-1: their two's-complement LSB is constant 1, and Yosys drops a
+    # constant column of a ROM (measured: a 375 x 9 ROM of such weights takes one 512 x 8 RAM4K)
+    width = int(p.w_bits + f["addr"]) - (1 if p.w_bits == 2 else 0)
+    ent = np.atleast_1d(np.asarray(f["entries"], dtype=np.float64))
+    rom_kind = [yosys_memory(width, int(e), board.family, rom=True, aspects=aspects) for e in ent]
+    buf_kind = yosys_memory(p.a_bits, int(f["in_words"]), board.family, rom=False, aspects=aspects)
+    shape = np.shape(f["entries"])
+    bram = np.array([n for k, n in rom_kind]) * np.array([k == "block" for k, _ in rom_kind])
+    rom_logic = ent * width * np.array([k == "logic" for k, _ in rom_kind])
+    return {"bram": (bram + (buf_kind[1] if buf_kind[0] == "block" else 0)).reshape(shape),
+            "rom_logic_bits": rom_logic.reshape(shape),
+            "rom_in_block": np.array([k == "block" for k, _ in rom_kind], dtype=float).reshape(shape),
+            "buf_lutram": buf_kind[1] if buf_kind[0] == "lutram" else 0,
+            "buf_logic_bits": f["in_words"] * p.a_bits if buf_kind[0] == "logic" else 0}
 
 
 def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The open flow's sequential RTL (opq_hw.rtl.seq, `--rtl-arch seq`): per layer one W x A
     multiply-accumulate unit walks a ROM that holds only the nonzero weights, one entry per cycle;
-    activations sit in block RAM with the zero padding built in; layers run one after another.
+    activations sit in memories with the zero padding built in; layers run one after another. The
+    top level (loader, sequencer, logits) is `rtl_seq_top`.
 
     Source: the structure of the generated Verilog, counted (seq.py's docstring):
       entries  = nnz (+1 for each output channel without a nonzero weight; costed as max(nnz, MH))
-      rom_bits = entries * (W + ceil(log2 in_words)), in_words = C_in * padded spatial size (conv), MW (linear)
-      buf_bits = in_words * A (the layer's input buffer)
-      BRAM18   = block RAMs of the ROM (entries x (W + address bits)) and of the buffer (in_words x A),
-                 each packed at the board's best block aspect ratio (as `bram_blocks`), when it holds
-                 >= rom_bram_min_bits (smaller ones become LUT RAM: lutram_bits_per_lut bits per LUT)
-      DSP      = 1: Yosys maps the one W x A product onto one MULT18X18D / SB_MAC16 / DSP48E1
+      ROM      = entries x (W + ceil(log2 in_words)) bits, in_words = C_in * padded spatial size (conv), MW (linear)
+      buffer   = in_words x A bits (the layer's input, in the top level)
+      memories = Yosys 0.23's memory_libmap choice (`yosys_memory`): block RAM, LUT RAM (ECP5
+                 TRELLIS_DPR16X4, xc7 RAM32M/RAM64M; not ROMs) or logic, by its cost rule
+      BRAM18   = block RAMs of the ROM and of the buffer at the best aspect ratio
+      DSP      = 1: Yosys maps the one W x A product onto one MULT18X18D / SB_MAC16 / DSP48E1, when the
+                 product is at least DSP_Y_MINWIDTH bits (iCE40 11, xc7 9); else 0 and the product in LUTs
       cycles   = out_pixels * entries (every output position, pool offsets included, walks its
-                 channels' entries); latency = cycles + LAYER_OVERHEAD_CYCLES (seq.py); the network's interval is the SUM
-                 over layers (one datapath per layer, one layer active at a time)
+                 channels' entries); latency = cycles + LAYER_OVERHEAD_CYCLES (seq.py)
       LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
-      FF       = ff_per_layer + ff_per_acc_bit * acc + ff_per_addr_bit * (address + pointer bits)
+                 + lut_per_addr_bit * address bits + lut_per_rom_logic_bit * ROM bits in logic
+                 + lut_per_conv2d (a 2-D conv: its row/column address tables and the pool's two offsets)
+                 + lut_per_requant_bit * acc (all but the last layer: per-channel shift, rounding, clamp)
+                 + lut_per_soft_mult_bit * W * A' (a product too narrow for a DSP, A' = A + 1 unsigned)
+                 + lut_per_lutram * buffer LUT RAM cells + lut_per_buf_logic_bit * buffer bits in logic
+      FF       = ff_scale * (`seq_layer_registers`, less the ROM entry register when the ROM is a block RAM:
+                 the block's own output register) + ff_per_layer + buffer bits in logic (flip-flops)
     The LUT/FF coefficients per family come from `rtl_seq_calibration.yaml` (Yosys synthesis of
-    random layers, scripts/rtl_calibration.py --arch seq); ROM bits, BRAM, DSP and cycles are exact
-    counts of the design, not fitted.
+    whole designs of real model shapes, benchmarks/rtl_whole_design.py); memories, BRAM, DSP and
+    cycles are counts of the design, not fitted.
     """
-    cal = dict(calibration or SEQ_CALIBRATION.load(board.family))
+    cal = {**SEQ_CALIBRATION.defaults, **(calibration or SEQ_CALIBRATION.load(board.family))}
     f = seq_features(p)
-    bram = 0 * f["entries"]
-    lut_ram = 0 * f["entries"]
-    aspects = bram_aspects(board)
-    for width, depth in ((p.w_bits + f["addr"], f["entries"]), (p.a_bits, np.asarray(f["buf_bits"]) / p.a_bits)):
-        depth = np.asarray(depth, dtype=np.float64)
-        blocks = np.min([np.ceil(depth / d - 1e-9) * math.ceil(width / w) for d, w in aspects], axis=0)
-        big = depth * width >= board.coeff("rom_bram_min_bits")
-        bram = bram + np.where(big, blocks, 0)
-        lut_ram = lut_ram + np.where(big, 0, depth * width / board.coeff("lutram_bits_per_lut"))
+    m = _seq_memories(p, board, f)
+    wb, ab = seq_product_bits(p)
+    hard = board.capacity["DSP"] > 0 and wb + ab >= DSP_Y_MINWIDTH.get(board.family, 0)
     lut = ceil_tol(cal["lut_per_layer"] + cal["lut_per_acc_bit"] * f["acc"] + cal["lut_per_table_bit"] * f["table_bits"]
-                + lut_ram)
-    ff = ceil_tol(cal["ff_per_layer"] + cal["ff_per_acc_bit"] * f["acc"] + cal["ff_per_addr_bit"] * (f["addr"] + f["ptr"])
-               + 0 * f["entries"])
-    dsp = (1 if board.capacity["DSP"] > 0 else 0) + 0 * f["entries"]
+                   + cal["lut_per_soft_mult_bit"] * wb * ab * (not hard)
+                   + cal["lut_per_addr_bit"] * f["addr"] + cal["lut_per_rom_logic_bit"] * m["rom_logic_bits"]
+                   + cal["lut_per_conv2d"] * (len(p.kernel) == 2) + cal["lut_per_requant_bit"] * f["acc"] * (not p.last)
+                   + cal["lut_per_lutram"] * m["buf_lutram"] + cal["lut_per_buf_logic_bit"] * m["buf_logic_bits"])
+    ff = ceil_tol(cal["ff_scale"] * (seq_layer_registers(p) - (p.w_bits + f["addr"]) * m["rom_in_block"])
+                  + cal["ff_per_layer"] + m["buf_logic_bits"])
+    dsp = (1 if hard else 0) + 0 * f["entries"]
     cycles = p.out_pixels * f["entries"]
-    return {"LUT": lut, "FF": ff, "DSP": dsp, "BRAM18": bram, "URAM": 0 * f["entries"], "mults": 1 + 0 * f["entries"],
+    return {"LUT": lut, "FF": ff, "DSP": dsp, "BRAM18": m["bram"], "URAM": 0 * f["entries"], "mults": 1 + 0 * f["entries"],
             "cycles": cycles, "ii": cycles, "latency": cycles + LAYER_OVERHEAD_CYCLES}
+
+
+def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The sequential RTL's top level (opq_hw/rtl/seq.py `opq_top`), beyond its layer modules: the
+    loader (input counters, address tables), the sequencer (state, go), the buffers' read registers,
+    the logits memory (`seq_logits_memory`) and the output counter.
+
+      LUT    = top_lut + top_lut_per_layer * layers + lut_per_lutram * logits LUT RAM cells
+               + top_lut_per_logit_bit * logits bits in logic
+      FF     = top_ff + top_ff_per_layer * layers + the logits bits in logic + the read registers of the
+               buffers not in block RAM
+      cycles = input beats (C x H x W values) + n_out + LAYER_OVERHEAD_CYCLES per layer: one sample per
+               these cycles + the layers' cycles (`rtl_seq`), exact against Verilator (seq.py's latency_stages)
+    """
+    cal = {**SEQ_CALIBRATION.defaults, **(calibration or SEQ_CALIBRATION.load(board.family))}
+    last = params[-1]
+    acc = seq_features(last)["acc"]
+    kind, cells = seq_logits_memory(last, board)
+    logit_logic = acc * last.out_channels if kind == "logic" else 0
+    lutram = cells if kind == "lutram" else 0
+    n = len(params)
+    aspects = bram_aspects(board)
+    read_regs = sum(q.a_bits for q in params  # a buffer in block RAM reads through the block's own register
+                    if yosys_memory(q.a_bits, int(seq_features(q)["in_words"]), board.family, False, True, aspects)[0] != "block")
+    lut = math.ceil(cal["top_lut"] + cal["top_lut_per_layer"] * n + cal["lut_per_lutram"] * lutram
+                    + cal["top_lut_per_logit_bit"] * logit_logic - 1e-9)
+    ff = math.ceil(cal["top_ff"] + cal["top_ff_per_layer"] * n + logit_logic + read_regs - 1e-9)
+    first = params[0]
+    beats = first.in_channels * max(first.in_pixels, 1) if first.kind != "linear" else first.fan_in
+    cycles = beats + last.out_channels + LAYER_OVERHEAD_CYCLES * n
+    # latency (first value accepted -> last logit out): the layers' latencies + the beats + n_out, less
+    # the cycle of the first beat and the sequencer's return to LOAD (Verilator)
+    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": cells if kind == "block" else 0, "URAM": 0, "mults": 0,
+            "cycles": cycles, "ii": cycles, "latency": beats + last.out_channels - 2}
+
+
+def seq_logits_memory(last: LayerParams, board: Board) -> tuple[str, int]:
+    """Where Yosys puts the rtl-seq top level's logits (n_out x accumulator bits, written by the last
+    layer; read at the registered output counter, which memory_dff merges into a synchronous read
+    port): `yosys_memory` - LUT RAM on ECP5/xc7, a RAM4K on iCE40 (measured: the 4th block of the
+    digits designs)."""
+    acc = int(seq_features(last)["acc"])
+    return yosys_memory(acc, last.out_channels, board.family, rom=False, sync_read=True, aspects=bram_aspects(board))

@@ -1,0 +1,509 @@
+"""Whole-design accuracy of the open-flow cost model (rtl-seq; rtl-da where Yosys allows): estimated
+vs Yosys-synthesized LUT, FF, BRAM18, DSP of complete designs (`opq_top`: every layer module, the
+activation buffers, the loader, the logits and the sequencer) with real model shapes, and the
+calibration of the whole-design coefficients of `opq_hw.cost.rtl_seq` / `rtl_seq_top`.
+
+Designs: the built-in models (digits-cnn, digits-mlp, mnist1d-cnn, basicmotions-cnn) and the shapes
+of the imported-model corpus (tests/corpus.py: dense 64-32-16-10, 64-48-32-24-10, 64-48-32-24-16-10,
+64-32-10, conv 1-8 + pool + dense, conv 8-16 2-D, conv1d 8-16-16) plus a 64-128-10 MLP (128 wide),
+each with integer weights drawn like an OPQ allocation (per layer 2-6 bits, 20-60 % survivors,
+Laplace magnitudes; fixed seeds). Whole MODELS are held out (HELDOUT): the fit never sees any of
+their layers. Each design is synthesized once per family with Yosys (the flow's `synth`, layer
+modules kept as hierarchy): per layer module counts and the whole design's counts.
+
+The fit (`fit`): per family, non-negative least squares of the layer-module LUT/FF on
+`seq_features` (training designs' layer modules), then of the top level (whole design minus its
+layer modules) on `seq_top_features`; the memory mapping (block RAM / LUT RAM / logic) is Yosys's
+rule (`opq_hw.cost.rtl.yosys_memory`), not fitted. Cycles per sample are exact counts: checked
+against Verilator on --verilator designs.
+
+    python benchmarks/rtl_whole_design.py [--families ecp5,ice40,xc7] [--jobs 2] [--refit] [--verilator N]
+
+Writes benchmarks/results/rtl_whole_design.json and .md, and (unless --no-write) the fitted
+coefficients and the held-out error (`heldout_error`) into board_configs/rtl_seq_calibration.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opq_hw.artifact import write_bytes, write_json  # noqa: E402
+from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet, Pool  # noqa: E402
+
+# name -> (input (C, H, W), ops): ("conv", cout, k) 'same' padding (H = 1: a 1-D conv 1 x k), ("pool", k),
+# ("flat",), ("fc", n_out)
+MODELS = {
+    "digits-cnn": ((1, 8, 8), [("conv", 16, 3), ("pool", 2), ("conv", 32, 3), ("pool", 2), ("flat",), ("fc", 10)]),
+    "digits-mlp": ((1, 1, 64), [("fc", 64), ("fc", 32), ("fc", 10)]),
+    "mnist1d-cnn": ((1, 1, 40), [("conv", 32, 5), ("conv", 32, 3), ("pool", 2), ("conv", 32, 3), ("pool", 2),
+                                 ("conv", 32, 3), ("pool", 2), ("flat",), ("fc", 10)]),
+    "basicmotions-cnn": ((6, 1, 100), [("conv", 16, 5), ("pool", 2), ("conv", 32, 5), ("pool", 2), ("conv", 32, 3),
+                                       ("pool", 5), ("flat",), ("fc", 4)]),
+    "corpus-mlp-64-32-16": ((1, 1, 64), [("fc", 32), ("fc", 16), ("fc", 10)]),
+    "corpus-mlp-64-48-32-24": ((1, 1, 64), [("fc", 48), ("fc", 32), ("fc", 24), ("fc", 10)]),
+    "corpus-mlp-64-48-32-24-16": ((1, 1, 64), [("fc", 48), ("fc", 32), ("fc", 24), ("fc", 16), ("fc", 10)]),
+    "corpus-mlp-64-32": ((1, 1, 64), [("fc", 32), ("fc", 10)]),
+    "corpus-mlp-64-128": ((1, 1, 64), [("fc", 128), ("fc", 10)]),
+    "corpus-cnn-8": ((1, 8, 8), [("conv", 8, 3), ("pool", 2), ("flat",), ("fc", 10)]),
+    "corpus-cnn-8-16": ((1, 8, 8), [("conv", 8, 3), ("pool", 2), ("conv", 16, 3), ("pool", 2), ("flat",), ("fc", 10)]),
+    "corpus-conv1d-16-16": ((8, 1, 8), [("conv", 16, 3), ("pool", 2), ("conv", 16, 3), ("pool", 2), ("flat",), ("fc", 10)]),
+}
+# whole models the fit never sees (a CNN, a 1-D CNN, two MLPs)
+HELDOUT = ("digits-cnn", "corpus-conv1d-16-16", "corpus-mlp-64-32-16", "corpus-mlp-64-48-32-24-16")
+VARIANTS = 2  # allocations drawn per model (seeds 0, 1)
+FAMILY_BOARD = {"ecp5": "ecp5-85f", "ice40": "ice40-up5k", "xc7": "arty-a7-100t"}
+
+
+def make_net(name: str, variant: int) -> IntNet:
+    """An IntNet of model `name`'s shapes with integer weights drawn like an OPQ allocation."""
+    in_shape, ops = MODELS[name]
+    rng = np.random.default_rng(1000 * variant + sum(map(ord, name)))
+    stages: list = []
+    shape = in_shape
+    bits_in, signed = 8, True
+    n_layers = sum(op[0] in ("conv", "fc") for op in ops)
+    k = 0
+    for op in ops:
+        if op[0] == "pool":
+            stages.append(Pool(op[1]))
+            c, h, w = shape
+            shape = (c, h // (op[1] if h > 1 else 1), w // op[1])
+            continue
+        if op[0] == "flat":
+            stages.append(Flatten())
+            continue
+        last = k == n_layers - 1
+        bits = int(rng.choice([2, 3, 4, 5, 6]))
+        keep = float(rng.uniform(0.2, 0.6))
+        c, h, w = shape
+        if op[0] == "conv":
+            cout, kk = op[1], op[2]
+            kh = 1 if h == 1 else kk
+            wshape = (cout, c, kh, kk)
+            pad = (kh // 2, kk // 2)
+            out_shape = (cout, h, w)
+            kind = "conv"
+        else:
+            cout = op[1]
+            wshape = (cout, c * h * w)
+            pad, out_shape, kind = (0, 0), (cout, 1, 1), "linear"
+        qmax = 2 ** (bits - 1) - 1
+        mag = np.minimum(np.ceil(rng.exponential(qmax / 3, size=wshape)), qmax)
+        wq = (mag * rng.choice([-1, 1], size=wshape)).astype(np.int64)
+        wq[rng.random(wshape) > keep] = 0
+        b = rng.integers(-200, 200, size=cout)
+        stages.append(IntLayer(f"L{k}", kind, wq, b.astype(np.int64), bits_in, signed, shape, out_shape, pad,
+                               tuple([-10] * cout),
+                               None if last else tuple(int(s) for s in rng.integers(-8, -3, size=cout)),
+                               None if last else 4, None if last else -4))
+        shape, bits_in, signed = out_shape, 4, False
+        k += 1
+    return IntNet(in_shape, 8, True, -4, stages, in_shape)
+
+
+def layer_params_of(net: IntNet):
+    """The cost model's LayerParams of each layer of `net` (what `network_params` gives for a run)."""
+    from opq_hw.cost import LayerParams
+
+    layers = net.layers
+    out = []
+    for i, L in enumerate(layers):
+        c, h, w = L.in_shape
+        if L.kind == "conv":
+            kh, kw = L.w.shape[2], L.w.shape[3]
+            ph, pw = L.padding
+            p = LayerParams(name=L.name, kind="conv2d" if h > 1 else "conv1d", fan_in=int(np.prod(L.w.shape[1:])),
+                            out_channels=L.w.shape[0], out_pixels=int(np.prod(L.out_shape[1:])), in_pixels=h * w,
+                            in_channels=c, kernel=(kh, kw) if h > 1 else (kw,), in_width=w, n_weights=int(L.w.size),
+                            nnz=int(np.count_nonzero(L.w)), w_bits=_w_bits(L), a_bits=L.in_bits, a_signed=L.in_signed,
+                            has_bias=True, in_words=c * (h + 2 * ph) * (w + 2 * pw), last=i == len(layers) - 1)
+        else:
+            p = LayerParams(name=L.name, kind="linear", fan_in=L.w.shape[1], out_channels=L.w.shape[0], out_pixels=1,
+                            in_pixels=1, in_channels=L.w.shape[1], kernel=(), in_width=1, n_weights=int(L.w.size),
+                            nnz=int(np.count_nonzero(L.w)), w_bits=_w_bits(L), a_bits=L.in_bits, a_signed=L.in_signed,
+                            has_bias=True, in_words=L.w.shape[1], last=i == len(layers) - 1)
+        out.append(dataclasses.replace(p, laplace_b=LAPLACE_B))
+    return out
+
+
+# the drawn magnitudes are exponential with mean qmax / 3: a Laplace scale of 1/3 of the largest
+# magnitude, what an allocation records as `laplace_b` (the rtl-da estimate's CSD digit count uses it)
+LAPLACE_B = 1 / 3
+
+
+def _w_bits(L: IntLayer) -> int:
+    m = int(np.abs(L.w).max())
+    return max(2, m.bit_length() + 1)
+
+
+def pooled_out_pixels(net: IntNet) -> list[int]:
+    """Per layer: the output positions its ROM walk visits (pool offsets included = the conv's out pixels)."""
+    return [int(np.prod(L.out_shape[1:])) for L in net.layers]
+
+
+def synth_one(args) -> dict:
+    from opq_hw.rtl import eda
+    from opq_hw.rtl.gen import write_design
+    from opq_hw.rtl.seq import generate_seq
+
+    name, variant, fam, arch = args
+    net = make_net(name, variant)
+    if arch == "da":
+        from opq_hw.errors import OpqError
+        from opq_hw.rtl.gen import generate
+
+        try:
+            d = generate(net)
+        except OpqError as e:
+            return {"model": name, "variant": variant, "family": fam, "arch": arch, "unsupported": str(e).splitlines()[0]}
+    else:
+        d = generate_seq(net)
+    with tempfile.TemporaryDirectory(prefix="opq-whole-") as td:
+        files = write_design(d, Path(td) / "src")
+        st = eda.synth(files, d.top, fam, Path(td) / "syn", json_out=False, timeout=1800,
+                       modules=[m["module"] for m in d.layer_modules])
+    keys = ("lut_equiv", "lut", "carry", "ff", "dsp", "bram18", "bram36", "lutram", "srl", "muxf")
+    return {"model": name, "variant": variant, "family": fam, "arch": arch, "seconds": st["seconds"],
+            "total": {k: st[k] for k in keys},
+            "modules": [{k: st["modules"][m["module"]][k] for k in keys} for m in d.layer_modules],
+            "layers": [{k: m.get(k) for k in ("rom_entries", "entry_bits", "acc_w", "cycles", "buffer_words", "da4ml_cost")}
+                       for m in d.layer_modules],
+            # cycles per sample: seq's count of its stages (== Verilator's interval); da: one pixel per cycle
+            "interval": d.latency_stages if arch == "seq" else d.in_pixels}
+
+
+def synthesize(families: list[str], jobs: int, old: dict | None, arch: str, variants: int, models: list[str],
+               out: Path) -> list[dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")): r for r in (old or {}).get("rows", [])}
+    todo = [(m, v, f, arch) for f in families for m in models for v in range(variants) if (m, v, f, arch) not in done]
+    print(f"{len(todo)} whole designs to synthesize ({len(done)} reused)", flush=True)
+    rows = list(done.values())
+    with ThreadPoolExecutor(max_workers=jobs) as ex:
+        for r in ex.map(synth_one, todo):
+            rows.append(r)
+            if "unsupported" in r:
+                print(f"  {r['family']:5} {r['model']:28} {arch}: not supported ({r['unsupported']})", flush=True)
+                continue
+            print(f"  {r['family']:5} {r['model']:28} v{r['variant']}: LUT {r['total']['lut_equiv']} FF {r['total']['ff']} "
+                  f"BRAM {r['total']['bram18'] + 2 * r['total']['bram36']} DSP {r['total']['dsp']} ({r['seconds']:.0f} s)",
+                  flush=True)
+            write_json(out, {**(old or {}), "rows": rows})  # progress survives an interruption
+    return rows
+
+
+SEQ_KEYS = ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "lut_per_addr_bit", "lut_per_rom_logic_bit",
+            "lut_per_conv2d", "lut_per_requant_bit", "lut_per_soft_mult_bit", "ff_scale", "ff_per_layer", "top_lut", "top_lut_per_layer", "lut_per_lutram", "lut_per_buf_logic_bit",
+            "top_lut_per_logit_bit", "top_ff", "top_ff_per_layer")
+
+
+def design_features(params, board) -> dict:
+    """Per layer and top-level features of one design (what the fit regresses on)."""
+    from opq_hw.cost import seq_features, yosys_memory
+    from opq_hw.cost.common import bram_aspects
+    from opq_hw.cost.rtl import _seq_memories, seq_layer_registers, seq_logits_memory
+
+    layers = []
+    for q in params:
+        f = seq_features(q)
+        m = _seq_memories(q, board, f)
+        layers.append({"acc": float(f["acc"]), "table_bits": float(f["table_bits"]), "addr": float(f["addr"]),
+                       "rom_logic_bits": float(m["rom_logic_bits"]), "conv2d": float(len(q.kernel) == 2),
+                       "requant": float(f["acc"]) * (not q.last), "soft_mult": _soft_mult(q, board),
+                       "regs": float(seq_layer_registers(q) - (q.w_bits + f["addr"]) * float(m["rom_in_block"])),
+                       "buf_lutram": float(m["buf_lutram"]), "buf_logic_bits": float(m["buf_logic_bits"]),
+                       "read_reg": float(q.a_bits) if yosys_memory(q.a_bits, int(f["in_words"]), board.family, False, True,
+                                                                   bram_aspects(board))[0] != "block" else 0.0})
+    last = params[-1]
+    acc = int(seq_features(last)["acc"])
+    kind, cells = seq_logits_memory(last, board)
+    return {"layers": layers, "n": len(params), "logit_lutram": float(cells if kind == "lutram" else 0),
+            "logit_logic": float(acc * last.out_channels if kind == "logic" else 0)}
+
+
+def _soft_mult(q, board) -> float:
+    """W x A' of a product Yosys leaves in LUTs (too narrow for the family's DSP), else 0."""
+    from opq_hw.cost.rtl import DSP_Y_MINWIDTH, seq_product_bits
+
+    wb, ab = seq_product_bits(q)
+    return float(wb * ab) if wb + ab < DSP_Y_MINWIDTH.get(board.family, 0) else 0.0
+
+
+def _nnls(X, y):
+    from scipy.optimize import nnls
+
+    return nnls(np.asarray(X, dtype=float), np.asarray(y, dtype=float))[0]
+
+
+def fit(rows: list[dict], fam: str) -> dict:
+    """The family's rtl-seq coefficients from the training designs' layer modules and top levels."""
+    from opq_hw.boards import load_board
+
+    board = load_board(FAMILY_BOARD[fam])
+    tr = [r for r in rows if r["family"] == fam and r["model"] not in HELDOUT]
+    XL, yL, XF, yF, XT, yT, XTF, yTF = [], [], [], [], [], [], [], []
+    for r in tr:
+        f = design_features(layer_params_of(make_net(r["model"], r["variant"])), board)
+        for L, mod in zip(f["layers"], r["modules"]):
+            XL.append([1.0, L["acc"], L["table_bits"], L["addr"], L["rom_logic_bits"], L["conv2d"], L["requant"],
+                       L["soft_mult"]])
+            yL.append(mod["lut_equiv"])
+            XF.append([L["regs"], 1.0])
+            yF.append(mod["ff"] - L["buf_logic_bits"] * 0)
+        res_lut = r["total"]["lut_equiv"] - sum(m["lut_equiv"] for m in r["modules"])
+        res_ff = r["total"]["ff"] - sum(m["ff"] for m in r["modules"])
+        XT.append([1.0, f["n"], sum(L["buf_lutram"] for L in f["layers"]) + f["logit_lutram"],
+                   sum(L["buf_logic_bits"] for L in f["layers"]), f["logit_logic"]])
+        yT.append(res_lut)
+        XTF.append([1.0, f["n"]])
+        yTF.append(res_ff - sum(L["buf_logic_bits"] + L["read_reg"] for L in f["layers"]) - f["logit_logic"])
+    cl, cf, ct, ctf = _nnls(XL, yL), _nnls(XF, yF), _nnls(XT, yT), _nnls(XTF, yTF)
+    vals = list(cl) + list(cf) + list(ct) + list(ctf)
+    return {k: round(float(v), 5) for k, v in zip(SEQ_KEYS, vals)} | {"n_train_designs": len(tr),
+                                                                      "n_train_layers": len(XL)}
+
+
+DA_TOP_KEYS = ("top_lut", "top_lut_per_pool", "top_lut_per_pool_bit", "top_lut_per_out_bit", "top_ff",
+               "top_ff_per_pool", "top_ff_per_pool_bit", "top_ff_per_out_bit")
+
+
+def fit_da(rows: list[dict], fam: str) -> dict:
+    """rtl-da: the layer coefficients stay those fitted on layer modules (scripts/rtl_calibration.py);
+    the top level's (pools, serializer) are fitted here on the training designs' top levels."""
+    from opq_hw.cost import rtl_calibration
+    from opq_hw.cost.rtl import da_top_features
+
+    tr = [r for r in rows if r["family"] == fam and r["model"] not in HELDOUT]
+    X, yl, yf = [], [], []
+    for r in tr:
+        f = da_top_features(layer_params_of(make_net(r["model"], r["variant"])))
+        X.append([1.0, f["pools"], f["pool_bits"], f["out_bits"]])
+        yl.append(r["total"]["lut_equiv"] - sum(m["lut_equiv"] for m in r["modules"]))
+        yf.append(r["total"]["ff"] - sum(m["ff"] for m in r["modules"]))
+    base = {k: v for k, v in rtl_calibration(fam, "rtl-da").items() if k != "provenance" and not k.startswith("top_")}
+    top = dict(zip(DA_TOP_KEYS, [round(float(v), 5) for v in list(_nnls(X, yl)) + list(_nnls(X, yf))])) if X else {}
+    return {**base, **top, "n_train_designs": len(tr), "n_train_layers": 0}
+
+
+def estimate_design(r: dict, cal: dict) -> dict:
+    """The cost model's whole-design estimate of a row's design (layers + top level), weight-agnostic."""
+    from opq_hw.boards import load_board
+    from opq_hw.cost import rtl_da, rtl_da_top, rtl_seq, rtl_seq_top
+
+    board = load_board(FAMILY_BOARD[r["family"]])
+    params = layer_params_of(make_net(r["model"], r["variant"]))
+    seq = r.get("arch", "seq") == "seq"
+    per = [(rtl_seq if seq else rtl_da)(q, board, cal) for q in params]
+    top = (rtl_seq_top if seq else rtl_da_top)(params, board, cal)
+    tot = {k: int(round(sum(float(x[k]) for x in per) + float(top[k]))) for k in ("LUT", "FF", "BRAM18", "DSP")}
+    tot["cycles"] = int(sum(float(x["cycles"]) for x in per) + top["cycles"]) if seq else \
+        int(max(max(float(x["cycles"]) for x in per), top["cycles"]))
+    return tot
+
+
+def measured(r: dict) -> dict:
+    t = r["total"]
+    return {"LUT": t["lut_equiv"], "FF": t["ff"], "BRAM18": t["bram18"] + 2 * t["bram36"], "DSP": t["dsp"],
+            "cycles": r.get("interval", r.get("latency_stages"))}
+
+
+METRICS = ("LUT", "FF", "BRAM18", "DSP", "cycles")
+
+
+def errors(rows: list[dict]) -> dict:
+    """Per metric: mean and max absolute relative error of the rows' estimates (0 measured: exact or 100 %)."""
+    out = {}
+    for k in METRICS:
+        e = [abs(r["estimate"][k] - r["measured"][k]) / r["measured"][k] if r["measured"][k] else
+             float(r["estimate"][k] != 0) for r in rows]
+        out[k] = {"mape": round(float(np.mean(e)), 4) if e else None, "max": round(float(np.max(e)), 4) if e else None}
+    return out
+
+
+def verilator_check(rows: list[dict], models: list[str]) -> list[dict]:
+    """Cycles per sample of the rtl-seq designs of `models` (variant 0) in Verilator (6 samples back to
+    back: the mean distance between frame starts) against the design's stage count and the estimate."""
+    from opq_hw.rtl.gen import write_design
+    from opq_hw.rtl.seq import generate_seq
+    from opq_hw.rtl.verilator import build_sim, run_sim
+
+    out = []
+    for m in models:
+        net = make_net(m, 0)
+        d = generate_seq(net)
+        with tempfile.TemporaryDirectory(prefix="opq-whole-vl-") as td:
+            binary = build_sim(write_design(d, Path(td) / "src"), Path(td) / "sim")
+            px = np.random.default_rng(0).integers(-128, 128, size=(6, int(np.prod(net.in_shape))))
+            res = run_sim(binary, px, d.n_out, Path(td) / "run")
+        est = next((r["estimate"]["cycles"] for r in rows if r["model"] == m and r["variant"] == 0
+                    and r.get("arch", "seq") == "seq" and "estimate" in r), None)
+        out.append({"model": m, "verilator_interval": res.interval, "design_stage_count": d.latency_stages,
+                    "estimate": est, "exact": res.interval == d.latency_stages == est})
+        print(f"  Verilator {m}: interval {res.interval} cycles, design {d.latency_stages}, estimate {est}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="ecp5,ice40")
+    ap.add_argument("--arch", default="seq", choices=["seq", "da"])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--variants", type=int, default=VARIANTS, help="allocations drawn per model")
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of MODELS")
+    ap.add_argument("--refit", action="store_true", help="no synthesis: fit the committed rows")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rtl_whole_design.json",
+                    help="the JSON the rows go to (a second synthesis process: another file, merged with --merge)")
+    ap.add_argument("--merge", type=Path, action="append", default=[], help="add the rows of another run's JSON")
+    ap.add_argument("--verilator", default="", help="comma-separated models whose rtl-seq cycles are checked in Verilator")
+    ap.add_argument("--no-write", action="store_true", help="leave board_configs/rtl_*_calibration.yaml alone")
+    args = ap.parse_args()
+    path = args.out
+    old = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    seen = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")) for r in old["rows"]}
+    for extra in args.merge:
+        for r in json.loads(extra.read_text())["rows"]:
+            key = (r["model"], r["variant"], r["family"], r.get("arch", "seq"))
+            if key not in seen:
+                seen.add(key)
+                old["rows"].append(r)
+    fams = [f for f in args.families.split(",") if f]
+    models = [m for m in args.models.split(",") if m]
+    unknown = set(models) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
+    rows = old["rows"] if args.refit else synthesize(fams, args.jobs, old, args.arch, args.variants, models, path)
+    from opq_hw.rtl import eda
+
+    result = {"yosys": eda.yosys_version(), "heldout_models": list(HELDOUT), "results": {}, "rows": rows}
+    for arch in ("seq", "da"):
+        for fam in sorted({r["family"] for r in rows if r.get("arch", "seq") == arch}):
+            fr = [r for r in rows if r["family"] == fam and r.get("arch", "seq") == arch and "unsupported" not in r]
+            if not any(r["model"] not in HELDOUT for r in fr):
+                print(f"rtl-{arch} {fam}: no training designs yet, not fitted", flush=True)
+                continue
+            cal = (fit if arch == "seq" else fit_da)(rows_of(rows, arch), fam)
+            for r in fr:
+                r["estimate"], r["measured"], r["heldout"] = estimate_design(r, cal), measured(r), r["model"] in HELDOUT
+            res = {"calibration": cal, "train": errors([r for r in fr if not r["heldout"]]),
+                   "heldout": errors([r for r in fr if r["heldout"]]), "n_heldout": sum(r["heldout"] for r in fr),
+                   "heldout_models": sorted({r["model"] for r in fr if r["heldout"]})}
+            result["results"][f"{arch}/{fam}"] = res
+            h = res["heldout"]
+            print(f"rtl-{arch} {fam}: held-out ({res['n_heldout']} designs) " + ", ".join(
+                f"{k} MAPE {v['mape'] * 100:.1f}% max {v['max'] * 100:.1f}%" for k, v in h.items() if v["mape"] is not None),
+                flush=True)
+            for r in fr:
+                print(f"   {'H' if r['heldout'] else ' '} {r['model']:27} v{r['variant']} " + " ".join(
+                    f"{k} {r['estimate'][k]}/{r['measured'][k]}" for k in METRICS))
+    vl = [m for m in args.verilator.split(",") if m]
+    result["verilator"] = verilator_check(rows, vl) if vl else (old or {}).get("verilator", [])
+    write_json(path, result)
+    write_bytes(path.with_suffix(".md"), markdown(result).encode())
+    if not args.no_write:
+        for arch in ("seq", "da"):
+            write_yaml(result, arch)
+
+
+def rows_of(rows: list[dict], arch: str) -> list[dict]:
+    return [r for r in rows if r.get("arch", "seq") == arch and "unsupported" not in r]
+
+
+def heldout_error(res: dict) -> dict:
+    """The shape `estimate`'s error bands read (`heldout_error` in the calibration YAML)."""
+    h = res["heldout"]
+    names = {"LUT": "lut", "FF": "ff", "BRAM18": "bram", "DSP": "dsp", "cycles": "cycles"}
+    return {"scope": "whole-design", "n": res["n_heldout"],
+            **{names[k]: {"mape": float(v["mape"]), "max": float(v["max"])} for k, v in h.items()}}
+
+
+def write_yaml(result: dict, arch: str) -> None:
+    """board_configs/rtl_<arch>_calibration.yaml: per family the coefficients, provenance and held-out
+    error (rtl-da: the layer coefficients and provenance kept, the top level's and the error added)."""
+    import yaml
+
+    from opq_hw.rtl import eda
+
+    name = "rtl_seq_calibration.yaml" if arch == "seq" else "rtl_da_calibration.yaml"
+    path = ROOT / "board_configs" / name
+    text = path.read_text()
+    header = "".join(ln + "\n" for ln in text.splitlines() if ln.startswith("#"))
+    data = yaml.safe_load(text) or {}
+    if arch == "seq":  # entries of the per-layer fit (other coefficients) no longer apply: defaults until fitted here
+        data = {fam: v for fam, v in data.items() if isinstance(v, dict) and "lut_per_requant_bit" in v}
+    for key, res in result["results"].items():
+        a, fam = key.split("/")
+        if a != arch or not res["n_heldout"]:
+            continue
+        cal, h = res["calibration"], res["heldout"]
+        where = (f"{cal['n_train_designs']} whole designs of real model shapes (built-in models and the imported-model "
+                 f"corpus), {result['yosys'].split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}")
+        err = (f"held-out ({res['n_heldout']} whole designs of {len(res['heldout_models'])} models never fitted) LUT "
+               f"MAPE {h['LUT']['mape'] * 100:.1f}% (max {h['LUT']['max'] * 100:.1f}%), FF MAPE {h['FF']['mape'] * 100:.1f}% "
+               f"(max {h['FF']['max'] * 100:.1f}%), BRAM/DSP/cycles max error {h['BRAM18']['max'] * 100:.0f}/"
+               f"{h['DSP']['max'] * 100:.0f}/{h['cycles']['max'] * 100:.0f}%")
+        fam_data = dict(data.get(fam) or {})
+        if arch == "seq":
+            fam_data = {**{k: cal[k] for k in SEQ_KEYS},
+                        "provenance": (f"fitted by benchmarks/rtl_whole_design.py on {cal['n_train_layers']} layer modules "
+                                       f"and the top levels of {where}; memories mapped by Yosys's memory_libmap cost rule "
+                                       f"(opq_hw.cost.yosys_memory, not fitted); {err}")}
+        else:
+            fam_data.update({k: cal[k] for k in DA_TOP_KEYS if k in cal})
+            prov = str(fam_data.get("provenance", "")).split(" | whole designs:")[0]
+            fam_data["provenance"] = (f"{prov} | whole designs: top level (pools, output serializer) fitted by "
+                                      f"benchmarks/rtl_whole_design.py --arch da on the top levels of {where}; {err}")
+        fam_data["heldout_error"] = heldout_error(res)
+        data[fam] = fam_data
+    write_bytes(path, (header + yaml.safe_dump(data, sort_keys=False, width=200)).encode())
+
+
+def markdown(result: dict) -> str:
+    """The table: every design, estimated / measured per metric, held-out rows marked; MAPE per family."""
+    lines = [f"# Open RTL flow, whole designs: cost model vs {result['yosys'].split('(')[0].strip()}", "",
+             "Written by benchmarks/rtl_whole_design.py. Each cell: estimated / measured (Yosys LUT-equivalents, "
+             "flip-flops, block RAMs in the board's BRAM18 units, DSPs; cycles per sample of the generated RTL: "
+             "rtl-seq's stage count, equal to Verilator's interval; rtl-da one input pixel per cycle). "
+             "The estimate is weight-agnostic (what `opq-hw estimate` prints). **H** = held-out model (never fitted).", ""]
+    for key, res in result["results"].items():
+        arch, fam = key.split("/")
+        lines += [f"## rtl-{arch}, {fam} ({FAMILY_BOARD[fam]})", "",
+                  "| model | alloc | held out | LUT | FF | BRAM18 | DSP | cycles |", "|---|---|---|---|---|---|---|---|"]
+        rs = [r for r in result["rows"] if r["family"] == fam and r.get("arch", "seq") == arch]
+        for r in sorted(rs, key=lambda r: (r.get("heldout", False), r["model"], r["variant"])):
+            if "unsupported" in r:
+                lines.append(f"| {r['model']} | v{r['variant']} | | not supported: {r['unsupported']} | | | | |")
+                continue
+            cells = []
+            for k in METRICS:
+                e, m = r["estimate"][k], r["measured"][k]
+                cells.append(f"{e} / {m}" + (f" ({(e - m) / max(m, 1) * 100:+.0f}%)" if k in ("LUT", "FF") else ""))
+            lines.append(f"| {r['model']} | v{r['variant']} | {'**H**' if r['heldout'] else ''} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for part in ("heldout", "train"):
+            h = res[part]
+            n = res["n_heldout"] if part == "heldout" else res["calibration"]["n_train_designs"]
+            lines.append(f"- {part} ({n} designs): " + ", ".join(
+                f"{k} MAPE {v['mape'] * 100:.1f}% (max {v['max'] * 100:.1f}%)" for k, v in h.items() if v["mape"] is not None))
+        lines.append("")
+    for v in result.get("verilator", []):
+        lines.append(f"- Verilator, rtl-seq {v['model']} v0: interval {v['verilator_interval']:.0f} cycles per sample, "
+                     f"the design's stage count {v['design_stage_count']}, the estimate {v['estimate']}: "
+                     f"{'exact' if v['exact'] else 'NOT exact'}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"done in {time.time() - t0:.0f} s")
