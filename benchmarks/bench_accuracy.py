@@ -1,6 +1,8 @@
 """Benchmark 2: accuracy vs CR_w for OPQ and the baselines, one-shot and after finetuning.
 
-Data sets / models: digits (digits-cnn) and MNIST-1D (mnist1d-cnn), the cached pre-trained float
+Data sets / models: digits (digits-cnn) and MNIST-1D (mnist1d-cnn) by default; `--datasets mnist28
+basicmotions --out accuracy_scale` gives the same table for MNIST 28x28 (mnist28-lenet) and the
+BasicMotions time series (basicmotions-cnn, 40 test samples: one sample is 2.5 points); the cached pre-trained float
 model of each (`opq_hw.pipeline.pretrained`, seed 0), pow2 (hardware) scales, 8-bit activations.
 Methods at every target CR_w: OPQ as it is now by default ("opq": masks by raw |w| within a layer,
 exact per-layer error table, weighting relative a_i = 1/sum w_i^2), OPQ as it was before
@@ -34,8 +36,8 @@ import torch  # noqa: E402
 from opq_hw.artifact import read_json, write_json, write_png  # noqa: E402
 
 RESULTS = HERE / "results"
-MODELS = {"digits": "digits-cnn", "mnist1d": "mnist1d-cnn"}
-CRS = {"digits": [5, 10, 20, 30, 40], "mnist1d": [5, 10, 20, 40]}
+MODELS = {"digits": "digits-cnn", "mnist1d": "mnist1d-cnn", "mnist28": "mnist28-lenet", "basicmotions": "basicmotions-cnn"}
+CRS = {"digits": [5, 10, 20, 30, 40], "mnist1d": [5, 10, 20, 40], "mnist28": [5, 10, 20, 40], "basicmotions": [5, 10, 20, 40]}
 OPQ_OLD = dict(method="opq", mask_order="channel-normalised", error_model="laplace")
 METHODS = [("opq", dict(method="opq", weighting="relative", mask_order="magnitude", error_model="exact-gain")),
            ("opq-exact", dict(method="opq", weighting="relative", mask_order="magnitude", error_model="exact")),
