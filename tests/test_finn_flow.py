@@ -108,6 +108,27 @@ def test_software_nodes_say_where_and_why():
     assert "after the accelerator" in sw[2]["why"]
 
 
+def test_residual_add_is_refused_by_name_and_a_bias_add_is_not(tmp_path):
+    """A join of two feature maps is refused before FINN runs; an Add of a constant (a bias) is not."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [4], [0.0] * 4)
+
+    def save(nodes):
+        path = tmp_path / f"m{len(nodes)}.onnx"
+        onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y], [bias])), str(path))
+        return path
+
+    finn_flow.refuse_unsupported(save([helper.make_node("Add", ["x", "b"], ["y"], name="bias_add")]))
+    joined = save([helper.make_node("Relu", ["x"], ["r"], name="relu"),
+                   helper.make_node("Add", ["r", "x"], ["y"], name="skip_add")])
+    with pytest.raises(OpqError, match=r"cannot take 'skip_add' \(Add\): FINN 1.6.1 streamlines residual Adds"):
+        finn_flow.refuse_unsupported(joined)
+
+
 def test_missing_env_message(monkeypatch, tmp_path):
     with pytest.raises(OpqError, match="make finn-env"):
         finn_flow.finn_python(tmp_path / "python")

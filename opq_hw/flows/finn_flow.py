@@ -274,6 +274,11 @@ def refuse_unsupported(model_path: str | os.PathLike) -> None:
     def group(n):
         return any(a.name == "group" and a.i != 1 for a in n.attribute)
 
+    consts = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+
+    def join(n):  # an Add of two feature maps (a residual join), not a bias
+        return not any(i in consts for i in n.input)
+
     why = [(named(FINN_NO_THRESHOLDS), "FINN turns an activation followed by its quantizer into thresholds only for "
                                        "ReLU (and the identity); use ReLU in the float model"),
            (named({"AveragePool", "GlobalAveragePool"}),
@@ -282,7 +287,10 @@ def refuse_unsupported(model_path: str | os.PathLike) -> None:
             "use MaxPool in the float model"),
            (named({"Concat"}), "FINN 1.6.1's conversion fails on a Concat of quantized feature maps (AssertionError)"),
            (named({"Conv"}, group), "grouped/depthwise convolutions become FINN VVAU layers, which this flow's "
-                                    "folding and specialisation configs (MVAU per layer) do not cover")]
+                                    "folding and specialisation configs (MVAU per layer) do not cover"),
+           (named({"Add"}, join), "FINN 1.6.1 streamlines residual Adds of two feature maps bit-exact, but its "
+                                  "hardware conversion then leaves layers outside the dataflow graph (measured: "
+                                  "mnist28-resnet with a MaxPool head, 5 of 10 MVAUs left as Transpose/Im2Col/MatMul)")]
     found = [(d, w) for d, w in why if d]
     if found:
         raise OpqError("the FINN flow cannot take " + "; ".join(f"{d}: {w}" for d, w in found)
