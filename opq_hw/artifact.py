@@ -139,9 +139,27 @@ def stale_tmp_dirs(path: str | os.PathLike) -> list[Path]:
             continue
         if len(p.name) != len(pre) + 8 + 4:  # mkdtemp's 8 random characters
             continue
-        if (p / TMP_MARKER).is_file() or (p / "manifest.json").is_file():
-            out.append(p)
+        if (p / TMP_MARKER).is_file() or (p / "manifest.json").is_file() or not any(p.iterdir()):
+            out.append(p)  # empty: killed between mkdtemp and the marker (nothing in it to lose)
     return sorted(out, key=lambda p: p.stat().st_mtime)
+
+
+def remove_tmp_dir(tmp: Path) -> None:
+    """Remove a temporary directory of ours with its marker last, so that a kill halfway leaves
+    it recognisable (`stale_tmp_dirs`) for the next command to finish removing."""
+    with contextlib.suppress(OSError):
+        for p in tmp.iterdir():
+            if p.name == TMP_MARKER:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+    with contextlib.suppress(OSError):
+        (tmp / TMP_MARKER).unlink()
+    with contextlib.suppress(OSError):
+        tmp.rmdir()
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -169,7 +187,7 @@ def swap_in(tmp: Path, path: Path) -> None:
     if path.exists() and not path.is_symlink() and path.is_dir() and _exchange(tmp, path):
         with contextlib.suppress(OSError):  # `tmp` now holds the old content: mark it, then remove it
             (tmp / TMP_MARKER).write_text("{}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tmp_dir(tmp)
         return
     old = None
     if path.exists():
@@ -177,7 +195,9 @@ def swap_in(tmp: Path, path: Path) -> None:
         os.replace(path, old)  # onto the empty dir
     os.replace(tmp, path)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):  # marked only now: before, a killed swap is restored from it
+            (old / TMP_MARKER).write_text("{}")
+        remove_tmp_dir(old)
 
 
 @contextlib.contextmanager
@@ -192,7 +212,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tmp_dir(tmp)
         for p in made:  # innermost first; only while empty
             with contextlib.suppress(OSError):
                 p.rmdir()

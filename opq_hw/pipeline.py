@@ -225,7 +225,7 @@ def _check_out(out: Path, chash: str, inputs: dict, overwrite: bool) -> tuple[st
 def _resume_checkpoint(out: Path, tag_want: str, log) -> bytes | None:
     """Stale temporary siblings of `out` (a killed run): a finetune checkpoint of this configuration
     is returned to resume from; an old run swapped out just before a crash is put back; the rest is removed."""
-    from .artifact import stale_tmp_dirs, TMP_MARKER
+    from .artifact import TMP_MARKER, remove_tmp_dir, stale_tmp_dirs
 
     ckpt = None
     for s in stale_tmp_dirs(out):
@@ -244,10 +244,10 @@ def _resume_checkpoint(out: Path, tag_want: str, log) -> bytes | None:
             if tag == tag_want:
                 ckpt = data
                 log(f"note: resuming the finetune from epoch {epoch} of an interrupted run ({s.name})")
-                shutil.rmtree(s, ignore_errors=True)
+                remove_tmp_dir(s)
                 continue
         why = "(its checkpoint is of another configuration)" if c.is_file() else "(nothing to resume)"
-        shutil.rmtree(s, ignore_errors=True)
+        remove_tmp_dir(s)
         log(f"note: removed {s.name}, left by an interrupted run {why}")
     return ckpt
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .artifact import make_tmp_dir, read_json, stale_tmp_dirs, swap_in, write_bytes, write_json
+from .artifact import make_tmp_dir, read_json, remove_tmp_dir, stale_tmp_dirs, swap_in, write_bytes, write_json
 from .errors import OpqError
 from .validate import check_config
 
@@ -301,7 +301,7 @@ def build_dir(run: str | os.PathLike, flow: str, log: Callable[[str], Any] | Non
                 (s / TMP_MARKER).write_text(json.dumps({"tool": TOOL, "target": final.name, "pid": os.getpid()}))
                 b = Build(path=s, final=final, resumed=j)
                 continue
-            shutil.rmtree(s, ignore_errors=True)
+            remove_tmp_dir(s)
             if log:
                 log(f"note: removed {s.name}, left by an interrupted build")
         new_parent = not final.parent.exists()

@@ -441,3 +441,33 @@ def test_failed_rtl_rebuild_keeps_the_previous_build(run, monkeypatch):
         rtl_flow.build(run, board="ecp5-85f", sim=False, synth=True, log=None)
     assert snapshot(prj) == good
     assert json.loads((run / "build" / "rtl.failed" / "rtl_build.json").read_text())["synth_error"] == "yosys failed (test)"
+
+
+def test_a_removal_killed_halfway_is_finished_by_the_next_command(tmp_path, monkeypatch):
+    """A temporary directory is removed with its marker last, so one killed halfway through its
+    removal is still ours for the next command; an empty one (killed between mkdtemp and the
+    marker) is too; a user's directory of the same name pattern is never touched."""
+    import pathlib
+    import tempfile
+
+    from opq_hw.artifact import TMP_MARKER, make_tmp_dir, remove_tmp_dir, stale_tmp_dirs
+
+    target = tmp_path / "build" / "hls4ml"
+    t = make_tmp_dir(target)
+    (t / "firmware").mkdir()
+    (t / "firmware" / "a.h").write_text("x")
+    (t / "b.json").write_text("{}")
+    order = []
+    real_unlink = pathlib.Path.unlink
+    monkeypatch.setattr(pathlib.Path, "unlink", lambda self, *a, **k: (order.append(self.name), real_unlink(self, *a, **k)))
+    monkeypatch.setattr(pathlib.Path, "rmdir", lambda self: (_ for _ in ()).throw(OSError("killed")))
+    remove_tmp_dir(t)  # "killed" before the final rmdir
+    monkeypatch.undo()
+    assert order[-1] == TMP_MARKER and "b.json" in order
+    empty = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=".hls4ml.", suffix=".tmp"))
+    user = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=".hls4ml.", suffix=".tmp"))
+    (user / "mine.txt").write_text("keep")
+    assert set(stale_tmp_dirs(target)) == {t, empty}
+    for s in stale_tmp_dirs(target):
+        remove_tmp_dir(s)
+    assert not t.exists() and not empty.exists() and (user / "mine.txt").read_text() == "keep"
