@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -335,11 +334,10 @@ def write_finetuned(run: Path, r, data, rec: dict[str, Any]) -> None:
     made from the old weights (builds, simulation and synthesis records) are dropped and named in
     the manifest's notes; files opq-hw did not write are kept as they are."""
     import numpy as np
-    import torch
 
-    from .artifact import atomic_dir, read_json, write_bytes, write_json, write_npy
+    from .artifact import atomic_dir, read_json, write_json, write_npy
     from .export import export_qonnx
-    from .pipeline import CompressConfig, example_input
+    from .pipeline import CompressConfig, example_input, golden_outputs, write_weights
     from .rundir import MANIFEST, read_manifest, sha256_file, verify
     from .run import check_weights
 
@@ -352,11 +350,8 @@ def write_finetuned(run: Path, r, data, rec: dict[str, Any]) -> None:
     arts = dict(man["artifacts"])
     dropped = sorted(n for n in arts if n not in REWRITTEN and n != MANIFEST
                      and n.startswith(("build/", "reports/")) and not n.startswith(STILL_VALID))
-    golden_x = np.load(run / "golden_input.npy", allow_pickle=False)
-    with torch.no_grad():
-        golden_y = r.qmodel(torch.as_tensor(golden_x)).numpy().astype(np.float32)
-    if not np.isfinite(golden_y).all():
-        raise OpqError("the finetuned model computes NaN or Inf on the golden inputs; try a smaller --lr")
+    golden_y = golden_outputs(r.qmodel, np.load(run / "golden_input.npy", allow_pickle=False),
+                              "the finetuned model computes NaN or Inf on the golden inputs; try a smaller --lr")
     metrics = read_json(run / "metrics.json")
     metrics["acc_finetuned"] = rec["acc_after"]
     metrics["finetune_loss"] = list(metrics.get("finetune_loss") or []) + list(rec["history"])
@@ -373,9 +368,7 @@ def write_finetuned(run: Path, r, data, rec: dict[str, Any]) -> None:
                     os.link(src, dst)  # the old directory goes away whole; nothing writes into these in place
                 except OSError:
                     shutil.copy2(src, dst)
-        buf = io.BytesIO()
-        torch.save(r.qmodel.state_dict(), buf)
-        write_bytes(tmp / "weights.pt", buf.getvalue())
+        write_weights(tmp, r.qmodel)
         cfg = CompressConfig.from_dict(man["config"])
         export_qonnx(r.qmodel, example_input(cfg, data, man.get("frontend")), tmp / "model.qonnx.onnx")
         write_npy(tmp / "golden_output.npy", golden_y)

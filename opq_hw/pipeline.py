@@ -367,13 +367,26 @@ def _step_golden(c) -> None:
         golden_x, c.golden = c.example.numpy(), {"test_samples": 0, "train_samples": 0,
                                                  "rule": "no data: one all-zero example input"}
     xq = _quantize(c.qmodel, golden_x)
-    with torch.no_grad():
-        golden_y = c.qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
-    if not np.isfinite(golden_y).all():
-        raise OpqError("the compressed model computes NaN or Inf on the golden inputs (weights or biases too large "
-                       "for its fixed-point scales?); check the checkpoint")
+    golden_y = golden_outputs(c.qmodel, xq, "the compressed model computes NaN or Inf on the golden inputs (weights or "
+                              "biases too large for its fixed-point scales?); check the checkpoint")
     write_npy(tmp / "golden_input.npy", xq)
     write_npy(tmp / "golden_output.npy", golden_y)
+
+
+def golden_outputs(qmodel, xq: np.ndarray, nonfinite: str) -> np.ndarray:
+    """The model's float32 logits for the golden inputs; NaN or Inf raises OpqError(`nonfinite`)."""
+    with torch.no_grad():
+        y = qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
+    if not np.isfinite(y).all():
+        raise OpqError(nonfinite)
+    return y
+
+
+def write_weights(tmp: Path, qmodel) -> None:
+    """`weights.pt`: the Brevitas model's state dict (loaded back with weights_only=True)."""
+    buf = io.BytesIO()
+    torch.save(qmodel.state_dict(), buf)
+    write_bytes(tmp / "weights.pt", buf.getvalue())
 
 
 def _step_write(c) -> None:
@@ -381,9 +394,7 @@ def _step_write(c) -> None:
     from .rundir import CORE, LATER, hash_tree
 
     tmp, out, old = c.tmp, c.out, c.old
-    buf = io.BytesIO()
-    torch.save(c.qmodel.state_dict(), buf)
-    write_bytes(tmp / "weights.pt", buf.getvalue())
+    write_weights(tmp, c.qmodel)
     if c.onnx_bytes is not None:  # the normalised graph, self-contained (external data inlined)
         write_bytes(tmp / "float_model.onnx", c.onnx_bytes)
     write_json(tmp / "allocation.json", c.alloc.to_dict())
