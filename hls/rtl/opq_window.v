@@ -12,11 +12,14 @@
 // pushes made on their own in cycles without input before the next frame begins, so a lone
 // frame also completes.
 // Latency: one cycle from the push that completes a window to out_valid.
+// GAP > 1 (digit-serial consumers, which read a window for GAP cycles): a flush push comes at the
+// earliest GAP cycles after the previous push, so pushes stay on the input's GAP-cycle grid.
 module opq_window #(
     parameter C = 1, parameter BW = 8,
     parameter H = 8, parameter W = 8,
     parameter KH = 3, parameter KW = 3,
-    parameter PH = 1, parameter PW = 1
+    parameter PH = 1, parameter PW = 1,
+    parameter GAP = 1
 ) (
     input clk,
     input rst,
@@ -43,7 +46,20 @@ module opq_window #(
     wire tail_on = (tail != 0);
     // a flush push only before the next frame has begun: once its first pixel is in, its pixels
     // must stay contiguous in the shift register, and they complete the tail themselves
-    wire push = in_valid | (tail_on & (n == 0));
+    wire flush_ok;
+    wire push = in_valid | (tail_on & (n == 0) & flush_ok);
+    generate
+        if (GAP > 1) begin : g_gap
+            reg [CW-1:0] since;  // cycles since the last push, up to GAP - 1
+            always @(posedge clk) begin
+                if (rst || push) since <= 0;
+                else if (since != GAP - 1) since <= since + 1;
+            end
+            assign flush_ok = (since == GAP - 1);
+        end else begin : g_nogap
+            assign flush_ok = 1'b1;
+        end
+    endgenerate
     wire emit = push & (tail_on | (n >= D));
     wire [PIX-1:0] pix = in_valid ? in_data : {PIX{1'b0}};
 

@@ -108,6 +108,17 @@ class FinnOptions(FlowOptions):
 RTL_ARCHS = ("seq", "da4ml")
 
 
+def _serial_bits_arg(s: str) -> int:
+    import argparse
+
+    from ..validate import int_in
+
+    try:
+        return int_in(s, 0, 16, "--serial-bits")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class RtlOptions(FlowOptions):
     rtl_arch: str = option("seq", flag="--rtl-arch", choices=RTL_ARCHS,
@@ -115,6 +126,10 @@ class RtlOptions(FlowOptions):
                                 "(constant-weight adder graphs, one pixel per cycle)")
     pipeline: float = option(0.0, flag="--pipeline", argtype=_positive("--pipeline", zero_ok=True),
                              help="--rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
+    serial_bits: int = option(0, flag="--serial-bits", argtype=lambda: _serial_bits_arg,
+                              help="--rtl-arch da4ml: feed each layer's activations this many bits per cycle "
+                                   "(1: bit-serial; kernels over D-bit digits, one pixel every (activation "
+                                   "bits / D) cycles); 0: whole activations, one pixel per cycle")
     freq: float | None = option(None, flag="--freq", argtype=_positive("--freq", hi=5000),
                                 help="place-and-route target in MHz (default: the board's clock); on a dev board "
                                      "(icebreaker, ulx3s-85f, ...) the core clock: a PLL from the oscillator "
@@ -146,6 +161,12 @@ class RtlOptions(FlowOptions):
             raise OpqError(f"--pipeline must be >= 0 (da4ml latency cutoff per stage; 0 = combinational), got {self.pipeline}")
         if self.baud != int(self.baud) or not 300 <= self.baud <= 12_000_000:
             raise OpqError(f"--baud must be a whole number of bits per second in 300..12000000, got {self.baud:g}")
+        if isinstance(self.serial_bits, bool) or not isinstance(self.serial_bits, int) or not 0 <= self.serial_bits <= 16:
+            raise OpqError(f"--serial-bits must be a whole number of bits in 0..16 (0: whole activations), "
+                           f"got {self.serial_bits!r}")
+        if self.rtl_arch == "seq" and self.serial_bits:
+            raise OpqError("--serial-bits feeds the da4ml kernels digit by digit; it does not apply to --rtl-arch seq "
+                           "(add --rtl-arch da4ml)")
         if self.rtl_arch == "seq" and self.pipeline:
             raise OpqError("--pipeline is the da4ml kernels' latency cutoff; it does not apply to --rtl-arch seq "
                            "(add --rtl-arch da4ml)")

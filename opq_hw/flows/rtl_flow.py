@@ -104,18 +104,18 @@ def _arch(arch: str | None) -> str:
     return RtlOptions(rtl_arch=arch or "seq").rtl_arch
 
 
-def _generate(net, arch: str, pipeline: float):
+def _generate(net, arch: str, pipeline: float, serial_bits: int = 0):
     if arch == "seq":
         from ..rtl.seq import generate_seq
 
         return generate_seq(net)
     from ..rtl.gen import generate
 
-    return generate(net, pipeline=pipeline)
+    return generate(net, pipeline=pipeline, serial_bits=serial_bits)
 
 
-def _net_hash(net, pipeline: float, arch: str) -> str:
-    key = {"net": net.to_dict(), "pipeline": pipeline, "arch": arch}
+def _net_hash(net, pipeline: float, arch: str, serial_bits: int = 0) -> str:
+    key = {"net": net.to_dict(), "pipeline": pipeline, "arch": arch, **({"serial_bits": serial_bits} if serial_bits else {})}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -134,14 +134,15 @@ def _pixels(net, x_q: np.ndarray, arch: str = "da4ml") -> np.ndarray:
     return words
 
 
-def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] | None) -> tuple[Path, dict[str, Any]]:
+def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] | None,
+                serial_bits: int = 0) -> tuple[Path, dict[str, Any]]:
     """A Verilator simulator for this run's design: the build's if it matches, else a cached one."""
     from ..rtl.gen import write_design
     from ..rtl.verilator import build_sim
 
     from ..rundir import read_manifest, sha256_file
 
-    h = _net_hash(net, pipeline, arch)
+    h = _net_hash(net, pipeline, arch, serial_bits)
     arts = read_manifest(run.path)["artifacts"]
     for d in (run.path / "build" / "rtl", run.path / "build" / "rtl_sim"):
         meta = d / "design.json"
@@ -156,10 +157,10 @@ def _sim_binary(run, net, pipeline: float, arch: str, log: Callable[[str], Any] 
         tmp = bd.path
         if log:
             log("rtl: generating Verilog and building the Verilator simulator")
-        design = _generate(net, arch, pipeline)
+        design = _generate(net, arch, pipeline, serial_bits)
         files = write_design(design, tmp / "src")
         build_sim(files, tmp / "sim", keep_log=run.path / "build" / VERILATOR_FAILED_LOG)
-        meta = {**design.meta(), "hash": h, "pipeline": pipeline, "arch": arch}
+        meta = {**design.meta(), "hash": h, "pipeline": pipeline, "arch": arch, "serial_bits": serial_bits}
         write_json(tmp / "design.json", meta)
     return dest / "sim" / "obj_dir" / "Vopq_top", meta
 
@@ -179,7 +180,7 @@ def simulate_rtl(run, x_q: np.ndarray, pipeline: float | None = None, gap_permil
     if pipeline is None:
         pipeline = float(built.get("pipeline", 0.0))
     arch = _arch(rtl_arch or built.get("arch"))
-    binary, meta = _sim_binary(run, net, float(pipeline), arch, None)
+    binary, meta = _sim_binary(run, net, float(pipeline), arch, None, int(built.get("serial_bits", 0)))
     px = _pixels(net, x_q, arch)
     import tempfile
 
@@ -203,7 +204,8 @@ class _Ctx:
     def __init__(self, run, o, b, family, log):
         self.run, self.o, self.b, self.family, self.log = run, o, b, family, log
         self.state: dict[str, Any] = {"summary": {"flow": "rtl", "arch": o.rtl_arch, "board": b.name, "family": family,
-                                                  "part": b.part, "pipeline": float(o.pipeline)}}
+                                                  "part": b.part, "pipeline": float(o.pipeline),
+                                                  "serial_bits": int(o.serial_bits)}}
         self.net = self.design = self.files = None
 
     @property
@@ -219,10 +221,11 @@ def _step_intnet(c: _Ctx) -> None:
 def _step_rtl(c: _Ctx) -> None:
     from ..rtl.gen import write_design
 
-    arch, pipeline = c.o.rtl_arch, float(c.o.pipeline)
-    c.design = _generate(c.net, arch, pipeline)
+    arch, pipeline, sb = c.o.rtl_arch, float(c.o.pipeline), int(c.o.serial_bits)
+    c.design = _generate(c.net, arch, pipeline, sb)
     c.files = write_design(c.design, c.out / "src")
-    meta = {**c.design.meta(), "hash": _net_hash(c.net, pipeline, arch), "pipeline": pipeline, "arch": arch}
+    meta = {**c.design.meta(), "hash": _net_hash(c.net, pipeline, arch, sb), "pipeline": pipeline, "arch": arch,
+            "serial_bits": sb}
     write_json(c.out / "design.json", meta)
     c.summary["design"] = {k: v for k, v in meta.items() if k != "layers"}
     c.summary["layers"] = [dict(m) for m in c.design.layer_modules]
@@ -529,6 +532,8 @@ def _layer_estimates(run, layers: list[dict[str, Any]], arch: str, board) -> Non
             r = cost.rtl_seq(p, board, cal)
             lm["estimate"] = {"LUT": int(round(float(r["LUT"]))), "FF": int(round(float(r["FF"])))}
             continue
+        if "serial_steps" in lm:
+            continue  # a digit-serial layer: rtl-da is calibrated on whole-activation kernels only
         kernel = {"da4ml_cost": lm["da4ml_cost"], "registers": lm["registers"], "chains": lm["chains"],
                   "latency": lm["kernel_latency"]}
         for key, k in (("estimate", None), ("estimate_with_kernel", kernel)):
@@ -566,7 +571,8 @@ def _clock_text(ck: dict[str, Any]) -> str:
 def summary_text(s: dict[str, Any]) -> str:
     arch = s.get("arch", "da4ml")
     lines = [f"RTL build ({arch} architecture) for {s['board']} ({s['family']}, {s['part']})"
-             + (f", pipeline cutoff {s['pipeline']}" if arch == "da4ml" else "")]
+             + (f", pipeline cutoff {s['pipeline']}" if arch == "da4ml" else "")
+             + (f", {s['serial_bits']}-bit digit-serial inputs" if s.get("serial_bits") else "")]
     for m in s.get("layers", []):
         st = m.get("synth", {})
         what = (f"da4ml {m['da4ml_cost']:8.0f} LUT-est" if "da4ml_cost" in m else

@@ -79,9 +79,10 @@ def matrix_for(L: IntLayer) -> np.ndarray:
     return wt.transpose(2, 1, 0).reshape(h * w * c, L.w.shape[0])
 
 
-def make_kernel(L: IntLayer, module: str, pipeline: float) -> Kernel:
+def make_kernel(L: IntLayer, module: str, pipeline: float, digit_bits: int = 0) -> Kernel:
     """Trace `x @ M + b` with da4ml and generate its Verilog (pipelined if `pipeline` > 0:
-    da4ml's latency cutoff per stage, in its adder-delay units)."""
+    da4ml's latency cutoff per stage, in its adder-delay units). `digit_bits` D > 0: the
+    digit-serial kernel `d @ M` over unsigned D-bit digits d of the inputs, without the bias."""
     FixedVariableArrayInput, HWConfig, comb_trace, to_pipeline, quantize = _da4ml()
     from da4ml.codegen.rtl.verilog import comb_logic_gen
     from da4ml.codegen.rtl.verilog.pipeline import pipeline_logic_gen
@@ -89,10 +90,11 @@ def make_kernel(L: IntLayer, module: str, pipeline: float) -> Kernel:
 
     M = matrix_for(L).astype(np.float64)
     n_in, n_out = M.shape
-    k = 1 if L.in_signed else 0
+    in_bits, in_signed = (digit_bits, False) if digit_bits else (L.in_bits, L.in_signed)
+    k = 1 if in_signed else 0
     inp = FixedVariableArrayInput((n_in,), hwconf=HWConfig(1, -1, -1))
-    x = quantize(inp, k, L.in_bits - k, 0)
-    y = x @ M + L.b.astype(np.float64)
+    x = quantize(inp, k, in_bits - k, 0)
+    y = x @ M if digit_bits else x @ M + L.b.astype(np.float64)
     comb = comb_trace(inp, y)
     if pipeline and pipeline > 0:
         sol = to_pipeline(comb, float(pipeline), verbose=False)
@@ -107,16 +109,16 @@ def make_kernel(L: IntLayer, module: str, pipeline: float) -> Kernel:
     out_kifs = [minimal_kif(q) for q in sol.out_qint]
     for j, (kk, ii, ff) in enumerate(in_kifs):
         w = int(kk) + int(ii) + int(ff)
-        if w not in (0, L.in_bits) or (w and int(ff) != 0):
+        if w not in (0, in_bits) or (w and int(ff) != 0):
             raise OpqError(f"layer {L.name!r}: da4ml gave input {j} the format k={kk} i={ii} f={ff}, expected "
-                           f"{L.in_bits}-bit integers; report this as a bug")
+                           f"{in_bits}-bit integers; report this as a bug")
     acc_w = 2
     for kk, ii, ff in out_kifs:
         if int(ff) > 0:
             raise OpqError(f"layer {L.name!r}: da4ml output with fractional bits (f={ff}); weights must be integers")
         if int(kk) + int(ii) + int(ff) > 0:
             acc_w = max(acc_w, int(ii) + 1)
-    K = Kernel(module, n_in, n_out, L.in_bits, L.in_signed, acc_w, latency, float(sol.cost), n_stages, files,
+    K = Kernel(module, n_in, n_out, in_bits, in_signed, acc_w, latency, float(sol.cost), n_stages, files,
                used_in=[sum(map(int, q)) > 0 for q in in_kifs], out_widths=[sum(map(int, q)) for q in out_kifs],
                out_fracs=[int(q[2]) for q in out_kifs], out_zeros=[_common_zeros(M[:, o]) for o in range(n_out)],
                pipeline=sol if latency else None)
@@ -297,6 +299,100 @@ def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> lis
                    clamp]
 
 
+def digit_steps(bits: int, signed: bool, digit_bits: int) -> int:
+    """Cycles a digit-serial layer takes per input vector: its `bits`-bit inputs fed `digit_bits`
+    at a time, MSB first; a signed input's sign bit alone first (weight -2^(bits-1)), then the
+    rest in digits (sign-extended to whole digits). 1: the whole input at once."""
+    if digit_bits <= 0 or digit_bits >= bits:
+        return 1
+    return 1 + -(-(bits - 1) // digit_bits) if signed else -(-bits // digit_bits)
+
+
+def serial_acc_width(L: IntLayer, kernel_w: int) -> int:
+    """Signed bits of a digit-serial layer's accumulator: every Horner partial sum is x' @ M / 2^j
+    for an input x' in the input range (its low digits zeroed), so the range of x @ M and of
+    x @ M + b over the inputs bounds them all; at least the kernel output's width."""
+    M = matrix_for(L).astype(np.int64).astype(object)
+    lo_x, hi_x = ((-(1 << (L.in_bits - 1)), (1 << (L.in_bits - 1)) - 1) if L.in_signed else (0, (1 << L.in_bits) - 1))
+    pos = np.where(M > 0, M, 0).sum(axis=0)
+    neg = np.where(M < 0, M, 0).sum(axis=0)
+    w = kernel_w
+    for o in range(M.shape[1]):
+        hi, lo, b = pos[o] * hi_x + neg[o] * lo_x, pos[o] * lo_x + neg[o] * hi_x, int(L.b[o])
+        top = max(hi, hi + b, -min(lo, lo + b) - 1, 0)
+        w = max(w, int(top).bit_length() + 1)
+    return w
+
+
+def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, bw: int, steps: int, aw: int, is_last: bool) -> list[str]:
+    """Verilog of a digit-serial layer between its window/collector (`wv`, `wd`: stable for
+    `steps` cycles from `wv`, the stream's pixel grid) and its output register: per cycle one
+    D-bit digit of every input (MSB first) into the kernel `d @ M`, Horner accumulation
+    a <= (a << D) + y per output (the first digit of a signed input: a <= -y), then + b,
+    requantization, `yq`."""
+    D, S, LK = K.in_bits, steps, K.latency
+    cout = K.n_out
+    sw = bits_for(S)
+    ae = 1 + D * (S - 1) if L.in_signed else D * S  # input bits extended to whole digits
+    fill = f"wd[j*{bw}+{bw - 1}]" if L.in_signed else "1'b0"
+    ext = f"{{{ae - bw}{{{fill}}}}}, " if ae > bw else ""
+    sel = f"xe[({S - 1} - k) * {D} +: {D}]"
+    if L.in_signed:
+        sign = f"{{{D - 1}'d0, xe[{ae - 1}]}}" if D > 1 else f"xe[{ae - 1}]"
+        sel = f"(k == 0) ? {sign} : {sel}"
+    b = [f"    // digit-serial: {S} digits of {D} bit(s) per input vector, MSB first",
+         f"    reg run; reg [{sw - 1}:0] step;",
+         f"    wire [{sw - 1}:0] k = wv ? {sw}'d0 : step;",
+         "    wire go = wv | run;",
+         "    always @(posedge clk) begin",
+         "        if (rst) begin run <= 1'b0; step <= 0; end",
+         f"        else if (wv) begin run <= 1'b1; step <= {sw}'d1; end",
+         f"        else if (run) begin step <= step + 1'b1; if (step == {sw}'d{S - 1}) run <= 1'b0; end",
+         "    end",
+         f"    wire [{n_in * D - 1}:0] xd;",
+         "    genvar j;",
+         "    generate",
+         f"        for (j = 0; j < {n_in}; j = j + 1) begin : g_dig",
+         f"            wire [{ae - 1}:0] xe = {{{ext}wd[j*{bw} +: {bw}]}};",
+         f"            assign xd[j*{D} +: {D}] = {sel};",
+         "        end",
+         "    endgenerate",
+         f"    wire [{cout * K.acc_w - 1}:0] y;",
+         f"    {K.module}_w u_k (.clk(clk), .x(xd), .y(y));"]
+    first, last = f"(k == {sw}'d0)", f"(k == {sw}'d{S - 1})"
+    if LK:  # the digit's control bits travel beside the pipelined kernel
+        b += [f"    reg [{LK - 1}:0] cv, cf, cl;",
+              "    always @(posedge clk) begin",
+              f"        if (rst) cv <= {LK}'d0; else cv <= {{cv, go}};" if LK > 1 else "        if (rst) cv <= 1'b0; else cv <= go;",
+              f"        cf <= {{cf, {first}}}; cl <= {{cl, {last}}};" if LK > 1 else f"        cf <= {first}; cl <= {last};",
+              "    end",
+              f"    wire v_d = cv[{LK - 1}], f_d = cf[{LK - 1}], l_d = cl[{LK - 1}];"]
+    else:
+        b += [f"    wire v_d = go, f_d = {first}, l_d = {last};"]
+    b += ["    reg dn, ov;",
+          "    always @(posedge clk) begin dn <= !rst && v_d && l_d; ov <= !rst && dn; end",
+          "    assign out_valid = ov;"]
+    kw = K.acc_w
+    for o in range(cout):
+        yo = f"y[{(o + 1) * kw - 1}:{o * kw}]"
+        ye = f"{{{{{aw - kw}{{y[{(o + 1) * kw - 1}]}}}}, {yo}}}" if aw > kw else yo
+        b += [f"    wire signed [{aw - 1}:0] y{o} = {ye};",
+              f"    reg signed [{aw - 1}:0] a{o};",
+              f"    always @(posedge clk) if (v_d) a{o} <= f_d ? {'-' if L.in_signed else ''}y{o} : ((a{o} <<< {D}) + y{o});",
+              f"    wire [{aw - 1}:0] s{o} = a{o} + {aw}'d{int(L.b[o]) & ((1 << aw) - 1)};"]
+    if is_last:
+        cat = ", ".join(f"s{o}" for o in reversed(range(cout)))
+        b += [f"    reg [{cout * aw - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+              "    assign out_data = yq;"]
+        return b
+    ob = L.out_bits
+    for o in range(cout):
+        b += ["    " + t for t in requant_expr(f"s{o}", aw, L.out_shift[o], ob, f"r{o}")]
+    cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
+    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+                "    assign out_data = yq;"]
+
+
 @dataclass
 class Design:
     """The generated design: files, per-layer modules and the stream facts the harness needs."""
@@ -316,8 +412,15 @@ class Design:
                 "out_w": self.out_w, "n_out": self.n_out}
 
 
-def generate(net: IntNet, pipeline: float = 0.0) -> Design:
-    """Verilog for the whole network (see the module docstring)."""
+def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design:
+    """Verilog for the whole network (see the module docstring). `serial_bits` D > 0: digit-serial
+    layers (`serial_layer_body`): each layer takes its inputs D bits per cycle, so the stream
+    carries one pixel every P cycles, P = the most digits any layer needs (`digit_steps`);
+    s_ready is high one cycle in P."""
+    if serial_bits < 0:
+        raise OpqError(f"serial bits must be >= 0 (0: whole activations per cycle), got {serial_bits}")
+    steps = {id(L): digit_steps(L.in_bits, L.in_signed, serial_bits) for L in net.layers}
+    period = max(steps.values())
     c, h, w = net.in_shape
     bw, signed = net.in_bits, net.in_signed
     in_w = c * bw
@@ -338,7 +441,8 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
             L = st
             li = layers.index(L)
             mod = f"opq_L{li}"
-            K = make_kernel(L, f"opq_k{li}", pipeline)
+            S = steps[id(L)]
+            K = make_kernel(L, f"opq_k{li}", pipeline, serial_bits if S > 1 else 0)
             for name, text in K.files.items():
                 files[f"{name}.v"] = text
             files[f"{K.module}_w.v"] = K.wrapper
@@ -350,7 +454,8 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
                 ph, pw = L.padding
                 body += [f"    wire wv; wire [{kh * kw * pix_in - 1}:0] wd;",
                          f"    opq_window #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KH({kh}), .KW({kw}), "
-                         f".PH({ph}), .PW({pw})) u_win (.clk(clk), .rst(rst), .in_valid(in_valid), "
+                         f".PH({ph}), .PW({pw}){f', .GAP({period})' if period > 1 else ''}) u_win (.clk(clk), "
+                         f".rst(rst), .in_valid(in_valid), "
                          f".in_data(in_data), .out_valid(wv), .out_data(wd));"]
                 oshape = L.out_shape
                 stage_lat = 1
@@ -362,38 +467,50 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
                 oshape = L.out_shape
                 stage_lat = 1
             aw = K.acc_w
-            body += [f"    wire [{cout * aw - 1}:0] acc;",
-                     f"    {K.module}_w u_k (.clk(clk), .x(wd), .y(acc));"]
-            lat = K.latency + 1
-            body += [f"    reg [{lat - 1}:0] vd;",
-                     "    always @(posedge clk) begin",
-                     f"        if (rst) vd <= {lat}'d0;",
-                     f"        else vd <= {{vd[{lat - 2}:0], wv}};" if lat > 1 else "        else vd <= wv;",
-                     "    end",
-                     f"    assign out_valid = vd[{lat - 1}];"]
-            if is_last:
-                obits = cout * aw
-                body += [f"    reg [{obits - 1}:0] yq;", "    always @(posedge clk) yq <= acc;",
-                         "    assign out_data = yq;"]
-                out_w, n_out = aw, cout
+            n_in = len(K.used_in)
+            if S > 1:
+                aw = serial_acc_width(L, K.acc_w)
+                body += serial_layer_body(L, K, n_in, bw, S, aw, is_last)
+                lat = S + K.latency + 1
+                obits = cout * (aw if is_last else L.out_bits)
+                if is_last:
+                    out_w, n_out = aw, cout
             else:
-                ob = L.out_bits
-                obits = cout * ob
-                for o in range(cout):
-                    body += ["    " + s for s in requant_expr(f"acc[{(o + 1) * aw - 1}:{o * aw}]", aw,
-                                                             L.out_shift[o], ob, f"r{o}")]
-                cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
-                body += [f"    reg [{obits - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
-                         "    assign out_data = yq;"]
+                body += [f"    wire [{cout * aw - 1}:0] acc;",
+                         f"    {K.module}_w u_k (.clk(clk), .x(wd), .y(acc));"]
+                lat = K.latency + 1
+                body += [f"    reg [{lat - 1}:0] vd;",
+                         "    always @(posedge clk) begin",
+                         f"        if (rst) vd <= {lat}'d0;",
+                         f"        else vd <= {{vd[{lat - 2}:0], wv}};" if lat > 1 else "        else vd <= wv;",
+                         "    end",
+                         f"    assign out_valid = vd[{lat - 1}];"]
+                if is_last:
+                    obits = cout * aw
+                    body += [f"    reg [{obits - 1}:0] yq;", "    always @(posedge clk) yq <= acc;",
+                             "    assign out_data = yq;"]
+                    out_w, n_out = aw, cout
+                else:
+                    ob = L.out_bits
+                    obits = cout * ob
+                    for o in range(cout):
+                        body += ["    " + s for s in requant_expr(f"acc[{(o + 1) * aw - 1}:{o * aw}]", aw,
+                                                                 L.out_shift[o], ob, f"r{o}")]
+                    cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
+                    body += [f"    reg [{obits - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+                             "    assign out_data = yq;"]
             files[f"{mod}.v"] = (f"(* keep_hierarchy *)\nmodule {mod} (\n    input clk,\n    input rst,\n    input in_valid,\n"
                                  f"    input [{pix_in - 1}:0] in_data,\n    output out_valid,\n"
                                  f"    output [{obits - 1}:0] out_data\n);\n" + "\n".join(body) + "\nendmodule\n")
             inst += [f"    wire v{cur + 1}; wire [{obits - 1}:0] d{cur + 1};",
                      f"    {mod} u_{mod} (.clk(clk), .rst(rst), .in_valid(v{cur}), .in_data(d{cur}), "
                      f".out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
+            # the registers synthesis keeps are modelled for whole-activation kernels only
+            regs = module_registers(L, K, c, h, w, bw, is_last) if S == 1 else {"serial_steps": S,
+                                                                                  "digit_bits": serial_bits}
             mods.append({"name": L.name, "module": mod, "kind": L.kind, "da4ml_cost": K.cost,
                          "kernel_latency": K.latency, "kernel_stages": K.n_stages, "n_in": K.n_in, "n_out": K.n_out,
-                         **module_registers(L, K, c, h, w, bw, is_last),
+                         **regs,
                          "acc_w": aw, "in_bits": L.in_bits, "w_bits": int(np.abs(L.w).max()).bit_length() + 1, "n_nonzero": int(np.count_nonzero(L.w)),
                          "n_weights": int(L.w.size)})
             lat_total += stage_lat + lat
@@ -415,7 +532,17 @@ def generate(net: IntNet, pipeline: float = 0.0) -> Design:
     if in_pixels < n_out:
         raise OpqError(f"{n_out} outputs per frame but only {in_pixels} input pixels: the output serializer would "
                        f"overrun; this model is not supported by the streaming top level")
-    top = f"""// opq_top: generated by opq_hw.rtl.gen. One input pixel per cycle (s_ready is always 1),
+    if period > 1:
+        pw_ = bits_for(period)
+        ready = "\n".join([f"    reg [{pw_ - 1}:0] ph;  // digit-serial: one pixel every {period} cycles",
+                            f"    always @(posedge clk) ph <= (rst || ph == {pw_}'d{period - 1}) ? {pw_}'d0 : ph + 1'b1;",
+                            f"    assign s_ready = (ph == {pw_}'d0);"])
+        inst[0] = "    wire v0 = s_valid & s_ready;"
+        rate = f"One input pixel every {period} cycles (s_ready high one cycle in {period}; digit-serial layers)"
+    else:
+        ready = "    assign s_ready = 1'b1;"
+        rate = "One input pixel per cycle (s_ready is always 1)"
+    top = f"""// opq_top: generated by opq_hw.rtl.gen. {rate},
 // logits out one per cycle as signed {out_w}-bit accumulators (m_last marks the last of a frame).
 module opq_top (
     input clk,
@@ -427,7 +554,7 @@ module opq_top (
     output [{out_w - 1}:0] m_data,
     output m_last
 );
-    assign s_ready = 1'b1;
+{ready}
 {chr(10).join(inst)}
     opq_serialize #(.AW({out_w}), .N({n_out})) u_ser (.clk(clk), .rst(rst), .in_valid(v{cur}), .in_data(d{cur}),
         .m_valid(m_valid), .m_data(m_data), .m_last(m_last));
