@@ -7,7 +7,8 @@ network on the same part, for both open-RTL architectures, by Yosys synthesis an
     python benchmarks/hw_payoff.py --work DIR [--work DIR2] --report    # JSON + PNG + markdown from DIR/jobs/
     python benchmarks/hw_payoff.py --replot                              # PNG + markdown from the committed JSON
 
-Job ids: <digits|mnist1d>-<opq|dense8>-<seq|da4ml>-<ecp5|ice40>[-p<pipeline>][-<tag>].
+Job ids: <digits|mnist1d>-<opq|dense8>-<seq|da4ml>-<ecp5|ice40>[-p<pipeline>][-s<serial bits>][-<tag>]
+(-sD: da4ml with D-bit digit-serial inputs, `--serial-bits D`).
 
 Networks: digits-cnn (the demo) and mnist1d-cnn, each from the same pre-trained float weights,
 compressed twice (`opq_hw.pipeline.compress_run`, pow2 scales, 8-bit activations, 2 finetune epochs):
@@ -47,8 +48,8 @@ VARIANTS = {"opq": dict(target_cr=20), "dense8": dict(method="uniform", uniform_
 BOARDS = {"ecp5": "ecp5-85f", "ice40": "ice40-up5k"}
 
 
-def job_id(model: str, variant: str, arch: str, fam: str, pipeline: float = 0.0) -> str:
-    return f"{model}-{variant}-{arch}-{fam}" + (f"-p{pipeline:g}" if pipeline else "")
+def job_id(model: str, variant: str, arch: str, fam: str, pipeline: float = 0.0, serial: int = 0) -> str:
+    return f"{model}-{variant}-{arch}-{fam}" + (f"-p{pipeline:g}" if pipeline else "") + (f"-s{serial}" if serial else "")
 
 
 def all_jobs() -> list[str]:
@@ -60,11 +61,11 @@ def all_jobs() -> list[str]:
 
 
 def parse_job(jid: str) -> dict:
-    m = re.fullmatch(r"(\w+?)-(opq|dense8)-(seq|da4ml)-(ecp5|ice40)(?:-p([\d.]+))?(?:-([a-z]\w*))?", jid)
+    m = re.fullmatch(r"(\w+?)-(opq|dense8)-(seq|da4ml)-(ecp5|ice40)(?:-p([\d.]+))?(?:-s(\d+))?(?:-([a-z]\w*))?", jid)
     if not m or m.group(1) not in MODELS:
         raise OpqError(f"unknown job {jid!r}; jobs look like {all_jobs()[0]} (model-variant-arch-family[-pN][-tag])")
     return {"model": m.group(1), "variant": m.group(2), "arch": m.group(3), "fam": m.group(4),
-            "pipeline": float(m.group(5) or 0), "tag": m.group(6)}
+            "pipeline": float(m.group(5) or 0), "serial": int(m.group(6) or 0), "tag": m.group(7)}
 
 
 def _cpu() -> float:
@@ -84,14 +85,15 @@ def get_run(work: Path, model: str, variant: str, epochs: int) -> Path:
     return compress_run(cfg, path, progress=False, log=lambda *a: None)
 
 
-def _summary(run: Path, board: str, arch: str, pipeline: float) -> dict:
+def _summary(run: Path, board: str, arch: str, pipeline: float, serial: int = 0) -> dict:
     """The newest build summary of this design (build/rtl, or build/rtl.failed when it failed)."""
     found = []
     for d in ("rtl", "rtl.failed"):
         p = run / "build" / d / "rtl_build.json"
         if p.exists():
             s = json.loads(p.read_text())
-            if (s.get("board"), s.get("arch"), float(s.get("pipeline", 0))) == (board, arch, pipeline):
+            if (s.get("board"), s.get("arch"), float(s.get("pipeline", 0)), s.get("serial_bits", 0)) == \
+                    (board, arch, pipeline, serial):
                 found.append((p.stat().st_mtime, s))
     return max(found, key=lambda t: t[0])[1] if found else {}
 
@@ -195,20 +197,20 @@ def run_job(jid: str, work: Path, a) -> dict:
         prev = work / "jobs" / f"{jid.rsplit('-' + j['tag'], 1)[0] if j['tag'] else jid}.json"
         base = read_json(prev) if prev.exists() else {}
         rec.update({k: v for k, v in base.items() if k.startswith("build_") or k in ("error",)})
-        s = _summary(run, board, j["arch"], j["pipeline"])
+        s = _summary(run, board, j["arch"], j["pipeline"], j["serial"])
         if not s:
             raise OpqError(f"{run}: no RTL build of {jid}'s design; run the job without --pnr-only")
     else:
         t, c = time.time(), _cpu()
         try:
-            build(run, board=board, rtl_arch=j["arch"], pipeline=j["pipeline"], pnr=False,
+            build(run, board=board, rtl_arch=j["arch"], pipeline=j["pipeline"], serial_bits=j["serial"], pnr=False,
                   tool_timeout=a.synth_timeout, n_sim=a.n_sim, synth=not a.no_synth, sim=not a.no_sim, log=None)
             rec["build_ok"] = True
         except OpqError as e:
             rec["build_ok"] = False
             rec["error"] = str(e).splitlines()[0]
         rec["build_wall_s"], rec["build_cpu_s"] = round(time.time() - t, 1), round(_cpu() - c, 1)
-        s = _summary(run, board, j["arch"], j["pipeline"])
+        s = _summary(run, board, j["arch"], j["pipeline"], j["serial"])
     rec["summary"] = s
     if a.layer_synth and j["arch"] == "da4ml" and "synth" not in s and _src_dir(run) is not None:
         rec["layer_synth"] = {lm["module"]: layer_synth(work, run, lm["module"], a.synth_timeout)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..boards import Board
-from ..rtl.geometry import (COLLECT_COUNTER_BITS, LAYER_OVERHEAD_CYCLES, WINDOW_COUNTER_BITS, shift_chains,
+from ..rtl.geometry import (COLLECT_COUNTER_BITS, LAYER_OVERHEAD_CYCLES, WINDOW_COUNTER_BITS, digit_steps, shift_chains,
                             window_offsets)
 from .calibration import Calibration
 from .common import bram_aspects, ceil_tol
@@ -290,6 +290,18 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
     pixels = first.in_pixels if first.kind != "linear" else first.fan_in  # a feature vector streams as W pixels
     return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": 0, "URAM": 0, "mults": 0, "cycles": pixels, "ii": pixels,
             "latency": 0}
+
+
+def da_serial_cycles(params: list[LayerParams], serial_bits: int) -> int:
+    """Cycles per sample of the da4ml design with `serial_bits`-bit digit-serial inputs
+    (`--serial-bits`, opq_hw/rtl/gen.py): the stream takes one pixel every P cycles, P = the most
+    digits a layer's input needs (`geometry.digit_steps`), so the interval is P x `rtl_da_top`'s
+    pixels. Counted from the design (exact against Verilator, tests/test_rtl_serial.py), not fitted;
+    the LUT/FF of digit-serial layers are not modelled (rtl-da is calibrated on whole-activation
+    kernels only: uncalibrated for this variant)."""
+    first = params[0]
+    pixels = first.in_pixels if first.kind != "linear" else first.fan_in
+    return pixels * max(digit_steps(p.a_bits, p.a_signed, serial_bits) for p in params)
 
 
 def seq_features(p: LayerParams) -> dict[str, Any]:

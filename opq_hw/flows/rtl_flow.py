@@ -3,6 +3,7 @@ counts per layer and in total, nextpnr place-and-route and a bitstream for Latti
 vendor tool is needed.
 
     opq-hw build RUN --flow rtl --board ecp5-85f|ice40-up5k|<xc7 board> [--rtl-arch seq|da4ml] [--pipeline N]
+        [--serial-bits D]
     opq-hw simulate RUN --level rtl
 
 Two architectures (`opq_hw.flows.RTL_ARCHS`): `seq` (default; `opq_hw.rtl.seq`): per layer one sparse
@@ -11,7 +12,9 @@ multiply-accumulate unit walking a ROM of the nonzero weights, activations in bl
 (nonzero weights x output positions) cycles. `da4ml` (`opq_hw.rtl.gen`): per layer a
 constant-weight adder graph from da4ml, convolutions streamed through a line buffer; one input
 pixel per cycle, but its logic grows with every nonzero weight (the demo is ~34k LUT-equivalents,
-which the single-threaded WebAssembly nextpnr-ecp5 does not route in minutes).
+which the single-threaded WebAssembly nextpnr-ecp5 does not route in minutes). `--serial-bits D`
+feeds the da4ml kernels D-bit digits of the activations, one per cycle (a kernel over D-bit
+inputs and a shift-accumulator per output), one pixel every (activation bits / D) cycles.
 
 Steps (`build_steps`, run by `opq_hw.steps`; each timed into rtl_build.json and the manifest): `intnet` (integer network read off the Brevitas model,
 checked bit-exact against it on the golden input) -> `rtl` (Verilog) -> `verilator` (build) ->

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OpqError
-from .geometry import COLLECT_COUNTER_BITS, WINDOW_COUNTER_BITS, shift_chains, window_offsets
+from .geometry import COLLECT_COUNTER_BITS, WINDOW_COUNTER_BITS, digit_steps, shift_chains, window_offsets
 from .intnet import IntLayer, IntNet, Pool
 from .kept_bits import C1, pipeline_kept_bits
 from ..resources import hdl_dir
@@ -297,15 +297,6 @@ def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> lis
                    f"wire signed [{tw - 1}:0] {name}_t = $signed({{{{{tw - qw}{{{name}_q[{qw - 1}]}}}}, {name}_q}}) + "
                    f"$signed({{{tw - 1}'d0, {name}_up}});",
                    clamp]
-
-
-def digit_steps(bits: int, signed: bool, digit_bits: int) -> int:
-    """Cycles a digit-serial layer takes per input vector: its `bits`-bit inputs fed `digit_bits`
-    at a time, MSB first; a signed input's sign bit alone first (weight -2^(bits-1)), then the
-    rest in digits (sign-extended to whole digits). 1: the whole input at once."""
-    if digit_bits <= 0 or digit_bits >= bits:
-        return 1
-    return 1 + -(-(bits - 1) // digit_bits) if signed else -(-bits // digit_bits)
 
 
 def serial_acc_width(L: IntLayer, kernel_w: int) -> int:
