@@ -43,6 +43,17 @@ def _net_1d(rng) -> IntNet:
     return IntNet((3, 1, 12), 5, False, -5, [c0, Pool(3), Flatten(), fc0, fc1], (3, 12))
 
 
+def case(which: str) -> tuple[IntNet, np.ndarray, np.ndarray]:
+    """A hand-made network ("2d" or "1d"), 12 integer inputs and their integer reference outputs."""
+    rng = np.random.default_rng(3 if which == "2d" else 4)
+    net = _net_2d(rng) if which == "2d" else _net_1d(rng)
+    lo, hi = (-(2 ** (net.in_bits - 1)), 2 ** (net.in_bits - 1) - 1) if net.in_signed else (0, 2 ** net.in_bits - 1)
+    xi = rng.integers(lo, hi + 1, size=(12,) + net.in_shape)
+    xi[0] = hi  # saturating inputs: the accumulator width must hold the extremes
+    xi[1] = lo
+    return net, xi, net.forward_int(xi)
+
+
 @pytest.mark.slow
 @pytest.mark.tools
 @pytest.mark.parametrize("which", ["2d", "1d"])
@@ -52,13 +63,7 @@ def test_seq_design_matches_integer_reference(tmp_path, which):
     from opq_hw.rtl.seq import generate_seq
     from opq_hw.rtl.verilator import build_sim, run_sim, to_signed
 
-    rng = np.random.default_rng(3 if which == "2d" else 4)
-    net = _net_2d(rng) if which == "2d" else _net_1d(rng)
-    lo, hi = (-(2 ** (net.in_bits - 1)), 2 ** (net.in_bits - 1) - 1) if net.in_signed else (0, 2 ** net.in_bits - 1)
-    xi = rng.integers(lo, hi + 1, size=(12,) + net.in_shape)
-    xi[0] = hi  # saturating inputs: the accumulator width must hold the extremes
-    xi[1] = lo
-    ref = net.forward_int(xi)
+    net, xi, ref = case(which)
     d = generate_seq(net)
     binary = build_sim(write_design(d, tmp_path / "src"), tmp_path / "sim")
     px = _pixels(net, xi * 2.0 ** net.in_exp, "seq")

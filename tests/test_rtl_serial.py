@@ -7,7 +7,7 @@ import pytest
 
 from opq_hw.errors import OpqError
 from opq_hw.rtl.geometry import digit_steps
-from test_rtl_seq import _net_1d, _net_2d
+from test_rtl_seq import case
 
 
 def test_digit_steps():
@@ -39,13 +39,7 @@ def test_serial_design_matches_integer_reference(tmp_path, which, digit, pipelin
     from opq_hw.rtl.gen import generate, write_design
     from opq_hw.rtl.verilator import build_sim, run_sim, to_signed
 
-    rng = np.random.default_rng(3 if which == "2d" else 4)
-    net = _net_2d(rng) if which == "2d" else _net_1d(rng)
-    lo, hi = (-(2 ** (net.in_bits - 1)), 2 ** (net.in_bits - 1) - 1) if net.in_signed else (0, 2 ** net.in_bits - 1)
-    xi = rng.integers(lo, hi + 1, size=(12,) + net.in_shape)
-    xi[0] = hi  # saturating inputs: the accumulator width must hold the extremes
-    xi[1] = lo
-    ref = net.forward_int(xi)
+    net, xi, ref = case(which)
     d = generate(net, pipeline=pipeline, serial_bits=digit)
     period = max(digit_steps(L.in_bits, L.in_signed, digit) for L in net.layers)
     assert period > 1 and all(m.get("serial_steps", 1) <= period for m in d.layer_modules)
