@@ -46,6 +46,13 @@ GOAL_DA = 5.0  # issue 16: dense / OPQ LUT-equivalents, unrolled architecture
 MODELS = {"digits": ("digits-cnn", "digits"), "mnist1d": ("mnist1d-cnn", "mnist1d")}
 VARIANTS = {"opq": dict(target_cr=20), "dense8": dict(method="uniform", uniform_bits=8, target_cr=4)}
 BOARDS = {"ecp5": "ecp5-85f", "ice40": "ice40-up5k"}
+# (arch, family, serial bits) compared OPQ against dense; serial 1: da4ml with bit-serial inputs
+ARCH_KEYS = (("seq", "ecp5", 0), ("seq", "ice40", 0), ("da4ml", "ecp5", 0), ("da4ml", "ecp5", 1))
+
+
+def arch_label(arch: str, serial: int = 0, pipeline: float = 0.0) -> str:
+    return arch + (f" p{pipeline:g}" if pipeline else "") + (" bit-serial" if serial == 1 else f" {serial}-bit serial"
+                                                             if serial else "")
 
 
 def job_id(model: str, variant: str, arch: str, fam: str, pipeline: float = 0.0, serial: int = 0) -> str:
@@ -282,11 +289,11 @@ def ratios(res: dict) -> list[dict]:
     out = []
     d = res["designs"]
     for model in MODELS:
-        for arch, fam in (("seq", "ecp5"), ("seq", "ice40"), ("da4ml", "ecp5")):
-            o, n = d.get(job_id(model, "opq", arch, fam)), d.get(job_id(model, "dense8", arch, fam))
+        for arch, fam, ser in ARCH_KEYS:
+            o, n = d.get(job_id(model, "opq", arch, fam, 0, ser)), d.get(job_id(model, "dense8", arch, fam, 0, ser))
             if not o or not n:
                 continue
-            r = {"model": model, "arch": arch, "board": BOARDS[fam]}
+            r = {"model": model, "arch": arch, "board": BOARDS[fam], "serial": ser}
             for k in ("lut_equiv", "ff", "dsp", "bram", "cycles_per_sample"):
                 a, b = o["metrics"].get(k), n["metrics"].get(k)
                 r[k] = round(b / a, 2) if a and b is not None else None
@@ -342,8 +349,20 @@ def model_estimate(run_dir: Path, arch: str, board_name: str) -> dict:
     return {k: int(round(v)) for k, v in tot.items()} | {"arch": kind, "layer_modules_only": True}
 
 
-def report(works: list[Path]) -> dict:
-    designs = {}
+def serial_cycles(run_dir: Path, serial: int) -> int:
+    """Cycles per sample of the digit-serial da4ml design by the cost model's count (`da_serial_cycles`)."""
+    from opq_hw import cost
+    from opq_hw.cost.rtl import da_serial_cycles
+    from opq_hw.run import load_run
+
+    run = load_run(run_dir)
+    return da_serial_cycles(cost.network_params(run.specs, run.allocation, run.config.get("act_bits", 8)), serial)
+
+
+def report(works: list[Path], base: dict | None = None) -> dict:
+    """The results of the jobs in `works` (each WORK/jobs/*.json), over `base`'s designs (the
+    committed JSON, with --merge) where a job is not rerun."""
+    designs = dict((base or {}).get("designs", {}))
     for work in works:
         for f in sorted((work / "jobs").glob("*.json")):
             rec = read_json(f)
@@ -352,9 +371,12 @@ def report(works: list[Path]) -> dict:
             rec["metrics"] = metrics(rec)
             rec["metrics"]["cost_model_weight_agnostic"] = model_estimate(work / "runs" / rec["run"], rec["arch"],
                                                                           rec["board"])
+            if rec.get("serial"):
+                rec["metrics"]["cost_model_cycles"] = serial_cycles(work / "runs" / rec["run"], rec["serial"])
             designs[rec["job"]] = rec
     designs = dict(sorted(designs.items(), key=lambda kv: (list(MODELS).index(kv[1]["model"]), kv[1]["arch"] != "seq",
-                                                           kv[1]["fam"], kv[1]["variant"] != "opq", kv[0])))
+                                                           kv[1]["fam"], kv[1].get("serial", 0),
+                                                           kv[1]["variant"] != "opq", kv[0])))
     res = {"designs": designs, "goal_da4ml_lut_ratio": GOAL_DA}
     res["ratios"] = ratios(res)
     return res
@@ -381,8 +403,8 @@ def markdown(res: dict) -> str:
             lut = f"(est. {lut_estimate(m)[0]:,})"
         elif m.get("lut_basis"):
             lut += " †"
-        lines.append(f"| {r['model']} | {'OPQ 20x' if r['variant'] == 'opq' else 'dense 8-bit'} | {r['arch']}"
-                     f"{' p' + format(r['pipeline'], 'g') if r['pipeline'] else ''} | {r['board']} | "
+        lines.append(f"| {r['model']} | {'OPQ 20x' if r['variant'] == 'opq' else 'dense 8-bit'} | "
+                     f"{arch_label(r['arch'], r.get('serial', 0), r['pipeline'])} | {r['board']} | "
                      f"{'/'.join(map(str, m['w_bits']))} | {_fmt(m['nonzero'])} | {lut} | {_fmt(m['ff'])} | "
                      f"{_fmt(m['dsp'])} | {_fmt(m['bram'])} | {_fmt(m['cycles_per_sample'])} | {_fmt(m['fmax_mhz'], 1)} | "
                      f"{_fmt(m.get('samples_per_s'))} | {m['bit_exact'] or '-'} | "
@@ -399,7 +421,7 @@ def markdown(res: dict) -> str:
         gs = "-" if not g else (f"{'met' if g['met'] else 'missed' if g['met'] is False else 'unknown'} "
                                 f"({_fmt(g['value'], 2)}x; {g['basis']})")
         lut = _fmt(r["lut_equiv"], 2) + (" (est.)" if r.get("lut_equiv_estimated") and r["lut_equiv"] else "")
-        lines.append(f"| {r['model']} | {r['arch']} | {r['board']} | {lut} | {_fmt(r['ff'], 2)} | "
+        lines.append(f"| {r['model']} | {arch_label(r['arch'], r.get('serial', 0))} | {r['board']} | {lut} | {_fmt(r['ff'], 2)} | "
                      f"{_fmt(r['dsp'], 2)} | {_fmt(r['bram'], 2)} | {_fmt(r['cycles_per_sample'], 2)} | "
                      f"{_fmt(r['throughput'], 2)} | {gs} |")
     notes = []
@@ -427,8 +449,8 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    keys = [(m, a, f) for m in MODELS for a, f in (("seq", "ecp5"), ("seq", "ice40"), ("da4ml", "ecp5"))]
-    keys = [k for k in keys if job_id(k[0], "opq", *k[1:]) in res["designs"]]
+    keys = [(m, a, f, s) for m in MODELS for a, f, s in ARCH_KEYS]
+    keys = [k for k in keys if job_id(k[0], "opq", k[1], k[2], 0, k[3]) in res["designs"]]
     mets = [("LUT-equivalents", "lut_equiv"), ("FF", "ff"), ("DSP", "dsp"), ("block RAM", "bram"),
             ("cycles per sample", "cycles_per_sample")]
     fig, axes = plt.subplots(1, len(mets), figsize=(4 * len(mets), 4.2))
@@ -437,7 +459,7 @@ def plot(res: dict, path: Path) -> None:
         for off, (v, col, lab) in zip((-0.2, 0.2), (("opq", "tab:green", "OPQ 20x"), ("dense8", "tab:gray", "dense 8-bit"))):
             vals, hatch = [], []
             for key in keys:
-                r = res["designs"].get(job_id(key[0], v, *key[1:]))
+                r = res["designs"].get(job_id(key[0], v, key[1], key[2], 0, key[3]))
                 mm = r["metrics"] if r else {}
                 val = mm.get(k)
                 est = False
@@ -455,10 +477,10 @@ def plot(res: dict, path: Path) -> None:
                             va="bottom", fontsize=6, rotation=90)
         ax.set_yscale("symlog" if k == "dsp" else "log")
         ax.set_title(title)
-        ax.set_xticks(x, [f"{m}\n{a}\n{BOARDS[f]}" for m, a, f in keys], fontsize=7)
+        ax.set_xticks(x, [f"{m}\n{arch_label(a, s)}\n{BOARDS[f]}" for m, a, f, s in keys], fontsize=7)
     axes[0].legend(fontsize=8)
     goal = [r for r in res["ratios"] if r.get("goal")]
-    gtxt = "; ".join(f"{r['model']} da4ml LUT ratio {_fmt(r['goal']['value'], 2)}x "
+    gtxt = "; ".join(f"{r['model']} {arch_label(r['arch'], r.get('serial', 0))} {_fmt(r['goal']['value'], 2)}x "
                      f"({'met' if r['goal']['met'] else 'missed'})" for r in goal)
     fig.suptitle(f"OPQ 20x vs dense 8-bit, open RTL flow (* hatched: cost-model estimate, not synthesized). "
                  f"Goal >= {GOAL_DA:g}x fewer LUTs unrolled: {gtxt}", fontsize=9)
@@ -490,6 +512,8 @@ def main() -> None:
     ap.add_argument("--freq", type=float, help="nextpnr target MHz (default: the board's clock)")
     ap.add_argument("--report", action="store_true", help="assemble the results from --work/jobs")
     ap.add_argument("--replot", action="store_true", help="only redraw PNG + markdown from the committed JSON")
+    ap.add_argument("--merge", action="store_true", help="--report: keep the committed JSON's designs that "
+                                                         "--work has no job for")
     args = ap.parse_args()
     if args.replot:
         res = read_json(OUT / "hw_payoff.json")
@@ -504,7 +528,7 @@ def main() -> None:
                 write_json(work / "jobs" / f"{jid}.json", rec)
                 print(json.dumps(metrics(rec)), flush=True)
             return
-        res = report(args.work)
+        res = report(args.work, read_json(OUT / "hw_payoff.json") if args.merge else None)
         write_json(OUT / "hw_payoff.json", res)
     plot(res, OUT / "hw_payoff.png")
     md = markdown(res)
