@@ -369,10 +369,11 @@ def report(works: list[Path], base: dict | None = None) -> dict:
             if rec.get("error"):  # no machine paths in the committed results
                 rec["error"] = re.sub(r" \(this build is in [^)]*\)", "", rec["error"])
             rec["metrics"] = metrics(rec)
-            rec["metrics"]["cost_model_weight_agnostic"] = model_estimate(work / "runs" / rec["run"], rec["arch"],
-                                                                          rec["board"])
-            if rec.get("serial"):
+            if rec.get("serial"):  # the LUT/FF of digit-serial layers are not modelled, their cycles are
                 rec["metrics"]["cost_model_cycles"] = serial_cycles(work / "runs" / rec["run"], rec["serial"])
+            else:
+                rec["metrics"]["cost_model_weight_agnostic"] = model_estimate(work / "runs" / rec["run"], rec["arch"],
+                                                                              rec["board"])
             designs[rec["job"]] = rec
     designs = dict(sorted(designs.items(), key=lambda kv: (list(MODELS).index(kv[1]["model"]), kv[1]["arch"] != "seq",
                                                            kv[1]["fam"], kv[1].get("serial", 0),
