@@ -439,6 +439,14 @@ def markdown(res: dict) -> str:
             notes.append(f"- {jid}: place and route: {m['pnr_error']}{last}")
     if notes:
         lines += ["", "Not measured / not routed:", ""] + notes
+    routed = [f"- {jid}: {r['pnr']['wall_s']:,.0f} s wall, {r['pnr']['cpu_s']:,.0f} CPU-s (nextpnr "
+              f"{' '.join(r['pnr'].get('nextpnr_args') or []) or 'default options'}; "
+              + ", ".join(tr for tr in r["pnr"].get("trace", {}).get("phases", []) if "time" in tr.lower())
+              + f"), Fmax {r['metrics']['fmax_mhz']:.1f} MHz"
+              for jid, r in res["designs"].items() if r.get("pnr", {}).get("ok") and r["pnr"].get("wall_s")]
+    if routed:
+        lines += ["", "Place and route times (nice 10 on the shared machine: wall includes waiting for a core; "
+                      "nextpnr is single-threaded, so CPU-s is about its time on an idle core):", ""] + routed
     return "\n".join(lines) + "\n"
 
 
