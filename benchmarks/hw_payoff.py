@@ -486,7 +486,7 @@ def plot(res: dict, path: Path) -> None:
                             va="bottom", fontsize=6, rotation=90)
         ax.set_yscale("symlog" if k == "dsp" else "log")
         ax.set_title(title)
-        ax.set_xticks(x, [f"{m}\n{arch_label(a, s)}\n{BOARDS[f]}" for m, a, f, s in keys], fontsize=7)
+        ax.set_xticks(x, ["\n".join([m, *arch_label(a, s).split(), BOARDS[f]]) for m, a, f, s in keys], fontsize=7)
     axes[0].legend(fontsize=8)
     goal = [r for r in res["ratios"] if r.get("goal")]
     gtxt = "; ".join(f"{r['model']} {arch_label(r['arch'], r.get('serial', 0))} {_fmt(r['goal']['value'], 2)}x "
