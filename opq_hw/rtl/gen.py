@@ -11,6 +11,9 @@ Architecture (one frame = one sample; one pixel = all channels of one position):
 - max pool: `opq_maxpool`; flatten: free (the dense weights are permuted to stream order).
 - dense layer: `opq_collect` gathers the frame into one vector -> da4ml kernel -> requant.
 - last layer: kernel -> `opq_serialize` (narrow output).
+- digit-serial variant (`generate(..., serial_bits=D)`, `serial_layer_body`): each kernel takes
+  D-bit digits of its inputs, one per cycle, and a shift-accumulator per output adds them up; the
+  stream then carries one pixel every P cycles (P = the most digits a layer needs).
 Each layer is its own module `opq_L<i>` (synthesized alone for per-layer resource counts).
 """
 from __future__ import annotations
