@@ -18,7 +18,7 @@ from opq_hw.cost import (CostReport, LayerParams, bram_blocks, choose_folding, c
                          finn_bram18, finn_mvau, hls4ml_latency, hls4ml_resource, network_params, rtl_da, rtl_seq,
                          rtl_seq_top, valid_reuse_factors, yosys_memory)
 from opq_hw.cost.common import bram_aspects
-from opq_hw.cost.rtl import lutram_mux_bits, rom_logic_luts
+from opq_hw.cost.rtl import board_top_features, lutram_mux_bits, rom_logic_luts
 from opq_hw.errors import OpqError
 from opq_hw.spec import Allocation, LayerSpec
 
@@ -238,6 +238,20 @@ def test_rtl_seq_hand_case():
     top = rtl_seq_top(network_params(specs, alloc), load_board("ecp5-85f"))
     assert int(top["cycles"]) == 64 + 10 + 3 * 6 and rep.ii_cycles == 64 * 134 + 16 * 1859 + 762 + 64 + 10 + 18
     assert rep.totals["LUT"] == sum(lc.LUT for lc in rep.layers) + int(top["LUT"])
+    # on a dev board the build wraps opq_top in the board top (serial link, frame buffers): its own row, in the totals
+    dev = estimate(specs, alloc, "ulx3s-85f", "rtl-seq")  # the same part as ecp5-85f, with pins
+    glue = dev.parts["board top (UART link, frame buffers)"]
+    assert "board top (UART link, frame buffers)" not in rep.parts and rep.parts["rtl-seq top level"]["LUT"] == int(top["LUT"])
+    assert glue["LUT"] > 0 and all(dev.totals[r] == rep.totals[r] + glue[r] for r in ("LUT", "FF", "BRAM18", "DSP"))
+    assert CostReport.from_json(dev.to_json()) == dev
+    # the link's buffers as Yosys 0.23 mapped them in the measured board tops (benchmarks/results/rtl_board_top.json):
+    # the 64-byte INFER buffer in 8 TRELLIS_DPR16X4 on ECP5 (4 deep: 3 mux levels of 8 bits) and one RAM4K on
+    # iCE40, 600 bytes in one DP16KD; the RESULT buffer (written a beat of out_beat bytes at once) in flip-flops
+    assert board_top_features(64, 30, 1, "ecp5") == {"mux_bits": 8 * 3 + 8 * 29, "logic_bits": 8 * 30, "lutram": 8,
+                                                     "bram": 0, "packer_bits": 0}
+    ice = board_top_features(64, 30, 6, "ice40")
+    assert (ice["bram"], ice["lutram"], ice["logic_bits"], ice["packer_bits"]) == (1, 0, 8 * 30, 48)
+    assert board_top_features(600, 8, 1, "ecp5")["bram"] == 1
 
 
 def test_valid_reuse_factors():

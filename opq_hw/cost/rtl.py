@@ -466,3 +466,67 @@ def rom_logic_luts(depth: int, width: int, family: str) -> float:
     leaves = full * 2 ** (wide - k) + (2 ** (max(clog2(rem), k) - k) if rem else 0)
     blocks = full + (1 if rem else 0)
     return float(width * (leaves + math.ceil((blocks - 1) / (ways - 1))))
+
+
+
+# LUTs per 2:1 mux bit of a wide read multiplexer: iCE40 one LUT4 each (3 of its 4 inputs); ECP5 an 8:1 mux
+# (7 of them) in 4 LUT4s with two PFUMX and an L6MUX21 (`abc -lut 4:7`, techlibs/ecp5/synth_ecp5.cc); xc7 a
+# 16:1 mux (15) in 4 LUT6s with MUXF7/MUXF8 (widelut_size 8, techlibs/xilinx/synth_xilinx.cc)
+MUX_LUT_PER_BIT = {"ice40": 1.0, "ecp5": 4 / 7, "xc7": 4 / 15}
+BOARD_TOP_CALIBRATION = Calibration(
+    "rtl-board-top", {"lut": 0.0, "lut_per_mux_bit": 0.5, "ff": 0.0},
+    "defaults (no measured board top for this family): the buffers' read multiplexers only")
+
+
+def board_top_features(in_len: int, out_len: int, in_beat: int, family: str) -> dict[str, float]:
+    """What the board top (opq_hw/rtl/board.py `opq_board` and hls/rtl/opq_uart_link.v) adds around
+    `opq_top` beyond its fixed UART / framing / CRC-16 / cycle-counter logic:
+    - the frame receiver's INFER buffer (in_len bytes, opq_frame_rx.v), one write and one read port:
+      `yosys_memory` with a synchronous read (the read is registered downstream; measured: 64 bytes take 8
+      TRELLIS_DPR16X4 on ECP5 and a RAM4K on iCE40, 600 bytes a DP16KD): `bram`, `lutram`, its read-mux bits;
+    - the transmitter's RESULT buffer (out_len bytes, opq_frame_tx.v), written a whole beat of out_beat bytes
+      at once (one write port per byte), which no RAM library takes: flip-flops (`logic_bits`) and an
+      out_len:1 byte mux (measured: 8 FFs per byte on both families);
+    - the byte packer's word register (in_beat > 1 bytes per input word)."""
+    kind, n = yosys_memory(8, in_len, family, rom=False, sync_read=True, aspects=_aspects_of(family))
+    mux = float(lutram_mux_bits(8, in_len, family)) if kind == "lutram" else (8.0 * (in_len - 1) if kind == "logic" else 0.0)
+    return {"mux_bits": mux + 8.0 * (out_len - 1), "logic_bits": 8.0 * out_len + (8.0 * in_len if kind == "logic" else 0.0),
+            "lutram": float(n if kind == "lutram" else 0), "bram": float(n if kind == "block" else 0),
+            "packer_bits": 8.0 * in_beat if in_beat > 1 else 0.0}
+
+
+def _aspects_of(family: str) -> tuple[tuple[int, int], ...]:
+    """The block RAM shapes of a family (iCE40 4 Kib, the others 18 Kib)."""
+    from .common import ASPECTS_4K, ASPECTS_18K
+
+    return ASPECTS_4K if family == "ice40" else ASPECTS_18K
+
+
+def link_geometry(params: list[LayerParams], arch: str) -> tuple[int, int, int]:
+    """The serial link's (INFER payload bytes, RESULT payload bytes, bytes per input word) of a design
+    (opq_hw/rtl/board.py `LinkGeometry`): the 8-bit input values, one per beat (rtl-seq) or a pixel of all
+    channels per beat (rtl-da convs); the n_out logits as bytes of the signed accumulator."""
+    first, last = params[0], params[-1]
+    values = first.fan_in if first.kind == "linear" else first.in_channels * max(first.in_pixels, 1)
+    in_beat = first.in_channels if arch == "rtl-da" and first.kind != "linear" else 1
+    out_w = last.w_bits + last.a_bits + clog2(last.fan_in) + 1
+    return values, last.out_channels * ((out_w + 7) // 8), in_beat
+
+
+def board_top_cost(in_len: int, out_len: int, in_beat: int, board: Board,
+                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The board top's glue on a dev board (`build --flow rtl --board B` on a board with pins): fixed
+    logic per family plus the link buffers (`board_top_features`), measured as the synthesized board
+    top minus `opq_top` synthesized alone (benchmarks/rtl_board_top.py,
+    board_configs/rtl_board_top_calibration.yaml):
+
+      LUT    = lut + lut_per_mux_bit * the buffers' read-mux bits
+      FF     = ff + the buffer bits in flip-flops + the packer's word register
+      BRAM18 = the INFER buffer's blocks when Yosys puts it in block RAM; LUT RAM cells are counted apart
+               (not LUT-equivalents, as for the layers); no DSP
+    """
+    cal = {**BOARD_TOP_CALIBRATION.defaults, **(calibration or BOARD_TOP_CALIBRATION.load(board.family))}
+    f = board_top_features(in_len, out_len, in_beat, board.family)
+    return {"LUT": math.ceil(cal["lut"] + cal["lut_per_mux_bit"] * f["mux_bits"] - 1e-9),
+            "FF": math.ceil(cal["ff"] + f["logic_bits"] + f["packer_bits"] - 1e-9), "DSP": 0, "BRAM18": int(f["bram"]), "URAM": 0,
+            "cycles": 0, "latency": 0}
