@@ -25,7 +25,9 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     act_bits: activation bits between layers (the run's `act_bits`); the first layer's input is
     the 8-bit signed input quantizer. affines: the BatchNorms kept as channel affines (the run's manifest
     `bn_affine` records), costed by `cost.hls4ml.hls4ml_affine` under the hls4ml architectures; the other
-    flows refuse them, and the report says so.
+    flows refuse them, and the report says so. An RTL architecture on a dev board (a board with pins,
+    where `build --flow rtl` wraps opq_top in the board top) adds the board top's glue
+    (`opq_hw.cost.rtl.board_top_cost`) as its own entry of `parts` and in the totals.
     """
     board = load_board(board)
     a = architecture(arch, board)
