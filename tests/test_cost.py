@@ -244,6 +244,10 @@ def test_rtl_seq_hand_case():
     assert "board top (UART link, frame buffers)" not in rep.parts and rep.parts["rtl-seq top level"]["LUT"] == int(top["LUT"])
     assert glue["LUT"] > 0 and all(dev.totals[r] == rep.totals[r] + glue[r] for r in ("LUT", "FF", "BRAM18", "DSP"))
     assert CostReport.from_json(dev.to_json()) == dev
+    from opq_hw.report import layer_rows
+
+    names = [row[0] for row in layer_rows(dev, alloc)[1]]  # the estimate report's rows: each part, then the total
+    assert names[-3:] == ["rtl-seq top level", "board top (UART link, frame buffers)", "total"]
     # the link's buffers as Yosys 0.23 mapped them in the measured board tops (benchmarks/results/rtl_board_top.json):
     # the 64-byte INFER buffer in 8 TRELLIS_DPR16X4 on ECP5 (4 deep: 3 mux levels of 8 bits) and one RAM4K on
     # iCE40, 600 bytes in one DP16KD; the RESULT buffer (written a beat of out_beat bytes at once) in flip-flops
