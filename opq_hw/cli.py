@@ -195,6 +195,8 @@ def cmd_estimate(args) -> int:
     rep = estimate_run(args.run, board=args.board, arch=args.arch)
     print(one_line(rep, args.run))
     print(figures_line(rep))
+    for name, c in rep.parts.items():
+        print(f"  {name} (in the totals): " + ", ".join(f"{r} {c[r]:,}" for r in ("LUT", "FF", "DSP", "BRAM18") if c[r]))
     for line in accuracy_lines(rep):
         print(line)
     return 0
