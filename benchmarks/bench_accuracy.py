@@ -5,7 +5,9 @@ basicmotions --out accuracy_scale` gives the same table for MNIST 28x28 (mnist28
 BasicMotions time series (basicmotions-cnn, 40 test samples: one sample is 2.5 points); the cached pre-trained float
 model of each (`opq_hw.pipeline.pretrained`, seed 0), pow2 (hardware) scales, 8-bit activations.
 Methods at every target CR_w: OPQ as it is now by default ("opq": masks by raw |w| within a layer,
-exact per-layer error table, weighting relative a_i = 1/sum w_i^2), OPQ as it was before
+exact per-layer error table up to a layer gain, bounded to [1/2, 2] at the first and last layer
+(`exact-gain-inner`), weighting relative a_i = 1/sum w_i^2), the previous default ("opq-gain": the
+gain unbounded in every layer, `exact-gain`), the plain exact table ("opq-exact"), OPQ as it was before
 ("opq-old": channel-normalised masks, Laplace closed forms, weighting mean a_i = 1/N_i; `--with-total`
 adds the old closed forms with weighting total), global-magnitude, per-channel, and uniform at each
 bit width 2..8 that can reach the rate
@@ -39,7 +41,8 @@ RESULTS = HERE / "results"
 MODELS = {"digits": "digits-cnn", "mnist1d": "mnist1d-cnn", "mnist28": "mnist28-lenet", "basicmotions": "basicmotions-cnn"}
 CRS = {"digits": [5, 10, 20, 30, 40], "mnist1d": [5, 10, 20, 40], "mnist28": [5, 10, 20, 40], "basicmotions": [5, 10, 20, 40]}
 OPQ_OLD = dict(method="opq", mask_order="channel-normalised", error_model="laplace")
-METHODS = [("opq", dict(method="opq", weighting="relative", mask_order="magnitude", error_model="exact-gain")),
+METHODS = [("opq", dict(method="opq", weighting="relative", mask_order="magnitude", error_model="exact-gain-inner")),
+           ("opq-gain", dict(method="opq", weighting="relative", mask_order="magnitude", error_model="exact-gain")),
            ("opq-exact", dict(method="opq", weighting="relative", mask_order="magnitude", error_model="exact")),
            ("opq-old", dict(OPQ_OLD, weighting="mean")),
            ("global-magnitude", dict(method="global-magnitude", weighting="mean")),
@@ -142,7 +145,7 @@ def goals(res) -> dict:
     out = {}
     for ds, d in res.items():
         tol = 1.0 / d["n_test"] + 1e-12
-        for label in ("opq", "opq-exact", "opq-old"):
+        for label in ("opq", "opq-gain", "opq-exact", "opq-old"):
             for key, tag in (("acc_oneshot", "oneshot"), ("acc_finetuned", "finetuned")):
                 margins = []
                 for cr, rs in sorted(d["runs"].items(), key=lambda kv: int(kv[0])):
@@ -176,7 +179,7 @@ def plot(res, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    colors = {"opq": "#1f77b4", "opq-exact": "#8c564b", "opq-old": "#17becf", "opq-old-total": "#9467bd", "global-magnitude": "#ff7f0e", "per-channel": "#2ca02c",
+    colors = {"opq": "#1f77b4", "opq-gain": "#e377c2", "opq-exact": "#8c564b", "opq-old": "#17becf", "opq-old-total": "#9467bd", "global-magnitude": "#ff7f0e", "per-channel": "#2ca02c",
               "uniform-best": "#d62728"}
     fig, axes = plt.subplots(1, len(res), figsize=(5.2 * len(res), 4.2), squeeze=False)
     for ax, (ds, d) in zip(axes[0], res.items()):

@@ -6,7 +6,7 @@ random Laplace draws (heavy-tailed, Kaiming-like scale per layer), fixed seed.
 
 Measured, in one run, as ratios (not absolute times):
   time:   allocate(specs, weights, target_cr=20) (opq, pow2, the default allocation: raw-magnitude
-          masks, exact-gain error tables, weighting relative)
+          masks, exact-gain-inner error tables, weighting relative)
           vs one pass over all weights (abs + torch.kthvalue per layer); median of repeats. Goal <= 3x.
   memory: RSS high-water of a fresh subprocess that loads the weights, resets its high-water mark
           (/proc/self/clear_refs) and runs allocate: VmHWM minus VmRSS just before the call, vs the
@@ -238,7 +238,7 @@ def main() -> None:
         "benchmark": "allocation",
         "model": "resnet50 shapes (torchvision v1.5 layout, 224x224), random Laplace weights, seed 0",
         "n_layers": len(specs), "n_conv": n_conv, "n_fc": len(specs) - n_conv, "n_weights": n,
-        "allocate_call": "allocate(specs, weights, target_cr=20, method='opq', scale_mode='pow2') (defaults: mask_order magnitude, error_model exact-gain, weighting relative)",
+        "allocate_call": "allocate(specs, weights, target_cr=20, method='opq', scale_mode='pow2') (defaults: mask_order magnitude, error_model exact-gain-inner, weighting relative)",
         "reference": "one pass: per layer weights.abs() + torch.kthvalue(k=N/2)",
         "cr_w": alloc.cr_w, "cr_idx": alloc.cr_idx,
         "bits": {la.name: la.bits for la in alloc.layers},

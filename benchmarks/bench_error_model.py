@@ -10,8 +10,9 @@ compressed layer, bit widths 2..8 and survivor fractions d in {0.1, 0.2, 0.4, 0.
   mean squared channel scale (`allocation._lagrangian`).
 - "laplace, channel-normalised" (the original derivation): both terms on u = w / max|w_c|, compared
   with the exact error of that order in the same units.
-- "exact-gain": the exact error up to one gain per layer (min_a |w - a w_hat|^2), the default
-  error model; reported beside the exact one (it is not a prediction of it).
+- "exact-gain": the exact error up to one gain per layer (min_a |w - a w_hat|^2), the error model
+  of the inner layers (the default `exact-gain-inner` bounds the gain to [1/2, 2] at the first and
+  last layer); reported beside the exact one (it is not a prediction of it).
 Writes benchmarks/results/error_model.json and error_model.png. Runtime: a few seconds.
 
 Run:  python benchmarks/bench_error_model.py

@@ -203,8 +203,8 @@ def synthesize(families: list[str], jobs: int, old: dict | None, arch: str, vari
     return rows
 
 
-SEQ_KEYS = ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "lut_per_addr_bit", "lut_per_rom_logic_bit",
-            "lut_per_conv2d", "lut_per_requant_bit", "lut_per_soft_mult_bit", "ff_scale", "ff_per_layer", "top_lut", "top_lut_per_layer", "lut_per_lutram", "lut_per_buf_logic_bit",
+SEQ_KEYS = ("lut_per_layer", "lut_per_acc_bit", "lut_per_table_bit", "lut_per_addr_bit", "lut_per_rom_lut",
+            "lut_per_conv2d", "lut_per_requant_bit", "lut_per_soft_mult_bit", "ff_scale", "ff_per_layer", "top_lut", "top_lut_per_layer", "lut_per_lutram_mux_bit", "lut_per_buf_logic_bit",
             "top_lut_per_logit_bit", "top_ff", "top_ff_per_layer")
 
 
@@ -212,23 +212,24 @@ def design_features(params, board) -> dict:
     """Per layer and top-level features of one design (what the fit regresses on)."""
     from opq_hw.cost import seq_features, yosys_memory
     from opq_hw.cost.common import bram_aspects
-    from opq_hw.cost.rtl import _seq_memories, seq_layer_registers, seq_logits_memory
+    from opq_hw.cost.rtl import _seq_memories, lutram_mux_bits, seq_layer_registers, seq_logits_memory
 
     layers = []
     for q in params:
         f = seq_features(q)
         m = _seq_memories(q, board, f)
         layers.append({"acc": float(f["acc"]), "table_bits": float(f["table_bits"]), "addr": float(f["addr"]),
-                       "rom_logic_bits": float(m["rom_logic_bits"]), "conv2d": float(len(q.kernel) == 2),
+                       "rom_luts": float(m["rom_luts"]), "conv2d": float(len(q.kernel) == 2),
                        "requant": float(f["acc"]) * (not q.last), "soft_mult": _soft_mult(q, board),
                        "regs": float(seq_layer_registers(q) - (q.w_bits + f["addr"]) * float(m["rom_in_block"])),
-                       "buf_lutram": float(m["buf_lutram"]), "buf_logic_bits": float(m["buf_logic_bits"]),
+                       "buf_lutram_mux": float(m["buf_lutram_mux"]), "buf_logic_bits": float(m["buf_logic_bits"]),
                        "read_reg": float(q.a_bits) if yosys_memory(q.a_bits, int(f["in_words"]), board.family, False, True,
                                                                    bram_aspects(board))[0] != "block" else 0.0})
     last = params[-1]
     acc = int(seq_features(last)["acc"])
     kind, cells = seq_logits_memory(last, board)
-    return {"layers": layers, "n": len(params), "logit_lutram": float(cells if kind == "lutram" else 0),
+    return {"layers": layers, "n": len(params),
+            "logit_lutram_mux": float(lutram_mux_bits(acc, last.out_channels, board.family) if kind == "lutram" else 0),
             "logit_logic": float(acc * last.out_channels if kind == "logic" else 0)}
 
 
@@ -256,20 +257,19 @@ def fit(rows: list[dict], fam: str) -> dict:
     for r in tr:
         f = design_features(layer_params_of(make_net(r["model"], r["variant"])), board)
         for L, mod in zip(f["layers"], r["modules"]):
-            XL.append([1.0, L["acc"], L["table_bits"], L["addr"], L["rom_logic_bits"], L["conv2d"], L["requant"],
-                       L["soft_mult"]])
-            yL.append(mod["lut_equiv"])
+            XL.append([1.0, L["acc"], L["table_bits"], L["addr"], L["conv2d"], L["requant"], L["soft_mult"]])
+            yL.append(mod["lut_equiv"] - L["rom_luts"])  # the ROM in logic: its law, not fitted (lut_per_rom_lut 1)
             XF.append([L["regs"], 1.0])
             yF.append(mod["ff"] - L["buf_logic_bits"] * 0)
         res_lut = r["total"]["lut_equiv"] - sum(m["lut_equiv"] for m in r["modules"])
         res_ff = r["total"]["ff"] - sum(m["ff"] for m in r["modules"])
-        XT.append([1.0, f["n"], sum(L["buf_lutram"] for L in f["layers"]) + f["logit_lutram"],
+        XT.append([1.0, f["n"], sum(L["buf_lutram_mux"] for L in f["layers"]) + f["logit_lutram_mux"],
                    sum(L["buf_logic_bits"] for L in f["layers"]), f["logit_logic"]])
         yT.append(res_lut)
         XTF.append([1.0, f["n"]])
         yTF.append(res_ff - sum(L["buf_logic_bits"] + L["read_reg"] for L in f["layers"]) - f["logit_logic"])
     cl, cf, ct, ctf = _nnls(XL, yL), _nnls(XF, yF), _nnls(XT, yT), _nnls(XTF, yTF)
-    vals = list(cl) + list(cf) + list(ct) + list(ctf)
+    vals = list(cl[:4]) + [1.0] + list(cl[4:]) + list(cf) + list(ct) + list(ctf)
     return {k: round(float(v), 5) for k, v in zip(SEQ_KEYS, vals)} | {"n_train_designs": len(tr),
                                                                       "n_train_layers": len(XL)}
 

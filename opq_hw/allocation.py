@@ -17,7 +17,8 @@ For OPQ the group error a_g E_g(B, d) comes from one of three error models (`_la
 the closed forms above on channel-normalised weights (the original derivation), the closed forms
 re-derived for masks by raw |w| (pruning term: the layer's own Laplace fit of raw w; quantization
 term: per channel, Delta^2 -> qf Delta^2), or the layer's exact error table from the real
-quantizer (`quant.error_curves`, optionally up to one gain per layer: the default). With a table
+quantizer (`quant.error_curves`, optionally up to one gain per layer; the default bounds that gain
+to [1/2, 2] at the first and the last layer). With a table
 the thresholds come from the grid alone, and the two grid points tied at the critical lam are
 mixed so that the thresholds still fill the budget.
 """
@@ -39,7 +40,10 @@ from .spec import DEFAULTS, Allocation, LayerAlloc, LayerSpec
 
 METHODS = ("opq", "uniform", "global-magnitude", "per-channel")
 WEIGHTINGS = ("mean", "total", "relative")
-ERROR_MODELS = ("exact-gain", "exact", "laplace")
+ERROR_MODELS = ("exact-gain-inner", "exact-gain", "exact", "laplace")
+# the layer gain an error model forgives (`quant.error_curves` max_gain): in the inner layers, and at the
+# first and last layer (forward order); `exact-gain-inner` bounds the edges to one octave, [1/2, 2]
+_MAX_GAIN = {"exact-gain-inner": (math.inf, 2.0), "exact-gain": (math.inf, math.inf)}
 CostFn = Callable[[LayerSpec, int, "np.ndarray"], "np.ndarray"]
 
 _GRID = 160
@@ -311,8 +315,18 @@ def allocate(
     mask_order (opq): "magnitude" (keep the largest raw |w| of the layer, the default) or
       "channel-normalised" (the largest |w| / max|w_c|, the criterion before this option existed).
     error_model (opq): "exact" (each layer's exact error table from `quant.error_curves`: the real
-      quantizer with its per-channel scales, for every survivor count and bit width; the default)
-      or "laplace" (the closed forms of `laplace`, fitted to the weights in mask order's units).
+      quantizer with its per-channel scales, for every survivor count and bit width), "exact-gain"
+      (the same up to one gain per layer, min_g |w - g w_hat|^2: the previous default),
+      "exact-gain-inner" (the default: as exact-gain in the inner layers, the gain bounded to
+      [1/2, 2] at the first and the last layer in forward order) or "laplace" (the closed forms of
+      `laplace`, fitted to the weights in mask order's units).
+      Why the bound: nothing rescales the biases, so every forgiven gain scales a layer's products
+      against its bias, and the gains compound along the network. Unbounded, BasicMotions 40x put
+      all four layers at 2 bits with gains 0.37-0.54 (their product 0.05): 75 % one-shot on the
+      training samples; bounding the gain at the two edge layers gives 3/2/2/2 bits and 100 %
+      (no gain there: 3/2/2/3, 100 %, but a 40x larger KL divergence from the float model), and
+      changes no other allocation of the four benchmark models at 5x-40x
+      (benchmarks/results/weighting_choice.json).
     The baselines keep their own criteria (uniform: channel-normalised, global-magnitude: raw |w|
     across layers, per-channel: |w| within a channel) and the Laplace model.
     """
@@ -373,7 +387,8 @@ def allocate(
     if method in ("opq", "per-channel"):
         decisions, lam = _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
                                      per_channel=method == "per-channel", target=target,
-                                     mask_order=mask_order, error_model=error_model, scale_mode=scale_mode)
+                                     mask_order=mask_order, error_model=error_model, scale_mode=scale_mode,
+                                     edges=frozenset((specs[0].name, specs[-1].name)))
     else:
         decisions, lam = _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
                                        method, uniform_bits, target=target)
@@ -412,7 +427,7 @@ def _unreachable(target: _Target, lo_size, hi_size) -> OpqError:
 
 
 def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, per_channel, target,
-                mask_order="channel-normalised", error_model="laplace", scale_mode="pow2"):
+                mask_order="channel-normalised", error_model="laplace", scale_mode="pow2", edges=frozenset()):
     """The Lagrangian allocation over groups (layers; channels for the per-channel baseline).
 
     Error model of a layer, by mask order (derivation in the README, "OPQ as implemented"):
@@ -432,7 +447,7 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
     """
     bits = np.arange(2, 17)
     magnitude = mask_order == "magnitude"
-    exact = error_model in ("exact", "exact-gain") and not per_channel
+    exact = error_model in ("exact", *_MAX_GAIN) and not per_channel
     rows: list[_Group] = []
     for s in active:
         o = opts[s.name]
@@ -465,7 +480,8 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
         if exact:
             bl = [int(B) for B in bits if bmin <= B <= bmax]
             _, prune, q = error_curves(weights[s.name], bl, normalisation="channel", mask_order=mask_order,
-                                       scale_mode=scale_mode, max_samples=_TABLE_SAMPLES, gain=error_model == "exact-gain")
+                                       scale_mode=scale_mode, max_samples=_TABLE_SAMPLES, gain=error_model in _MAX_GAIN,
+                                       max_gain=_MAX_GAIN[error_model][s.name in edges] if error_model in _MAX_GAIN else math.inf)
             quant = np.full((len(bits), len(prune)), np.inf)
             quant[[int(B) - 2 for B in bl]] = q
             table = (prune, quant)

@@ -34,7 +34,7 @@ class CompressConfig:
     scale_mode: str = DEFAULTS.scale_mode  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
     weighting: str | None = None  # layer weighting: relative (a_i = 1/sum w^2) | mean (1/N_i) | total (1); None: relative for opq, mean otherwise
     mask_order: str = DEFAULTS.mask_order  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
-    error_model: str = DEFAULTS.error_model  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
+    error_model: str = DEFAULTS.error_model  # OPQ error model: exact-gain-inner | exact-gain | exact (per-layer tables) | laplace (closed forms, old)
     min_bits: int = DEFAULTS.min_bits
     max_bits: int = DEFAULTS.max_bits
     uniform_bits: int | None = None

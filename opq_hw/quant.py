@@ -171,7 +171,8 @@ def dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 
 def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "channel", mask_order: str = DEFAULTS.mask_order,
-                 scale_mode: str = "float", max_samples: int | None = None, seed: int = 0, gain: bool = False):
+                 scale_mode: str = "float", max_samples: int | None = None, seed: int = 0, gain: bool = False,
+                 max_gain: float = math.inf):
     """Exact squared weight error of a layer for every survivor count and bit width at once.
 
     The layer's weights are put in mask order (largest score first); for each bit width the real
@@ -188,6 +189,10 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     quantizer, calibrated on the compressed model, largely takes up; per-channel gains are not
     forgiven). This is what lets 2-bit layers, whose max-based scale overshoots every survivor,
     be priced by their shape error instead of their scale error.
+    max_gain (with gain=True): the forgiven gain g is limited to [1/max_gain, max_gain]; the error is
+    then min over that range of |w - g w_hat|^2 = shape error + (g - g*)^2 |w_hat|^2 (g* the
+    unbounded least-squares gain). Nothing scales the biases, so a gain the model does not absorb
+    is error; math.inf: the unbounded `exact-gain`.
 
     Returns (n_points, prune (m+1,), quant (len(bits), m+1)), float64, in units of w^2.
     """
@@ -225,7 +230,12 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     wq = q.double() * s.double()
     if gain:  # error up to one gain per layer: kept energy - (w . w_hat)^2 / |w_hat|^2, per prefix
         c1, c2 = torch.cumsum(x * wq, 1), torch.cumsum(wq * wq, 1)
-        quant[:, 1:] = (torch.cumsum(x2, 0) - c1 * c1 / torch.clamp(c2, min=1e-300)).clamp(min=0)
+        c2 = torch.clamp(c2, min=1e-300)
+        if math.isinf(max_gain):
+            quant[:, 1:] = (torch.cumsum(x2, 0) - c1 * c1 / c2).clamp(min=0)
+        else:  # |w|^2 - 2 g w.w_hat + g^2 |w_hat|^2 at the gain nearest g* within the range
+            g = torch.clamp(c1 / c2, 1 / max_gain, max_gain)
+            quant[:, 1:] = (torch.cumsum(x2, 0) - 2 * g * c1 + g * g * c2).clamp(min=0)
     else:
         quant[:, 1:] = torch.cumsum((x - wq) ** 2, 1)
     return n, (prune * f).numpy(), (quant * f).numpy()

@@ -213,6 +213,9 @@ def layer_rows(rep: CostReport, alloc: Allocation, specs: list[LayerSpec] | None
         rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{_sparsity(alloc, lc):.3f}",
                      _fold_str(lc.folding), f"{lc.LUT:,}", f"{lc.FF:,}", str(lc.DSP), str(lc.BRAM18), str(lc.URAM),
                      f"{lc.cycles:,}", f"{lc.latency_cycles:,}"])
+    for name, c in rep.parts.items():  # beyond the layers, in the totals
+        rows.append([name, "", "", "", "", f"{c['LUT']:,}", f"{c['FF']:,}", str(c["DSP"]), str(c["BRAM18"]), str(c["URAM"]),
+                     f"{c.get('cycles', 0):,}", ""])
     rows.append(["total", "", "", "", "", *[_total(rep, r) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
                  "II " + fmt(rep.ii_cycles, rep.band("cycles")), fmt(rep.latency_cycles, rep.band("cycles"))])
     return head, rows

@@ -27,7 +27,7 @@ class Defaults:
     method: str = "opq"  # opq | uniform | global-magnitude | per-channel
     scale_mode: str = "pow2"  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
     mask_order: str = "magnitude"  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
-    error_model: str = "exact-gain"  # OPQ error model: exact-gain | exact (per-layer tables) | laplace (closed forms, old)
+    error_model: str = "exact-gain-inner"  # OPQ error model: exact-gain-inner | exact-gain | exact (per-layer tables) | laplace (closed forms, old)
     min_bits: int = 2  # weight bit-width range of the allocation
     max_bits: int = 8
     act_bits: int = 8  # activation bits (None in a config: float activations)

@@ -201,7 +201,7 @@ CONFIG_CHECKS = {
     "scale_mode": _choice("scale_mode", ("pow2", "float")),
     "weighting": _choice("weighting", ("relative", "mean", "total", None)),  # allocation.WEIGHTINGS; None: the method's
     "mask_order": _choice("mask_order", ("magnitude", "channel-normalised")),  # allocation.MASK_ORDERS
-    "error_model": _choice("error_model", ("exact-gain", "exact", "laplace")),  # allocation.ERROR_MODELS
+    "error_model": _choice("error_model", ("exact-gain-inner", "exact-gain", "exact", "laplace")),  # allocation.ERROR_MODELS
     "min_bits": lambda v: bits_value(v, "min_bits"),
     "max_bits": lambda v: bits_value(v, "max_bits"),
     "uniform_bits": lambda v: v is None or bits_value(v, "uniform_bits"),

@@ -1,5 +1,6 @@
 """Allocation invariants: achieved rate, exact masks, integral bits, determinism, overrides, errors."""
 import hashlib
+import math
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from opq_hw.quant import error_curves, make_scales, qmax, quantize, topk_mask
 from opq_hw.spec import Allocation
 
 OLD = dict(mask_order="channel-normalised", error_model="laplace")  # OPQ before mask orders existed
-MODELS = [dict(mask_order="magnitude", error_model="exact-gain"), dict(mask_order="magnitude", error_model="exact"),
+MODELS = [dict(mask_order="magnitude", error_model="exact-gain-inner"), dict(mask_order="magnitude", error_model="exact-gain"),
+          dict(mask_order="magnitude", error_model="exact"),
           dict(mask_order="magnitude", error_model="laplace"), OLD]
 
 
@@ -161,7 +163,7 @@ def test_hardware_cost_budget():
 def test_default_masks_keep_the_largest_raw_weights_of_each_layer():
     _, specs, w = _model(2, "mnist1d")
     a = allocate(specs, w, target_cr=20)
-    assert (a.method, a.mask_order, a.error_model, a.weighting) == ("opq", "magnitude", "exact-gain", "relative")
+    assert (a.method, a.mask_order, a.error_model, a.weighting) == ("opq", "magnitude", "exact-gain-inner", "relative")
     comp = compress(w, a)
     for s, la in zip(specs, a.layers):
         mask, x = comp[s.name][2], w[s.name].abs()
@@ -193,6 +195,7 @@ def test_error_curves_equal_the_real_quantizer(scale_mode):
     bits = [2, 3, 5]
     n, prune, quant = error_curves(x, bits, scale_mode=scale_mode)
     _, _, gq = error_curves(x, bits, scale_mode=scale_mode, gain=True)
+    _, _, bq = error_curves(x, bits, scale_mode=scale_mode, gain=True, max_gain=1.25)
     assert n == x.numel() and prune.shape == (n + 1,) and quant.shape == (3, n + 1)
     for k in (0, 1, 17, n // 3, n):
         mask = topk_mask(x, [k], "channel", False, "magnitude")
@@ -203,6 +206,36 @@ def test_error_curves_equal_the_real_quantizer(scale_mode):
             # gain: min over one layer-wide gain g of |w - g w_hat|^2
             g = float((x * wh).sum() / (wh * wh).sum()) if k else 0.0
             assert prune[k] + gq[i, k] == pytest.approx(float(((x - g * wh) ** 2).sum()), rel=1e-7, abs=1e-9)
+            # bounded gain: the best g in [1/1.25, 1.25], by brute force over a grid of step h: the
+            # table is at most the best grid point, and at least it minus (h/2)^2 |w_hat|^2
+            h = 0.45 / 100
+            grid = torch.linspace(0.8, 1.25, 101, dtype=torch.float64) if k else torch.zeros(1, dtype=torch.float64)
+            brute = float(((x.reshape(1, -1) - grid[:, None] * wh.reshape(1, -1)) ** 2).sum(1).min())
+            slack = (h / 2) ** 2 * float((wh * wh).sum())
+            assert brute - slack - 1e-9 <= prune[k] + bq[i, k] <= brute + 1e-9 * max(1.0, brute)
+            assert gq[i, k] <= bq[i, k] + 1e-9 and bq[i, k] <= quant[i, k] + 1e-9  # exact-gain <= bounded <= exact
+
+
+def test_default_bounds_the_gain_at_the_first_and_last_layer_only(monkeypatch):
+    """`exact-gain-inner`: the tables of the first and the last layer forgive a gain within [1/2, 2],
+    the inner layers any gain (what `exact-gain` does everywhere)."""
+    import opq_hw.allocation as A
+
+    _, specs, w = _model(1, "mnist1d")
+    seen = {}
+    real = A.error_curves
+
+    def spy(x, bits, **kw):
+        seen[next(s.name for s in specs if w[s.name] is x)] = (kw["gain"], kw["max_gain"])
+        return real(x, bits, **kw)
+
+    monkeypatch.setattr(A, "error_curves", spy)
+    allocate(specs, w, target_cr=20)
+    first, last = specs[0].name, specs[-1].name
+    assert seen == {s.name: (True, 2.0 if s.name in (first, last) else math.inf) for s in specs}
+    seen.clear()
+    allocate(specs, w, target_cr=20, error_model="exact-gain")
+    assert set(seen.values()) == {(True, math.inf)}
 
 
 def test_error_curves_subsample_estimates_the_layer():

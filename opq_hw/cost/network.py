@@ -25,7 +25,9 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     act_bits: activation bits between layers (the run's `act_bits`); the first layer's input is
     the 8-bit signed input quantizer. affines: the BatchNorms kept as channel affines (the run's manifest
     `bn_affine` records), costed by `cost.hls4ml.hls4ml_affine` under the hls4ml architectures; the other
-    flows refuse them, and the report says so.
+    flows refuse them, and the report says so. An RTL architecture on a dev board (a board with pins,
+    where `build --flow rtl` wraps opq_top in the board top) adds the board top's glue
+    (`opq_hw.cost.rtl.board_top_cost`) as its own entry of `parts` and in the totals.
     """
     board = load_board(board)
     a = architecture(arch, board)
@@ -56,9 +58,25 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     if top is not None:
         notes.append(f"{a.name} top level (stream in, {'sequencer' if a.sequential else 'pools'}, logits out; in the totals): "
                      + ", ".join(f"{r} {int(top[r])}" for r in RESOURCES if top[r]) + f", {int(top['cycles'])} cycles")
+    parts = {f"{a.name} top level": _part(top)} if top is not None else {}
+    if a.flow == "rtl" and board.pins and params:  # `build --flow rtl --board B` wraps opq_top in the board top
+        from .rtl import BOARD_TOP_CALIBRATION, board_top_cost, link_geometry
+
+        glue = board_top_cost(*link_geometry(params, a.name), board)
+        parts["board top (UART link, frame buffers)"] = _part(glue)
+        bcal = BOARD_TOP_CALIBRATION.load(board.family)
+        notes.append("board top (serial link, frame buffers, byte packer; in the totals): "
+                     + ", ".join(f"{r} {int(glue[r])}" for r in RESOURCES if glue[r]) + f"; {bcal['provenance']}")
+        top = {r: int((top or {}).get(r, 0)) + int(glue.get(r, 0)) for r in RESOURCES} | \
+            {k: (top or {}).get(k, 0) for k in ("cycles", "latency")}
     if act_bits is None:
         notes.append("the run has float activations; costed as 16-bit activations")
-    return _report(layers, board, a, act_bits or 16, cal, notes, top)
+    return _report(layers, board, a, act_bits or 16, cal, notes, top, parts)
+
+
+def _part(c: Mapping[str, Any]) -> dict[str, int]:
+    """A part of the design beyond its layers (a report row): its resources and cycles."""
+    return {r: int(c[r]) for r in RESOURCES} | {"cycles": int(c.get("cycles", 0))}
 
 
 def _affine_costs(affines, board: Board, a: Architecture, act_bits: int | None, notes: list[str]) -> list[LayerCost]:
@@ -85,7 +103,7 @@ def _affine_costs(affines, board: Board, a: Architecture, act_bits: int | None, 
 
 
 def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: int, cal, notes,
-            top: Mapping[str, Any] | None = None) -> CostReport:
+            top: Mapping[str, Any] | None = None, parts: Mapping[str, Mapping[str, int]] | None = None) -> CostReport:
     top = top or {}
     totals = {r: int(sum(getattr(lc, r) for lc in layers) + int(top.get(r, 0))) for r in RESOURCES}
     acc = accuracy(a.name, board.family)  # the error bands: the verdict is checked at usage x (1 +- band)
@@ -113,4 +131,5 @@ def _report(layers: list[LayerCost], board: Board, a: Architecture, act_bits: in
         mem_bits_dense=int(sum(lc.mem_bits_dense for lc in layers)),
         mem_bits_sparse=int(sum(lc.mem_bits_sparse for lc in layers)), coefficients=coeffs, provenance=prov,
         notes=tuple(notes), fit=fit.verdict, bands=acc.to_dict(),
-        used_range={r: [round(fit.low[r], 3), round(fit.high[r], 3)] for r in RESOURCES})
+        used_range={r: [round(fit.low[r], 3), round(fit.high[r], 3)] for r in RESOURCES},
+        parts={k: dict(v) for k, v in (parts or {}).items()})

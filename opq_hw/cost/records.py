@@ -133,7 +133,8 @@ class CostReport:
     figure (LUT, FF, BRAM18, URAM, DSP, cycles) the error band (`opq_hw.cost.accuracy.Band.to_dict`);
     `used_range[r]`: [optimistic, pessimistic] usage with the shell; `fit`: the verdict with the
     bands (`fits`, `fits only at the optimistic end`, `does not fit`, see `opq_hw.cost.fit`), and
-    `fits` is True only for `fits`. `ii_cycles` is the network's initiation interval (its slowest
+    `fits` is True only for `fits`. `parts`: what the totals hold beyond the layers, one row each (the RTL
+    top level; on a dev board, the board top's serial link). `ii_cycles` is the network's initiation interval (its slowest
     layer, `bottleneck`), `latency_cycles` the sum over layers.
     """
 
@@ -165,6 +166,7 @@ class CostReport:
     fit: str = ""
     bands: dict[str, Any] = field(default_factory=dict)
     used_range: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, dict[str, int]] = field(default_factory=dict)  # beyond the layers, in the totals: top level, board top
 
     def band(self, figure: str):
         """The error band of `figure` (an `accuracy.Band`; uncalibrated when the record has none)."""
@@ -199,6 +201,8 @@ class CostReport:
         d = dataclasses.asdict(self)
         d["layers"] = [lc.to_dict() for lc in self.layers]
         d["notes"] = list(self.notes)
+        if not d["parts"]:  # no architecture top level (hls4ml, FINN): the record as before
+            del d["parts"]
         return d
 
     @classmethod

@@ -33,7 +33,7 @@ DA_CALIBRATION = Calibration(
 SEQ_CALIBRATION = Calibration(
     "rtl-seq",
     {"lut_per_layer": 150.0, "lut_per_acc_bit": 8.0, "lut_per_table_bit": 0.5, "lut_per_addr_bit": 0.0,
-     "lut_per_rom_logic_bit": 0.25, "lut_per_conv2d": 0.0, "lut_per_requant_bit": 0.0, "lut_per_soft_mult_bit": 1.0, "lut_per_lutram": 1.0, "lut_per_buf_logic_bit": 0.5, "ff_scale": 1.0,
+     "lut_per_rom_lut": 1.0, "lut_per_conv2d": 0.0, "lut_per_requant_bit": 0.0, "lut_per_soft_mult_bit": 1.0, "lut_per_lutram_mux_bit": 0.5, "lut_per_buf_logic_bit": 0.5, "ff_scale": 1.0,
      "ff_per_layer": 0.0, "top_lut": 50.0, "top_lut_per_layer": 10.0,
      "top_lut_per_logit_bit": 0.5, "top_ff": 20.0, "top_ff_per_layer": 0.0},
     "defaults (no fitted calibration for this family): rough register and LUT counts read off "
@@ -171,8 +171,14 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
 
 # Yosys 0.23's memory_libmap (passes/memory/memory_libmap.cc) maps each memory to the cheapest of:
 # soft logic, at logic_cost = bits * (1/16 for a ROM, 1 for a RAM; `-logic-cost-rom 0.015625` for xc7,
-# techlibs/xilinx/synth_xilinx.cc) - ties and anything not strictly cheaper stay logic - or a library
-# RAM at cost * cells + 0.5 per read-mux bit + 0.5 per write-enable demux (FACTOR_MUX, FACTOR_DEMUX).
+# techlibs/xilinx/synth_xilinx.cc), truncated to an int (`int best = map.logic_cost`) - ties and anything
+# not strictly cheaper stay logic - or a library RAM at cost * cells + 0.5 per read-mux bit + 0.5 per
+# write-enable demux (FACTOR_MUX, FACTOR_DEMUX) + 2 per emulation point (FACTOR_EMU). Our memories score
+# one emulation point each (score_emu_ports: "1 point for every non-shared read port used, as a
+# tiebreaker to prefer single-port configs": the ROM's read port and a buffer's read port at its own
+# address use a port group of their own; no enable, reset or init to emulate): + 2 on every library
+# mapping (`READ_PORT_EMU_COST`). Measured with `debug memory_libmap` on Yosys 0.23: the 929 x 9 ROM of
+# a corpus MLP on xc7 costs 130.64 in logic and 131 (129 + 2) as a RAMB18, and stays in logic.
 # Libraries: techlibs/ecp5/brams.txt (DP16KD/PDPW16KD, cost 128, sync read), ecp5/lutrams.txt
 # (TRELLIS_DPR16X4 16x4, cost 4, async read, prune_rom: never a ROM), ice40/brams.txt (SB_RAM40_4K, cost
 # 64, sync read; no LUT RAM), xilinx/brams_xc4v.txt (RAMB18E1, cost 129), xilinx/lutrams_xc5v.txt
@@ -180,6 +186,7 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
 # family: (ROM logic cost per bit, block cost, LUT RAM (depth, width, cost, widthscale) or None)
 YOSYS_MEMLIB = {"ecp5": (1 / 16, 128, ((16, 4, 4, 0),)), "ice40": (1 / 16, 64, None),
                 "xc7": (1 / 64, 129, ((32, 6, 8, 7), (64, 3, 8, 7)))}
+READ_PORT_EMU_COST = 2.0  # FACTOR_EMU x 1 point (memory_libmap.cc, see above)
 
 
 def yosys_memory(width: int, depth: int, family: str, rom: bool, sync_read: bool = True,
@@ -196,17 +203,34 @@ def yosys_memory(width: int, depth: int, family: str, rom: bool, sync_read: bool
         rows = math.ceil(depth / d)
         if rom:  # no write port, no byte lanes to respect: address chunks pack side by side
             n = min(n, _rom_blocks_packed(width, depth, aspects))
-        cost = block_cost * n + 0.5 * (rows - 1) * width + (0.5 * rows if rows > 1 and not rom else 0)
+        cost = (block_cost * n + 0.5 * (rows - 1) * width + (0.5 * rows if rows > 1 and not rom else 0)
+                + READ_PORT_EMU_COST)
         if cost < best:
             best, choice = cost, ("block", n)
     if lutram and not rom:
-        for d, w, c, ws in lutram:
-            rows = math.ceil(depth / d)
-            cells = rows * math.ceil(width / w)
-            cost = (c - ws) * cells + ws * rows * width / w + 0.5 * (rows - 1) * width + (0.5 * rows if rows > 1 else 0)
-            if cost < best:
-                best, choice = cost, ("lutram", cells)
+        cost, cells, _ = _lutram_best(width, depth, lutram)
+        if cost < best:
+            best, choice = cost, ("lutram", cells)
     return choice
+
+
+def _lutram_best(width: int, depth: int, lutram: tuple[tuple[int, int, int, int], ...]) -> tuple[float, int, int]:
+    """The cheapest LUT RAM shape of a RAM by memory_libmap's cost (see `YOSYS_MEMLIB`): (cost, cells, rows
+    of d words side by side in depth)."""
+    out = []
+    for d, w, c, ws in lutram:
+        rows = math.ceil(depth / d)
+        cells = rows * math.ceil(width / w)
+        out.append(((c - ws) * cells + ws * rows * width / w + 0.5 * (rows - 1) * width + (0.5 * rows if rows > 1 else 0)
+                    + READ_PORT_EMU_COST, cells, rows))
+    return min(out)
+
+
+def lutram_mux_bits(width: int, depth: int, family: str) -> int:
+    """The read multiplexer of a RAM in LUT RAM: (rows - 1) x width 2:1 mux bits, rows = the LUT RAM cells
+    stacked in depth (memory_libmap's own `score_mux` of the mapping, memory_libmap.cc); 0 without LUT RAM."""
+    lutram = YOSYS_MEMLIB[family][2]
+    return (_lutram_best(width, depth, lutram)[2] - 1) * width if lutram else 0
 
 
 def _rom_blocks_packed(width: int, depth: int, aspects: tuple[tuple[int, int], ...]) -> int:
@@ -319,8 +343,8 @@ def seq_features(p: LayerParams) -> dict[str, Any]:
 
 def _seq_memories(p: LayerParams, board: Board, f: Mapping[str, Any]) -> dict[str, Any]:
     """The layer's weight ROM and its input buffer as Yosys maps them (`yosys_memory`), per element
-    of `entries`: block RAMs, the ROM's bits left in logic, the buffer's LUT RAM cells and its bits
-    left in logic (flip-flops)."""
+    of `entries`: block RAMs, the ROM's bits left in logic and their LUTs (`rom_logic_luts`), the
+    buffer's LUT RAM cells and its bits left in logic (flip-flops)."""
     aspects = bram_aspects(board)
     # 2-bit narrow-range weights are +-1: their two's-complement LSB is constant 1, and Yosys drops a
     # constant column of a ROM (measured: a 375 x 9 ROM of such weights takes one 512 x 8 RAM4K)
@@ -330,11 +354,14 @@ def _seq_memories(p: LayerParams, board: Board, f: Mapping[str, Any]) -> dict[st
     buf_kind = yosys_memory(p.a_bits, int(f["in_words"]), board.family, rom=False, aspects=aspects)
     shape = np.shape(f["entries"])
     bram = np.array([n for k, n in rom_kind]) * np.array([k == "block" for k, _ in rom_kind])
-    rom_logic = ent * width * np.array([k == "logic" for k, _ in rom_kind])
+    in_logic = np.array([k == "logic" for k, _ in rom_kind])
+    rom_logic = ent * width * in_logic
+    rom_luts = np.array([rom_logic_luts(int(e), width, board.family) for e in ent]) * in_logic
     return {"bram": (bram + (buf_kind[1] if buf_kind[0] == "block" else 0)).reshape(shape),
-            "rom_logic_bits": rom_logic.reshape(shape),
+            "rom_logic_bits": rom_logic.reshape(shape), "rom_luts": rom_luts.reshape(shape),
             "rom_in_block": np.array([k == "block" for k, _ in rom_kind], dtype=float).reshape(shape),
             "buf_lutram": buf_kind[1] if buf_kind[0] == "lutram" else 0,
+            "buf_lutram_mux": lutram_mux_bits(p.a_bits, int(f["in_words"]), board.family) if buf_kind[0] == "lutram" else 0,
             "buf_logic_bits": f["in_words"] * p.a_bits if buf_kind[0] == "logic" else 0}
 
 
@@ -356,11 +383,13 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
       cycles   = out_pixels * entries (every output position, pool offsets included, walks its
                  channels' entries); latency = cycles + LAYER_OVERHEAD_CYCLES (seq.py)
       LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
-                 + lut_per_addr_bit * address bits + lut_per_rom_logic_bit * ROM bits in logic
+                 + lut_per_addr_bit * address bits + lut_per_rom_lut * the LUTs of a ROM left in logic
+                 (`rom_logic_luts`: a LUT tree per output bit)
                  + lut_per_conv2d (a 2-D conv: its row/column address tables and the pool's two offsets)
                  + lut_per_requant_bit * acc (all but the last layer: per-channel shift, rounding, clamp)
                  + lut_per_soft_mult_bit * W * A' (a product too narrow for a DSP, A' = A + 1 unsigned)
-                 + lut_per_lutram * buffer LUT RAM cells + lut_per_buf_logic_bit * buffer bits in logic
+                 + lut_per_lutram_mux_bit * the read mux bits of a buffer in LUT RAM (`lutram_mux_bits`)
+                 + lut_per_buf_logic_bit * buffer bits in logic
       FF       = ff_scale * (`seq_layer_registers`, less the ROM entry register when the ROM is a block RAM:
                  the block's own output register) + ff_per_layer + buffer bits in logic (flip-flops)
     The LUT/FF coefficients per family come from `rtl_seq_calibration.yaml` (Yosys synthesis of
@@ -374,9 +403,9 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
     hard = board.capacity["DSP"] > 0 and wb + ab >= DSP_Y_MINWIDTH.get(board.family, 0)
     lut = ceil_tol(cal["lut_per_layer"] + cal["lut_per_acc_bit"] * f["acc"] + cal["lut_per_table_bit"] * f["table_bits"]
                    + cal["lut_per_soft_mult_bit"] * wb * ab * (not hard)
-                   + cal["lut_per_addr_bit"] * f["addr"] + cal["lut_per_rom_logic_bit"] * m["rom_logic_bits"]
+                   + cal["lut_per_addr_bit"] * f["addr"] + cal["lut_per_rom_lut"] * m["rom_luts"]
                    + cal["lut_per_conv2d"] * (len(p.kernel) == 2) + cal["lut_per_requant_bit"] * f["acc"] * (not p.last)
-                   + cal["lut_per_lutram"] * m["buf_lutram"] + cal["lut_per_buf_logic_bit"] * m["buf_logic_bits"])
+                   + cal["lut_per_lutram_mux_bit"] * m["buf_lutram_mux"] + cal["lut_per_buf_logic_bit"] * m["buf_logic_bits"])
     ff = ceil_tol(cal["ff_scale"] * (seq_layer_registers(p) - (p.w_bits + f["addr"]) * m["rom_in_block"])
                   + cal["ff_per_layer"] + m["buf_logic_bits"])
     dsp = (1 if hard else 0) + 0 * f["entries"]
@@ -390,7 +419,7 @@ def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[st
     loader (input counters, address tables), the sequencer (state, go), the buffers' read registers,
     the logits memory (`seq_logits_memory`) and the output counter.
 
-      LUT    = top_lut + top_lut_per_layer * layers + lut_per_lutram * logits LUT RAM cells
+      LUT    = top_lut + top_lut_per_layer * layers + lut_per_lutram_mux_bit * the logits' LUT RAM read mux bits
                + top_lut_per_logit_bit * logits bits in logic
       FF     = top_ff + top_ff_per_layer * layers + the logits bits in logic + the read registers of the
                buffers not in block RAM
@@ -402,12 +431,12 @@ def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[st
     acc = seq_features(last)["acc"]
     kind, cells = seq_logits_memory(last, board)
     logit_logic = acc * last.out_channels if kind == "logic" else 0
-    lutram = cells if kind == "lutram" else 0
+    lutram = lutram_mux_bits(acc, last.out_channels, board.family) if kind == "lutram" else 0
     n = len(params)
     aspects = bram_aspects(board)
     read_regs = sum(q.a_bits for q in params  # a buffer in block RAM reads through the block's own register
                     if yosys_memory(q.a_bits, int(seq_features(q)["in_words"]), board.family, False, True, aspects)[0] != "block")
-    lut = math.ceil(cal["top_lut"] + cal["top_lut_per_layer"] * n + cal["lut_per_lutram"] * lutram
+    lut = math.ceil(cal["top_lut"] + cal["top_lut_per_layer"] * n + cal["lut_per_lutram_mux_bit"] * lutram
                     + cal["top_lut_per_logit_bit"] * logit_logic - 1e-9)
     ff = math.ceil(cal["top_ff"] + cal["top_ff_per_layer"] * n + logit_logic + read_regs - 1e-9)
     first = params[0]
@@ -426,3 +455,90 @@ def seq_logits_memory(last: LayerParams, board: Board) -> tuple[str, int]:
     digits designs)."""
     acc = int(seq_features(last)["acc"])
     return yosys_memory(acc, last.out_channels, board.family, rom=False, sync_read=True, aspects=bram_aspects(board))
+
+
+
+# A ROM left in soft logic is, per output bit, a function of the address: Yosys's `abc -lut` maps it
+# as a tree of LUTs. The widest function one LUT takes: ECP5 LUT7 (`abc -lut 4:7` in
+# techlibs/ecp5/synth_ecp5.cc: LUT5-LUT7 from LUT4s and the PFU's PFUMX/L6MUX21), xc7 LUT8
+# (lut_size 6, widelut_size 8 in techlibs/xilinx/synth_xilinx.cc: MUXF7/MUXF8), iCE40 LUT4
+# (`abc -lut 4`). family: (native LUT inputs k, widest LUT, ways one more LUT muxes)
+ROM_LUT_TREE = {"ecp5": (4, 7, 2), "ice40": (4, 4, 2), "xc7": (6, 8, 4)}
+
+
+def rom_logic_luts(depth: int, width: int, family: str) -> float:
+    """LUTs of a depth x width ROM that Yosys keeps in soft logic (`yosys_memory` "logic"): per output
+    bit, ceil(depth / 2^widest) blocks of 2^widest words, each a full widest-LUT of 2^(widest - k)
+    native LUTs (the last block: of its words rounded up to a power of two, at least 2^k), and the
+    LUTs that mux the blocks (a LUT4 is a 2:1 mux, a LUT6 4:1). Cells of `ROM_LUT_TREE`. Measured on
+    the real ROMs of the whole-design models alone (benchmarks/rtl_rom_logic.py,
+    results/rtl_rom_logic.json): ECP5 81 x 8 -> 64 LUT4 (8 per bit), xc7 929 x 9 -> 169 LUTs."""
+    k, wide, ways = ROM_LUT_TREE[family]
+    full, rem = divmod(int(depth), 2 ** wide)
+    leaves = full * 2 ** (wide - k) + (2 ** (max(clog2(rem), k) - k) if rem else 0)
+    blocks = full + (1 if rem else 0)
+    return float(width * (leaves + math.ceil((blocks - 1) / (ways - 1))))
+
+
+
+# LUTs per 2:1 mux bit of a wide read multiplexer: iCE40 one LUT4 each (3 of its 4 inputs); ECP5 an 8:1 mux
+# (7 of them) in 4 LUT4s with two PFUMX and an L6MUX21 (`abc -lut 4:7`, techlibs/ecp5/synth_ecp5.cc); xc7 a
+# 16:1 mux (15) in 4 LUT6s with MUXF7/MUXF8 (widelut_size 8, techlibs/xilinx/synth_xilinx.cc)
+MUX_LUT_PER_BIT = {"ice40": 1.0, "ecp5": 4 / 7, "xc7": 4 / 15}
+BOARD_TOP_CALIBRATION = Calibration(
+    "rtl-board-top", {"lut": 0.0, "lut_per_mux_bit": 0.5, "ff": 0.0},
+    "defaults (no measured board top for this family): the buffers' read multiplexers only")
+
+
+def board_top_features(in_len: int, out_len: int, in_beat: int, family: str) -> dict[str, float]:
+    """What the board top (opq_hw/rtl/board.py `opq_board` and hls/rtl/opq_uart_link.v) adds around
+    `opq_top` beyond its fixed UART / framing / CRC-16 / cycle-counter logic:
+    - the frame receiver's INFER buffer (in_len bytes, opq_frame_rx.v), one write and one read port:
+      `yosys_memory` with a synchronous read (the read is registered downstream; measured: 64 bytes take 8
+      TRELLIS_DPR16X4 on ECP5 and a RAM4K on iCE40, 600 bytes a DP16KD): `bram`, `lutram`, its read-mux bits;
+    - the transmitter's RESULT buffer (out_len bytes, opq_frame_tx.v), written a whole beat of out_beat bytes
+      at once (one write port per byte), which no RAM library takes: flip-flops (`logic_bits`) and an
+      out_len:1 byte mux (measured: 8 FFs per byte on both families);
+    - the byte packer's word register (in_beat > 1 bytes per input word)."""
+    kind, n = yosys_memory(8, in_len, family, rom=False, sync_read=True, aspects=_aspects_of(family))
+    mux = float(lutram_mux_bits(8, in_len, family)) if kind == "lutram" else (8.0 * (in_len - 1) if kind == "logic" else 0.0)
+    return {"mux_bits": mux + 8.0 * (out_len - 1), "logic_bits": 8.0 * out_len + (8.0 * in_len if kind == "logic" else 0.0),
+            "lutram": float(n if kind == "lutram" else 0), "bram": float(n if kind == "block" else 0),
+            "packer_bits": 8.0 * in_beat if in_beat > 1 else 0.0}
+
+
+def _aspects_of(family: str) -> tuple[tuple[int, int], ...]:
+    """The block RAM shapes of a family (iCE40 4 Kib, the others 18 Kib)."""
+    from .common import ASPECTS_4K, ASPECTS_18K
+
+    return ASPECTS_4K if family == "ice40" else ASPECTS_18K
+
+
+def link_geometry(params: list[LayerParams], arch: str) -> tuple[int, int, int]:
+    """The serial link's (INFER payload bytes, RESULT payload bytes, bytes per input word) of a design
+    (opq_hw/rtl/board.py `LinkGeometry`): the 8-bit input values, one per beat (rtl-seq) or a pixel of all
+    channels per beat (rtl-da convs); the n_out logits as bytes of the signed accumulator."""
+    first, last = params[0], params[-1]
+    values = first.fan_in if first.kind == "linear" else first.in_channels * max(first.in_pixels, 1)
+    in_beat = first.in_channels if arch == "rtl-da" and first.kind != "linear" else 1
+    out_w = last.w_bits + last.a_bits + clog2(last.fan_in) + 1
+    return values, last.out_channels * ((out_w + 7) // 8), in_beat
+
+
+def board_top_cost(in_len: int, out_len: int, in_beat: int, board: Board,
+                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The board top's glue on a dev board (`build --flow rtl --board B` on a board with pins): fixed
+    logic per family plus the link buffers (`board_top_features`), measured as the synthesized board
+    top minus `opq_top` synthesized alone (benchmarks/rtl_board_top.py,
+    board_configs/rtl_board_top_calibration.yaml):
+
+      LUT    = lut + lut_per_mux_bit * the buffers' read-mux bits
+      FF     = ff + the buffer bits in flip-flops + the packer's word register
+      BRAM18 = the INFER buffer's blocks when Yosys puts it in block RAM; LUT RAM cells are counted apart
+               (not LUT-equivalents, as for the layers); no DSP
+    """
+    cal = {**BOARD_TOP_CALIBRATION.defaults, **(calibration or BOARD_TOP_CALIBRATION.load(board.family))}
+    f = board_top_features(in_len, out_len, in_beat, board.family)
+    return {"LUT": math.ceil(cal["lut"] + cal["lut_per_mux_bit"] * f["mux_bits"] - 1e-9),
+            "FF": math.ceil(cal["ff"] + f["logic_bits"] + f["packer_bits"] - 1e-9), "DSP": 0, "BRAM18": int(f["bram"]), "URAM": 0,
+            "cycles": 0, "latency": 0}
