@@ -228,6 +228,8 @@ def affines(qmodel: nn.Module) -> list[ChannelAffine]:
 def finalize_affines(qmodel: nn.Module, example: torch.Tensor) -> None:
     """Put every affine's b on its grid s_a * s_x, s_x read off its (quantized) input in one forward pass on
     `example`. An input without a power-of-two scale keeps b in float (float activations)."""
+    if not affines(qmodel):
+        return  # nothing to finalize: no forward pass
     found: dict[int, tuple[float, int]] = {}
     hooks = []
     for m in affines(qmodel):

@@ -21,9 +21,9 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
     os.close(fd)
     try:
         qmodel.eval()
-        with torch.no_grad():
-            _export(qmodel, input_t=example_input[:1], export_path=tmp, dynamo=False)
-        _cleanup(tmp)
+        with torch.no_grad():  # the ModelProto in memory: no write and read back of the raw graph
+            proto = _export(qmodel, input_t=example_input[:1], export_path=None, dynamo=False)
+        _cleanup(proto).save(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; every artifact gets the umask's mode
         os.replace(tmp, path)
     finally:
@@ -35,25 +35,35 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
 QNT_OPS = ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear")  # qonnx cleanup's preserve_qnt_ops
 
 
-def _cleanup(path: str) -> None:
-    """qonnx's `cleanup` (preserve_qnt_ops), in place, with the constant subgraphs folded first in
-    one pass. qonnx's FoldConstants folds one node per pass and re-infers the whole graph's shapes
-    after each (qonnx issue #104): quadratic in the layers, 388 of ResNet-18's 412 s of export here,
-    ~10 constant nodes per layer. Folding the same nodes in graph order is the order FoldConstants
-    would take them in (the first foldable node each pass), and its own pass then finds nothing
-    left: the file is byte-identical (tests/test_pipeline.py)."""
+def _cleanup(raw):
+    """qonnx's `cleanup` (preserve_qnt_ops) of the raw export (a path or a ModelProto), with the
+    constant subgraphs folded first in one pass; returns the ModelWrapper. qonnx's FoldConstants
+    folds one node per pass and re-infers the whole graph's shapes after each (qonnx issue #104):
+    quadratic in the layers, 388 of ResNet-18's 412 s of export here, ~10 constant nodes per layer.
+    Folding the same nodes in graph order is the order FoldConstants would take them in (the first
+    foldable node each pass), and its own pass then finds nothing left. `cleanup_model`'s
+    transformations run here in its order on the one model, without the whole-model copy that
+    `ModelWrapper.transform` makes by default before each (the copy is thrown away; on ResNet-50
+    each is ~100 MB). The file is byte-identical to qonnx's cleanup (tests/test_pipeline.py)."""
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.general import GiveUniqueParameterTensors
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import (GiveReadableTensorNames, GiveUniqueNodeNames,
+                                              GiveUniqueParameterTensors, RemoveStaticGraphInputs,
+                                              RemoveUnusedTensors)
     from qonnx.transformation.infer_shapes import InferShapes
-    from qonnx.util.cleanup import cleanup_model
+    from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
 
-    model = ModelWrapper(path)
+    model = ModelWrapper(raw)
     for n in model.graph.node:  # what cleanup_model does first, so that shapes can be inferred
         if n.op_type in ("Quant", "Trunc", "BipolarQuant"):
             n.domain = "qonnx.custom_op.general"
-    for t in (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs()):
-        model = model.transform(t)
-    cleanup_model(model, preserve_qnt_ops=True).save(path)
+    for t in (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs(),
+              # qonnx.util.cleanup.cleanup_model(preserve_qnt_ops=True), step by step
+              InferShapes(), GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=list(QNT_OPS)),
+              FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(),
+              GiveReadableTensorNames()):
+        model = model.transform(t, make_deepcopy=False)
+    return model
 
 
 def _FoldConstantSubgraphs():
@@ -79,7 +89,7 @@ def _FoldConstantSubgraphs():
                 folded.append(n)
             for n in folded:
                 model.graph.node.remove(n)
-            return (model.transform(InferShapes()) if folded else model), bool(folded)
+            return (model.transform(InferShapes(), make_deepcopy=False) if folded else model), bool(folded)
 
     return FoldConstantSubgraphs()
 
