@@ -113,12 +113,12 @@ def _eval_forward(qmodel: nn.Module, example: torch.Tensor, hooks: list) -> None
         qmodel.train(was)
 
 
-def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list):
     """One no-grad forward of `model` on `x` for what `hooks` (registered handles) record; the
-    handles are removed afterwards, whatever happens."""
+    handles are removed afterwards, whatever happens. Returns the model's output."""
     try:
         with torch.no_grad():
-            model(x)
+            return model(x)
     finally:
         for h in hooks:
             h.remove()
