@@ -79,13 +79,17 @@ def _FoldConstantSubgraphs():
             ctx = model.make_empty_exec_context()
             opset = model.model.opset_import[0].version
             folded = []
+            # which tensors are initializers, by name (model.get_initializer scans the list and converts the
+            # tensor to an array: weight-sized copies, quadratic in the graph's size); a folded output is one
+            inits = {t.name for t in model.graph.initializer}
             for n in model.graph.node:
-                if n.op_type in QNT_OPS or any(model.get_initializer(i) is None for i in n.input):
+                if n.op_type in QNT_OPS or any(i not in inits for i in n.input):
                     continue
                 for i in n.input:
                     model.get_tensor_shape(i, fix_missing_init_shape=True)
                 onnx_exec.execute_node(n, ctx, model.graph, opset_version=opset)
                 model.set_initializer(n.output[0], ctx[n.output[0]])
+                inits.add(n.output[0])
                 folded.append(n)
             for n in folded:
                 model.graph.node.remove(n)
