@@ -27,6 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results"
 GOAL_CPU_S, GOAL_RSS_GB = 60.0, 4.0
 ARGS = dict(model="opq_hw.zoo:resnet50", input_shape=(3, 224, 224), target_cr=38.0, epochs=0)
@@ -34,27 +35,16 @@ BOARD, ARCH = "alveo-u250", "finn-mvau"
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    import resource
+    from bench_allocation import _status_kib  # imported late: the worker's import row counts torch's import
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    return _status_kib("VmHWM") / 1024
 
 
 def _measured(name: str, fn, rows: list, profile: str | None, profiles: dict):
     def run(*a, **k):
-        reset = _reset_hwm()
+        from bench_allocation import _reset_peak
+
+        reset = _reset_peak()
         prof = None
         if profile in (name, "all") or name in (profile or "").split(","):
             import cProfile
