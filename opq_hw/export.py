@@ -69,6 +69,7 @@ def _cleanup(raw):
 def _FoldConstantSubgraphs():
     from qonnx.core import onnx_exec
     from qonnx.transformation.base import Transformation
+    from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_shapes import InferShapes
 
     class FoldConstantSubgraphs(Transformation):
@@ -93,7 +94,13 @@ def _FoldConstantSubgraphs():
                 folded.append(n)
             for n in folded:
                 model.graph.node.remove(n)
-            return (model.transform(InferShapes(), make_deepcopy=False) if folded else model), bool(folded)
+            if not folded:
+                return model, False
+            del ctx  # every tensor's value: the folded intermediates, weight-sized
+            # the intermediates only the folded nodes read go now (the cleanup after this transformation would
+            # drop them), not after InferShapes has serialized and parsed the graph with them (~10 per layer)
+            model = model.transform(RemoveUnusedTensors(), make_deepcopy=False, cleanup=False)
+            return model.transform(InferShapes(), make_deepcopy=False), True
 
     return FoldConstantSubgraphs()
 
