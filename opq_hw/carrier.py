@@ -109,20 +109,55 @@ def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocati
 
     With quantized activations and an `example` input, layers whose input is not an integer tensor
     (after Tanh, Sigmoid, average pooling, a residual Add, ...) get their own input quantizer, and
-    residual Adds / Concats of an onnx2torch graph a shared one (opq_hw.carrier_graph)."""
-    if example is None or act.bits is None:
-        return _build_carrier(model, specs, allocation, act, frozenset())
-    from .carrier_graph import float_input_layers
+    residual Adds / Concats of an onnx2torch graph a shared one (opq_hw.carrier_graph).
 
-    probe = _build_carrier(model, specs, allocation, act, frozenset(), bias=False)  # runs on float inputs too
-    need = float_input_layers(probe, example, allocation.scale_mode == "pow2")
-    return _build_carrier(model, specs, allocation, act, frozenset(need))
+    Built once: first without input and bias quantizers (an Int16Bias needs its input's scale, which
+    a layer with a float input has not yet; so the structure runs on float inputs), one forward pass
+    on `example` finds the layers that need an input quantizer, then those and the bias quantizers
+    are put in place (`_add_input_and_bias_quants`), each made as the layer's constructor makes it."""
+    q = _build_carrier(model, specs, allocation, act)
+    if act.bits is None:
+        return q
+    need: set[str] = set()
+    if example is not None:
+        from .carrier_graph import float_input_layers
+
+        need = float_input_layers(q, example, allocation.scale_mode == "pow2")
+    _add_input_and_bias_quants(q, act, frozenset(need))
+    return q
 
 
-def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig,
-                   input_quant_layers: frozenset[str], bias: bool = True) -> QuantModel:
+def _proxy(layer: nn.Module, quant, **kwargs):
+    """A quantizer proxy for `layer` from the injector `quant`, as Brevitas's QuantProxyMixin makes it
+    in the layer's constructor (`kwargs`: what the mixin passes with the proxy's prefix stripped)."""
+    injector = quant.let(**kwargs)
+    return injector.proxy_class(layer, injector)
+
+
+def _add_input_and_bias_quants(q: QuantModel, act: ActConfig, need: frozenset[str]) -> None:
+    """Int16 bias quantizers on every allocated layer with a bias; an input quantizer on the layers and
+    affines named in `need` (their input is not an integer tensor on a usable grid). The proxies replace
+    the constructor's no-op ones in place, so module order and state-dict keys are those of a layer
+    constructed with them."""
     import brevitas.nn as qnn
     from brevitas.quant.scaled_int import Int16Bias
+
+    from .carrier_graph import affines
+
+    in_q, _ = _act_quants(act)
+    for name, layer in carried_layers(q).items():
+        if name in need:  # QuantInputMixin passes input_act_impl=None, input_passthrough_act=True
+            layer.input_quant = _proxy(layer, in_q, act_impl=None, passthrough_act=True)
+        if layer.bias is not None:
+            layer.bias_quant = _proxy(layer, Int16Bias)
+    for aff in affines(q):
+        if aff.opq_affine in need:
+            aff.input_quant = qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True)
+
+
+def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocation, act: ActConfig) -> QuantModel:
+    """The carrier's structure without input and bias quantizers on its layers (`build_carrier` adds them)."""
+    import brevitas.nn as qnn
 
     if act.scale_mode != allocation.scale_mode:
         raise OpqError(f"activation scale mode {act.scale_mode!r} differs from the allocation's {allocation.scale_mode!r}")
@@ -136,9 +171,7 @@ def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocat
             continue
         m = mods[s.name]
         kw = dict(bias=m.bias is not None, weight_quant=_weight_quant(la.bits, allocation.scale_mode, s.out_channels, m.weight.dim()),
-                  bias_quant=Int16Bias if bias and quant_acts and m.bias is not None else None, return_quant_tensor=False)
-        if s.name in input_quant_layers:
-            kw["input_quant"] = in_q
+                  bias_quant=None, return_quant_tensor=False)
         if s.kind == "linear":
             new = qnn.QuantLinear(s.in_channels, s.out_channels, **kw)
         else:
@@ -163,8 +196,6 @@ def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocat
             aff = ChannelAffine(m, name, allocation.scale_mode)
             if quant_acts:
                 aff.out_quant = qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True)
-                if name in input_quant_layers:
-                    aff.input_quant = qnn.QuantIdentity(act_quant=in_q, return_quant_tensor=True)
             _replace(body, name, aff)
     if quant_acts:
         for name, m in list(body.named_modules()):

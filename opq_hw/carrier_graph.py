@@ -113,12 +113,12 @@ def _eval_forward(qmodel: nn.Module, example: torch.Tensor, hooks: list) -> None
         qmodel.train(was)
 
 
-def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list) -> None:
+def forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks: list):
     """One no-grad forward of `model` on `x` for what `hooks` (registered handles) record; the
-    handles are removed afterwards, whatever happens."""
+    handles are removed afterwards, whatever happens. Returns the model's output."""
     try:
         with torch.no_grad():
-            model(x)
+            return model(x)
     finally:
         for h in hooks:
             h.remove()
@@ -228,6 +228,8 @@ def affines(qmodel: nn.Module) -> list[ChannelAffine]:
 def finalize_affines(qmodel: nn.Module, example: torch.Tensor) -> None:
     """Put every affine's b on its grid s_a * s_x, s_x read off its (quantized) input in one forward pass on
     `example`. An input without a power-of-two scale keeps b in float (float activations)."""
+    if not affines(qmodel):
+        return  # nothing to finalize: no forward pass
     found: dict[int, tuple[float, int]] = {}
     hooks = []
     for m in affines(qmodel):

@@ -1,6 +1,7 @@
 """QONNX export of the Brevitas carrier, and execution of the exported graph."""
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 from pathlib import Path
@@ -21,9 +22,9 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
     os.close(fd)
     try:
         qmodel.eval()
-        with torch.no_grad():
-            _export(qmodel, input_t=example_input[:1], export_path=tmp, dynamo=False)
-        _cleanup(tmp)
+        with torch.no_grad():  # the ModelProto in memory: no write and read back of the raw graph
+            proto = _export(qmodel, input_t=example_input[:1], export_path=None, dynamo=False)
+        _cleanup(proto).save(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; every artifact gets the umask's mode
         os.replace(tmp, path)
     finally:
@@ -35,30 +36,41 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
 QNT_OPS = ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear")  # qonnx cleanup's preserve_qnt_ops
 
 
-def _cleanup(path: str) -> None:
-    """qonnx's `cleanup` (preserve_qnt_ops), in place, with the constant subgraphs folded first in
-    one pass. qonnx's FoldConstants folds one node per pass and re-infers the whole graph's shapes
-    after each (qonnx issue #104): quadratic in the layers, 388 of ResNet-18's 412 s of export here,
-    ~10 constant nodes per layer. Folding the same nodes in graph order is the order FoldConstants
-    would take them in (the first foldable node each pass), and its own pass then finds nothing
-    left: the file is byte-identical (tests/test_pipeline.py)."""
+def _cleanup(raw):
+    """qonnx's `cleanup` (preserve_qnt_ops) of the raw export (a path or a ModelProto), with the
+    constant subgraphs folded first in one pass; returns the ModelWrapper. qonnx's FoldConstants
+    folds one node per pass and re-infers the whole graph's shapes after each (qonnx issue #104):
+    quadratic in the layers, 388 of ResNet-18's 412 s of export here, ~10 constant nodes per layer.
+    Folding the same nodes in graph order is the order FoldConstants would take them in (the first
+    foldable node each pass), and its own pass then finds nothing left. `cleanup_model`'s
+    transformations run here in its order on the one model, without the whole-model copy that
+    `ModelWrapper.transform` makes by default before each (the copy is thrown away; on ResNet-50
+    each is ~100 MB). The file is byte-identical to qonnx's cleanup (tests/test_pipeline.py)."""
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.general import GiveUniqueParameterTensors
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.general import (GiveReadableTensorNames, GiveUniqueNodeNames,
+                                              GiveUniqueParameterTensors, RemoveStaticGraphInputs,
+                                              RemoveUnusedTensors)
     from qonnx.transformation.infer_shapes import InferShapes
-    from qonnx.util.cleanup import cleanup_model
+    from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
 
-    model = ModelWrapper(path)
+    model = ModelWrapper(raw)
     for n in model.graph.node:  # what cleanup_model does first, so that shapes can be inferred
         if n.op_type in ("Quant", "Trunc", "BipolarQuant"):
             n.domain = "qonnx.custom_op.general"
-    for t in (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs()):
-        model = model.transform(t)
-    cleanup_model(model, preserve_qnt_ops=True).save(path)
+    for t in (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs(),
+              # qonnx.util.cleanup.cleanup_model(preserve_qnt_ops=True), step by step
+              InferShapes(), GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=list(QNT_OPS)),
+              FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(),
+              GiveReadableTensorNames()):
+        model = model.transform(t, make_deepcopy=False)
+    return model
 
 
 def _FoldConstantSubgraphs():
     from qonnx.core import onnx_exec
     from qonnx.transformation.base import Transformation
+    from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_shapes import InferShapes
 
     class FoldConstantSubgraphs(Transformation):
@@ -69,17 +81,36 @@ def _FoldConstantSubgraphs():
             ctx = model.make_empty_exec_context()
             opset = model.model.opset_import[0].version
             folded = []
+            # which tensors are initializers, by name (model.get_initializer scans the list and converts the
+            # tensor to an array: weight-sized copies, quadratic in the graph's size); a folded output is one
+            inits = {t.name for t in model.graph.initializer}
+            # a tensor that only folded nodes read is dropped once the last of them ran (RemoveUnusedTensors
+            # would drop it after the pass; the others keep their order): ~10 weight-sized ones per layer
+            readers = collections.Counter(i for n in model.graph.node for i in n.input)
+            keep = {t.name for t in model.graph.output}
             for n in model.graph.node:
-                if n.op_type in QNT_OPS or any(model.get_initializer(i) is None for i in n.input):
+                if n.op_type in QNT_OPS or any(i not in inits for i in n.input):
                     continue
                 for i in n.input:
                     model.get_tensor_shape(i, fix_missing_init_shape=True)
                 onnx_exec.execute_node(n, ctx, model.graph, opset_version=opset)
                 model.set_initializer(n.output[0], ctx[n.output[0]])
+                inits.add(n.output[0])
                 folded.append(n)
+                for i in n.input:
+                    readers[i] -= 1
+                    if readers[i] == 0 and i not in keep and i in ctx:
+                        del ctx[i]
+                        model.del_initializer(i)
             for n in folded:
                 model.graph.node.remove(n)
-            return (model.transform(InferShapes()) if folded else model), bool(folded)
+            if not folded:
+                return model, False
+            del ctx  # every tensor's value: the folded intermediates, weight-sized
+            # the intermediates only the folded nodes read go now (the cleanup after this transformation would
+            # drop them), not after InferShapes has serialized and parsed the graph with them (~10 per layer)
+            model = model.transform(RemoveUnusedTensors(), make_deepcopy=False, cleanup=False)
+            return model.transform(InferShapes(), make_deepcopy=False), True
 
     return FoldConstantSubgraphs()
 

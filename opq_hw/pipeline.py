@@ -317,7 +317,7 @@ def _step_apply(c) -> None:
     calib = torch.as_tensor(calibration_samples(data.x_train)) if data is not None else None
     c.qmodel = apply(c.model, c.specs, c.alloc, ActConfig(bits=cfg.act_bits, scale_mode=cfg.scale_mode), calib=calib,
                      example=c.example)
-    c.calibration = calibration_record(c.qmodel, c.example, calib, data)
+    c.calibration, c.example_output = calibration_record(c.qmodel, c.example, calib, data)
     c.bn_affine = bn_affine_record(c.qmodel, c.frontend)
     c.notes = record_notes(c.frontend) + list(c.alloc.notes)
     if data is None and cfg.act_bits:
@@ -360,6 +360,7 @@ def _step_golden(c) -> None:
     from .data import golden_split
 
     tmp, data = c.tmp, c.data
+    known = None
     if data is not None:
         golden_x, golden_y_labels, c.golden = golden_split(data)
         write_npy(tmp / "golden_labels.npy", golden_y_labels)
@@ -367,16 +368,21 @@ def _step_golden(c) -> None:
         golden_x, c.golden = c.example.numpy(), {"test_samples": 0, "train_samples": 0,
                                                  "rule": "no data: one all-zero example input"}
     xq = _quantize(c.qmodel, golden_x)
+    if data is None and np.array_equal(xq, golden_x):  # the input of calibration_record's pass (nothing trained since)
+        known = c.example_output
     golden_y = golden_outputs(c.qmodel, xq, "the compressed model computes NaN or Inf on the golden inputs (weights or "
-                              "biases too large for its fixed-point scales?); check the checkpoint")
+                              "biases too large for its fixed-point scales?); check the checkpoint", y=known)
     write_npy(tmp / "golden_input.npy", xq)
     write_npy(tmp / "golden_output.npy", golden_y)
 
 
-def golden_outputs(qmodel, xq: np.ndarray, nonfinite: str) -> np.ndarray:
-    """The model's float32 logits for the golden inputs; NaN or Inf raises OpqError(`nonfinite`)."""
-    with torch.no_grad():
-        y = qmodel(torch.as_tensor(xq)).numpy().astype(np.float32)
+def golden_outputs(qmodel, xq: np.ndarray, nonfinite: str, y: torch.Tensor | None = None) -> np.ndarray:
+    """The model's float32 logits for the golden inputs (`y`: the model's output on them, already computed);
+    NaN or Inf raises OpqError(`nonfinite`)."""
+    if y is None:
+        with torch.no_grad():
+            y = qmodel(torch.as_tensor(xq))
+    y = y.numpy().astype(np.float32)
     if not np.isfinite(y).all():
         raise OpqError(nonfinite)
     return y
@@ -488,8 +494,9 @@ def bn_affine_record(qmodel, frontend: dict[str, Any] | None) -> list[dict[str, 
     return [{**m.record(), "why": why.get(key(m.opq_affine), "not right after a Conv/Linear layer")} for m in affines(qmodel)]
 
 
-def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, Any]:
-    """How the activation quantizers were set, and the range each ended with (read off the model)."""
+def calibration_record(qmodel, example: torch.Tensor, calib, data) -> tuple[dict[str, Any], torch.Tensor]:
+    """How the activation quantizers were set, and the range each ended with (read off the model's
+    pass on `example`); and the model's output of that pass."""
     from .carrier_graph import forward_with_hooks
 
     if calib is not None:
@@ -502,7 +509,7 @@ def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, 
     for name, m in qmodel.named_modules():
         if type(m).__name__ in ("QuantIdentity", "QuantReLU"):
             hooks.append(m.register_forward_hook(lambda _m, _i, o, name=name: ranges.__setitem__(name, o)))
-    forward_with_hooks(qmodel, example, hooks)
+    y = forward_with_hooks(qmodel, example, hooks)
     out = {}
     for name, o in ranges.items():
         scale, bits, signed = getattr(o, "scale", None), getattr(o, "bit_width", None), getattr(o, "signed", None)
@@ -515,7 +522,7 @@ def calibration_record(qmodel, example: torch.Tensor, calib, data) -> dict[str, 
     if not out:
         rec = {"method": "float activations (--act-bits 0): nothing to calibrate", "samples": 0}
     rec["activations"] = out
-    return rec
+    return rec, y
 
 
 def _quantize(qmodel, x) -> np.ndarray:

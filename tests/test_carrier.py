@@ -180,3 +180,38 @@ def test_batchnorm_kept_as_quantized_channel_affine():
     with torch.no_grad():
         ref = m(x)
     assert float((y - ref).norm() / ref.norm()) < 0.15  # 8-bit affine + 4x compressed weights, still the model
+
+
+def test_carrier_built_once_with_quantizers_as_the_constructor_makes_them(monkeypatch):
+    """build_carrier builds the structure once (not a probe and then the carrier): after its probe pass it puts
+    the input quantizers (where the input is float, here after a Tanh) and the Int16 bias quantizers in place,
+    where a layer constructed with them holds them (the same quantizer modules, in the same order)."""
+    import brevitas.nn as qnn
+    from brevitas.quant.scaled_int import Int16Bias
+
+    import opq_hw.carrier as carrier
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+    specs = inspect_model(m, torch.zeros(1, 1, 8, 8))
+    alloc = allocate(specs, layer_weights(m, specs), target_cr=4, scale_mode="pow2")
+    builds = []
+    real = carrier._build_carrier
+    monkeypatch.setattr(carrier, "_build_carrier", lambda *a, **k: (builds.append(1), real(*a, **k))[1])
+    act = ActConfig(bits=8, scale_mode="pow2")
+    q = apply(m, specs, alloc, act, calib=torch.rand(32, 1, 8, 8))
+    assert len(builds) == 1
+    layers = carried_layers(q)
+    assert [n for n, la in layers.items() if la.input_quant.is_quant_enabled] == ["2"]
+    assert all(la.bias_quant.is_quant_enabled for la in layers.values())
+    in_q, _ = carrier._act_quants(act)
+    for s in specs:
+        la = alloc.layer(s.name)
+        kw = dict(bias=True, weight_quant=carrier._weight_quant(la.bits, "pow2", s.out_channels, len(s.weight_shape)),
+                  bias_quant=Int16Bias, input_quant=in_q if s.name == "2" else None, return_quant_tensor=False)
+        fresh = (qnn.QuantLinear(s.in_channels, s.out_channels, **kw) if s.kind == "linear" else
+                 qnn.QuantConv2d(s.in_channels, s.out_channels, s.kernel_size, **kw))
+        def quantizers(layer):  # the quantizer modules, in order (what orders their state-dict keys)
+            return [(n, type(x).__name__) for n, x in layer.named_modules() if "_quant" in n]
+
+        assert quantizers(layers[s.name]) == quantizers(fresh)

@@ -56,8 +56,7 @@ def test_qonnx_execution_equals_brevitas(demo_run, mlp_run):
 def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path, monkeypatch):
     """The export's cleanup folds the constant subgraphs in one pass (qonnx folds one node per pass,
     re-inferring every shape: quadratic); the file is byte-identical to qonnx's own cleanup."""
-    import shutil
-
+    import onnx
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup
 
@@ -65,10 +64,10 @@ def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path,
 
     raw = []
     ours = ex._cleanup
-    monkeypatch.setattr(ex, "_cleanup", lambda p: (raw.append(shutil.copy(p, tmp_path / "raw.onnx")), ours(p)))
+    monkeypatch.setattr(ex, "_cleanup", lambda p: (raw.append(tmp_path / "raw.onnx"), onnx.save(p, raw[0]), ours(p))[-1])
     run = load_run(demo_run)
     ex.export_qonnx(run.qmodel, torch.zeros((1,) + tuple(run.specs[0].in_shape)), tmp_path / "ours.onnx")
-    m = ModelWrapper(str(raw[0]))
+    m = ModelWrapper(str(raw[0]))  # the raw export, as Brevitas would have written it
     n_const = sum(all(m.get_initializer(i) is not None for i in n.input) for n in m.graph.node
                   if n.op_type not in ex.QNT_OPS)
     assert n_const >= 5  # there is something to fold

@@ -2,6 +2,7 @@
 that the design is as fast as possible and still fits the board."""
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from ..boards import RESOURCES, Board, load_board
@@ -57,13 +58,26 @@ def choose_folding(specs: list[LayerSpec], allocation: Allocation, board: "Board
                            f"but the fully parallel design takes {slowest_min} cycles; lower --target-fps")
         cands = list(reversed(fast_enough))
 
+    # per layer, options sorted by cycles: those within an interval T are a prefix, and the cheapest of a
+    # prefix (the first of equal cost, as min() takes it) is a running minimum, computed once
+    cycles = [[o[0] for o in opts] for opts in per_layer]
+    prefix_best = []
+    for opts in per_layer:
+        best, best_cost, bests = None, None, []
+        for o in opts:
+            cost = sum(o[2][r] / usable[r] for r in RESOURCES)
+            if best is None or cost < best_cost:
+                best, best_cost = o, cost
+            bests.append(best)
+        prefix_best.append(bests)
+
     def pick(T):
         fold, tot = {}, {r: 0.0 for r in RESOURCES}
-        for p, opts in zip(params, per_layer):
-            ok = [o for o in opts if o[0] <= T]
-            if not ok:
+        for p, cyc, bests in zip(params, cycles, prefix_best):
+            n_ok = bisect.bisect_right(cyc, T)  # options with cycles <= T
+            if not n_ok:
                 return None, None
-            best = min(ok, key=lambda o: sum(o[2][r] / usable[r] for r in RESOURCES))
+            best = bests[n_ok - 1]
             fold[p.name] = best[1]
             for r in RESOURCES:
                 tot[r] += best[2][r]
