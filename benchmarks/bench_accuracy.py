@@ -53,8 +53,10 @@ UNIFORM_BITS = list(range(2, 9))
 SEED = 0
 
 
-def run_one(model, specs, weights, data, cr, kw, epochs, lr, batch_size):
-    """Allocate, apply (Brevitas), one-shot accuracy, finetune, finetuned accuracy."""
+def run_one(model, specs, weights, data, cr, kw, epochs, lr, batch_size, seed=SEED, recipe=None):
+    """Allocate, apply (Brevitas), one-shot accuracy, finetune, finetuned accuracy. `seed`: the
+    finetune's; `recipe`: more `training.finetune` options (lr_schedule, distill_weight, ...; the
+    float `model` is the distillation teacher)."""
     from opq_hw.allocation import allocate
     from opq_hw.carrier import ActConfig, apply
     from opq_hw.errors import OpqError
@@ -71,7 +73,8 @@ def run_one(model, specs, weights, data, cr, kw, epochs, lr, batch_size):
     one = accuracy(q, xte, yte)
     hist, fin = None, None
     if epochs > 0:
-        hist = finetune(q, (xtr, ytr), epochs=epochs, lr=lr, batch_size=batch_size, seed=SEED, progress=False)
+        hist = finetune(q, (xtr, ytr), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=False,
+                        teacher=model, **(recipe or {}))
         fin = accuracy(q, xte, yte)
     return {"reachable": True, "cr_w": alloc.cr_w, "cr_idx": alloc.cr_idx, "acc_oneshot": one, "acc_finetuned": fin,
             "bits": [la.bits for la in alloc.layers], "sparsity": [round(la.sparsity, 4) for la in alloc.layers],

@@ -51,6 +51,7 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--uniform-bits", type=v.bits_arg("--uniform-bits"), help="bit width (2..16) of the uniform / global-magnitude baselines")
     p.add_argument("--act-bits", type=v.act_bits_arg, default=D.act_bits, help="activation bits, 2..16 (0: float activations)")
     p.add_argument("--lr", type=v.lr_arg, default=D.lr, help="finetune learning rate, finite, 0 < lr <= 10")
+    _add_recipe_args(p)
     p.add_argument("--seed", type=v.seed_arg, default=D.seed, help="0..2**32-1")
     p.add_argument("--input-shape", type=v.input_shape_arg, help="per-sample input shape, e.g. 1,8,8 (when no data gives it)")
     p.add_argument("--override", type=v.override_arg, action="append", default=[],
@@ -60,6 +61,17 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
     p.add_argument("--fit", action="store_true", help="with --board: allocate to fit the board's limits")
     p.add_argument("--dequantize", action="store_true", help="an already-quantized ONNX model (QONNX Quant, QCDQ): "
                    "turn its quantized weights back into float ones (activation quantizers dropped) and proceed")
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """The finetune recipe beyond --lr (the same for every --method)."""
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=D.lr_schedule,
+                   help=f"finetune learning rate over the steps: constant, or cosine decay to 0 (default {D.lr_schedule})")
+    p.add_argument("--distill-weight", type=v.distill_weight_arg, default=D.distill_weight,
+                   help="finetune loss (1-a)*CE + a*T^2*KL to the float model's softened outputs; a in 0..1 "
+                        f"(default {D.distill_weight:g}: cross-entropy only)")
+    p.add_argument("--distill-temperature", type=v.distill_temperature_arg, default=D.distill_temperature,
+                   help=f"softmax temperature T of --distill-weight, > 0 (default {D.distill_temperature:g})")
 
 
 def _config(args, demo: bool):
@@ -76,7 +88,9 @@ def _config(args, demo: bool):
         target_kind=args.target_kind, method=args.method, scale_mode=args.scale_mode, weighting=args.weighting,
         mask_order=args.mask_order, error_model=args.error_model,
         min_bits=args.min_bits, max_bits=args.max_bits, uniform_bits=args.uniform_bits,
-        act_bits=args.act_bits or None, epochs=args.epochs if args.data else 0, lr=args.lr, seed=args.seed,
+        act_bits=args.act_bits or None, epochs=args.epochs if args.data else 0, lr=args.lr,
+        lr_schedule=args.lr_schedule, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        seed=args.seed,
         input_shape=args.input_shape, overrides=dict(args.override), board=args.board if args.fit else None,
         arch=args.arch if args.fit else None, dequantize=args.dequantize)
 

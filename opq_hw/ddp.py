@@ -44,6 +44,7 @@ class FinetuneOptions:
 
     epochs: int = 1  # epochs of this finetune (a resumed one continues up to this count)
     lr: float | None = None  # learning rate (None: the run's compress --lr)
+    lr_schedule: str | None = None  # constant | cosine over this finetune's steps (None: the run's compress --lr-schedule)
     seed: int | None = None  # shuffling seed (None: the run's --seed)
     batch_size: int = 64  # global batch: all processes together (the same steps as one process)
     checkpoint: str | None = None  # after each epoch (None: a hidden file beside the run, removed at the end)
@@ -54,7 +55,7 @@ class FinetuneOptions:
 
     def argv(self) -> list[str]:
         out = ["--epochs", str(self.epochs), "--batch-size", str(self.batch_size), "--device", self.device]
-        for flag, val in (("--lr", self.lr), ("--seed", self.seed), ("--checkpoint", self.checkpoint),
+        for flag, val in (("--lr", self.lr), ("--lr-schedule", self.lr_schedule), ("--seed", self.seed), ("--checkpoint", self.checkpoint),
                           ("--data", self.data), ("--model", self.model)):
             if val is not None:
                 out += [flag, repr(val) if isinstance(val, float) else str(val)]
@@ -160,7 +161,7 @@ DIGEST_WHAT = {
     "frozen": "masks and quantizers (masks, codebooks, scales: every state entry that does not train)",
     "weights": "starting weights (weights.pt)",
     "data": "training data",
-    "options": "finetune options (epochs, lr, seed, global batch) or run",
+    "options": "finetune options (epochs, lr, schedule, seed, global batch) or run",
 }
 
 
@@ -224,13 +225,17 @@ def _prepare(run: Path, opts: FinetuneOptions) -> dict[str, Any]:
     freeze(r.qmodel)
     cfg = r.config
     lr = opts.lr if opts.lr is not None else float(cfg["lr"])
+    schedule = opts.lr_schedule or cfg.get("lr_schedule", "constant")  # absent from runs made before it existed
     seed = opts.seed if opts.seed is not None else int(cfg["seed"])
     start = r.manifest["artifacts"]["weights.pt"]
     # what a resumable checkpoint must carry: the starting point and the step rule, not the process count
     tag = hashlib.sha256(json.dumps({"weights": start, "allocation": r.manifest["artifacts"].get("allocation.json"),
-                                     "data": data.sha256, "lr": lr, "seed": seed, "batch_size": opts.batch_size},
+                                     "data": data.sha256, "lr": lr, "seed": seed, "batch_size": opts.batch_size,
+                                     # a decaying rate's curve spans the finetune's epochs: part of the step rule
+                                     **({"lr_schedule": schedule, "epochs": opts.epochs} if schedule != "constant"
+                                        else {})},
                                     sort_keys=True).encode()).hexdigest()[:32]
-    return {"run": r, "data": data, "lr": lr, "seed": seed, "tag": tag, "start": start}
+    return {"run": r, "data": data, "lr": lr, "lr_schedule": schedule, "seed": seed, "tag": tag, "start": start}
 
 
 def check_world(opts: FinetuneOptions, world: int) -> None:
@@ -274,8 +279,8 @@ def _train_and_write(run: Path, opts: FinetuneOptions, prep: dict, group, rank: 
     from .training import accuracy, checkpoint_info, finetune
 
     r, data = prep["run"], prep["data"]
-    options = {"epochs": opts.epochs, "lr": prep["lr"], "seed": prep["seed"], "batch_size": opts.batch_size,
-               "tag": prep["tag"]}
+    options = {"epochs": opts.epochs, "lr": prep["lr"], "lr_schedule": prep["lr_schedule"], "seed": prep["seed"],
+               "batch_size": opts.batch_size, "tag": prep["tag"]}
     if group is not None:
         compare_digests(group.gather_digests(state_digests(r.qmodel, data.sha256, options)))
     ckpt = Path(opts.checkpoint) if opts.checkpoint else default_checkpoint(run)
@@ -293,14 +298,15 @@ def _train_and_write(run: Path, opts: FinetuneOptions, prep: dict, group, rank: 
     t0, c0 = time.perf_counter(), time.process_time()
     history = finetune(r.qmodel, (data.x_train, data.y_train), epochs=opts.epochs, lr=prep["lr"],
                        batch_size=opts.batch_size, seed=prep["seed"], checkpoint=ckpt, progress=progress,
-                       tag=prep["tag"], group=group)
+                       tag=prep["tag"], group=group, lr_schedule=prep["lr_schedule"])
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     r.qmodel.to("cpu")
     err, rec = None, None
     if rank == 0:
         try:
             trained = max(0, opts.epochs - resumed)
-            rec = {"epochs": opts.epochs, "resumed_from_epoch": resumed, "lr": prep["lr"], "seed": prep["seed"],
+            rec = {"epochs": opts.epochs, "resumed_from_epoch": resumed, "lr": prep["lr"],
+                   "lr_schedule": prep["lr_schedule"], "distill_weight": 0.0, "seed": prep["seed"],
                    "batch_size": opts.batch_size, "world_size": world,
                    "backend": "single process" if group is None else ("nccl" if opts.device == "cuda" else "gloo"),
                    "device": opts.device, "train_samples": int(len(data.x_train)), "history": history,
@@ -403,6 +409,12 @@ def add_args(p: argparse.ArgumentParser, local: bool) -> None:
                        help=f"processes on this machine, 1..{MAX_NPROC} (on a cluster: torchrun, see the README)")
     p.add_argument("--epochs", type=v.epochs_arg, default=1, help="finetune epochs (default 1)")
     p.add_argument("--lr", type=v.lr_arg, help="learning rate (default: the run's compress --lr)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help="learning rate over this finetune's steps: constant or cosine (default: the run's compress "
+                        "--lr-schedule)")
+    p.add_argument("--distill-weight", type=v.distill_weight_arg, default=0.0,
+                   help="distillation from the float model: not available here (a run does not keep its float "
+                        "model); only 0 (cross-entropy) is accepted, use `opq-hw compress --distill-weight`")
     p.add_argument("--seed", type=v.seed_arg, help="shuffling seed (default: the run's --seed)")
     p.add_argument("--batch-size", type=v._argtype(lambda s: v.int_in(s, 1, 1 << 20, "--batch-size"), "batch size"),
                    default=64, help="global batch, shared by all processes (default 64)")
@@ -415,7 +427,12 @@ def add_args(p: argparse.ArgumentParser, local: bool) -> None:
 
 
 def options(args) -> FinetuneOptions:
-    return FinetuneOptions(epochs=args.epochs, lr=args.lr, seed=args.seed, batch_size=args.batch_size,
+    if args.distill_weight:
+        raise OpqError(f"--distill-weight {args.distill_weight:g}: `opq-hw finetune` cannot distil, a run does not keep "
+                       "the float model it was compressed from; compress again with `opq-hw compress "
+                       "--distill-weight A` (or finetune here with cross-entropy: --distill-weight 0)")
+    return FinetuneOptions(epochs=args.epochs, lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed,
+                           batch_size=args.batch_size,
                            checkpoint=args.checkpoint, data=args.data, device=args.device, model=args.model,
                            trust_run=args.trust_run)
 

@@ -41,6 +41,9 @@ class CompressConfig:
     act_bits: int | None = DEFAULTS.act_bits
     epochs: int = DEFAULTS.epochs
     lr: float = DEFAULTS.lr
+    lr_schedule: str = DEFAULTS.lr_schedule  # finetune learning rate over the steps: constant | cosine
+    distill_weight: float = DEFAULTS.distill_weight  # finetune: distillation from the float model, 0..1 (0: off)
+    distill_temperature: float = DEFAULTS.distill_temperature  # finetune: its softmax temperature
     seed: int = DEFAULTS.seed
     pretrain_epochs: int | None = None  # built-ins without --weights: pre-training epochs (None: the recipe's)
     input_shape: tuple[int, ...] | None = None  # per-sample shape when neither data nor a built-in gives it
@@ -56,8 +59,11 @@ class CompressConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if not d["dequantize"]:  # absent unless set: the hashes of runs made before it existed stay as they were
-            del d["dequantize"]
+        # absent while they hold the value of runs made before they existed: those runs' hashes stay as they were,
+        # and `from_dict` reads an absent key as that value (whatever the default is now)
+        for k, v in LEGACY.items():
+            if d[k] == v:
+                del d[k]
         return d
 
     @classmethod
@@ -66,9 +72,15 @@ class CompressConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise OpqError(f"unknown config keys {sorted(unknown)}")
+        d = {**LEGACY, **d}
         if d.get("input_shape") is not None:
             d["input_shape"] = tuple(d["input_shape"])
         return cls(**d)
+
+
+# config fields added after runs existed, and the value those runs had (recorded only when different)
+LEGACY: dict[str, Any] = {"dequantize": False, "lr_schedule": "constant", "distill_weight": 0.0,
+                          "distill_temperature": 2.0}
 
 
 def cache_dir() -> Path:
@@ -339,7 +351,9 @@ def _step_finetune(c) -> None:
                 write_bytes(tmp / "finetune.ckpt", c.ckpt)
             metrics["finetune_loss"] = finetune(c.qmodel, (data.x_train, data.y_train), epochs=cfg.epochs, lr=cfg.lr,
                                                 seed=cfg.seed, checkpoint=tmp / "finetune.ckpt", progress=c.progress,
-                                                tag=c.tag)
+                                                tag=c.tag, lr_schedule=cfg.lr_schedule, teacher=c.model,
+                                                distill_weight=cfg.distill_weight,
+                                                distill_temperature=cfg.distill_temperature)
             (tmp / "finetune.ckpt").unlink()
         metrics["acc_finetuned"] = accuracy(c.qmodel, data.x_test, data.y_test)
     else:

@@ -34,6 +34,9 @@ class Defaults:
     arch: str = "hls4ml-latency"  # cost-model architecture of --board and `estimate`
     epochs: int = 5  # finetune epochs
     lr: float = 1e-3  # finetune learning rate
+    lr_schedule: str = "constant"  # finetune learning-rate schedule: constant | cosine (opq_hw.training.lr_factor)
+    distill_weight: float = 0.0  # finetune: weight of distillation from the float model, 0..1 (0: cross-entropy only)
+    distill_temperature: float = 2.0  # finetune: softmax temperature of the distillation term
     seed: int = 0
 
 

@@ -31,6 +31,7 @@ BITS = (2, 16)
 ACT_BITS = (2, 16)
 MAX_EPOCHS = 100_000
 MAX_LR = 10.0
+MAX_TEMPERATURE = 100.0  # distillation softmax temperature
 MAX_SEED = 2**32 - 1
 MAX_INPUT_VALUES = 2**24
 OVERRIDE_KEYS = ("skip", "min_bits", "max_bits", "weight")
@@ -104,6 +105,13 @@ def positive_float(s: Any, what: str, hi: float | None = None, zero_ok: bool = F
         raise ValueError(f"{what} must be {'>= 0' if zero_ok else '> 0'}, got {s!r}")
     if hi is not None and v > hi:
         raise ValueError(f"{what} must be at most {hi:g}, got {s!r}")
+    return v
+
+
+def distill_weight_value(s: Any, what: str = "--distill-weight") -> float:
+    v = _float(s, what)
+    if not 0.0 <= v <= 1.0:
+        raise ValueError(f"{what} must be in 0..1 (0: no distillation, 1: the teacher's soft targets alone), got {s!r}")
     return v
 
 
@@ -208,6 +216,9 @@ CONFIG_CHECKS = {
     "act_bits": _act_bits_cfg,
     "epochs": lambda v: int_in(v, 0, MAX_EPOCHS, "epochs"),
     "lr": lambda v: positive_float(v, "lr (learning rate)", hi=MAX_LR),
+    "lr_schedule": _choice("lr_schedule", ("constant", "cosine")),  # training.LR_SCHEDULES
+    "distill_weight": lambda v: distill_weight_value(v, "distill_weight"),
+    "distill_temperature": lambda v: positive_float(v, "distill_temperature", hi=MAX_TEMPERATURE),
     "seed": lambda v: int_in(v, 0, MAX_SEED, "seed"),
     "pretrain_epochs": lambda v: v is None or int_in(v, 1, MAX_EPOCHS, "pretrain_epochs"),
     "input_shape": lambda v: v is None or input_shape_value(v, "input_shape"),
@@ -252,6 +263,9 @@ act_bits_arg = _argtype(act_bits_value, "act_bits")
 target_cr_arg = _argtype(target_cr_value, "target_cr")
 epochs_arg = _argtype(lambda s: int_in(s, 0, MAX_EPOCHS, "--epochs"), "epochs")
 lr_arg = _argtype(lambda s: positive_float(s, "--lr (learning rate)", hi=MAX_LR), "lr")
+distill_weight_arg = _argtype(distill_weight_value, "distill_weight")
+distill_temperature_arg = _argtype(lambda s: positive_float(s, "--distill-temperature", hi=MAX_TEMPERATURE),
+                                   "distill_temperature")
 seed_arg = _argtype(lambda s: int_in(s, 0, MAX_SEED, "--seed"), "seed")
 count_arg = _argtype(lambda s: int_in(s, 1, 2**31 - 1, "--n"), "count")
 jobs_arg = _argtype(lambda s: int_in(s, 1, 4096, "--jobs"), "jobs")
