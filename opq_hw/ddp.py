@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .artifact import config_hash
 from .errors import OpqError
 
 MAX_NPROC = 256
@@ -187,7 +187,7 @@ def state_digests(qmodel, data_sha: str, options: dict[str, Any]) -> dict[str, s
         h.update(t.numpy().tobytes())
     return {"frozen": frozen.hexdigest(), "weights": weights.hexdigest(),
             "data": hashlib.sha256(data_sha.encode()).hexdigest(),
-            "options": hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()}
+            "options": hashlib.sha256(config_hash(options).encode()).hexdigest()}  # every digest 32 bytes
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,12 +229,10 @@ def _prepare(run: Path, opts: FinetuneOptions) -> dict[str, Any]:
     seed = opts.seed if opts.seed is not None else int(cfg["seed"])
     start = r.manifest["artifacts"]["weights.pt"]
     # what a resumable checkpoint must carry: the starting point and the step rule, not the process count
-    tag = hashlib.sha256(json.dumps({"weights": start, "allocation": r.manifest["artifacts"].get("allocation.json"),
-                                     "data": data.sha256, "lr": lr, "seed": seed, "batch_size": opts.batch_size,
-                                     # a decaying rate's curve spans the finetune's epochs: part of the step rule
-                                     **({"lr_schedule": schedule, "epochs": opts.epochs} if schedule != "constant"
-                                        else {})},
-                                    sort_keys=True).encode()).hexdigest()[:32]
+    tag = config_hash({"weights": start, "allocation": r.manifest["artifacts"].get("allocation.json"),
+                       "data": data.sha256, "lr": lr, "seed": seed, "batch_size": opts.batch_size,
+                       # a decaying rate's curve spans the finetune's epochs: part of the step rule
+                       **({"lr_schedule": schedule, "epochs": opts.epochs} if schedule != "constant" else {})})
     return {"run": r, "data": data, "lr": lr, "lr_schedule": schedule, "seed": seed, "tag": tag, "start": start}
 
 
