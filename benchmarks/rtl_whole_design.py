@@ -20,7 +20,8 @@ against Verilator on --verilator designs.
     python benchmarks/rtl_whole_design.py [--families ecp5,ice40,xc7] [--jobs 2] [--refit] [--verilator N]
 
 Writes benchmarks/results/rtl_whole_design.json and .md, and (unless --no-write) the fitted
-coefficients and the held-out error (`heldout_error`) into board_configs/rtl_seq_calibration.yaml.
+coefficients and the held-out error (`heldout_error`) into board_configs/rtl_seq_calibration.yaml and
+(rtl-da: the da4ml-cost law `fit_da_law`, the top level's) rtl_da_calibration.yaml.
 """
 from __future__ import annotations
 
