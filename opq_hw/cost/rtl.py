@@ -139,7 +139,8 @@ def _da_cost(digits: Any, width: int, cal: Mapping[str, Any], a_bits: int) -> An
 def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None,
            kernel: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The open flow's RTL (opq_hw.rtl.gen): one da4ml constant-matrix kernel per layer, fed one
-    input pixel per cycle (convs through a shift-register window), no DSP, no memory blocks.
+    input pixel per cycle (convs through a shift-register window), no memory blocks, no DSP
+    but the window's end-of-frame multiply on xc7 when W is not a power of two (`window_dsp`).
 
     Source: distributed arithmetic CMVM of da4ml (Sun et al., arXiv 2507.04535): each nonzero weight
     becomes its CSD digits as shifted operands into an adder graph, which da4ml shrinks by common
@@ -169,8 +170,21 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     cycles = p.in_pixels if p.kind != "linear" else 1
     depth = f["latency"] + 1 + board.coeff("pipeline_extra_cycles")
     zero = 0 * digits
-    return {"LUT": lut, "FF": ff, "DSP": zero, "BRAM18": zero, "URAM": zero, "mults": zero, "cycles": cycles,
+    return {"LUT": lut, "FF": ff, "DSP": zero + window_dsp(p, board), "BRAM18": zero, "URAM": zero, "mults": zero, "cycles": cycles,
             "ii": cycles, "latency": cycles + depth + zero}
+
+
+# Families where Yosys 0.23 puts opq_window.v's end-of-frame test `orow * W + ocol == LASTM` on a DSP
+# when the line length W is not a power of two (a shift otherwise): measured on xc7 (synth_xilinx,
+# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py);
+# not measured on ECP5 / iCE40 (no rtl-da design there has such a W)
+WINDOW_MUL_DSP = ("xc7",)
+
+
+def window_dsp(p: LayerParams, board: Board) -> int:
+    """DSPs of an rtl-da conv layer's window (`WINDOW_MUL_DSP`): 1 where W is not a power of two."""
+    w = p.in_width
+    return int(p.kind != "linear" and board.family in WINDOW_MUL_DSP and w & (w - 1) != 0)
 
 
 # Yosys 0.23's memory_libmap (passes/memory/memory_libmap.cc) maps each memory to the cheapest of:
