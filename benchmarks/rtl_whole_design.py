@@ -20,7 +20,8 @@ against Verilator on --verilator designs.
     python benchmarks/rtl_whole_design.py [--families ecp5,ice40,xc7] [--jobs 2] [--refit] [--verilator N]
 
 Writes benchmarks/results/rtl_whole_design.json and .md, and (unless --no-write) the fitted
-coefficients and the held-out error (`heldout_error`) into board_configs/rtl_seq_calibration.yaml.
+coefficients and the held-out error (`heldout_error`) into board_configs/rtl_seq_calibration.yaml and
+(rtl-da: the da4ml-cost law `fit_da_law`, the top level's) rtl_da_calibration.yaml.
 """
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def layer_params_of(net: IntNet):
                             in_pixels=1, in_channels=L.w.shape[1], kernel=(), in_width=1, n_weights=int(L.w.size),
                             nnz=int(np.count_nonzero(L.w)), w_bits=_w_bits(L), a_bits=L.in_bits, a_signed=L.in_signed,
                             has_bias=True, in_words=L.w.shape[1], last=i == len(layers) - 1)
-        out.append(dataclasses.replace(p, laplace_b=LAPLACE_B))
+        out.append(dataclasses.replace(p, laplace_b=LAPLACE_B, out_bits=int(L.out_bits or 0)))
     return out
 
 
@@ -278,9 +279,92 @@ DA_TOP_KEYS = ("top_lut", "top_lut_per_pool", "top_lut_per_pool_bit", "top_lut_p
                "top_ff_per_pool", "top_ff_per_pool_bit", "top_ff_per_out_bit")
 
 
-def fit_da(rows: list[dict], fam: str) -> dict:
-    """rtl-da: the layer coefficients stay those fitted on layer modules (scripts/rtl_calibration.py);
-    the top level's (pools, serializer) are fitted here on the training designs' top levels."""
+LAW_VARIANTS = 6  # allocations per model whose da4ml solutions the da4ml-cost law is fitted on
+DA_LAW_KEYS = ("da_coef", "da_digit_exp", "da_width_exp", "da_act_exp")
+
+
+def da_law_points(seed: int = 0) -> list[dict]:
+    """(digits, width, A, da4ml's cost) of layers for the da4ml-cost law (da4ml's solver only, no
+    synthesis): scripts/rtl_calibration.py's random layers (`da_cost_rows`: 8-bit signed inputs,
+    uniform magnitudes, the law's old fit) and the layers of every model's shape over LAW_VARIANTS
+    allocations (Laplace magnitudes, 4-bit unsigned activations after the first layer; seeds
+    distinct from the synthesized designs' when LAW_VARIANTS > VARIANTS, `model` recorded so that
+    the held-out models stay out of the fit)."""
+    from opq_hw.cost import da_features
+    from opq_hw.errors import OpqError
+    from opq_hw.rtl.gen import generate
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from rtl_calibration import da_cost_rows
+
+    pts = [{"model": "random", "digits": e["digits"], "width": e["width"], "a": 8, "cost": e["da4ml_cost"]}
+           for e in da_cost_rows(seed)]
+    for m in MODELS:
+        for v in range(LAW_VARIANTS):
+            net = make_net(m, v)
+            try:
+                d = generate(net)
+            except OpqError:  # wider input pixels than the stream takes (rtl-da does not build it)
+                break
+            for q, L in zip(layer_params_of(net), d.layer_modules):
+                f = da_features(q)
+                if float(f["digits"]) > 0 and L["da4ml_cost"]:
+                    pts.append({"model": m, "variant": v, "digits": float(f["digits"]), "width": f["width"],
+                                "a": q.a_bits, "cost": float(L["da4ml_cost"])})
+    return pts
+
+
+def fit_da_law(points: list[dict]) -> dict:
+    """da4ml's cost = da_coef * digits^da_digit_exp * width^da_width_exp * A^da_act_exp (least squares
+    in logs) on the points of the training models and the random layers; its error on the held-out
+    models' layers. The old law (scripts/rtl_calibration.py) saw only 8-bit inputs, so it could not
+    tell the input width from the weight width, and it was 37 % high on 4-bit-input layers."""
+    tr = [p for p in points if p["model"] not in HELDOUT]
+    A = np.array([[1.0, np.log(p["digits"]), np.log(p["width"]), np.log(p["a"])] for p in tr])
+    c = np.linalg.lstsq(A, np.log([p["cost"] for p in tr]), rcond=None)[0]
+    law = dict(zip(DA_LAW_KEYS, [round(float(np.exp(c[0])), 5)] + [round(float(x), 5) for x in c[1:]]))
+
+    def err(ps):
+        e = [abs(law["da_coef"] * p["digits"] ** law["da_digit_exp"] * p["width"] ** law["da_width_exp"]
+                 * p["a"] ** law["da_act_exp"] / p["cost"] - 1) for p in ps]
+        return {"n": len(e), "mape": round(float(np.mean(e)), 4), "max": round(float(np.max(e)), 4)} if e else None
+    return {**law, "train": err(tr), "heldout": err([p for p in points if p["model"] in HELDOUT])}
+
+
+def layer_heldout_error(fam: str, cal: dict) -> dict:
+    """The weight-agnostic rtl-da estimate with `cal` on scripts/rtl_calibration.py's held-out
+    combinational layer modules (regenerated from its seed, shapes checked against the record)
+    against their Yosys counts in benchmarks/results/rtl_calibration.json: LUT and FF MAPE, max."""
+    from opq_hw.boards import load_board
+    from opq_hw.cost import rtl_da
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import rtl_calibration as rc
+
+    rec = json.loads((ROOT / "benchmarks" / "results" / "rtl_calibration.json").read_text())
+    rng = np.random.default_rng(rec["seed"])
+    params = {f"c{i}": rc.random_layer(rng, i)[1] for i in range(rec["n_layers"])}
+    board = load_board(FAMILY_BOARD[fam])
+    e = {"lut": [], "ff": []}
+    for r in rec["rows"]:
+        if not r["tag"].startswith("c") or not rc.heldout(int(r["tag"][1:])):
+            continue
+        p = params[r["tag"]]
+        if (p.fan_in, p.out_channels, p.nnz) != (r["fan_in"], r["out_channels"], r["nnz"]):
+            raise SystemExit(f"layer {r['tag']} does not regenerate from seed {rec['seed']}: run scripts/rtl_calibration.py")
+        est, syn = rtl_da(p, board, cal), r["synth"][fam]
+        e["lut"].append(abs(float(est["LUT"]) / syn["lut_equiv"] - 1))
+        e["ff"].append(abs(float(est["FF"]) / syn["ff"] - 1))
+    return {"scope": "per-layer", "n": len(e["lut"]),
+            **{k: {"mape": round(float(np.mean(v)), 4), "max": round(float(np.max(v)), 4)} for k, v in e.items()},
+            "source": "benchmarks/results/rtl_calibration.json: the held-out combinational layer modules (seed "
+                      f"{rec['seed']}), weight-agnostic estimate vs Yosys 0.23, da4ml-cost law of benchmarks/rtl_whole_design.py"}
+
+
+def fit_da(rows: list[dict], fam: str, law: dict | None = None) -> dict:
+    """rtl-da: the layer coefficients stay those fitted on layer modules (scripts/rtl_calibration.py),
+    the da4ml-cost law `law` (`fit_da_law`) replacing that script's; the top level's (pools,
+    serializer) are fitted here on the training designs' top levels."""
     from opq_hw.cost import rtl_calibration
     from opq_hw.cost.rtl import da_top_features
 
@@ -291,7 +375,8 @@ def fit_da(rows: list[dict], fam: str) -> dict:
         X.append([1.0, f["pools"], f["pool_bits"], f["out_bits"]])
         yl.append(r["total"]["lut_equiv"] - sum(m["lut_equiv"] for m in r["modules"]))
         yf.append(r["total"]["ff"] - sum(m["ff"] for m in r["modules"]))
-    base = {k: v for k, v in rtl_calibration(fam, "rtl-da").items() if k != "provenance" and not k.startswith("top_")}
+    base = {k: v for k, v in rtl_calibration(fam, "rtl-da").items() if k not in ("provenance", "heldout_error")
+            and not k.startswith("top_")} | {k: law[k] for k in DA_LAW_KEYS if law}
     top = dict(zip(DA_TOP_KEYS, [round(float(v), 5) for v in list(_nnls(X, yl)) + list(_nnls(X, yf))])) if X else {}
     return {**base, **top, "n_train_designs": len(tr), "n_train_layers": 0}
 
@@ -386,13 +471,18 @@ def main() -> None:
     from opq_hw.rtl import eda
 
     result = {"yosys": eda.yosys_version(), "heldout_models": list(HELDOUT), "results": {}, "rows": rows}
+    law = None
+    if rows_of(rows, "da"):
+        result["da_law_points"] = old.get("da_law_points") or da_law_points()
+        law = result["da_law"] = fit_da_law(result["da_law_points"])
+        print(f"da4ml cost law {({k: law[k] for k in DA_LAW_KEYS})}: train {law['train']}, held-out models {law['heldout']}")
     for arch in ("seq", "da"):
         for fam in sorted({r["family"] for r in rows if r.get("arch", "seq") == arch}):
             fr = [r for r in rows if r["family"] == fam and r.get("arch", "seq") == arch and "unsupported" not in r]
             if not any(r["model"] not in HELDOUT for r in fr):
                 print(f"rtl-{arch} {fam}: no training designs yet, not fitted", flush=True)
                 continue
-            cal = (fit if arch == "seq" else fit_da)(rows_of(rows, arch), fam)
+            cal = fit(rows_of(rows, arch), fam) if arch == "seq" else fit_da(rows_of(rows, arch), fam, law)
             for r in fr:
                 r["estimate"], r["measured"], r["heldout"] = estimate_design(r, cal), measured(r), r["model"] in HELDOUT
             res = {"calibration": cal, "train": errors([r for r in fr if not r["heldout"]]),
@@ -459,13 +549,29 @@ def write_yaml(result: dict, arch: str) -> None:
                                        f"and the top levels of {where}; memories mapped by Yosys's memory_libmap cost rule "
                                        f"(opq_hw.cost.yosys_memory, not fitted); {err}")}
         else:
-            fam_data.update({k: cal[k] for k in DA_TOP_KEYS if k in cal})
-            prov = str(fam_data.get("provenance", "")).split(" | whole designs:")[0]
-            fam_data["provenance"] = (f"{prov} | whole designs: top level (pools, output serializer) fitted by "
-                                      f"benchmarks/rtl_whole_design.py --arch da on the top levels of {where}; {err}")
+            fam_data = {**dict.fromkeys(DA_LAW_KEYS), **fam_data}  # the law's keys first, as the per-layer fit writes them
+            fam_data.update({k: cal[k] for k in DA_TOP_KEYS + DA_LAW_KEYS if k in cal})
+            prov = str(fam_data.get("provenance", "")).split(" | ")[0]
+            fam_data["provenance"] = (f"{prov} | {_law_note(result)} | whole designs: top level (pools, output serializer) "
+                                      f"fitted by benchmarks/rtl_whole_design.py --arch da on the top levels of {where}; {err}")
         fam_data["heldout_error"] = heldout_error(res)
         data[fam] = fam_data
+    if arch == "da" and "da_law" in result:  # the law is the same for every family; no whole designs: per-layer error
+        done = {k.split("/")[1] for k, res in result["results"].items() if k.startswith("da/") and res["n_heldout"]}
+        for fam in [f for f in FAMILY_BOARD if f in data and f not in done]:
+            fam_data = {**dict.fromkeys(DA_LAW_KEYS), **data[fam]} | {k: result["da_law"][k] for k in DA_LAW_KEYS}
+            fam_data["provenance"] = f"{str(fam_data.get('provenance', '')).split(' | ')[0]} | {_law_note(result)}"
+            fam_data["heldout_error"] = layer_heldout_error(fam, fam_data)
+            data[fam] = fam_data
     write_bytes(path, (header + yaml.safe_dump(data, sort_keys=False, width=200)).encode())
+
+
+def _law_note(result: dict) -> str:
+    law = result["da_law"]
+    return (f"da_* (da4ml's cost law, every family): fitted by benchmarks/rtl_whole_design.py on da4ml's solutions of "
+            f"{law['train']['n']} layers (scripts/rtl_calibration.py's random layers and the layers of the training models' "
+            f"shapes, {LAW_VARIANTS} allocations each), MAPE {law['train']['mape'] * 100:.1f}%; on {law['heldout']['n']} "
+            f"layers of the held-out models {law['heldout']['mape'] * 100:.1f}% (max {law['heldout']['max'] * 100:.0f}%)")
 
 
 def markdown(result: dict) -> str:
@@ -496,6 +602,12 @@ def markdown(result: dict) -> str:
             lines.append(f"- {part} ({n} designs): " + ", ".join(
                 f"{k} MAPE {v['mape'] * 100:.1f}% (max {v['max'] * 100:.1f}%)" for k, v in h.items() if v["mape"] is not None))
         lines.append("")
+    if "da_law" in result:
+        law = result["da_law"]
+        lines.append(f"- rtl-da, da4ml's cost law (every family): da = {law['da_coef']} digits^{law['da_digit_exp']} "
+                     f"(W+A+2)^{law['da_width_exp']} A^{law['da_act_exp']}; MAPE on {law['train']['n']} fitted layers "
+                     f"{law['train']['mape'] * 100:.1f}%, on {law['heldout']['n']} layers of the held-out models "
+                     f"{law['heldout']['mape'] * 100:.1f}% (max {law['heldout']['max'] * 100:.1f}%)")
     for v in result.get("verilator", []):
         lines.append(f"- Verilator, rtl-seq {v['model']} v0: interval {v['verilator_interval']:.0f} cycles per sample, "
                      f"the design's stage count {v['design_stage_count']}, the estimate {v['estimate']}: "

@@ -183,6 +183,17 @@ def test_rtl_da_hand_case():
     # xc7: the window reads offsets 0-2, 8-10, 16-18; the runs 3-8 and 11-16 (6 each) become SRLs
     rcx = ints(rtl_da(conv, load_board("arty-a7-100t"), DEFAULT_CAL))
     assert rcx["FF"] == rc["FF"] - 2 * 6 * 16 * 8
+    # the window's `orow * W` takes a DSP on xc7 when W is not a power of two (W = 8: a shift)
+    w10 = dataclasses.replace(conv, in_width=10)
+    assert (rcx["DSP"], ints(rtl_da(w10, load_board("arty-a7-100t"), DEFAULT_CAL))["DSP"], rc["DSP"]) == (0, 1, 0)
+    # 4-bit outputs (out_bits): the requantized output registers are 4 x 4; the last layer has no
+    # requantizer (its accumulators, 4 x 15 bits, are the registered logits)
+    assert ints(rtl_da(dataclasses.replace(p, out_bits=4), load_board("ecp5-85f"), DEFAULT_CAL))["FF"] == r["FF"] - 4 * 4
+    rl = ints(rtl_da(dataclasses.replace(p, last=True), load_board("ecp5-85f"), DEFAULT_CAL))
+    assert (rl["LUT"], rl["FF"]) == (520 + 10, r["FF"] - 4 * 8 + 4 * 15)
+    # the law's input-width term: da x A^da_act_exp (8^0.5)
+    ra = rtl_da(p, load_board("ecp5-85f"), {**DEFAULT_CAL, "da_act_exp": 0.5})
+    assert float(ra["LUT"]) == np.ceil(520 * 8 ** 0.5 + 30 + 10)
 
 
 def test_rtl_seq_hand_case():

@@ -42,6 +42,7 @@ class LayerParams:
     in_words: int = 0  # input activation words with the zero padding (C_in x padded spatial size; linear: fan_in)
     laplace_b: float = 0.0  # OPQ's Laplace scale of the normalised weights (0: unknown, magnitudes taken as uniform)
     last: bool = False  # the network's output layer (no requantization: its accumulators are the logits)
+    out_bits: int = 0  # bits of the requantized output activations (0: a_bits, as for every layer after the first)
 
     @property
     def acc_bits(self) -> int:
@@ -73,7 +74,7 @@ def layer_params(spec: LayerSpec, la: LayerAlloc, index: int, act_bits: int | No
         out_pixels=spec.out_pixels, in_pixels=in_pixels, in_channels=spec.in_channels, kernel=kernel, in_width=in_width,
         n_weights=spec.n_weights, nnz=la.n_nonzero if n_nonzero is None else n_nonzero,
         w_bits=int(la.bits if bits is None else bits), a_bits=int(a_bits), a_signed=index == 0, has_bias=spec.has_bias,
-        in_words=int(in_words), laplace_b=float(la.laplace_b), last=last)
+        in_words=int(in_words), laplace_b=float(la.laplace_b), last=last, out_bits=int(act_bits or 16))
 
 
 

@@ -23,7 +23,7 @@ from .records import LayerParams, clog2
 
 DA_CALIBRATION = Calibration(
     "rtl-da",
-    {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
+    {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "da_act_exp": 0.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
      "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0, "top_lut": 0.0,
      "top_lut_per_pool": 0.0, "top_lut_per_pool_bit": 0.0, "top_lut_per_out_bit": 0.0, "top_ff": 0.0,
      "top_ff_per_pool": 0.0, "top_ff_per_pool_bit": 0.0, "top_ff_per_out_bit": 1.0},
@@ -91,11 +91,12 @@ def da_features(p: LayerParams, kernel: Mapping[str, Any] | None = None) -> dict
 
     digits: CSD digits of the nonzero weights (`csd_digits_expected`); width: the
     mean adder width W + A + 2 (a balanced tree: half the adders at the first level, W+A+1 bits);
-    requant_bits: MH x accumulator bits (one rounding adder and one clamp per output channel);
+    requant_bits: MH x accumulator bits (one rounding adder and one clamp per output channel; none
+    in the last layer, whose accumulators are the logits);
     window_bits: KH*KW*C*A padding multiplexers (conv). Registers, counted off opq_window.v /
     opq_collect.v / gen.py: the window's shift register C*A*((KH-1)*W + KW) and counters, or the
-    collector's MW*A and counter; the valid delay line; MH*A requantized outputs (the last layer:
-    MH accumulators); `chains`: the shift register's runs between read positions ([length, bit
+    collector's MW*A and counter; the valid delay line; MH*O requantized outputs (O: the layer's output activation bits,
+    `out_bits`; the last layer: MH accumulators); `chains`: the shift register's runs between read positions ([length, bit
     lanes]). `kernel` (what
     `opq_hw.rtl.gen` records per layer from da4ml's solution of the weights: `da4ml_cost`,
     `registers` and `chains` that synthesis keeps, `latency`) replaces the weight-agnostic parts;
@@ -112,38 +113,42 @@ def da_features(p: LayerParams, kernel: Mapping[str, Any] | None = None) -> dict
         pads = (kh // 2, kw // 2)  # 'same' padding, as the demo models use
         chains = [[n, p.in_channels * a] for n in shift_chains([o for o in window_offsets(kh, kw, p.in_width, *pads) if o >= 1], 1)]
     k = dict(kernel or {})
-    regs += 1 + p.out_channels * (p.acc_bits if p.last else a)  # valid delay, requantized outputs (last: accumulators)
+    # valid delay, requantized outputs at the output activation width (last: accumulators)
+    regs += 1 + p.out_channels * (p.acc_bits if p.last else (p.out_bits or a))
     if "registers" in k:
         regs, chains = int(k["registers"]), [list(c) for c in k.get("chains", [])]
-    return {"digits": nnz * csd_digits_expected(p), "width": p.w_bits + a + 2, "requant_bits": p.out_channels * p.acc_bits,
+    return {"digits": nnz * csd_digits_expected(p), "width": p.w_bits + a + 2, "requant_bits": 0 if p.last else p.out_channels * p.acc_bits,
             "window_bits": window_bits, "conv": conv, "registers": regs + 0 * nnz, "chains": chains,
             "da4ml_cost": k.get("da4ml_cost"), "latency": int(k.get("latency", 0))}
 
 
 def da4ml_cost_estimate(p: LayerParams, calibration: Mapping[str, Any]) -> Any:
     """da4ml's cost (its LUT estimate of the adder graph) of a layer, from its CSD digits and adder
-    width: da_coef * digits^da_digit_exp * width^da_width_exp (0 without nonzero weights)."""
+    width and input activation bits A: da_coef * digits^da_digit_exp * width^da_width_exp * A^da_act_exp
+    (0 without nonzero weights)."""
     f = da_features(p)
-    return _da_cost(f["digits"], f["width"], calibration)
+    return _da_cost(f["digits"], f["width"], calibration, p.a_bits)
 
 
-def _da_cost(digits: Any, width: int, cal: Mapping[str, Any]) -> Any:
-    da = cal["da_coef"] * np.power(np.maximum(digits, 1e-9), cal["da_digit_exp"]) * width ** cal["da_width_exp"]
+def _da_cost(digits: Any, width: int, cal: Mapping[str, Any], a_bits: int) -> Any:
+    da = (cal["da_coef"] * np.power(np.maximum(digits, 1e-9), cal["da_digit_exp"]) * width ** cal["da_width_exp"]
+          * a_bits ** cal.get("da_act_exp", 0.0))
     return np.where(digits > 0, da, 0.0)
 
 
 def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None = None,
            kernel: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The open flow's RTL (opq_hw.rtl.gen): one da4ml constant-matrix kernel per layer, fed one
-    input pixel per cycle (convs through a shift-register window), no DSP, no memory blocks.
+    input pixel per cycle (convs through a shift-register window), no memory blocks, no DSP
+    but the window's end-of-frame multiply on xc7 when W is not a power of two (`window_dsp`).
 
     Source: distributed arithmetic CMVM of da4ml (Sun et al., arXiv 2507.04535): each nonzero weight
     becomes its CSD digits as shifted operands into an adder graph, which da4ml shrinks by common
     subexpressions; its cost is ~ the adder bits. Pruned weights cost nothing. With `da_features`
     and the coefficients of `rtl_da_calibration.yaml` (see `rtl_calibration`; fitted by
     scripts/rtl_calibration.py):
-      da     = da_coef * digits^da_digit_exp * width^da_width_exp   (da4ml's cost, fitted to da4ml's
-               own solutions; da4ml's exact cost when `kernel` is given)
+      da     = da_coef * digits^da_digit_exp * width^da_width_exp * A^da_act_exp   (da4ml's cost,
+               fitted to da4ml's own solutions; da4ml's exact cost when `kernel` is given)
       LUT    = lut_per_da * da + lut_per_requant_bit * requant_bits + lut_per_window_bit * window_bits
                + lut_per_conv_layer (conv) + lut_per_layer
       FF     = the register count of `da_features` (no fitted term); on xc7 less the runs of >= 4
@@ -154,7 +159,7 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     cal = dict(calibration or DA_CALIBRATION.load(board.family))
     f = da_features(p, kernel)
     digits = f["digits"]
-    da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else _da_cost(digits, f["width"], cal)
+    da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else _da_cost(digits, f["width"], cal, p.a_bits)
     lut = ceil_tol(cal["lut_per_da"] * da + cal["lut_per_requant_bit"] * f["requant_bits"]
                 + cal["lut_per_window_bit"] * f["window_bits"] + cal["lut_per_conv_layer"] * f["conv"] + cal["lut_per_layer"])
     ff = f["registers"]
@@ -165,8 +170,21 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     cycles = p.in_pixels if p.kind != "linear" else 1
     depth = f["latency"] + 1 + board.coeff("pipeline_extra_cycles")
     zero = 0 * digits
-    return {"LUT": lut, "FF": ff, "DSP": zero, "BRAM18": zero, "URAM": zero, "mults": zero, "cycles": cycles,
+    return {"LUT": lut, "FF": ff, "DSP": zero + window_dsp(p, board), "BRAM18": zero, "URAM": zero, "mults": zero, "cycles": cycles,
             "ii": cycles, "latency": cycles + depth + zero}
+
+
+# Families where Yosys 0.23 puts opq_window.v's end-of-frame test `orow * W + ocol == LASTM` on a DSP
+# when the line length W is not a power of two (a shift otherwise): measured on xc7 (synth_xilinx,
+# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py);
+# not measured on ECP5 / iCE40 (no rtl-da design there has such a W)
+WINDOW_MUL_DSP = ("xc7",)
+
+
+def window_dsp(p: LayerParams, board: Board) -> int:
+    """DSPs of an rtl-da conv layer's window (`WINDOW_MUL_DSP`): 1 where W is not a power of two."""
+    w = p.in_width
+    return int(p.kind != "linear" and board.family in WINDOW_MUL_DSP and w & (w - 1) != 0)
 
 
 # Yosys 0.23's memory_libmap (passes/memory/memory_libmap.cc) maps each memory to the cheapest of:
