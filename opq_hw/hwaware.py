@@ -150,8 +150,11 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     scale = {r: 1.0 for r in RESOURCES}
     iterations: list[dict[str, Any]] = []
     alloc = rep = None
+    # what the totals hold beyond the layers (an RTL top level, a board top, kept BatchNorms): not in the
+    # per-layer cost function, known after the first estimate and left out of the next budgets
+    beyond = {r: 0.0 for r in RESOURCES}
     for _ in range(_MAX_ITER):
-        fixed_r = _usage(fns[resource], skipped, lambda s: 32, lambda s: s.n_weights)
+        fixed_r = _usage(fns[resource], skipped, lambda s: 32, lambda s: s.n_weights) + beyond[resource]
         budget = scale[resource] * target[resource] - fixed_r
         try:
             alloc = allocate(specs, weights, cost_fn=fns[resource], budget=budget, method=method,
@@ -160,6 +163,7 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
         except OpqError as e:
             raise OpqError(f"cannot fit {board.name} with {arch} on {resource} ({usable[resource]:.0f} usable): {e}") from e
         rep = estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
+        beyond = {r: max(0.0, rep.totals[r] - sum(getattr(lc, r) for lc in rep.layers)) for r in RESOURCES}
         iterations.append({"resource": resource, "budget": budget, "usage": dict(rep.totals)})
         over = fits(board, rep.totals, kept).over_high  # at the pessimistic end of the band (where it is kept)
         iterations[-1]["fits"] = not over
