@@ -278,6 +278,11 @@ def positive_arg(name: str, zero_ok: bool = False, hi: float | None = None):
     return _argtype(lambda s: positive_float(s, name, hi=hi, zero_ok=zero_ok), name)
 
 
+def int_arg(name: str, lo: int, hi: int):
+    """A whole number in lo..hi."""
+    return _argtype(lambda s: int_in(s, lo, hi, name), name)
+
+
 def _override(s: str) -> tuple[str, dict]:
     name, sep, rest = s.rpartition(":")
     if not sep or not name or not rest:

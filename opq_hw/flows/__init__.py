@@ -53,6 +53,14 @@ def _positive(name: str, zero_ok: bool = False, hi: float | None = None):
     return make
 
 
+def _int_in(name: str, lo: int, hi: int):
+    def make():
+        from ..validate import int_arg
+
+        return int_arg(name, lo, hi)
+    return make
+
+
 @dataclass(frozen=True)
 class FlowOptions:
     """Base of the flows' option dataclasses."""
@@ -108,17 +116,6 @@ class FinnOptions(FlowOptions):
 RTL_ARCHS = ("seq", "da4ml")
 
 
-def _serial_bits_arg(s: str) -> int:
-    import argparse
-
-    from ..validate import int_in
-
-    try:
-        return int_in(s, 0, 16, "--serial-bits")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 @dataclass(frozen=True)
 class RtlOptions(FlowOptions):
     rtl_arch: str = option("seq", flag="--rtl-arch", choices=RTL_ARCHS,
@@ -126,7 +123,7 @@ class RtlOptions(FlowOptions):
                                 "(constant-weight adder graphs, one pixel per cycle)")
     pipeline: float = option(0.0, flag="--pipeline", argtype=_positive("--pipeline", zero_ok=True),
                              help="--rtl-arch da4ml: latency cutoff per pipeline stage (0: combinational kernels)")
-    serial_bits: int = option(0, flag="--serial-bits", argtype=lambda: _serial_bits_arg,
+    serial_bits: int = option(0, flag="--serial-bits", argtype=_int_in("--serial-bits", 0, 16),
                               help="--rtl-arch da4ml: feed each layer's activations this many bits per cycle "
                                    "(1: bit-serial; kernels over D-bit digits, one pixel every (activation "
                                    "bits / D) cycles); 0: whole activations, one pixel per cycle")
