@@ -230,7 +230,9 @@ def cmd_sweep(args) -> int:
 
     cfg = SweepConfig(model=args.model, data=args.data, targets=parse_targets(args.targets),
                       boards=parse_names(args.boards, "--boards"), arch=args.arch, epochs=args.epochs,
-                      method=args.method, lr=args.lr, seed=args.seed, weights=args.weights, folding=args.folding)
+                      method=args.method, lr=args.lr, lr_schedule=args.lr_schedule, distill_weight=args.distill_weight,
+                      distill_temperature=args.distill_temperature, seed=args.seed, weights=args.weights,
+                      folding=args.folding)
     jobs = args.jobs if args.jobs is not None else min(os.cpu_count() or 1, len(cfg.targets))
     sweep(cfg, args.out, jobs=jobs, scheduler=args.scheduler, overwrite=args.overwrite)
     return 0
@@ -248,6 +250,7 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=v.epochs_arg, default=0, help="finetune epochs per point, >= 0 (default 0)")
     p.add_argument("--method", choices=["opq", "uniform", "global-magnitude", "per-channel"], default=D.method)
     p.add_argument("--lr", type=v.lr_arg, default=D.lr, help="finetune learning rate")
+    _add_recipe_args(p)
     p.add_argument("--seed", type=v.seed_arg, default=D.seed, help="0..2**32-1")
     p.add_argument("--jobs", type=v.jobs_arg, help="points computed at once by the local process pool (default: "
                    "the CPU count, at most the number of targets)")

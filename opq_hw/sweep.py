@@ -49,6 +49,9 @@ class SweepConfig:
     epochs: int = 0  # finetune epochs per point
     method: str = DEFAULTS.method
     lr: float = DEFAULTS.lr
+    lr_schedule: str = DEFAULTS.lr_schedule  # the finetune recipe, as `compress` (absent from older records: default)
+    distill_weight: float = DEFAULTS.distill_weight
+    distill_temperature: float = DEFAULTS.distill_temperature
     seed: int = DEFAULTS.seed
     weights: str | None = None  # float state_dict; built-ins are pre-trained when absent
     folding: str = "fastest-fit"  # fastest-fit: the fastest folding that fits each board (the most folded if none
@@ -72,7 +75,9 @@ class SweepConfig:
         from .pipeline import CompressConfig
 
         return CompressConfig(model=self.model, weights=self.weights, data=self.data, target_cr=target,
-                              method=self.method, epochs=self.epochs, lr=self.lr, seed=self.seed)
+                              method=self.method, epochs=self.epochs, lr=self.lr, lr_schedule=self.lr_schedule,
+                              distill_weight=self.distill_weight, distill_temperature=self.distill_temperature,
+                              seed=self.seed)
 
     def base(self) -> dict[str, Any]:
         """What every point shares (its compress config without the rate): two sweeps with the same

@@ -164,3 +164,30 @@ def test_sweep_refuses_another_sweeps_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "another configuration" in err and "digits-mlp" in err and "--overwrite" in err
     shutil.rmtree(out)
+
+
+def test_sweep_recipe_options(tmp_path, capsys):
+    """The finetune recipe reaches every point's config; a record made before the recipe options
+    existed reads as the default recipe; a sweep folder of another recipe needs --overwrite."""
+    from opq_hw.artifact import write_json
+    from opq_hw.sweep import SCHEMA, SweepConfig
+
+    cfg = SweepConfig(model="digits-cnn", data="digits", targets=TARGETS, boards=BOARDS, lr_schedule="cosine",
+                      distill_weight=0.5, distill_temperature=4.0)
+    pc = cfg.point_config(5.0)
+    assert (pc.lr_schedule, pc.distill_weight, pc.distill_temperature) == ("cosine", 0.5, 4.0)
+    assert SweepConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in SweepConfig(model="digits-cnn", data="digits", targets=TARGETS, boards=BOARDS,
+                                        epochs=0).to_dict().items()
+           if k not in ("lr_schedule", "distill_weight", "distill_temperature")}
+    assert SweepConfig.from_dict(old).point_config(5.0).lr_schedule == "constant"
+    out = tmp_path / "sw"
+    write_json(out / "sweep.json", {"tool": "opq-hw", "kind": "sweep", "schema": SCHEMA, "config": old,
+                                    "points": [], "rows": []})
+    assert main(_args(out, "--lr-schedule", "cosine")) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "lr_schedule" in err and "'cosine'" in err
+    with pytest.raises(SystemExit) as e:
+        main(_args(tmp_path / "bad", "--distill-weight", "2"))
+    assert e.value.code == 2 and "--distill-weight" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
