@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from opq_hw.artifact import read_json, write_json, write_png  # noqa: E402
-from bench_accuracy import MODELS, SEED, UNIFORM_BITS  # noqa: E402
+from bench_accuracy import MODELS, SEED, UNIFORM_BITS, cr_axes  # noqa: E402
 
 CRS = [5, 10, 20, 30, 40]
 SETS = ("digits", "mnist1d", "mnist28")
@@ -173,7 +173,6 @@ def plot(res, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(res), figsize=(5.2 * len(res), 4.2), squeeze=False)
     for ax, (ds, d) in zip(axes[0], res.items()):
@@ -182,16 +181,7 @@ def plot(res, path: Path) -> None:
             pts = [(cr, d["runs"][str(cr)][label]["test"]) for cr in crs if label in d["runs"][str(cr)]]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=4, c=c, ls="-" if label.startswith("opq") else "--", label=label)
-        ax.axhline(d["acc_float"] * 100, c="k", lw=0.8, ls=":", label="float")
-        ax.set_xscale("log")
-        ax.set_xticks(crs)
-        ax.set_xticklabels([f"{c}x" for c in crs])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("target CR_w (pow2 scales)")
-        ax.set_ylabel("one-shot test top-1 (%)")
-        ax.set_title(f"{ds} ({d['model']}): --sensitivity calib vs data-free", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        cr_axes(ax, crs, d["acc_float"], "one-shot test top-1 (%)", f"{ds} ({d['model']}): --sensitivity calib vs data-free")
     fig.tight_layout()
     write_png(path, fig)
 
