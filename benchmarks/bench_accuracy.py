@@ -180,7 +180,6 @@ def plot(res, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     colors = {"opq": "#1f77b4", "opq-gain": "#e377c2", "opq-exact": "#8c564b", "opq-old": "#17becf", "opq-old-total": "#9467bd", "global-magnitude": "#ff7f0e", "per-channel": "#2ca02c",
               "uniform-best": "#d62728"}
@@ -198,18 +197,26 @@ def plot(res, path: Path) -> None:
                 if xs:
                     ax.plot(xs, ys, ls=ls, marker="o" if ls == "-" else "x", ms=4, c=c,
                             label=f"{label} {tag}" if ls == "-" else None)
-        ax.axhline(d["acc_float"] * 100, c="k", lw=0.8, ls=":", label="float")
-        ax.set_xscale("log")
-        ax.set_xticks(crs)
-        ax.set_xticklabels([f"{c}x" for c in crs])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("target CR_w (pow2 scales)")
-        ax.set_ylabel("test top-1 accuracy (%)")
-        ax.set_title(f"{ds} ({d['model']}): solid = finetuned, dashed = one-shot", fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        cr_axes(ax, crs, d["acc_float"], "test top-1 accuracy (%)",
+                f"{ds} ({d['model']}): solid = finetuned, dashed = one-shot")
     fig.tight_layout()
     write_png(path, fig)
+
+
+def cr_axes(ax, crs, acc_float, ylabel, title) -> None:
+    """An accuracy-vs-CR_w panel: log CR axis ticked at the rates, the float accuracy, grid and legend."""
+    import matplotlib.ticker
+
+    ax.axhline(acc_float * 100, c="k", lw=0.8, ls=":", label="float")
+    ax.set_xscale("log")
+    ax.set_xticks(crs)
+    ax.set_xticklabels([f"{c}x" for c in crs])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("target CR_w (pow2 scales)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import dataclasses
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -298,6 +298,7 @@ def allocate(
     max_bits: int = DEFAULTS.max_bits,
     uniform_bits: int | None = None,
     overrides: Mapping[str, Mapping] | None = None,
+    sensitivity: Mapping[str, Any] | None = None,
 ) -> Allocation:
     """Allocate sparsity and bit width per layer for a target compression rate or a cost budget.
 
@@ -329,6 +330,9 @@ def allocate(
       (benchmarks/results/weighting_choice.json).
     The baselines keep their own criteria (uniform: channel-normalised, global-magnitude: raw |w|
     across layers, per-channel: |w| within a channel) and the Laplace model.
+    sensitivity: None (data-free, the default) or a record of `sensitivity.measure` whose "layers"
+      map every non-skipped layer to a multiplier s_i > 0 of a_i (its measured output change per unit
+      relative error); recorded in the allocation.
     """
     if method not in METHODS:
         raise OpqError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -368,6 +372,9 @@ def allocate(
     active = [s for s in specs if not opts[s.name].skip]
     if not active:
         raise OpqError("every layer is skipped by the overrides; nothing to compress")
+    if sensitivity is not None:
+        mult = _check_sensitivity(sensitivity, [s.name for s in active])
+        opts = {n: dataclasses.replace(o, weight=o.weight * mult[n]) if n in mult else o for n, o in opts.items()}
     total_n = sum(s.n_weights for s in specs)
     fixed = 0.0  # a cost budget covers the allocated layers alone, in the cost's own unit
     if target_cr is not None:  # storage: skipped layers at 32 bits dense, and the side information
@@ -394,12 +401,31 @@ def allocate(
                                        method, uniform_bits, target=target)
     alloc = _finish(specs, weights, opts, decisions, method, scale_mode, weighting, target_cr, kind, lam, cost_fn,
                     mask_order, error_model)
+    if sensitivity is not None:
+        alloc = dataclasses.replace(alloc, sensitivity=dict(sensitivity))
     achieved = alloc.cr_w if kind == "cr_w" else alloc.cr_idx
     if target_cr is not None and achieved > 1.01 * target_cr:
         raise OpqError(f"target {kind.upper()} {target_cr:g}x cannot be met: it is below the reachable range, whose "
                        f"least compression with these bit limits is {achieved:.3g}x; choose a target of at least that, "
                        f"or raise --max-bits")
     return alloc
+
+
+def _check_sensitivity(sensitivity: Mapping[str, Any], names: list[str]) -> dict[str, float]:
+    """The multipliers of a sensitivity record, one finite positive number per allocated layer."""
+    layers = sensitivity.get("layers") if isinstance(sensitivity, Mapping) else None
+    if not isinstance(layers, Mapping):
+        raise OpqError(f"sensitivity must be a record with 'layers' mapping each layer to a multiplier (from "
+                       f"opq_hw.sensitivity.measure), got {sensitivity!r:.80}")
+    if set(layers) != set(names):
+        raise OpqError(f"sensitivity covers layers {sorted(layers)} but the allocated layers are {names}; "
+                       "measure it on this model with these overrides")
+    out = {}
+    for n, v in layers.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise OpqError(f"sensitivity of layer {n!r} must be a finite number > 0, got {v!r:.40}")
+        out[n] = float(v)
+    return out
 
 
 def _weight_of(spec: LayerSpec, weighting: str, opt: LayerOptions, sum_sq: float | None = None) -> float:

@@ -35,6 +35,7 @@ class CompressConfig:
     weighting: str | None = None  # layer weighting: relative (a_i = 1/sum w^2) | mean (1/N_i) | total (1); None: relative for opq, mean otherwise
     mask_order: str = DEFAULTS.mask_order  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
     error_model: str = DEFAULTS.error_model  # OPQ error model: exact-gain-inner | exact-gain | exact (per-layer tables) | laplace (closed forms, old)
+    sensitivity: str = DEFAULTS.sensitivity  # layer weighting from data: none (data-free) | calib (opq_hw.sensitivity; needs data)
     min_bits: int = DEFAULTS.min_bits
     max_bits: int = DEFAULTS.max_bits
     uniform_bits: int | None = None
@@ -80,7 +81,7 @@ class CompressConfig:
 
 # config fields added after runs existed, and the value those runs had (recorded only when different)
 LEGACY: dict[str, Any] = {"dequantize": False, "lr_schedule": "constant", "distill_weight": 0.0,
-                          "distill_temperature": 2.0}
+                          "distill_temperature": 2.0, "sensitivity": "none"}
 
 
 def cache_dir() -> Path:
@@ -306,19 +307,34 @@ def _step_allocate(c) -> None:
     from .allocation import allocate
 
     cfg = c.cfg
+    sens = layer_sensitivity(c.model, c.specs, cfg, c.data)
     if cfg.board:
         from .hwaware import fit_allocation  # hardware-aware mode (cost model)
 
         c.alloc, fit_info = fit_allocation(c.specs, c.weights, cfg.board, cfg.arch or "hls4ml-latency", method=cfg.method,
                                            scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
                                            max_bits=cfg.max_bits, overrides=cfg.overrides,
-                                           act_bits=cfg.act_bits, mask_order=cfg.mask_order, error_model=cfg.error_model)
+                                           act_bits=cfg.act_bits, mask_order=cfg.mask_order, error_model=cfg.error_model,
+                                           sensitivity=sens)
         c.metrics["fit"] = fit_info
     else:
         c.alloc = allocate(c.specs, c.weights, target_cr=cfg.target_cr, target_kind=cfg.target_kind, method=cfg.method,
                            scale_mode=cfg.scale_mode, weighting=cfg.weighting, min_bits=cfg.min_bits,
                            max_bits=cfg.max_bits, uniform_bits=cfg.uniform_bits, overrides=cfg.overrides,
-                           mask_order=cfg.mask_order, error_model=cfg.error_model)
+                           mask_order=cfg.mask_order, error_model=cfg.error_model, sensitivity=sens)
+
+
+def layer_sensitivity(model, specs: list[LayerSpec], cfg: CompressConfig, data) -> dict[str, Any] | None:
+    """`--sensitivity calib`: the per-layer sensitivity record (opq_hw.sensitivity) measured on the
+    run's calibration samples (training split, never the test split); None for the data-free default
+    (`calib` needs data: `validate.check_config`)."""
+    if cfg.sensitivity == "none":
+        return None
+    from .allocation import resolve_overrides
+    from .sensitivity import measure
+
+    opts = resolve_overrides([s.name for s in specs], cfg.overrides)
+    return measure(model, [s.name for s in specs if not opts[s.name].skip], calibration_samples(data.x_train))
 
 
 def _step_apply(c) -> None:

@@ -210,6 +210,7 @@ CONFIG_CHECKS = {
     "weighting": _choice("weighting", ("relative", "mean", "total", None)),  # allocation.WEIGHTINGS; None: the method's
     "mask_order": _choice("mask_order", ("magnitude", "channel-normalised")),  # allocation.MASK_ORDERS
     "error_model": _choice("error_model", ("exact-gain-inner", "exact-gain", "exact", "laplace")),  # allocation.ERROR_MODELS
+    "sensitivity": _choice("sensitivity", ("none", "calib")),  # sensitivity.SENSITIVITIES
     "min_bits": lambda v: bits_value(v, "min_bits"),
     "max_bits": lambda v: bits_value(v, "max_bits"),
     "uniform_bits": lambda v: v is None or bits_value(v, "uniform_bits"),
@@ -236,6 +237,10 @@ def _check_config(d: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown config keys {unknown}")
     for k, v in d.items():
         CONFIG_CHECKS[k](v)
+    if d.get("sensitivity") == "calib" and "data" in d and d["data"] is None:
+        raise ValueError("--sensitivity calib measures each layer's sensitivity on the calibration samples of --data, "
+                         "and this run has no data; pass --data (a built-in name, a .npz file or package.module:function), "
+                         "or leave --sensitivity at none (data-free)")
     if "min_bits" in d and "max_bits" in d and d["min_bits"] > d["max_bits"]:
         raise ValueError(f"min_bits {d['min_bits']} > max_bits {d['max_bits']}; give --min-bits <= --max-bits")
 
