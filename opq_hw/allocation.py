@@ -332,7 +332,9 @@ def allocate(
     across layers, per-channel: |w| within a channel) and the Laplace model.
     sensitivity: None (data-free, the default) or a record of `sensitivity.measure` whose "layers"
       map every non-skipped layer to a multiplier s_i > 0 of a_i (its measured output change per unit
-      relative error); recorded in the allocation.
+      relative error); recorded in the allocation. Or an `output-diag` record (`sensitivity.measure_inputs`)
+      whose "columns" give each layer's input mean squares: opq's exact error tables weight each weight's
+      error by its column's (the diagonal of the output-space error; needs an exact error model).
     """
     if method not in METHODS:
         raise OpqError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -372,7 +374,13 @@ def allocate(
     active = [s for s in specs if not opts[s.name].skip]
     if not active:
         raise OpqError("every layer is skipped by the overrides; nothing to compress")
-    if sensitivity is not None:
+    columns = None
+    if isinstance(sensitivity, Mapping) and sensitivity.get("source") == "output-diag":
+        if method != "opq" or error_model not in ("exact", *_MAX_GAIN):
+            raise OpqError(f"--sensitivity output-diag weights opq's exact error tables; it does not apply to method "
+                           f"{method!r} with error model {error_model!r}: use method opq with an exact error model")
+        columns = _check_columns(sensitivity, active, weights)
+    elif sensitivity is not None:
         mult = _check_sensitivity(sensitivity, [s.name for s in active])
         opts = {n: dataclasses.replace(o, weight=o.weight * mult[n]) if n in mult else o for n, o in opts.items()}
     total_n = sum(s.n_weights for s in specs)
@@ -395,7 +403,7 @@ def allocate(
         decisions, lam = _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
                                      per_channel=method == "per-channel", target=target,
                                      mask_order=mask_order, error_model=error_model, scale_mode=scale_mode,
-                                     edges=frozenset((specs[0].name, specs[-1].name)))
+                                     edges=frozenset((specs[0].name, specs[-1].name)), columns=columns)
     else:
         decisions, lam = _uniform_like(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits,
                                        method, uniform_bits, target=target)
@@ -428,6 +436,31 @@ def _check_sensitivity(sensitivity: Mapping[str, Any], names: list[str]) -> dict
     return out
 
 
+def _check_columns(sensitivity: Mapping[str, Any], active: list[LayerSpec], weights) -> dict[str, torch.Tensor]:
+    """The per-column weights of an `output-diag` record: E[x_j^2] per column of each allocated layer
+    (finite, >= 0), floored at 1e-6 of the layer's largest and rescaled so that the weighted energy
+    of the layer's weights equals their energy (the `relative` weighting then reads a relative error)."""
+    cols = sensitivity.get("columns")
+    names = [s.name for s in active]
+    if not isinstance(cols, Mapping) or set(cols) != set(names):
+        raise OpqError(f"an output-diag sensitivity record needs 'columns' for exactly the allocated layers {names} "
+                       "(from opq_hw.sensitivity.measure_inputs on this model with these overrides)")
+    out = {}
+    for n in names:
+        w = weights[n].detach().double().reshape(weights[n].shape[0], -1)
+        v = cols[n]
+        ok = isinstance(v, (list, tuple)) and len(v) == w.shape[1] and all(
+            isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) and e >= 0 for e in v)
+        if not ok or not max(v) > 0:
+            raise OpqError(f"output-diag sensitivity of layer {n!r}: need {w.shape[1]} finite numbers >= 0, not all 0 "
+                           "(its inputs' mean squares per column); measure it on this model")
+        c = torch.tensor(v, dtype=torch.float64)
+        c = torch.clamp(c, min=1e-6 * float(c.max()))
+        e = float((w * w * c).sum())
+        out[n] = c * (float((w * w).sum()) / e) if e > 0 else torch.ones_like(c)
+    return out
+
+
 def _weight_of(spec: LayerSpec, weighting: str, opt: LayerOptions, sum_sq: float | None = None) -> float:
     """a_i: 1/N_i (mean), 1 (total) or 1/sum w^2 (relative; sum_sq in the error model's units)."""
     if weighting == "relative":
@@ -453,7 +486,8 @@ def _unreachable(target: _Target, lo_size, hi_size) -> OpqError:
 
 
 def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits, max_bits, per_channel, target,
-                mask_order="channel-normalised", error_model="laplace", scale_mode="pow2", edges=frozenset()):
+                mask_order="channel-normalised", error_model="laplace", scale_mode="pow2", edges=frozenset(),
+                columns=None):
     """The Lagrangian allocation over groups (layers; channels for the per-channel baseline).
 
     Error model of a layer, by mask order (derivation in the README, "OPQ as implemented"):
@@ -507,7 +541,8 @@ def _lagrangian(active, weights, opts, cost_fn, var_budget, weighting, min_bits,
             bl = [int(B) for B in bits if bmin <= B <= bmax]
             _, prune, q = error_curves(weights[s.name], bl, normalisation="channel", mask_order=mask_order,
                                        scale_mode=scale_mode, max_samples=_TABLE_SAMPLES, gain=error_model in _MAX_GAIN,
-                                       max_gain=_MAX_GAIN[error_model][s.name in edges] if error_model in _MAX_GAIN else math.inf)
+                                       max_gain=_MAX_GAIN[error_model][s.name in edges] if error_model in _MAX_GAIN else math.inf,
+                                       col_weight=None if columns is None else columns[s.name])
             quant = np.full((len(bits), len(prune)), np.inf)
             quant[[int(B) - 2 for B in bl]] = q
             table = (prune, quant)

@@ -46,9 +46,10 @@ def _add_compress_args(p: argparse.ArgumentParser, demo: bool) -> None:
                    help="layer weighting a_i: relative (1/sum w^2; opq's default), mean (1/N_i; the baselines') or total (1)")
     p.add_argument("--mask-order", choices=["magnitude", "channel-normalised"], default=D.mask_order, help="OPQ masks keep the largest raw |w| (default) or |w|/max|w_c| (old)")
     p.add_argument("--error-model", choices=["exact-gain-inner", "exact-gain", "exact", "laplace"], default=D.error_model, help="OPQ error: exact per-layer table up to a layer gain, bounded to [1/2, 2] at the first and last layer (default), unbounded (exact-gain, the previous default), exact, or Laplace closed forms (old)")
-    p.add_argument("--sensitivity", choices=["none", "calib"], default=D.sensitivity,
-                   help="layer weighting from data: none (data-free, default) or calib (each layer's output change per unit "
-                        "relative weight noise, measured on the calibration samples of --data, multiplies a_i)")
+    p.add_argument("--sensitivity", choices=["none", "calib", "output-diag"], default=D.sensitivity,
+                   help="layer weighting from data: none (data-free, default), calib (each layer's output change per unit "
+                        "relative weight noise, measured on the calibration samples of --data, multiplies a_i) or "
+                        "output-diag (each weight's error weighted by its input's mean square on those samples)")
     p.add_argument("--min-bits", type=v.bits_arg("--min-bits"), default=D.min_bits, help=f"2..16 (default {D.min_bits})")
     p.add_argument("--max-bits", type=v.bits_arg("--max-bits"), default=D.max_bits, help=f"2..16 (default {D.max_bits})")
     p.add_argument("--uniform-bits", type=v.bits_arg("--uniform-bits"), help="bit width (2..16) of the uniform / global-magnitude baselines")

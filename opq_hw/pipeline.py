@@ -35,7 +35,7 @@ class CompressConfig:
     weighting: str | None = None  # layer weighting: relative (a_i = 1/sum w^2) | mean (1/N_i) | total (1); None: relative for opq, mean otherwise
     mask_order: str = DEFAULTS.mask_order  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
     error_model: str = DEFAULTS.error_model  # OPQ error model: exact-gain-inner | exact-gain | exact (per-layer tables) | laplace (closed forms, old)
-    sensitivity: str = DEFAULTS.sensitivity  # layer weighting from data: none (data-free) | calib (opq_hw.sensitivity; needs data)
+    sensitivity: str = DEFAULTS.sensitivity  # layer weighting from data: none (data-free) | calib | output-diag (opq_hw.sensitivity; need data)
     min_bits: int = DEFAULTS.min_bits
     max_bits: int = DEFAULTS.max_bits
     uniform_bits: int | None = None
@@ -325,16 +325,17 @@ def _step_allocate(c) -> None:
 
 
 def layer_sensitivity(model, specs: list[LayerSpec], cfg: CompressConfig, data) -> dict[str, Any] | None:
-    """`--sensitivity calib`: the per-layer sensitivity record (opq_hw.sensitivity) measured on the
-    run's calibration samples (training split, never the test split); None for the data-free default
-    (`calib` needs data: `validate.check_config`)."""
+    """`--sensitivity calib` / `output-diag`: the per-layer sensitivity record (opq_hw.sensitivity) measured
+    on the run's calibration samples (training split, never the test split); None for the data-free
+    default (both need data: `validate.check_config`)."""
     if cfg.sensitivity == "none":
         return None
     from .allocation import resolve_overrides
-    from .sensitivity import measure
+    from .sensitivity import measure, measure_inputs
 
     opts = resolve_overrides([s.name for s in specs], cfg.overrides)
-    return measure(model, [s.name for s in specs if not opts[s.name].skip], calibration_samples(data.x_train))
+    how = measure_inputs if cfg.sensitivity == "output-diag" else measure
+    return how(model, [s.name for s in specs if not opts[s.name].skip], calibration_samples(data.x_train))
 
 
 def _step_apply(c) -> None:

@@ -172,7 +172,7 @@ def dequantize(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 
 def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "channel", mask_order: str = DEFAULTS.mask_order,
                  scale_mode: str = "float", max_samples: int | None = None, seed: int = 0, gain: bool = False,
-                 max_gain: float = math.inf):
+                 max_gain: float = math.inf, col_weight: torch.Tensor | None = None):
     """Exact squared weight error of a layer for every survivor count and bit width at once.
 
     The layer's weights are put in mask order (largest score first); for each bit width the real
@@ -193,6 +193,10 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     then min over that range of |w - g w_hat|^2 = shape error + (g - g*)^2 |w_hat|^2 (g* the
     unbounded least-squares gain). Nothing scales the biases, so a gain the model does not absorb
     is error; math.inf: the unbounded `exact-gain`.
+
+    col_weight: one factor >= 0 per column of w.reshape(C, -1) (per input, times kernel position) that
+    multiplies each weight's squared error, and its products in the gain (`--sensitivity output-diag`:
+    the mean square of the weight's input, so that the error is the diagonal of ||(W - W_hat) X||^2).
 
     Returns (n_points, prune (m+1,), quant (len(bits), m+1)), float64, in units of w^2.
     """
@@ -217,7 +221,11 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     order = torch.argsort(-score, stable=True)
     x, ch = x[order], ch[order]
     f = n / m
-    x2 = x * x
+    cw = None
+    if col_weight is not None:
+        col = torch.arange(n) % per if idx is None else idx % per
+        cw = col_weight.double()[col[order]]
+    x2 = x * x if cw is None else cw * x * x
     prune = torch.zeros(m + 1, dtype=torch.float64)
     prune[:m] = torch.flip(torch.cumsum(torch.flip(x2, (0,)), 0), (0,))
     quant = torch.zeros(len(bits), m + 1, dtype=torch.float64)
@@ -228,8 +236,9 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
     q = quantize(x.float().repeat(nb).reshape(-1, 1), torch.ones(nb * m, 1, dtype=torch.bool), s.reshape(-1, 1),
                  kmax).reshape(nb, m)
     wq = q.double() * s.double()
+    xw = x if cw is None else cw * x
     if gain:  # error up to one gain per layer: kept energy - (w . w_hat)^2 / |w_hat|^2, per prefix
-        c1, c2 = torch.cumsum(x * wq, 1), torch.cumsum(wq * wq, 1)
+        c1, c2 = torch.cumsum(xw * wq, 1), torch.cumsum(wq * wq if cw is None else cw * wq * wq, 1)
         c2 = torch.clamp(c2, min=1e-300)
         if math.isinf(max_gain):
             quant[:, 1:] = (torch.cumsum(x2, 0) - c1 * c1 / c2).clamp(min=0)
@@ -237,5 +246,5 @@ def error_curves(w: torch.Tensor, bits: list[int], *, normalisation: str = "chan
             g = torch.clamp(c1 / c2, 1 / max_gain, max_gain)
             quant[:, 1:] = (torch.cumsum(x2, 0) - 2 * g * c1 + g * g * c2).clamp(min=0)
     else:
-        quant[:, 1:] = torch.cumsum((x - wq) ** 2, 1)
+        quant[:, 1:] = torch.cumsum((x - wq) ** 2 if cw is None else cw * (x - wq) ** 2, 1)
     return n, (prune * f).numpy(), (quant * f).numpy()

@@ -28,7 +28,7 @@ class Defaults:
     scale_mode: str = "pow2"  # pow2 (hardware, bit-exact fixed point) | float (paper-faithful)
     mask_order: str = "magnitude"  # OPQ masks: magnitude (raw |w|) | channel-normalised (|w|/max|w_c|, old)
     error_model: str = "exact-gain-inner"  # OPQ error model: exact-gain-inner | exact-gain | exact (per-layer tables) | laplace (closed forms, old)
-    sensitivity: str = "none"  # layer weighting from data: none (data-free) | calib (measured on the calibration samples)
+    sensitivity: str = "none"  # layer weighting from data: none (data-free) | calib | output-diag (measured on the calibration samples)
     min_bits: int = 2  # weight bit-width range of the allocation
     max_bits: int = 8
     act_bits: int = 8  # activation bits (None in a config: float activations)
@@ -221,7 +221,7 @@ class Allocation:
     notes: tuple[str, ...] = field(default_factory=tuple)
     mask_order: str = "channel-normalised"  # OPQ's mask criterion (see LayerAlloc.mask_order); older files lack it
     error_model: str = "laplace"  # OPQ's error model: "exact" per-layer table | "laplace" closed forms (older files)
-    sensitivity: dict[str, Any] | None = None  # --sensitivity calib: the measured per-layer multipliers of a_i (absent: none)
+    sensitivity: dict[str, Any] | None = None  # --sensitivity calib: the measured per-layer multipliers of a_i; output-diag: the input mean squares per column (absent: none)
 
     def layer(self, name: str) -> LayerAlloc:
         for la in self.layers:

@@ -210,7 +210,7 @@ CONFIG_CHECKS = {
     "weighting": _choice("weighting", ("relative", "mean", "total", None)),  # allocation.WEIGHTINGS; None: the method's
     "mask_order": _choice("mask_order", ("magnitude", "channel-normalised")),  # allocation.MASK_ORDERS
     "error_model": _choice("error_model", ("exact-gain-inner", "exact-gain", "exact", "laplace")),  # allocation.ERROR_MODELS
-    "sensitivity": _choice("sensitivity", ("none", "calib")),  # sensitivity.SENSITIVITIES
+    "sensitivity": _choice("sensitivity", ("none", "calib", "output-diag")),  # sensitivity.SENSITIVITIES
     "min_bits": lambda v: bits_value(v, "min_bits"),
     "max_bits": lambda v: bits_value(v, "max_bits"),
     "uniform_bits": lambda v: v is None or bits_value(v, "uniform_bits"),
@@ -237,8 +237,8 @@ def _check_config(d: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown config keys {unknown}")
     for k, v in d.items():
         CONFIG_CHECKS[k](v)
-    if d.get("sensitivity") == "calib" and "data" in d and d["data"] is None:
-        raise ValueError("--sensitivity calib measures each layer's sensitivity on the calibration samples of --data, "
+    if d.get("sensitivity") in ("calib", "output-diag") and "data" in d and d["data"] is None:
+        raise ValueError(f"--sensitivity {d['sensitivity']} measures each layer on the calibration samples of --data, "
                          "and this run has no data; pass --data (a built-in name, a .npz file or package.module:function), "
                          "or leave --sensitivity at none (data-free)")
     if "min_bits" in d and "max_bits" in d and d["min_bits"] > d["max_bits"]:

@@ -112,14 +112,15 @@ def test_config_default_hash_unchanged_and_option_round_trips():
         CompressConfig(sensitivity="calib")  # no data: nothing to measure on
 
 
-def test_cli_calib_without_data_is_a_clear_error(tmp_path, capsys):
+@pytest.mark.parametrize("value", ["calib", "output-diag"])
+def test_cli_sensitivity_without_data_is_a_clear_error(tmp_path, capsys, value):
     from opq_hw.cli import main
 
-    rc = main(["compress", "--model", "digits-cnn", "--target-cr", "20", "--sensitivity", "calib",
+    rc = main(["compress", "--model", "digits-cnn", "--target-cr", "20", "--sensitivity", value,
                "--out", str(tmp_path / "run")])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "--sensitivity calib" in err and "--data" in err and "Traceback" not in err
+    assert f"--sensitivity {value}" in err and "--data" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
@@ -135,3 +136,96 @@ def test_calib_run_records_the_sensitivity(tmp_path):
     assert alloc.sensitivity["source"] == "calib" and alloc.sensitivity["samples"] == 512
     assert set(alloc.sensitivity["layers"]) == {la.name for la in alloc.layers}
     assert read_json(out / "manifest.json")["config"]["sensitivity"] == "calib"
+
+
+def test_output_diag_columns_match_the_layers_inputs_and_weight_the_error_table():
+    """`output-diag`: E[x_j^2] per im2col column, the exact error table with those column weights equal to
+    the diagonal output error, and all-equal column weights leave the table (and allocation) unchanged."""
+    from opq_hw.quant import error_curves
+    from opq_hw.sensitivity import input_moments, measure_inputs
+
+    m, specs, w = _model()
+    names = [s.name for s in specs]
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    rec = measure_inputs(m, names, x)
+    G = input_moments(m, names, x, full=True)
+    assert rec["source"] == "output-diag" and rec["samples"] == 32
+    for n in names:  # the diagonal of the Gram matrix; tr(D G D^T) is the layer's output change for a weight change D
+        assert np.allclose(rec["columns"][n], torch.diag(G[n]).numpy())
+        mod = m.get_submodule(n)
+        D = 0.01 * torch.randn_like(mod.weight)
+        outs = []
+        h = mod.register_forward_hook(lambda _m, _i, o: outs.append(o.detach().double()))
+        with torch.no_grad():
+            m(x)
+            mod.weight.add_(D)
+            m(x)
+            mod.weight.sub_(D)
+        h.remove()
+        Dm = D.double().reshape(D.shape[0], -1)
+        assert float(((outs[1] - outs[0]) ** 2).sum()) / 32 == pytest.approx(float(((Dm @ G[n]) * Dm).sum()), rel=1e-6)
+    # column weights in the table: the same as the weights scaled by sqrt(c) per column (gain-free, unsampled)
+    wt = w[names[1]]
+    c = torch.tensor(rec["columns"][names[1]], dtype=torch.float64)
+    _, p1, q1 = error_curves(wt, [2, 4], mask_order="magnitude", scale_mode="float", col_weight=c)
+    _, p0, q0 = error_curves(wt, [2, 4], mask_order="magnitude", scale_mode="float")
+    _, pe, qe = error_curves(wt, [2, 4], mask_order="magnitude", scale_mode="float", col_weight=torch.ones_like(c))
+    assert np.array_equal(p0, pe) and np.array_equal(q0, qe)
+    assert not np.allclose(p1, p0)
+    flat = wt.detach().double().reshape(wt.shape[0], -1)
+    assert p1[0] == pytest.approx(float((flat * flat * c).sum()))  # nothing kept: the weighted energy
+    plain = allocate(specs, w, target_cr=20)
+    flat_rec = {"source": "output-diag", "columns": {n: [2.0] * len(rec["columns"][n]) for n in names}}
+    assert allocate(specs, w, target_cr=20, sensitivity=flat_rec).layers == plain.layers  # all-equal: no change
+    a = allocate(specs, w, target_cr=20, sensitivity=rec)
+    assert a.sensitivity == rec and Allocation.from_json(a.to_json()) == a
+    assert [(la.bits, la.n_nonzero) for la in a.layers] != [(la.bits, la.n_nonzero) for la in plain.layers]
+    assert a.cr_w >= 20 * (1 - 1e-9)
+    assert [la.weight for la in a.layers] == [la.weight for la in plain.layers]  # a_i unchanged: the tables carry it
+
+
+@pytest.mark.parametrize("change, pat", [
+    (lambda r: r["columns"].pop("3"), "exactly the allocated layers"),
+    (lambda r: r["columns"].__setitem__("3", [1.0]), "finite numbers >= 0"),
+    (lambda r: r["columns"]["3"].__setitem__(0, float("nan")), "finite numbers >= 0"),
+    (lambda r: r["columns"].__setitem__("3", [0.0] * len(r["columns"]["3"])), "not all 0"),
+])
+def test_bad_output_diag_records_are_errors(change, pat):
+    from opq_hw.sensitivity import measure_inputs
+
+    m, specs, w = _model()
+    rec = measure_inputs(m, [s.name for s in specs], torch.randn(8, 1, 8, 8))
+    change(rec)
+    with pytest.raises(OpqError, match=pat):
+        allocate(specs, w, target_cr=20, sensitivity=rec)
+
+
+def test_output_diag_needs_opq_exact_tables_data_and_samples():
+    from opq_hw.pipeline import CompressConfig
+    from opq_hw.sensitivity import measure_inputs
+
+    m, specs, w = _model()
+    rec = measure_inputs(m, [s.name for s in specs], torch.randn(8, 1, 8, 8))
+    for kw in ({"method": "global-magnitude"}, {"error_model": "laplace"}):
+        with pytest.raises(OpqError, match="exact error model"):
+            allocate(specs, w, target_cr=20, sensitivity=rec, **kw)
+    with pytest.raises(OpqError, match="calibration samples"):
+        measure_inputs(m, [s.name for s in specs], np.zeros((0, 1, 8, 8), np.float32))
+    with pytest.raises(OpqError, match="--sensitivity output-diag.*--data"):
+        CompressConfig(sensitivity="output-diag")
+    cfg = CompressConfig(data="digits", sensitivity="output-diag")
+    assert CompressConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_pipeline_measures_output_diag_on_the_calibration_samples_of_the_allocated_layers():
+    from types import SimpleNamespace
+
+    from opq_hw.pipeline import CompressConfig, calibration_samples, layer_sensitivity
+    from opq_hw.sensitivity import measure_inputs
+
+    m, specs, _ = _model()
+    xtr = np.random.default_rng(0).standard_normal((600, 1, 8, 8)).astype(np.float32)
+    cfg = CompressConfig(data="digits", sensitivity="output-diag", overrides={"7": {"skip": True}})
+    rec = layer_sensitivity(m, specs, cfg, SimpleNamespace(x_train=xtr))
+    assert rec == measure_inputs(m, ["0", "3"], calibration_samples(xtr)) and rec["samples"] == 512
+    assert layer_sensitivity(m, specs, CompressConfig(), None) is None
