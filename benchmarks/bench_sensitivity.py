@@ -1,4 +1,4 @@
-"""Does a per-layer sensitivity from data (`--sensitivity calib`) close OPQ's one-shot misses?
+"""Does a per-layer sensitivity from data (`--sensitivity calib|output-diag`) close OPQ's one-shot misses?
 
 Issue 16 part 1, section 2f of the README: the remaining one-shot misses (digits 10x, MNIST-1D 5x
 and 40x) are not visible in the weights. `--sensitivity calib` (opq_hw.sensitivity) multiplies each
@@ -16,16 +16,25 @@ one-shot top-1 on the test set and on the first 2,000 training samples of
 - opq-calib-op2: an operating-point variant, not an option: the layers' sensitivity measured with the
   allocation's own compression error (each layer compressed alone to the data-free allocation, KL per
   unit of its relative error), re-allocated, measured again and re-allocated (2 rounds);
+- opq-output-diag: `--sensitivity output-diag` (an option): the exact error tables weight each
+  weight's squared error by the mean square of its input column on the calibration samples (the
+  diagonal of the layer's output-space error ||(W - W_hat) X||^2, relative to ||W X||^2);
+- opq-output: a variant, not an option: the same with the full Gram matrix, the exact output-space
+  error tr((W - g W_hat) G (W - g W_hat)^T) (G = X X^T / samples, im2col for convolutions, the layer
+  gain bounded as the default's), evaluated at 96 survivor counts and interpolated between them;
 - the baselines of section 2 (global-magnitude, per-channel, uniform-best over 2..8 bits; weighting mean).
 `--finetune`: also MNIST-1D 20x and mnist28 40x finetuned (the section 2 recipe) with seeds 0, 1, 2
-for opq and opq-calib; the baselines' 3-seed means under that recipe are in finetune_recipe.json.
+for opq, opq-calib and opq-output-diag; the baselines' 3-seed means under that recipe are in
+finetune_recipe.json.
 
-Run:  python benchmarks/bench_sensitivity.py [--finetune]   (`--plot` redraws the plot from the JSON)
+Run:  python benchmarks/bench_sensitivity.py [--finetune]   (`--plot` redraws the plot from the JSON;
+`--merge-output [--finetune]` runs only opq and the two output-space labels and merges them into the JSON)
 Writes benchmarks/results/sensitivity.json and sensitivity.png.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
@@ -81,11 +90,77 @@ def _oppoint(model, specs, weights, x, cr, rounds=2):
     return sens
 
 
+def output_table(w, G, bits, scale_mode, max_gain, n_k=96):
+    """The exact error table of `quant.error_curves` (raw-magnitude mask order, per-channel scales,
+    the layer gain bounded by max_gain) in OUTPUT space: E(B, k) = min_g tr((W - g W_hat) G (W - g W_hat)^T)
+    for the k largest |w| kept and quantized at B bits, evaluated at n_k survivor counts (geometric)
+    and interpolated linearly to every k; scaled by ||W||^2 / tr(W G W^T) so that the `relative`
+    weighting a_i = 1 / ||W||^2 reads the relative output error ||(W - W_hat) X||^2 / ||W X||^2."""
+    from opq_hw.quant import _scales_vec, normaliser, qmax, quantize
+
+    W = w.detach().double().reshape(w.shape[0], -1)
+    C, D = W.shape
+    n = C * D
+    order = torch.argsort(-w.detach().reshape(-1).abs(), stable=True)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n)
+    rank = rank.reshape(C, D)
+    ks = np.unique(np.concatenate([[0], np.rint(np.geomspace(1, n, n_k)).astype(np.int64)]))
+    WG = W @ G
+    A = float((WG * W).sum())
+    cmax = normaliser(w, "channel")
+    quant = np.zeros((len(bits), n + 1))
+    for bi, B in enumerate(bits):
+        s = _scales_vec(cmax, int(B), scale_mode)
+        q = quantize(w.detach().reshape(C, -1).float(), torch.ones(C, D, dtype=torch.bool), s,
+                     torch.full((C,), float(qmax(int(B)))))
+        Q = q.double() * s.double()[:, None]
+        e = []
+        for k in ks:
+            Wh = torch.where(rank < int(k), Q, torch.zeros((), dtype=torch.float64))
+            c1 = float((WG * Wh).sum())
+            c2 = float(((Wh @ G) * Wh).sum())
+            g = (c1 / c2 if math.isinf(max_gain) else min(max(c1 / c2, 1 / max_gain), max_gain)) if c2 > 0 else 0.0
+            e.append(max(A - 2 * g * c1 + g * g * c2, 0.0))
+        quant[bi] = np.interp(np.arange(n + 1), ks, np.array(e))
+    quant *= float((W * W).sum()) / max(A, 1e-300)
+    return n, np.zeros(n + 1), quant
+
+
+class output_error:
+    """Within the block, the allocation's exact error tables are the output-space tables of
+    `output_table` for the layers of `grams` (matched by weight tensor): the `opq-output` variant."""
+
+    def __init__(self, weights, grams):
+        import opq_hw.allocation as al
+
+        self.al, self.orig, self.cache = al, al.error_curves, {}
+        self.by_id = {id(weights[n]): (n, G) for n, G in grams.items()}
+
+    def __enter__(self):
+        def patched(w, bits, **kw):
+            if id(w) not in self.by_id or kw.get("mask_order") != "magnitude" or not kw.get("gain"):
+                return self.orig(w, bits, **kw)
+            name, G = self.by_id[id(w)]
+            key = (name, tuple(bits), kw["max_gain"], kw["scale_mode"])
+            if key not in self.cache:
+                self.cache[key] = output_table(w, G, bits, kw["scale_mode"], kw["max_gain"])
+            return self.cache[key]
+
+        self.al.error_curves = patched
+        return self
+
+    def __exit__(self, *exc):
+        self.al.error_curves = self.orig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--finetune", action="store_true")
     ap.add_argument("--datasets", nargs="+", default=list(SETS))
     ap.add_argument("--plot", action="store_true", help="only redraw sensitivity.png from sensitivity.json")
+    ap.add_argument("--merge-output", action="store_true",
+                    help="run only opq and the output-space variants and merge them into sensitivity.json")
     args = ap.parse_args()
     if args.plot:
         plot(read_json(HERE / "results" / "sensitivity.json")["results"], HERE / "results" / "sensitivity.png")
@@ -96,11 +171,12 @@ def main() -> None:
     from opq_hw.errors import OpqError
     from opq_hw.layers import inspect_model, layer_weights
     from opq_hw.pipeline import calibration_samples, dataset_for, pretrained
-    from opq_hw.sensitivity import measure
+    from opq_hw.sensitivity import input_moments, measure, measure_inputs
     from opq_hw.training import accuracy, finetune
 
     t0 = time.perf_counter()
     res = {}
+    prev = read_json(HERE / "results" / "sensitivity.json") if args.merge_output else None
     for ds in args.datasets:
         name = MODELS[ds]
         model = pretrained(name, seed=SEED)
@@ -111,14 +187,26 @@ def main() -> None:
         names = [s.name for s in specs]
         cal = calibration_samples(xtr)
         ts = time.perf_counter()
-        sens = {"opq-calib": measure(model, names, cal)}
-        sens_s = round(time.perf_counter() - ts, 2)
-        sens["opq-calib-noise0.3"] = measure(model, names, cal, noise=0.3)
-        m = np.array([sens["opq-calib"]["layers"][n] for n in names])
-        for label, v in (("opq-calib-sqrt", np.sqrt(m)), ("opq-calib-clip1.5", np.clip(m, 1 / 1.5, 1.5))):
-            sens[label] = {"source": label, "layers": {n: float(x) for n, x in zip(names, v / v.mean())}}
-        d = {"model": name, "acc_float": accuracy(model, xte, yte), "n_test": int(len(yte)), "layers": names,
-             "sensitivity": sens, "sensitivity_seconds": sens_s, "runs": {}}
+        grams = input_moments(model, names, cal, full=True)
+        out_s = round(time.perf_counter() - ts, 2)
+        ts = time.perf_counter()
+        diag = measure_inputs(model, names, cal)
+        diag_s = round(time.perf_counter() - ts, 2)
+        if prev is not None:
+            d = prev["results"][ds]
+            d["output_gram_seconds"], d["output_diag_seconds"] = out_s, diag_s
+            sens = {}
+        else:
+            sens = {"opq-calib": measure(model, names, cal)}
+        if prev is None:
+            sens_s = round(time.perf_counter() - ts, 2)
+            sens["opq-calib-noise0.3"] = measure(model, names, cal, noise=0.3)
+            m = np.array([sens["opq-calib"]["layers"][n] for n in names])
+            for label, v in (("opq-calib-sqrt", np.sqrt(m)), ("opq-calib-clip1.5", np.clip(m, 1 / 1.5, 1.5))):
+                sens[label] = {"source": label, "layers": {n: float(x) for n, x in zip(names, v / v.mean())}}
+            d = {"model": name, "acc_float": accuracy(model, xte, yte), "n_test": int(len(yte)), "layers": names,
+                 "sensitivity": sens, "sensitivity_seconds": sens_s, "output_gram_seconds": out_s,
+                 "output_diag_seconds": diag_s, "runs": {}}
 
         def run(alloc, ft_seed=None):
             torch.manual_seed(SEED)
@@ -131,14 +219,19 @@ def main() -> None:
 
         for cr in CRS:
             rs = d["runs"].setdefault(str(cr), {})
-            kws = {"opq": {}, **{k: {"sensitivity": v} for k, v in sens.items()},
-                   "opq-calib-op2": {"sensitivity": _oppoint(model, specs, weights, cal, cr)}, **BASELINES}
+            kws = {"opq": {}, **{k: {"sensitivity": v} for k, v in sens.items()}, "opq-output-diag": {"sensitivity": diag}}
+            if prev is None:
+                kws.update({"opq-calib-op2": {"sensitivity": _oppoint(model, specs, weights, cal, cr)}, **BASELINES})
             for label, kw in kws.items():
                 try:
                     rs[label] = run(allocate(specs, weights, target_cr=cr, scale_mode="pow2", **kw))
                 except OpqError:
                     continue
-            uni = {k: v for k, v in rs.items() if k.startswith("uniform-")}
+            ta = time.perf_counter()
+            with output_error(weights, grams):  # the full Gram matrix: a variant, not an option
+                alloc = allocate(specs, weights, target_cr=cr, scale_mode="pow2")
+            rs["opq-output"] = {**run(alloc), "allocate_seconds": round(time.perf_counter() - ta, 2)}
+            uni = {k: v for k, v in rs.items() if k.startswith("uniform-") and k != "uniform-best"}
             if uni:
                 best = max(uni, key=lambda k: (uni[k]["test"], -int(k[8:])))
                 rs["uniform-best"] = {**uni[best], "uniform_bits": int(best[8:])}
@@ -147,8 +240,11 @@ def main() -> None:
             print(f"[{ds}] {cr}x " + "  ".join(f"{k} {v['test']:.2f}/{v['train']:.2f}" for k, v in rs.items()), flush=True)
         if args.finetune and ds in FINETUNE:
             cr = FINETUNE[ds]
-            ft = {}
-            for label, kw in (("opq", {}), ("opq-calib", {"sensitivity": sens["opq-calib"]})):
+            ft = d["finetuned"]["runs"] if prev is not None else {}
+            todo = {"opq-output-diag": {"sensitivity": diag}}
+            if prev is None:
+                todo = {"opq": {}, "opq-calib": {"sensitivity": sens["opq-calib"]}, **todo}
+            for label, kw in todo.items():
                 alloc = allocate(specs, weights, target_cr=cr, scale_mode="pow2", **kw)
                 accs = [run(alloc, ft_seed=s) for s in (0, 1, 2)]
                 ft[label] = {"acc": accs, "mean": round(float(np.mean(accs)), 3)}
@@ -156,15 +252,19 @@ def main() -> None:
             d["finetuned"] = {"cr": cr, "seeds": [0, 1, 2], "recipe": "Adam lr 1e-3, batch 64, 5 epochs (section 2)",
                               "runs": ft}
         res[ds] = d
+    if prev is not None:
+        res = {**prev["results"], **res}
     write_json(HERE / "results" / "sensitivity.json", {
-        "benchmark": "per-layer sensitivity from the calibration samples (--sensitivity calib), one-shot",
+        "benchmark": "per-layer sensitivity from the calibration samples (--sensitivity calib, output-diag; the full-Gram variant opq-output), one-shot",
         "scale_mode": "pow2", "act_bits": 8, "train_eval_samples": N_TRAIN_EVAL, "goals": goals(res), "results": res,
-        "runtime_s": round(time.perf_counter() - t0, 1), "torch_threads": 1,
+        "runtime_s": round(time.perf_counter() - t0, 1) if prev is None else prev["runtime_s"],
+        **({"runtime_output_merge_s": round(time.perf_counter() - t0, 1)} if prev is not None else {}), "torch_threads": 1,
         "versions": {"python": platform.python_version(), "torch": torch.__version__}})
     plot(res, HERE / "results" / "sensitivity.png")
 
 
 PLOTTED = {"opq": "#1f77b4", "opq-calib": "#9467bd", "opq-calib-clip1.5": "#e377c2", "opq-calib-op2": "#8c564b",
+           "opq-output": "#17becf", "opq-output-diag": "#bcbd22",
            "global-magnitude": "#ff7f0e", "per-channel": "#2ca02c", "uniform-best": "#d62728"}
 
 
@@ -181,7 +281,7 @@ def plot(res, path: Path) -> None:
             pts = [(cr, d["runs"][str(cr)][label]["test"]) for cr in crs if label in d["runs"][str(cr)]]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=4, c=c, ls="-" if label.startswith("opq") else "--", label=label)
-        cr_axes(ax, crs, d["acc_float"], "one-shot test top-1 (%)", f"{ds} ({d['model']}): --sensitivity calib vs data-free")
+        cr_axes(ax, crs, d["acc_float"], "one-shot test top-1 (%)", f"{ds} ({d['model']}): from data vs data-free")
     fig.tight_layout()
     write_png(path, fig)
 
@@ -191,7 +291,8 @@ def goals(res) -> dict:
     out = {}
     for ds, d in res.items():
         tol = 100.0 / d["n_test"] + 1e-9
-        for label in ("opq", "opq-calib", "opq-calib-noise0.3", "opq-calib-sqrt", "opq-calib-clip1.5", "opq-calib-op2"):
+        for label in ("opq", "opq-calib", "opq-calib-noise0.3", "opq-calib-sqrt", "opq-calib-clip1.5", "opq-calib-op2",
+                      "opq-output", "opq-output-diag"):
             behind = []
             for cr, rs in d["runs"].items():
                 if label not in rs:
