@@ -198,6 +198,14 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
             raise OpqError(f"cannot fit {board.name} with {arch} on {resource} ({usable[resource]:.0f} usable): {e}") from e
         rep = estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
         beyond = _beyond(rep, kept)
+        # the smallest allocation with what lies beyond the layers: where that is over at the pessimistic end,
+        # the margin cannot be kept either (as for `dropped` above, known only now)
+        least = {r: floor[r] + beyond[r] for r in RESOURCES}
+        late = {r: least[r] for r in fits(board, least, kept).over_high if r not in dropped}
+        if late:
+            dropped.update(late)
+            kept.update(dict.fromkeys(late, 0.0))
+            target.update({r: usable[r] for r in late})
         iterations.append({"resource": resource, "budget": budget, "usage": dict(rep.totals)})
         over = fits(board, rep.totals, _kept_totals(rep, dropped)).over_high  # at the pessimistic end of the totals' band
         iterations[-1]["fits"] = not over

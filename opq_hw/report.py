@@ -38,12 +38,34 @@ def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
     return manifest.get("config", {}).get("act_bits", 8)
 
 
-def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None) -> CostReport:
+def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None, logit_bits=None) -> CostReport:
     """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits); `affines`:
-    the run's BatchNorms kept as channel affines (manifest `bn_affine`)."""
+    the run's BatchNorms kept as channel affines (manifest `bn_affine`); `logit_bits`: `run_logit_bits`."""
     if folding is None:
         folding = choose_folding(specs, alloc, board, arch, act_bits=act_bits, strict=False)
-    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines)
+    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines, logit_bits=logit_bits)
+
+
+def run_logit_bits(run_dir: str | os.PathLike, specs: list[LayerSpec]) -> int | None:
+    """The last layer's accumulator width from the run's actual integer weights, as opq_hw.rtl.seq sizes the
+    logits: read from `build/rtl/intnet.json` (the integer network `build --flow rtl` extracted and checked
+    bit-exact; verified against the manifest), None when the run has none (the estimate is then weight-agnostic)
+    or when its layers are not the run's (names or shapes differ: a stale build)."""
+    from .rundir import verify
+    from .rtl.intnet import IntNet
+    from .rtl.seq import _acc_bits
+
+    f = Path(run_dir) / "build" / "rtl" / "intnet.json"
+    if not f.is_file():
+        return None
+    verify(run_dir, ["build/rtl/intnet.json"])
+    try:
+        layers = IntNet.from_dict(read_json(f)).layers
+    except (KeyError, TypeError, ValueError) as e:
+        raise OpqError(f"{f}: not an integer network record ({e}); build it again with `opq-hw build RUN --flow rtl`") from None
+    if [(L.name, int(L.w.shape[0])) for L in layers] != [(s.name, s.out_channels) for s in specs]:
+        return None
+    return _acc_bits(layers[-1], layers[-1].in_bits, layers[-1].in_signed)
 
 
 def across_boards(specs, alloc, arch, act_bits, affines=None) -> list[CostReport]:
@@ -360,7 +382,7 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.ar
     act_bits = run_act_bits(manifest)
     b = load_board(board)
     affines = manifest.get("bn_affine") or []
-    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines)
+    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines, logit_bits=run_logit_bits(path, specs))
     boards = across_boards(specs, alloc, arch, act_bits, affines) if boards_table else [rep]
     figs = figures(rep, alloc)
     files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}

@@ -20,6 +20,11 @@ new design's error exceeds the largest of n held-out errors with probability at 
 held-out designs: an 89 % bound); the MAPE would be exceeded by about half of the designs. The MAPE
 is kept beside it (reports, cost.json). The band is symmetric: `fits` checks usage x (1 + band)
 (the pessimistic end) and usage x (1 - band) (the optimistic end) against the board.
+
+On a dev board an RTL estimate holds the board top (UART link, frame buffers) beside opq_top. Its row
+has its own band (`board_top_accuracy`: `heldout_error` of rtl_board_top_calibration.yaml, scope
+leave-one-out), and the totals' band adds the two parts' absolute errors (`combine`: both at the worst
+end of their bands, in the same direction; conservative).
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 into a `CostReport` with the fit verdict (`fits`)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Mapping
 
@@ -17,7 +18,8 @@ from .registry import Architecture, architecture, layer_cost
 
 def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str", arch: str,
              folding: Mapping[str, Mapping[str, Any]] | None = None,
-             act_bits: int | None = DEFAULTS.act_bits, affines: list[Mapping[str, Any]] | None = None) -> CostReport:
+             act_bits: int | None = DEFAULTS.act_bits, affines: list[Mapping[str, Any]] | None = None,
+             logit_bits: int | None = None) -> CostReport:
     """Cost of `allocation` on `board` with architecture `arch`.
 
     folding: per layer name, {"reuse_factor": R} (hls4ml) or {"pe": P, "simd": Q, ...} (FINN);
@@ -29,7 +31,9 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     where `build --flow rtl` wraps opq_top in the board top) adds the board top's glue
     (`opq_hw.cost.rtl.board_top_cost`) as its own entry of `parts` and in the totals, with its own
     error band (`part_bands`, `opq_hw.cost.accuracy.board_top_accuracy`); the totals' bands and the fit
-    verdict then add the absolute errors of opq_top and the board top (`accuracy.combine`).
+    verdict then add the absolute errors of opq_top and the board top (`accuracy.combine`). logit_bits:
+    the last layer's accumulator width from the actual weights (a run's IntNet, `opq_hw.report.run_logit_bits`),
+    which sizes rtl-seq's logits memory as the RTL does; None: the weight-agnostic width (a budget-only estimate).
     """
     board = load_board(board)
     a = architecture(arch, board)
@@ -41,6 +45,14 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
     layers = []
     notes = []
     params = network_params(specs, allocation, act_bits)
+    if logit_bits and params:
+        from .rtl import seq_logit_bits
+
+        agnostic = seq_logit_bits(params[-1])
+        params[-1] = dataclasses.replace(params[-1], logit_bits=int(logit_bits))
+        if a.name == "rtl-seq":
+            notes.append(f"logits memory sized from the actual weights ({int(logit_bits)}-bit accumulators, as the RTL "
+                         f"does; weight-agnostic: {agnostic})")
     for (s, la), p in zip(layer_pairs(specs, allocation), params):
         fold = {**a.default_folding(p), **a.alloc_folding(la), **folding.get(s.name, {})}
         r = layer_cost(p, board, arch, fold, cal)

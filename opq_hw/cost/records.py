@@ -43,6 +43,9 @@ class LayerParams:
     laplace_b: float = 0.0  # OPQ's Laplace scale of the normalised weights (0: unknown, magnitudes taken as uniform)
     last: bool = False  # the network's output layer (no requantization: its accumulators are the logits)
     out_bits: int = 0  # bits of the requantized output activations (0: a_bits, as for every layer after the first)
+    # the last layer: its accumulator width from the actual weights (opq_hw.rtl.seq `_acc_bits`, what the RTL's
+    # logits memory holds), where the estimate has them (a run's IntNet); 0: unknown, the weight-agnostic width
+    logit_bits: int = 0
 
     @property
     def acc_bits(self) -> int:
