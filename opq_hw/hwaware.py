@@ -184,6 +184,7 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     scale = {r: 1.0 for r in RESOURCES}
     iterations: list[dict[str, Any]] = []
     alloc = rep = None
+    from .cost.network import BOARD_TOP
     # what the totals hold beyond the layers (an RTL top level, a board top, kept BatchNorms): not in the
     # per-layer cost function, known after the first estimate and left out of the next budgets
     beyond = {r: 0.0 for r in RESOURCES}
@@ -201,6 +202,13 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
         # the smallest allocation with what lies beyond the layers: where that is over at the pessimistic end,
         # the margin cannot be kept either (as for `dropped` above, known only now)
         least = {r: floor[r] + beyond[r] for r in RESOURCES}
+        short = fits(board, least).over  # over even at the estimate: no allocation fits
+        if short:
+            what = ", ".join(f"{r}: at least {least[r]:.0f} needed ({beyond[r]:.0f} of them beyond the layers: the "
+                             f"architecture's top level{', the board top' if rep.parts.get(BOARD_TOP) else ''}), "
+                             f"{usable[r]:.0f} usable" for r in short)
+            raise OpqError(f"nothing fits {board.name} with {arch}: even at {min_bits} bits with one weight per output "
+                           f"channel the design needs {what}. Use a larger board, fold more, or another --arch")
         late = {r: least[r] for r in fits(board, least, kept).over_high if r not in dropped}
         if late:
             dropped.update(late)

@@ -245,15 +245,18 @@ def test_fit_allocation_targets_the_budget_minus_the_band(cnn, boards_copy):
 
 
 def test_fit_allocation_says_when_the_margin_cannot_be_kept(cnn, boards_copy):
-    """iCE40 UP5K with a 60 % LUT band: even the smallest digits-cnn allocation under rtl-da is within
-    the LUTs only at the optimistic end of the band; the fit targets all usable LUTs and says so."""
+    """An ECP5-85F cut to 12,000 LUTs with a 60 % LUT band: even the smallest digits-cnn allocation under
+    rtl-da, with its top level, is within the LUTs only at the optimistic end of the band; the fit targets
+    all usable LUTs and says so."""
     from opq_hw.hwaware import fit_allocation
 
     specs, weights = cnn
-    table = yaml.safe_load((boards_copy / "rtl_da_calibration.yaml").read_text())["ice40"]["heldout_error"]
-    _edit(boards_copy, "rtl-da", "ice40", {**table, "lut": {"mape": 0.3, "max": 0.6}})
-    alloc, info = fit_allocation(specs, weights, "ice40-up5k", "rtl-da")
-    rep = estimate(specs, alloc, "ice40-up5k", "rtl-da", folding=info["folding"])
+    table = yaml.safe_load((boards_copy / "rtl_da_calibration.yaml").read_text())["ecp5"]["heldout_error"]
+    _edit(boards_copy, "rtl-da", "ecp5", {**table, "lut": {"mape": 0.3, "max": 0.6}})
+    b = load_board("ecp5-85f")
+    b = dataclasses.replace(b, capacity={**b.capacity, "LUT": 12_000})
+    alloc, info = fit_allocation(specs, weights, b, "rtl-da")
+    rep = estimate(specs, alloc, b, "rtl-da", folding=info["folding"])
     assert info["margin_dropped"] == ["LUT"] and rep.fit == OPTIMISTIC and not rep.over
     assert info["verdict"].startswith(OPTIMISTIC) and "LUT ± " in alloc.notes[-1] and "NOT kept" in alloc.notes[-1]
 

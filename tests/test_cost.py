@@ -209,6 +209,17 @@ def test_rtl_da_hand_case():
     cal = {"top_ff": 20.0, "top_ff_per_pool": 80.0, "top_ff_per_pool_bit": 1.0, "top_ff_per_out_bit": 0.0, "top_lut": 0.0}
     ice_top, ecp_top = (rtl_da_top([c8, fc], load_board(b), cal) for b in ("ice40-up5k", "ecp5-85f"))
     assert (ice_top["FF"], ecp_top["FF"], ice_top["LUT"]) == (20 + 80 + 32 + 128, 20 + 80 + 32, 96)
+    # mnist1d-cnn's first pool (32 channels x 4 bits, a row of OW = 20): the row is read at the registered
+    # column counter (a synchronous read port): 8 RAM4Ks on iCE40 (measured: 3 such pools, 24), LUT RAM on xc7;
+    # the window's `orow * 40` takes a DSP on iCE40 too (measured: one SB_MAC16 per conv layer)
+    c1d = LayerParams(name="c", kind="conv1d", fan_in=96, out_channels=32, out_pixels=40, in_pixels=40, in_channels=32,
+                      kernel=(3,), in_width=40, n_weights=3072, nnz=900, w_bits=4, a_bits=4, a_signed=False,
+                      has_bias=True, out_bits=4)
+    fc640 = dataclasses.replace(lin(fan_in=640, out=10, a=4), last=True)
+    ice_f, x_f = da_top_features([c1d, fc640], "ice40"), da_top_features([c1d, fc640], "xc7")
+    assert (ice_f["pool_bram"], ice_f["pool_row_ff"], x_f["pool_lutram"] > 0, x_f["pool_bram"]) == (8, 0, True, 0)
+    assert rtl_da_top([c1d, fc640], load_board("ice40-up5k"), cal)["BRAM18"] == 8
+    assert int(rtl_da(c1d, load_board("ice40-up5k"), DEFAULT_CAL)["DSP"]) == 1
 
 
 def test_rtl_seq_hand_case():
@@ -463,7 +474,7 @@ def test_choose_folding_target_fps_and_errors():
 
 
 # ---------------------------------------------------------------- hardware-aware OPQ
-@pytest.mark.parametrize("board,arch", [("pynq-z2", "hls4ml-latency"), ("ice40-up5k", "rtl-da"), ("pynq-z2", "finn-mvau")])
+@pytest.mark.parametrize("board,arch", [("pynq-z2", "hls4ml-latency"), ("ice40-up5k", "rtl-seq"), ("pynq-z2", "finn-mvau")])
 def test_fit_allocation_fits_and_reports_binding(cnn, board, arch):
     from opq_hw.hwaware import fit_allocation
 
@@ -499,6 +510,11 @@ def test_fit_allocation_says_what_is_missing(cnn):
     tiny = dataclasses.replace(b, capacity={**b.capacity, "LUT": 200})
     with pytest.raises(OpqError, match=r"nothing fits .* LUT: at least \d+ needed, 180 usable"):
         fit_allocation(specs, weights, tiny, "rtl-da")
+    # the layers alone would fit the UP5K at their smallest, not with the top level (its pools' rows, in
+    # flip-flops on iCE40, and the comparators of 8-bit activations): said once the first estimate knows it
+    with pytest.raises(OpqError, match=r"nothing fits ice40-up5k with rtl-da: .* LUT: at least \d+ needed \(\d+ of them "
+                                       r"beyond the layers: the architecture's top level\), 4752 usable"):
+        fit_allocation(specs, weights, b, "rtl-da")
 
 
 # ---------------------------------------------------------------- against FINN's own code

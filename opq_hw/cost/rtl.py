@@ -176,9 +176,10 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
 
 # Families where Yosys 0.23 puts opq_window.v's end-of-frame test `orow * W + ocol == LASTM` on a DSP
 # when the line length W is not a power of two (a shift otherwise): measured on xc7 (synth_xilinx,
-# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py);
-# not measured on ECP5 / iCE40 (no rtl-da design there has such a W)
-WINDOW_MUL_DSP = ("xc7",)
+# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py) and on
+# iCE40 (synth_ice40 -dsp, the same layers: one SB_MAC16 each); not measured on ECP5 (no rtl-da design there
+# has such a W)
+WINDOW_MUL_DSP = ("xc7", "ice40")
 
 
 def window_dsp(p: LayerParams, board: Board) -> int:
@@ -307,23 +308,25 @@ def pools_between(params: list[LayerParams]) -> list[tuple[int, int]]:
 def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
     """What the da4ml architecture's top level holds beyond its layer modules (opq_hw/rtl/gen.py
     `opq_top`): the max pools and the output serializer (opq_serialize.v: n_out accumulators). A pool
-    (opq_maxpool.v) keeps a row of OW partial maxima of one pixel (C x BW bits) in `part`, written
-    synchronously and read asynchronously: a memory that `yosys_memory` places (LUT RAM on ECP5 and xc7,
-    flip-flops on iCE40, which has no LUT RAM and whose block RAM reads synchronously only; measured on
-    every pool of the rtl-da whole designs: ECP5 8 + 16 TRELLIS_DPR16X4, xc7 6 + 11 and 3 x 22 LUT RAM
-    cells, as predicted). Beside it: the output register and the comparators of one pixel (`pool_bits`,
-    C x BW per pool), the counters (`pools`). A row in logic is OW x pixel flip-flops (`pool_row_ff`) and an
-    OW:1 read mux, a row in LUT RAM its read mux (`pool_mux_bits`, costed at MUX_LUT_PER_BIT)."""
+    (opq_maxpool.v) keeps a row of OW partial maxima of one pixel (C x BW bits) in `part`, a memory read at
+    the registered column counter `oc` (memory_dff merges that register into a synchronous read port)
+    that `yosys_memory` places. Measured on every pool of the rtl-da whole designs, all as predicted:
+    ECP5 8 + 16 TRELLIS_DPR16X4, xc7 6 + 11 and 3 x 22 LUT RAM cells, iCE40 the small rows (32 x 4,
+    64 x 2 bits) in flip-flops and mnist1d-cnn's (128 x 20, 10, 5) in 3 x 8 RAM4Ks (`pool_bram`). Beside it:
+    the output register and the comparators of one pixel (`pool_bits`, C x BW per pool), the counters
+    (`pools`). A row in logic is OW x pixel flip-flops (`pool_row_ff`) and an OW:1 read mux, a row in LUT
+    RAM its read mux (`pool_mux_bits`, costed at MUX_LUT_PER_BIT)."""
     pools = pools_between(params)
     last = params[-1]
-    row_ff = mux = cells = 0.0
+    row_ff = mux = cells = blocks = 0.0
     for b, ow in pools:
-        kind, n = yosys_memory(b, ow, family, rom=False, sync_read=False)
+        kind, n = yosys_memory(b, ow, family, rom=False, sync_read=True, aspects=_aspects_of(family))
         row_ff += b * ow if kind == "logic" else 0
         mux += b * (ow - 1) if kind == "logic" else lutram_mux_bits(b, ow, family) if kind == "lutram" else 0
         cells += n if kind == "lutram" else 0
+        blocks += n if kind == "block" else 0
     return {"pools": float(len(pools)), "pool_bits": float(sum(b for b, _ in pools)), "pool_row_ff": float(row_ff),
-            "pool_mux_bits": float(mux), "pool_lutram": float(cells),
+            "pool_mux_bits": float(mux), "pool_lutram": float(cells), "pool_bram": float(blocks),
             "out_bits": float(last.out_channels * (last.w_bits + last.a_bits + clog2(last.fan_in) + 1))}
 
 
@@ -336,6 +339,7 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
                + MUX_LUT_PER_BIT * pool_mux_bits
       FF     = top_ff + top_ff_per_pool * pools + top_ff_per_pool_bit * pool_bits + top_ff_per_out_bit * out_bits
                + pool_row_ff
+      BRAM18 = the pools' rows in block RAM (`pool_bram`, the family's blocks)
       cycles = input pixels per sample (one pixel per cycle: the interval of the stream)
     LUT RAM cells (`pool_lutram`) are counted apart, not as LUT-equivalents (as for the rtl-seq buffers).
     """
@@ -347,8 +351,8 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
                    + cal["top_ff_per_out_bit"] * f["out_bits"] + f["pool_row_ff"] - 1e-9)
     first = params[0]
     pixels = first.in_pixels if first.kind != "linear" else first.fan_in  # a feature vector streams as W pixels
-    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": 0, "URAM": 0, "mults": 0, "cycles": pixels, "ii": pixels,
-            "latency": 0}
+    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": int(f["pool_bram"]), "URAM": 0, "mults": 0, "cycles": pixels,
+            "ii": pixels, "latency": 0}
 
 
 def da_serial_cycles(params: list[LayerParams], serial_bits: int) -> int:
