@@ -128,8 +128,9 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
 
     Returns (Allocation, info) where info = {board, arch, binding, budget (usable amounts), margin
     (per resource the error band used, None: uncalibrated), target (usable / (1 + margin): what the
-    allocation aims at), usage, utilisation, fits, verdict, iterations: [{resource, budget,
-    usage...}], folding}. Raises OpqError naming the missing
+    allocation aims at), margin_totals (the band the totals are checked at: with a board top, its band
+    and the design's added, `opq_hw.cost.network`), usage, utilisation, fits, verdict, iterations:
+    [{resource, budget, usage...}], folding}. Raises OpqError naming the missing
     resources when even min_bits with one survivor per output channel does not fit.
     """
     from .allocation import allocate, resolve_overrides
