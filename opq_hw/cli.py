@@ -208,13 +208,14 @@ def cmd_boards(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .report import accuracy_lines, estimate_run, figures_line, one_line
+    from .report import accuracy_lines, estimate_run, figures_line, one_line, part_cell
 
     rep = estimate_run(args.run, board=args.board, arch=args.arch)
     print(one_line(rep, args.run))
     print(figures_line(rep))
     for name, c in rep.parts.items():
-        print(f"  {name} (in the totals): " + ", ".join(f"{r} {c[r]:,}" for r in ("LUT", "FF", "DSP", "BRAM18") if c[r]))
+        print(f"  {name} (in the totals): " + ", ".join(f"{r} {part_cell(rep, name, r)}" for r in ("LUT", "FF", "DSP", "BRAM18")
+                                                     if c[r]))
     for line in accuracy_lines(rep):
         print(line)
     return 0

@@ -65,6 +65,40 @@ def margin_note(margin: Mapping[str, float | None], target: Mapping[str, float],
     return "; ".join(parts)
 
 
+def _kept_totals(rep, dropped) -> dict[str, float | None]:
+    """The totals' bands of an estimate (with a board top: its band and opq_top's added,
+    `opq_hw.cost.network`), 0 where the margin could not be kept (`dropped`)."""
+    return {r: (0.0 if r in dropped else rep.band(r).rel) for r in RESOURCES}
+
+
+def _beyond(rep, kept: Mapping[str, float | None]) -> dict[str, float]:
+    """What the totals hold beyond the layers (an RTL top level, a board top, kept BatchNorms), in units of
+    the layers' budget: the budget is usable / (1 + b) with b the design's band, and a board top with its
+    own band bg must leave glue x (1 + bg) of the usable amount, so it counts glue x (1 + bg) / (1 + b)."""
+    from .cost.network import BOARD_TOP
+
+    out = {}
+    for r in RESOURCES:
+        n = max(0.0, rep.totals[r] - sum(getattr(lc, r) for lc in rep.layers))
+        glue, b = float(rep.parts.get(BOARD_TOP, {}).get(r, 0)), kept.get(r)
+        bg = rep.part_band(BOARD_TOP, r)
+        if glue and b is not None and bg is not None and bg.rel is not None and b > 0:
+            n += glue * (bg.rel - b) / (1 + b)
+        out[r] = max(0.0, n)
+    return out
+
+
+def _board_top_note(rep, margin: Mapping[str, float | None]) -> str:
+    """`; board top LUT ± 27 %, totals checked at LUT ± 21 %` when the design has a board top."""
+    from .cost.network import BOARD_TOP
+
+    if BOARD_TOP not in rep.part_bands:
+        return ""
+    rs = [r for r in RESOURCES if rep.parts[BOARD_TOP].get(r) and margin.get(r)]
+    return ("; board top (its own band): " + ", ".join(f"{r} {rep.part_band(BOARD_TOP, r).label()}" for r in rs)
+            + ", totals checked at " + ", ".join(f"{r} ± {100 * margin[r]:.1f} %" for r in rs)) if rs else ""
+
+
 def _usage(cost_fn, specs, bits_of, k_of) -> float:
     return float(sum(cost_fn(s, bits_of(s), np.array([float(k_of(s))]))[0] for s in specs))
 
@@ -94,8 +128,9 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
 
     Returns (Allocation, info) where info = {board, arch, binding, budget (usable amounts), margin
     (per resource the error band used, None: uncalibrated), target (usable / (1 + margin): what the
-    allocation aims at), usage, utilisation, fits, verdict, iterations: [{resource, budget,
-    usage...}], folding}. Raises OpqError naming the missing
+    allocation aims at), margin_totals (the band the totals are checked at: with a board top, its band
+    and the design's added, `opq_hw.cost.network`), usage, utilisation, fits, verdict, iterations:
+    [{resource, budget, usage...}], folding}. Raises OpqError naming the missing
     resources when even min_bits with one survivor per output channel does not fit.
     """
     from .allocation import allocate, resolve_overrides
@@ -150,6 +185,7 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
     scale = {r: 1.0 for r in RESOURCES}
     iterations: list[dict[str, Any]] = []
     alloc = rep = None
+    from .cost.network import BOARD_TOP
     # what the totals hold beyond the layers (an RTL top level, a board top, kept BatchNorms): not in the
     # per-layer cost function, known after the first estimate and left out of the next budgets
     beyond = {r: 0.0 for r in RESOURCES}
@@ -163,31 +199,48 @@ def fit_allocation(specs: list[LayerSpec], weights, board: "Board | str", arch: 
         except OpqError as e:
             raise OpqError(f"cannot fit {board.name} with {arch} on {resource} ({usable[resource]:.0f} usable): {e}") from e
         rep = estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits)
-        beyond = {r: max(0.0, rep.totals[r] - sum(getattr(lc, r) for lc in rep.layers)) for r in RESOURCES}
+        beyond = _beyond(rep, kept)
+        # the smallest allocation with what lies beyond the layers: where that is over at the pessimistic end,
+        # the margin cannot be kept either (as for `dropped` above, known only now)
+        least = {r: floor[r] + beyond[r] for r in RESOURCES}
+        short = fits(board, least).over  # over even at the estimate: no allocation fits
+        if short:
+            what = ", ".join(f"{r}: at least {least[r]:.0f} needed ({beyond[r]:.0f} of them beyond the layers: the "
+                             f"architecture's top level{', the board top' if rep.parts.get(BOARD_TOP) else ''}), "
+                             f"{usable[r]:.0f} usable" for r in short)
+            raise OpqError(f"nothing fits {board.name} with {arch}: even at {min_bits} bits with one weight per output "
+                           f"channel the design needs {what}. Use a larger board, fold more, or another --arch")
+        late = {r: least[r] for r in fits(board, least, kept).over_high if r not in dropped}
+        if late:
+            dropped.update(late)
+            kept.update(dict.fromkeys(late, 0.0))
+            target.update({r: usable[r] for r in late})
         iterations.append({"resource": resource, "budget": budget, "usage": dict(rep.totals)})
-        over = fits(board, rep.totals, kept).over_high  # at the pessimistic end of the band (where it is kept)
+        over = fits(board, rep.totals, _kept_totals(rep, dropped)).over_high  # at the pessimistic end of the totals' band
         iterations[-1]["fits"] = not over
         if not over:
             break
         worst = max(over, key=lambda r: over[r] / max(usable[r], 1e-9))
-        if worst == resource:
+        if worst == resource and len(iterations) > 1:  # the first budget did not know what lies beyond the layers
             scale[resource] *= 0.95
         else:
             resource = worst
-    final = fits(board, rep.totals, kept) if rep is not None else None
+    final = fits(board, rep.totals, _kept_totals(rep, dropped)) if rep is not None else None
     if final is None or not final.ok:
-        over = ", ".join(f"{r} over by {v:.0f}{band_phrase(kept[r])}" for r, v in (final.over_high if final else {}).items())
+        over = ", ".join(f"{r} over by {v:.0f}{band_phrase(final.margin[r])}" for r, v in (final.over_high if final else {}).items())
         raise OpqError(f"no allocation found that fits {board.name} with {arch} after {_MAX_ITER} tries ({over}); "
                        "lower --max-bits, fold more, or pick a larger board")
     binding = rep.binding
     info = {"board": board.name, "arch": arch, "binding": binding, "allocated_for": resource,
             "budget": {r: usable[r] for r in RESOURCES}, "margin": margin, "margin_statistic": STATISTIC,
             "margin_source": acc.source, "target": target, "usage": dict(rep.totals),
+            "margin_totals": dict(final.margin),
             "utilisation": dict(rep.utilisation), "fits": rep.fits, "verdict": rep.fit_label,
             "margin_dropped": sorted(dropped), "iterations": iterations,
             "folding": rep.folding, "dense_max_bits_usage": dense, "min_usage": floor}
     notes = tuple(alloc.notes) + (f"hardware-aware: fitted to {board.name} with {arch}; binding resource {binding} "
-                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable); {margin_note(margin, target, usable, dropped, rep.totals)}",)
+                                  f"({rep.totals[binding]} of {usable[binding]:.0f} usable); {margin_note(margin, target, usable, dropped, rep.totals)}"
+                                  f"{_board_top_note(rep, final.margin)}",)
     from dataclasses import replace
 
     return replace(alloc, notes=notes), info

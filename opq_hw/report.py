@@ -38,12 +38,34 @@ def run_act_bits(manifest: Mapping[str, Any]) -> int | None:
     return manifest.get("config", {}).get("act_bits", 8)
 
 
-def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None) -> CostReport:
+def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None, logit_bits=None) -> CostReport:
     """Estimate with `folding`, or with the fastest folding that fits (the most folded if none fits); `affines`:
-    the run's BatchNorms kept as channel affines (manifest `bn_affine`)."""
+    the run's BatchNorms kept as channel affines (manifest `bn_affine`); `logit_bits`: `run_logit_bits`."""
     if folding is None:
         folding = choose_folding(specs, alloc, board, arch, act_bits=act_bits, strict=False)
-    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines)
+    return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines, logit_bits=logit_bits)
+
+
+def run_logit_bits(run_dir: str | os.PathLike, specs: list[LayerSpec]) -> int | None:
+    """The last layer's accumulator width from the run's actual integer weights, as opq_hw.rtl.seq sizes the
+    logits: read from `build/rtl/intnet.json` (the integer network `build --flow rtl` extracted and checked
+    bit-exact; verified against the manifest), None when the run has none (the estimate is then weight-agnostic)
+    or when its layers are not the run's (names or shapes differ: a stale build)."""
+    from .rundir import verify
+    from .rtl.intnet import IntNet
+    from .rtl.seq import _acc_bits
+
+    f = Path(run_dir) / "build" / "rtl" / "intnet.json"
+    if not f.is_file():
+        return None
+    verify(run_dir, ["build/rtl/intnet.json"])
+    try:
+        layers = IntNet.from_dict(read_json(f)).layers
+    except (KeyError, TypeError, ValueError) as e:
+        raise OpqError(f"{f}: not an integer network record ({e}); build it again with `opq-hw build RUN --flow rtl`") from None
+    if [(L.name, int(L.w.shape[0])) for L in layers] != [(s.name, s.out_channels) for s in specs]:
+        return None
+    return _acc_bits(layers[-1], layers[-1].in_bits, layers[-1].in_signed)
 
 
 def across_boards(specs, alloc, arch, act_bits, affines=None) -> list[CostReport]:
@@ -190,7 +212,19 @@ def accuracy_lines(rep: CostReport) -> list[str]:
         if not b.calibrated:
             unc.setdefault(b.why or "uncalibrated", []).append(f)
     out += [f"Uncalibrated {', '.join(fs)}: {why.removeprefix('uncalibrated: ')}." for why, fs in unc.items()]
+    for part in rep.part_bands:
+        pb = {f: rep.part_band(part, f) for f in ("LUT", "FF", "DSP", "BRAM18", "URAM") if rep.parts[part].get(f)}
+        out.append(f"The {part} row has its own band ({', '.join(f'{f} {b.label()}' for f, b in pb.items())}; "
+                   + (next(iter(pb.values())).why if pb else "") + "); the totals' bands add its absolute error to "
+                   "opq_top's (both at the worst end of their bands, same direction: conservative).")
     return out
+
+
+def part_cell(rep: CostReport, part: str, r: str) -> str:
+    """One figure of a part's row: `1,244 ± 27 %` when the part has a band of its own (the board top),
+    else the number (the RTL top level, inside the whole-design band)."""
+    b = rep.part_band(part, r)
+    return fmt(rep.parts[part][r], b) if b is not None and rep.parts[part][r] else f"{rep.parts[part][r]:,}"
 
 
 def _with_band(rep: CostReport, figure: str) -> str:
@@ -213,8 +247,8 @@ def layer_rows(rep: CostReport, alloc: Allocation, specs: list[LayerSpec] | None
         rows.append([layer_label(lc.name, specs), str(lc.bits), f"{lc.n_nonzero}/{lc.n_weights}", f"{_sparsity(alloc, lc):.3f}",
                      _fold_str(lc.folding), f"{lc.LUT:,}", f"{lc.FF:,}", str(lc.DSP), str(lc.BRAM18), str(lc.URAM),
                      f"{lc.cycles:,}", f"{lc.latency_cycles:,}"])
-    for name, c in rep.parts.items():  # beyond the layers, in the totals
-        rows.append([name, "", "", "", "", f"{c['LUT']:,}", f"{c['FF']:,}", str(c["DSP"]), str(c["BRAM18"]), str(c["URAM"]),
+    for name, c in rep.parts.items():  # beyond the layers, in the totals; a part measured apart shows its own band
+        rows.append([name, "", "", "", "", *[part_cell(rep, name, r) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
                      f"{c.get('cycles', 0):,}", ""])
     rows.append(["total", "", "", "", "", *[_total(rep, r) for r in ("LUT", "FF", "DSP", "BRAM18", "URAM")],
                  "II " + fmt(rep.ii_cycles, rep.band("cycles")), fmt(rep.latency_cycles, rep.band("cycles"))])
@@ -348,7 +382,7 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.ar
     act_bits = run_act_bits(manifest)
     b = load_board(board)
     affines = manifest.get("bn_affine") or []
-    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines)
+    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines, logit_bits=run_logit_bits(path, specs))
     boards = across_boards(specs, alloc, arch, act_bits, affines) if boards_table else [rep]
     figs = figures(rep, alloc)
     files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}

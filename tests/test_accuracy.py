@@ -158,6 +158,46 @@ def test_estimate_and_reports_show_bands_and_the_tri_state(tmp_path):
     assert "LUT (uncalibrated)" in render_markdown(h, alloc, [h], {}, specs)
 
 
+def test_board_top_row_has_its_own_band_and_the_totals_add_it(boards_copy):
+    """On a dev board the board top (UART glue) row carries its own leave-one-out band
+    (rtl_board_top_calibration.yaml), and the totals' band adds its absolute error to opq_top's, so a
+    design that fits at opq_top's band alone fits only at the optimistic end with the board top's."""
+    from opq_hw.cost.accuracy import board_top_accuracy, combine
+    from opq_hw.cost.network import BOARD_TOP
+    from opq_hw.report import accuracy_lines, layer_rows
+
+    # combine: absolute errors added; an unused part adds nothing; a used part without a band: uncalibrated
+    a, g = Band(rel=0.1, mape=0.05, n=8, scope="whole-design"), Band(rel=0.3, mape=0.1, n=5, scope="leave-one-out")
+    c = combine([(a, 900.0), (g, 100.0)])
+    assert c.rel == pytest.approx(0.12) and c.mape == pytest.approx(0.055) and (c.n, c.scope) == (8, "whole-design")
+    assert combine([(a, 900.0), (g, 0.0)]) == a and not combine([(a, 900.0), (Band(why="x"), 1.0)]).calibrated
+    table = yaml.safe_load((boards_copy / "rtl_board_top_calibration.yaml").read_text())["ecp5"]["heldout_error"]
+    specs, alloc = golden_inputs()
+    rep = estimate(specs, alloc, "ulx3s-85f", "rtl-seq")
+    glue, bt = rep.parts[BOARD_TOP]["LUT"], rep.part_band(BOARD_TOP, "LUT")
+    a0 = accuracy("rtl-seq", "ecp5").band("LUT").rel
+    assert bt.rel == table["lut"]["max"] == board_top_accuracy("ecp5").band("LUT").rel and bt.scope == "leave-one-out"
+    total = rep.band("LUT").rel
+    assert total == pytest.approx((a0 * (rep.totals["LUT"] - glue) + bt.rel * glue) / rep.totals["LUT"])
+    assert a0 < total < bt.rel and rep.band("BRAM18").rel == 0 and rep.part_band("rtl-seq top level", "LUT") is None
+    assert rep.used_range["LUT"] == pytest.approx([rep.totals["LUT"] * (1 - total), rep.totals["LUT"] * (1 + total)], abs=1e-3)
+    assert CostReport.from_json(rep.to_json()) == rep
+    row = next(r for r in layer_rows(rep, alloc)[1] if r[0] == BOARD_TOP)
+    assert row[5] == f"{glue:,} {bt.label()}"
+    assert any(f"row has its own band (LUT {bt.label()}" in ln for ln in accuracy_lines(rep))
+    # between the two: fits at opq_top's band alone, only at the optimistic end with the board top's added
+    b = load_board("ulx3s-85f")
+    usable = rep.totals["LUT"] * (1 + (a0 + total) / 2)
+    tight = dataclasses.replace(b, capacity={**b.capacity, "LUT": int((usable + b.shell["LUT"]) / b.utilisation_limits["LUT"])})
+    assert fits(tight, rep.totals, {"LUT": a0}).ok and estimate(specs, alloc, tight, "rtl-seq").fit == OPTIMISTIC
+    # no board-top table for the family: the totals' LUT and FF are uncalibrated, the fit says so
+    data = yaml.safe_load((boards_copy / "rtl_board_top_calibration.yaml").read_text())
+    data["ecp5"].pop("heldout_error")
+    (boards_copy / "rtl_board_top_calibration.yaml").write_text(yaml.safe_dump(data))
+    u = estimate(specs, alloc, "ulx3s-85f", "rtl-seq")
+    assert not u.band("LUT").calibrated and "LUT" in u.uncalibrated and u.band("BRAM18").rel == 0
+
+
 def test_folding_choice_keeps_the_margin(monkeypatch):
     """choose_folding takes the fastest folding that fits at the pessimistic end of the band: with a
     band, a design that fits only at the estimate is folded further."""
@@ -205,14 +245,38 @@ def test_fit_allocation_targets_the_budget_minus_the_band(cnn, boards_copy):
 
 
 def test_fit_allocation_says_when_the_margin_cannot_be_kept(cnn, boards_copy):
-    """iCE40 UP5K with a 60 % LUT band: even the smallest digits-cnn allocation under rtl-da is within
-    the LUTs only at the optimistic end of the band; the fit targets all usable LUTs and says so."""
+    """An ECP5-85F cut to 12,000 LUTs with a 60 % LUT band: even the smallest digits-cnn allocation under
+    rtl-da, with its top level, is within the LUTs only at the optimistic end of the band; the fit targets
+    all usable LUTs and says so."""
     from opq_hw.hwaware import fit_allocation
 
     specs, weights = cnn
-    table = yaml.safe_load((boards_copy / "rtl_da_calibration.yaml").read_text())["ice40"]["heldout_error"]
-    _edit(boards_copy, "rtl-da", "ice40", {**table, "lut": {"mape": 0.3, "max": 0.6}})
-    alloc, info = fit_allocation(specs, weights, "ice40-up5k", "rtl-da")
-    rep = estimate(specs, alloc, "ice40-up5k", "rtl-da", folding=info["folding"])
+    table = yaml.safe_load((boards_copy / "rtl_da_calibration.yaml").read_text())["ecp5"]["heldout_error"]
+    _edit(boards_copy, "rtl-da", "ecp5", {**table, "lut": {"mape": 0.3, "max": 0.6}})
+    b = load_board("ecp5-85f")
+    b = dataclasses.replace(b, capacity={**b.capacity, "LUT": 12_000})
+    alloc, info = fit_allocation(specs, weights, b, "rtl-da")
+    rep = estimate(specs, alloc, b, "rtl-da", folding=info["folding"])
     assert info["margin_dropped"] == ["LUT"] and rep.fit == OPTIMISTIC and not rep.over
     assert info["verdict"].startswith(OPTIMISTIC) and "LUT ± " in alloc.notes[-1] and "NOT kept" in alloc.notes[-1]
+
+
+def test_fit_allocation_keeps_the_board_tops_band(cnn):
+    """On a dev board the fit checks the totals at their band with the board top's added: on a ULX3S with
+    3,740 usable LUTs the max-bits digits-cnn (rtl-seq) fits at opq_top's band alone but not with the board
+    top's, so it is allocated down until usage x (1 + the totals' band) fits, in 2 allocations."""
+    from opq_hw.hwaware import fit_allocation
+
+    specs, weights = cnn
+    b = load_board("ulx3s-85f")
+    b = dataclasses.replace(b, capacity={**b.capacity, "LUT": 4400})
+    alloc, info = fit_allocation(specs, weights, b, "rtl-seq")
+    rep = estimate(specs, alloc, b, "rtl-seq")
+    from opq_hw.cost.network import BOARD_TOP
+
+    dense = info["dense_max_bits_usage"]["LUT"] + rep.totals["LUT"] - sum(lc.LUT for lc in rep.layers)  # + top, board top
+    band, total = info["margin"]["LUT"], info["margin_totals"]["LUT"]
+    assert band == accuracy("rtl-seq", "ecp5").band("LUT").rel < total == rep.band("LUT").rel
+    assert dense * (1 + band) <= b.limit("LUT") < dense * (1 + total)  # the board top's band is what moved it
+    assert info["usage"]["LUT"] * (1 + total) <= b.limit("LUT") and rep.fit == FITS and len(info["iterations"]) == 2
+    assert f"board top (its own band): LUT {rep.part_band(BOARD_TOP, 'LUT').label()}" in alloc.notes[-1] and f"totals checked at LUT ± {100 * total:.1f} %" in alloc.notes[-1]

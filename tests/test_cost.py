@@ -18,7 +18,8 @@ from opq_hw.cost import (CostReport, LayerParams, bram_blocks, choose_folding, c
                          finn_bram18, finn_mvau, hls4ml_latency, hls4ml_resource, network_params, rtl_da, rtl_seq,
                          rtl_seq_top, valid_reuse_factors, yosys_memory)
 from opq_hw.cost.common import bram_aspects
-from opq_hw.cost.rtl import board_top_features, lutram_mux_bits, rom_logic_luts
+from opq_hw.cost.rtl import (board_top_features, da_top_features, link_geometry, lutram_mux_bits, rom_logic_luts, rtl_da_top,
+                             seq_logits_memory)
 from opq_hw.errors import OpqError
 from opq_hw.spec import Allocation, LayerSpec
 
@@ -195,6 +196,31 @@ def test_rtl_da_hand_case():
     ra = rtl_da(p, load_board("ecp5-85f"), {**DEFAULT_CAL, "da_act_exp": 0.5})
     assert float(ra["LUT"]) == np.ceil(520 * 8 ** 0.5 + 30 + 10)
 
+    # a pool between two layers (conv 8 x 8 x 8 at 4-bit outputs -> 2 x 2 pool -> dense 128): its row of OW = 4
+    # partial maxima of 8 x 4 bits is a memory read asynchronously. Measured (corpus-cnn-8, rtl-da whole designs):
+    # 8 TRELLIS_DPR16X4 on ECP5, 6 LUT RAM cells on xc7, flip-flops on iCE40 (no LUT RAM; block RAM reads
+    # synchronously only): 128 FFs and a 4:1 read mux per bit, at 1 LUT4 per 2:1 mux bit
+    c8 = dataclasses.replace(conv, in_channels=1, fan_in=9, out_channels=8, out_bits=4)
+    fc = dataclasses.replace(lin(fan_in=128, out=10, a=4), last=True)
+    feats = {fam: da_top_features([c8, fc], fam) for fam in ("ecp5", "xc7", "ice40")}
+    assert [feats[f]["pool_lutram"] for f in ("ecp5", "xc7", "ice40")] == [8, 6, 0]
+    assert (feats["ice40"]["pool_row_ff"], feats["ice40"]["pool_mux_bits"], feats["ecp5"]["pool_row_ff"]) == (128, 32 * 3, 0)
+    assert (feats["ice40"]["pools"], feats["ice40"]["pool_bits"]) == (1, 32)
+    cal = {"top_ff": 20.0, "top_ff_per_pool": 80.0, "top_ff_per_pool_bit": 1.0, "top_ff_per_out_bit": 0.0, "top_lut": 0.0}
+    ice_top, ecp_top = (rtl_da_top([c8, fc], load_board(b), cal) for b in ("ice40-up5k", "ecp5-85f"))
+    assert (ice_top["FF"], ecp_top["FF"], ice_top["LUT"]) == (20 + 80 + 32 + 128, 20 + 80 + 32, 96)
+    # mnist1d-cnn's first pool (32 channels x 4 bits, a row of OW = 20): the row is read at the registered
+    # column counter (a synchronous read port): 8 RAM4Ks on iCE40 (measured: 3 such pools, 24), LUT RAM on xc7;
+    # the window's `orow * 40` takes a DSP on iCE40 too (measured: one SB_MAC16 per conv layer)
+    c1d = LayerParams(name="c", kind="conv1d", fan_in=96, out_channels=32, out_pixels=40, in_pixels=40, in_channels=32,
+                      kernel=(3,), in_width=40, n_weights=3072, nnz=900, w_bits=4, a_bits=4, a_signed=False,
+                      has_bias=True, out_bits=4)
+    fc640 = dataclasses.replace(lin(fan_in=640, out=10, a=4), last=True)
+    ice_f, x_f = da_top_features([c1d, fc640], "ice40"), da_top_features([c1d, fc640], "xc7")
+    assert (ice_f["pool_bram"], ice_f["pool_row_ff"], x_f["pool_lutram"] > 0, x_f["pool_bram"]) == (8, 0, True, 0)
+    assert rtl_da_top([c1d, fc640], load_board("ice40-up5k"), cal)["BRAM18"] == 8
+    assert int(rtl_da(c1d, load_board("ice40-up5k"), DEFAULT_CAL)["DSP"]) == 1
+
 
 def test_rtl_seq_hand_case():
     ice, ecp5 = load_board("ice40-up5k"), load_board("ecp5-85f")
@@ -267,6 +293,20 @@ def test_rtl_seq_hand_case():
     ice = board_top_features(64, 30, 6, "ice40")
     assert (ice["bram"], ice["lutram"], ice["logic_bits"], ice["packer_bits"]) == (1, 0, 8 * 30, 48)
     assert board_top_features(600, 8, 1, "ecp5")["bram"] == 1
+    # the logits memory at the RTL's width when the actual weights are known (iCE40 mnist1d-cnn v0 in
+    # benchmarks/results/rtl_whole_design.json: 10 logits of 15 bits, one RAM4K; weight-agnostic 6 + 4 + 8 + 1 = 19
+    # bits, wider than a RAM4K's 16, two)
+    ice40 = load_board("ice40-up5k")
+    logits = dataclasses.replace(lin(fan_in=160, out=10, w=6, a=4), last=True)
+    assert seq_logits_memory(logits, ice40) == ("block", 2)
+    actual = dataclasses.replace(logits, logit_bits=15)
+    assert seq_logits_memory(actual, ice40) == ("block", 1)
+    assert rtl_seq_top([actual], ice40)["BRAM18"] == rtl_seq_top([logits], ice40)["BRAM18"] - 1
+    assert link_geometry([actual], "rtl-seq")[1] == 10 * 2 and link_geometry([logits], "rtl-seq")[1] == 10 * 3
+    # estimate(logit_bits=): the run's IntNet width reaches the last layer, and the note says so
+    lb = estimate(specs, alloc, "ice40-up5k", "rtl-seq", logit_bits=16)
+    assert lb.parts["rtl-seq top level"]["BRAM18"] == estimate(specs, alloc, "ice40-up5k", "rtl-seq").parts["rtl-seq top level"]["BRAM18"] - 1
+    assert any("16-bit accumulators" in n for n in lb.notes)
 
 
 def test_valid_reuse_factors():
@@ -434,7 +474,7 @@ def test_choose_folding_target_fps_and_errors():
 
 
 # ---------------------------------------------------------------- hardware-aware OPQ
-@pytest.mark.parametrize("board,arch", [("pynq-z2", "hls4ml-latency"), ("ice40-up5k", "rtl-da"), ("pynq-z2", "finn-mvau")])
+@pytest.mark.parametrize("board,arch", [("pynq-z2", "hls4ml-latency"), ("ice40-up5k", "rtl-seq"), ("pynq-z2", "finn-mvau")])
 def test_fit_allocation_fits_and_reports_binding(cnn, board, arch):
     from opq_hw.hwaware import fit_allocation
 
@@ -470,6 +510,11 @@ def test_fit_allocation_says_what_is_missing(cnn):
     tiny = dataclasses.replace(b, capacity={**b.capacity, "LUT": 200})
     with pytest.raises(OpqError, match=r"nothing fits .* LUT: at least \d+ needed, 180 usable"):
         fit_allocation(specs, weights, tiny, "rtl-da")
+    # the layers alone would fit the UP5K at their smallest, not with the top level (its pools' rows, in
+    # flip-flops on iCE40, and the comparators of 8-bit activations): said once the first estimate knows it
+    with pytest.raises(OpqError, match=r"nothing fits ice40-up5k with rtl-da: .* LUT: at least \d+ needed \(\d+ of them "
+                                       r"beyond the layers: the architecture's top level\), 4752 usable"):
+        fit_allocation(specs, weights, b, "rtl-da")
 
 
 # ---------------------------------------------------------------- against FINN's own code

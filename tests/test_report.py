@@ -161,3 +161,44 @@ def test_report_notes_and_layer_shapes(run_dir):
     assert "| 0 (conv2d 1x8x8 -> 16x8x8) |" in md and "| 7 (linear 128 -> 10) |" in md
     html = (run_dir / "reports" / "estimate.html").read_text()
     assert "<li>run: a note of the run</li>" in html and "3 (conv2d 16x4x4 -&gt; 32x4x4)" in html
+
+
+def _demo_intnet(names=("0", "3", "7")):
+    """An integer network of the demo's shapes (conv 1->16, pool, conv 16->32, pool, linear 128->10), the
+    last layer with a few +-1 weights: its accumulator needs far fewer bits than the weight-agnostic width."""
+    import numpy as np
+
+    from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet, Pool
+
+    rng = np.random.default_rng(0)
+    w0, w1 = rng.integers(-3, 4, (16, 1, 3, 3)), rng.integers(-3, 4, (32, 16, 3, 3))
+    w2 = np.zeros((10, 128), dtype=np.int64)
+    w2[:, :3] = 1
+    z = np.zeros
+    return IntNet((1, 8, 8), 8, True, -4, [
+        IntLayer(names[0], "conv", w0, z(16, dtype=np.int64), 8, True, (1, 8, 8), (16, 8, 8), (1, 1), (-10,) * 16, (-6,) * 16, 4, -4),
+        Pool(2), IntLayer(names[1], "conv", w1, z(32, dtype=np.int64), 4, False, (16, 4, 4), (32, 4, 4), (1, 1), (-10,) * 32,
+                          (-6,) * 32, 4, -4),
+        Pool(2), Flatten(), IntLayer(names[2], "linear", w2, z(10, dtype=np.int64), 4, False, (128, 1, 1), (10, 1, 1),
+                                     (0, 0), (-10,) * 10, None, None, None)], (1, 8, 8))
+
+
+def test_estimate_sizes_the_logits_from_the_runs_integer_network(run_dir):
+    """After `build --flow rtl` (build/rtl/intnet.json) the rtl-seq estimate sizes the logits as seq.py does,
+    from the actual weights: 3 x (+1) x 15 needs 7 bits, not the weight-agnostic 20, so the iCE40 logits take
+    one RAM4K instead of two; a build of other layers (stale) is not used."""
+    from opq_hw.report import run_logit_bits
+
+    spec_names = ["0", "3", "7"]
+    before = estimate_run(run_dir, "ice40-up5k", "rtl-seq", boards_table=False)
+    (run_dir / "build" / "rtl").mkdir(parents=True)
+    (run_dir / "build" / "rtl" / "intnet.json").write_text(json.dumps(_demo_intnet().to_dict()))
+    from opq_hw.spec import read_records
+
+    assert run_logit_bits(run_dir, read_records(run_dir)[0]) == 7 and [lc.name for lc in before.layers] == spec_names
+    after = estimate_run(run_dir, "ice40-up5k", "rtl-seq", boards_table=False)
+    assert after.totals["BRAM18"] == before.totals["BRAM18"] - 1
+    assert any("sized from the actual weights (7-bit" in n for n in after.notes)
+    assert not any("actual weights" in n for n in before.notes)
+    (run_dir / "build" / "rtl" / "intnet.json").write_text(json.dumps(_demo_intnet(("a", "b", "c")).to_dict()))
+    assert estimate_run(run_dir, "ice40-up5k", "rtl-seq", boards_table=False).totals == before.totals

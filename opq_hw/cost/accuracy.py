@@ -20,6 +20,11 @@ new design's error exceeds the largest of n held-out errors with probability at 
 held-out designs: an 89 % bound); the MAPE would be exceeded by about half of the designs. The MAPE
 is kept beside it (reports, cost.json). The band is symmetric: `fits` checks usage x (1 + band)
 (the pessimistic end) and usage x (1 - band) (the optimistic end) against the board.
+
+On a dev board an RTL estimate holds the board top (UART link, frame buffers) beside opq_top. Its row
+has its own band (`board_top_accuracy`: `heldout_error` of rtl_board_top_calibration.yaml, scope
+leave-one-out), and the totals' band adds the two parts' absolute errors (`combine`: both at the worst
+end of their bands, in the same direction; conservative).
 """
 from __future__ import annotations
 
@@ -30,11 +35,13 @@ from ..boards import RESOURCES, config_dir, read_yaml
 from ..errors import OpqError
 from .band import STATISTIC, Band, fmt, fraction as _fraction
 
-__all__ = ["Accuracy", "Band", "FIGURES", "SCOPES", "STATISTIC", "UNCALIBRATED_WHY", "accuracy", "fmt", "parse_heldout"]
+__all__ = ["Accuracy", "Band", "FIGURES", "SCOPES", "STATISTIC", "UNCALIBRATED_WHY", "accuracy", "board_top_accuracy",
+           "combine", "fmt", "parse_heldout"]
 
 FIGURES = (*RESOURCES, "cycles")  # what carries a band: the resources and the cycles per sample
 _KEYS = {"lut": "LUT", "ff": "FF", "bram": "BRAM18", "uram": "URAM", "dsp": "DSP", "cycles": "cycles"}
-SCOPES = ("whole-design", "per-layer")
+SCOPES = ("whole-design", "per-layer", "leave-one-out")
+_UNITS = {"whole-design": "whole designs", "per-layer": "layers", "leave-one-out": "measured board tops, leave-one-out"}
 # why an architecture without a calibration file has no band, by flow
 UNCALIBRATED_WHY = {
     "hls4ml": "uncalibrated: no Vivado/Vitis here to measure hls4ml designs (published results compared in "
@@ -97,8 +104,7 @@ def parse_heldout(d: Any, where: str) -> tuple[dict[str, Band], str]:
         if e["mape"] > e["max"] + 1e-12:
             raise OpqError(f"{where}: heldout_error.{key}: the mean error {e['mape']} exceeds the max {e['max']}{fix}")
         bands[fig] = Band(rel=float(e["max"]), mape=float(e["mape"]), n=n, scope=scope,
-                          why=f"{STATISTIC} over {n} held-out {'whole designs' if scope == 'whole-design' else 'layers'}"
-                              f" ({source})")
+                          why=f"{STATISTIC} over {n} held-out {_UNITS[scope]} ({source})")
     return bands, source
 
 
@@ -120,3 +126,46 @@ def accuracy(arch: str, family: str) -> Accuracy:
     missing = [f for f in FIGURES if f not in bands]
     why = f"uncalibrated: {name} ({family}) has no held-out error for it"
     return Accuracy(arch, family, {**bands, **{f: Band(why=why) for f in missing}}, source)
+
+
+BOARD_TOP_FILE = "rtl_board_top_calibration.yaml"
+
+
+def board_top_accuracy(family: str) -> Accuracy:
+    """The error bands of the board top's glue on a dev board (the `board top` row of an RTL estimate):
+    `heldout_error` of board_configs/rtl_board_top_calibration.yaml, written by benchmarks/rtl_board_top.py
+    (LUT/FF: leave-one-out over the measured board tops; BRAM18/DSP: the structural count against each);
+    uncalibrated where the family has none. It adds no cycles per sample (the link is outside opq_top's
+    interval), so its cycles band is exact."""
+    path = config_dir() / BOARD_TOP_FILE
+    data = read_yaml(path) if path.is_file() else None
+    fam = data.get(family) if isinstance(data, dict) else None
+    if not isinstance(fam, dict) or "heldout_error" not in fam:
+        return Accuracy("board top", family, {}, f"uncalibrated: {BOARD_TOP_FILE} has no heldout_error for {family}")
+    bands, source = parse_heldout(fam["heldout_error"], f"{BOARD_TOP_FILE} ({family})")
+    why = f"uncalibrated: {BOARD_TOP_FILE} ({family}) has no held-out error for it"
+    bands = {**bands, "cycles": Band(rel=0.0, mape=0.0, n=bands["LUT"].n if "LUT" in bands else 1, scope="leave-one-out",
+                                     why="the board top adds no cycles per sample")}
+    return Accuracy("board top", family, {**bands, **{f: Band(why=why) for f in FIGURES if f not in bands}}, source)
+
+
+def combine(parts: "list[tuple[Band, float]]") -> Band:
+    """The band of a sum of parts, each (band, usage): the absolute errors added, as if every part were
+    at the worst of its band in the same direction (conservative: no cancellation is assumed), so
+    rel = sum(rel_i x usage_i) / sum(usage_i), and the same for the mean. A used part without a band
+    makes the sum uncalibrated; an unused one adds nothing. Nothing used: the widest of the bands. n and
+    scope are the first part's (the design; the others' are stated with their own rows)."""
+    used = [(b, u) for b, u in parts if u > 0]
+    unc = [b for b, _ in used if not b.calibrated]
+    if unc:
+        return unc[0]
+    if not used:
+        cal = [b for b, _ in parts if b.calibrated]
+        return max(cal, key=lambda b: b.rel) if cal else parts[0][0]
+    if len(used) == 1:
+        return used[0][0]
+    total = sum(u for _, u in used)
+    rel = sum(b.rel * u for b, u in used) / total
+    mape = sum((b.mape if b.mape is not None else b.rel) * u for b, u in used) / total
+    return Band(rel=rel, mape=mape, n=used[0][0].n, scope=used[0][0].scope,
+                why=f"{STATISTIC}: the absolute errors of the parts added (" + "; ".join(b.why for b, _ in used) + ")")

@@ -43,6 +43,9 @@ class LayerParams:
     laplace_b: float = 0.0  # OPQ's Laplace scale of the normalised weights (0: unknown, magnitudes taken as uniform)
     last: bool = False  # the network's output layer (no requantization: its accumulators are the logits)
     out_bits: int = 0  # bits of the requantized output activations (0: a_bits, as for every layer after the first)
+    # the last layer: its accumulator width from the actual weights (opq_hw.rtl.seq `_acc_bits`, what the RTL's
+    # logits memory holds), where the estimate has them (a run's IntNet); 0: unknown, the weight-agnostic width
+    logit_bits: int = 0
 
     @property
     def acc_bits(self) -> int:
@@ -135,7 +138,8 @@ class CostReport:
     `used_range[r]`: [optimistic, pessimistic] usage with the shell; `fit`: the verdict with the
     bands (`fits`, `fits only at the optimistic end`, `does not fit`, see `opq_hw.cost.fit`), and
     `fits` is True only for `fits`. `parts`: what the totals hold beyond the layers, one row each (the RTL
-    top level; on a dev board, the board top's serial link). `ii_cycles` is the network's initiation interval (its slowest
+    top level; on a dev board, the board top's serial link); `part_bands`: the bands of a part measured
+    apart (the board top), which `bands` (the totals') then include. `ii_cycles` is the network's initiation interval (its slowest
     layer, `bottleneck`), `latency_cycles` the sum over layers.
     """
 
@@ -168,6 +172,15 @@ class CostReport:
     bands: dict[str, Any] = field(default_factory=dict)
     used_range: dict[str, Any] = field(default_factory=dict)
     parts: dict[str, dict[str, int]] = field(default_factory=dict)  # beyond the layers, in the totals: top level, board top
+    part_bands: dict[str, dict[str, Any]] = field(default_factory=dict)  # a part with its own band: per figure
+
+    def part_band(self, part: str, figure: str):
+        """The error band of one part's figure (the board top's), or None when the part has no band of its
+        own (the RTL top level: inside the whole-design band)."""
+        from .band import Band
+
+        b = self.part_bands.get(part, {}).get(figure)
+        return Band.from_dict(b) if b is not None else None
 
     def band(self, figure: str):
         """The error band of `figure` (an `accuracy.Band`; uncalibrated when the record has none)."""
@@ -204,6 +217,8 @@ class CostReport:
         d["notes"] = list(self.notes)
         if not d["parts"]:  # no architecture top level (hls4ml, FINN): the record as before
             del d["parts"]
+        if not d["part_bands"]:  # no part with a band of its own (no board top): the record as before
+            del d["part_bands"]
         return d
 
     @classmethod

@@ -176,9 +176,10 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
 
 # Families where Yosys 0.23 puts opq_window.v's end-of-frame test `orow * W + ocol == LASTM` on a DSP
 # when the line length W is not a power of two (a shift otherwise): measured on xc7 (synth_xilinx,
-# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py);
-# not measured on ECP5 / iCE40 (no rtl-da design there has such a W)
-WINDOW_MUL_DSP = ("xc7",)
+# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py) and on
+# iCE40 (synth_ice40 -dsp, the same layers: one SB_MAC16 each); not measured on ECP5 (no rtl-da design there
+# has such a W)
+WINDOW_MUL_DSP = ("xc7", "ice40")
 
 
 def window_dsp(p: LayerParams, board: Board) -> int:
@@ -304,34 +305,54 @@ def pools_between(params: list[LayerParams]) -> list[tuple[int, int]]:
     return out
 
 
-def da_top_features(params: list[LayerParams]) -> dict[str, float]:
+def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
     """What the da4ml architecture's top level holds beyond its layer modules (opq_hw/rtl/gen.py
-    `opq_top`): the max pools (opq_maxpool.v: a row of OW partial maxima of C x BW bits, counters) and
-    the output serializer (opq_serialize.v: n_out accumulators)."""
+    `opq_top`): the max pools and the output serializer (opq_serialize.v: n_out accumulators). A pool
+    (opq_maxpool.v) keeps a row of OW partial maxima of one pixel (C x BW bits) in `part`, a memory read at
+    the registered column counter `oc` (memory_dff merges that register into a synchronous read port)
+    that `yosys_memory` places. Measured on every pool of the rtl-da whole designs, all as predicted:
+    ECP5 8 + 16 TRELLIS_DPR16X4, xc7 6 + 11 and 3 x 22 LUT RAM cells, iCE40 the small rows (32 x 4,
+    64 x 2 bits) in flip-flops and mnist1d-cnn's (128 x 20, 10, 5) in 3 x 8 RAM4Ks (`pool_bram`). Beside it:
+    the output register and the comparators of one pixel (`pool_bits`, C x BW per pool), the counters
+    (`pools`). A row in logic is OW x pixel flip-flops (`pool_row_ff`) and an OW:1 read mux, a row in LUT
+    RAM its read mux (`pool_mux_bits`, costed at MUX_LUT_PER_BIT)."""
     pools = pools_between(params)
     last = params[-1]
-    return {"pools": float(len(pools)), "pool_bits": float(sum(b * ow for b, ow in pools)),
+    row_ff = mux = cells = blocks = 0.0
+    for b, ow in pools:
+        kind, n = yosys_memory(b, ow, family, rom=False, sync_read=True, aspects=_aspects_of(family))
+        row_ff += b * ow if kind == "logic" else 0
+        mux += b * (ow - 1) if kind == "logic" else lutram_mux_bits(b, ow, family) if kind == "lutram" else 0
+        cells += n if kind == "lutram" else 0
+        blocks += n if kind == "block" else 0
+    return {"pools": float(len(pools)), "pool_bits": float(sum(b for b, _ in pools)), "pool_row_ff": float(row_ff),
+            "pool_mux_bits": float(mux), "pool_lutram": float(cells), "pool_bram": float(blocks),
             "out_bits": float(last.out_channels * (last.w_bits + last.a_bits + clog2(last.fan_in) + 1))}
 
 
 def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The da4ml architecture's top level beyond its layer modules (`da_top_features`): pools and the
-    output serializer; coefficients fitted on whole designs (benchmarks/rtl_whole_design.py --arch da).
+    output serializer; coefficients fitted on whole designs (benchmarks/rtl_whole_design.py --arch da),
+    the pools' row memories placed by Yosys's rule (not fitted):
 
       LUT    = top_lut + top_lut_per_pool * pools + top_lut_per_pool_bit * pool_bits + top_lut_per_out_bit * out_bits
+               + MUX_LUT_PER_BIT * pool_mux_bits
       FF     = top_ff + top_ff_per_pool * pools + top_ff_per_pool_bit * pool_bits + top_ff_per_out_bit * out_bits
+               + pool_row_ff
+      BRAM18 = the pools' rows in block RAM (`pool_bram`, the family's blocks)
       cycles = input pixels per sample (one pixel per cycle: the interval of the stream)
+    LUT RAM cells (`pool_lutram`) are counted apart, not as LUT-equivalents (as for the rtl-seq buffers).
     """
     cal = {**DA_CALIBRATION.defaults, **(calibration or DA_CALIBRATION.load(board.family))}
-    f = da_top_features(params)
+    f = da_top_features(params, board.family)
     lut = math.ceil(cal["top_lut"] + cal["top_lut_per_pool"] * f["pools"] + cal["top_lut_per_pool_bit"] * f["pool_bits"]
-                    + cal["top_lut_per_out_bit"] * f["out_bits"] - 1e-9)
+                    + cal["top_lut_per_out_bit"] * f["out_bits"] + MUX_LUT_PER_BIT[board.family] * f["pool_mux_bits"] - 1e-9)
     ff = math.ceil(cal["top_ff"] + cal["top_ff_per_pool"] * f["pools"] + cal["top_ff_per_pool_bit"] * f["pool_bits"]
-                   + cal["top_ff_per_out_bit"] * f["out_bits"] - 1e-9)
+                   + cal["top_ff_per_out_bit"] * f["out_bits"] + f["pool_row_ff"] - 1e-9)
     first = params[0]
     pixels = first.in_pixels if first.kind != "linear" else first.fan_in  # a feature vector streams as W pixels
-    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": 0, "URAM": 0, "mults": 0, "cycles": pixels, "ii": pixels,
-            "latency": 0}
+    return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": int(f["pool_bram"]), "URAM": 0, "mults": 0, "cycles": pixels,
+            "ii": pixels, "latency": 0}
 
 
 def da_serial_cycles(params: list[LayerParams], serial_bits: int) -> int:
@@ -446,7 +467,7 @@ def rtl_seq_top(params: list[LayerParams], board: Board, calibration: Mapping[st
     """
     cal = {**SEQ_CALIBRATION.defaults, **(calibration or SEQ_CALIBRATION.load(board.family))}
     last = params[-1]
-    acc = seq_features(last)["acc"]
+    acc = seq_logit_bits(last)
     kind, cells = seq_logits_memory(last, board)
     logit_logic = acc * last.out_channels if kind == "logic" else 0
     lutram = lutram_mux_bits(acc, last.out_channels, board.family) if kind == "lutram" else 0
@@ -470,9 +491,18 @@ def seq_logits_memory(last: LayerParams, board: Board) -> tuple[str, int]:
     """Where Yosys puts the rtl-seq top level's logits (n_out x accumulator bits, written by the last
     layer; read at the registered output counter, which memory_dff merges into a synchronous read
     port): `yosys_memory` - LUT RAM on ECP5/xc7, a RAM4K on iCE40 (measured: the 4th block of the
-    digits designs)."""
-    acc = int(seq_features(last)["acc"])
+    digits designs). Its width: `seq_logit_bits`."""
+    acc = seq_logit_bits(last)
     return yosys_memory(acc, last.out_channels, board.family, rom=False, sync_read=True, aspects=bram_aspects(board))
+
+
+def seq_logit_bits(last: LayerParams) -> int:
+    """The width of the rtl-seq logits: seq.py sizes the last accumulator from the actual weights
+    (max over channels of sum |w| x the largest input + |bias|); with them (`LayerParams.logit_bits`,
+    from a run's IntNet) that width, else the weight-agnostic W + A + log2(fan_in) + 1 (`seq_features`), which
+    can cross a block boundary the real width does not (iCE40 mnist1d-cnn v0: 10 x 19 bits take two RAM4Ks,
+    the RTL's 10 x 15 one)."""
+    return int(last.logit_bits) if last.logit_bits else int(seq_features(last)["acc"])
 
 
 
@@ -535,11 +565,12 @@ def _aspects_of(family: str) -> tuple[tuple[int, int], ...]:
 def link_geometry(params: list[LayerParams], arch: str) -> tuple[int, int, int]:
     """The serial link's (INFER payload bytes, RESULT payload bytes, bytes per input word) of a design
     (opq_hw/rtl/board.py `LinkGeometry`): the 8-bit input values, one per beat (rtl-seq) or a pixel of all
-    channels per beat (rtl-da convs); the n_out logits as bytes of the signed accumulator."""
+    channels per beat (rtl-da convs); the n_out logits as bytes of the signed accumulator (rtl-seq: `seq_logit_bits`,
+    the RTL's width when the actual weights are known)."""
     first, last = params[0], params[-1]
     values = first.fan_in if first.kind == "linear" else first.in_channels * max(first.in_pixels, 1)
     in_beat = first.in_channels if arch == "rtl-da" and first.kind != "linear" else 1
-    out_w = last.w_bits + last.a_bits + clog2(last.fan_in) + 1
+    out_w = seq_logit_bits(last) if arch == "rtl-seq" else last.w_bits + last.a_bits + clog2(last.fan_in) + 1
     return values, last.out_channels * ((out_w + 7) // 8), in_beat
 
 
