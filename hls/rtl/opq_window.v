@@ -14,19 +14,23 @@
 // Latency: one cycle from the push that completes a window to out_valid.
 // GAP > 1 (digit-serial consumers, which read a window for GAP cycles): a flush push comes at the
 // earliest GAP cycles after the previous push, so pushes stay on the input's GAP-cycle grid.
+// DS > 1 (digit-serial consumers): in_data holds each channel as DS digits of DB bits (BW = DS*DB,
+// opq_digit_chain's layout) and out_data the current DB-bit digit of every tap and channel: digit k
+// on the k-th cycle after out_valid (k < DS), read off opq_digit_chain's stages, no multiplexer.
 module opq_window #(
     parameter C = 1, parameter BW = 8,
     parameter H = 8, parameter W = 8,
     parameter KH = 3, parameter KW = 3,
     parameter PH = 1, parameter PW = 1,
-    parameter GAP = 1
+    parameter GAP = 1,
+    parameter DS = 1, parameter DB = BW
 ) (
     input clk,
     input rst,
     input in_valid,
     input [C*BW-1:0] in_data,
     output reg out_valid,
-    output [KH*KW*C*BW-1:0] out_data
+    output [KH*KW*C*DB-1:0] out_data
 );
     localparam PIX = C * BW;
     localparam OH = H + 2 * PH - KH + 1;
@@ -69,9 +73,6 @@ module opq_window #(
             out_valid <= 1'b0;
         end else begin
             out_valid <= emit & (ocol < OW);
-            if (push) begin
-                sr <= {sr[PIX*DEPTH-1-PIX:0], pix};
-            end
             if (in_valid) begin
                 n <= (n == H * W - 1) ? 0 : n + 1;
             end
@@ -93,6 +94,19 @@ module opq_window #(
         end
     end
 
+    // pixel position j of the shift register at [j*DS*C*DB +: C*DB] of `store` (its current digit when DS > 1)
+    localparam CD = C * DB;
+    wire [DEPTH*DS*CD-1:0] store;
+    generate
+        if (DS > 1) begin : g_ds
+            opq_digit_chain #(.C(C), .DB(DB), .DS(DS), .DEPTH(DEPTH)) u_chain (.clk(clk), .rst(rst), .push(push),
+                .pix(pix), .stages(store[((DEPTH-1)*DS+1)*CD-1:0]));
+            assign store[DEPTH*DS*CD-1:((DEPTH-1)*DS+1)*CD] = {((DS-1)*CD){1'b0}};
+        end else begin : g_whole
+            always @(posedge clk) if (!rst && push) sr <= {sr[PIX*DEPTH-1-PIX:0], pix};
+            assign store = sr;
+        end
+    endgenerate
     genvar kh, kw;
     generate
         for (kh = 0; kh < KH; kh = kh + 1) begin : g_row
@@ -100,7 +114,7 @@ module opq_window #(
                 localparam OFF = D + PH * W + PW - kh * W - kw;
                 wire row_ok = (prow + kh >= PH) && (prow + kh < H + PH);
                 wire col_ok = (pcol + kw >= PW) && (pcol + kw < W + PW);
-                assign out_data[(kh*KW+kw)*PIX +: PIX] = (row_ok && col_ok) ? sr[OFF*PIX +: PIX] : {PIX{1'b0}};
+                assign out_data[(kh*KW+kw)*CD +: CD] = (row_ok && col_ok) ? store[OFF*DS*CD +: CD] : {CD{1'b0}};
             end
         end
     endgenerate
