@@ -73,6 +73,9 @@ module opq_window #(
             out_valid <= 1'b0;
         end else begin
             out_valid <= emit & (ocol < OW);
+            if (push) begin
+                sr <= {sr[PIX*DEPTH-1-PIX:0], pix};
+            end
             if (in_valid) begin
                 n <= (n == H * W - 1) ? 0 : n + 1;
             end
@@ -94,17 +97,15 @@ module opq_window #(
         end
     end
 
-    // pixel position j of the shift register at [j*DS*C*DB +: C*DB] of `store` (its current digit when DS > 1)
     localparam CD = C * DB;
-    wire [DEPTH*DS*CD-1:0] store;
+    localparam NS = (DEPTH - 1) * DS + 1;  // stages: pixel position j at stage j*DS
+    wire [NS*CD-1:0] st;
     generate
         if (DS > 1) begin : g_ds
             opq_digit_chain #(.C(C), .DB(DB), .DS(DS), .DEPTH(DEPTH)) u_chain (.clk(clk), .rst(rst), .push(push),
-                .pix(pix), .stages(store[((DEPTH-1)*DS+1)*CD-1:0]));
-            assign store[DEPTH*DS*CD-1:((DEPTH-1)*DS+1)*CD] = {((DS-1)*CD){1'b0}};
-        end else begin : g_whole
-            always @(posedge clk) if (!rst && push) sr <= {sr[PIX*DEPTH-1-PIX:0], pix};
-            assign store = sr;
+                .pix(pix), .stages(st));
+        end else begin : g_pix
+            assign st = sr;
         end
     endgenerate
     genvar kh, kw;
@@ -114,7 +115,7 @@ module opq_window #(
                 localparam OFF = D + PH * W + PW - kh * W - kw;
                 wire row_ok = (prow + kh >= PH) && (prow + kh < H + PH);
                 wire col_ok = (pcol + kw >= PW) && (pcol + kw < W + PW);
-                assign out_data[(kh*KW+kw)*CD +: CD] = (row_ok && col_ok) ? store[OFF*DS*CD +: CD] : {CD{1'b0}};
+                assign out_data[(kh*KW+kw)*CD +: CD] = (row_ok && col_ok) ? st[OFF*DS*CD +: CD] : {CD{1'b0}};
             end
         end
     endgenerate
