@@ -341,17 +341,18 @@ def digit_pixel(src: str, c: int, bw: int, signed: bool, D: int, S: int) -> str:
 
 def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is_last: bool) -> list[str]:
     """Verilog of a digit-serial layer between its window/collector (`wv`; `wd`: digit k of every
-    input on the k-th cycle from `wv`, k < `steps`, MSB first) and its output register: per cycle
-    one D-bit digit of every input into the kernel `d @ M`, Horner accumulation a <= (a << D) + y
-    per output (the first digit of a signed input: a <= -y), requantization, `yq`.
-    The bias is folded into the accumulation, no adder: the first step starts from b's top bits
-    b >> D*(S-1) (a constant where whole-activation Horner starts from 0), and step k > 0 fills
-    the D zero bits a << D leaves with b's digit k (a constant per step: a function of the step
-    counter), so after the last step a = x @ M + b exactly."""
+    input on the k-th cycle from `wv`, k < `steps` = S, MSB first) and its output register: per
+    cycle one D-bit digit of every input into the kernel `y = d @ M`, and per output one adder,
+    s = ((a << D) | c_k) + y: Horner accumulation with the bias folded in, requantized into `yq`
+    at the last step (a signed input's first digit, its sign, enters as ~y with the +1 in the bias).
+    b' = b (+ 2^(D(S-1)) for a signed input) = P * 2^(DS) + sum_k c_k 2^(D(S-1-k)), c_k D-bit:
+    the accumulator `a` starts from the constant P (a synchronous set/reset of its flip-flops, at
+    reset and at each vector's last step), and step k fills the D zero bits a << D leaves with
+    c_k (a function of the step counter); so no adder for the bias and no multiplexer for the
+    first step, and after step S-1, s = x @ M + b exactly (two's complement, `aw` bits)."""
     D, S, LK = K.in_bits, steps, K.latency
     cout = K.n_out
     sw = bits_for(S)
-    F = D * (S - 1)
     b = [f"    // digit-serial: {S} digits of {D} bit(s) per input vector, MSB first",
          f"    reg run; reg [{sw - 1}:0] step;",
          f"    wire [{sw - 1}:0] k = wv ? {sw}'d0 : step;",
@@ -372,37 +373,38 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
               f"    wire v_d = cv[{LK - 1}]; wire [{sw - 1}:0] k_d = ck[{LK * sw - 1}:{(LK - 1) * sw}];"]
     else:
         b += [f"    wire v_d = go; wire [{sw - 1}:0] k_d = k;"]
-    b += [f"    wire f_d = (k_d == {sw}'d0), l_d = (k_d == {sw}'d{S - 1});",
-          "    reg dn, ov;",
-          "    always @(posedge clk) begin dn <= !rst && v_d && l_d; ov <= !rst && dn; end",
-          "    assign out_valid = ov;"]
+    b += [f"    wire f_d = (k_d == {sw}'d0), done = v_d && (k_d == {sw}'d{S - 1});",
+          "    reg ov;",
+          "    always @(posedge clk) ov <= !rst && done;",
+          "    assign out_valid = ov;",
+          "    wire load = rst | done;  // the accumulators restart from their constant"]
     kw = K.acc_w
     mask = (1 << aw) - 1
     for o in range(cout):
-        bo = int(L.b[o])
-        hi, lo = bo >> F, bo & ((1 << F) - 1)  # b = hi * 2^F + lo, lo = digits 1..S-1 of b
+        bo = int(L.b[o]) + ((1 << (D * (S - 1))) if L.in_signed else 0)
+        P, low = bo >> (D * S), bo & ((1 << (D * S)) - 1)  # b' = P * 2^(DS) + low, low = digits c_0..c_{S-1}
         yo = f"y[{(o + 1) * kw - 1}:{o * kw}]"
         ye = f"{{{{{aw - kw}{{y[{(o + 1) * kw - 1}]}}}}, {yo}}}" if aw > kw else yo
         shifted = f"(a{o} <<< {D})"
-        if lo:  # digit k of b (k >= 1) at step k: entry k of a constant table
-            tab = sum(((lo >> (D * (S - 1 - j))) & ((1 << D) - 1)) << (j * D) for j in range(1, S))
+        if low:  # digit c_k of b' at step k: entry k of a constant table
+            tab = sum(((low >> (D * (S - 1 - j))) & ((1 << D) - 1)) << (j * D) for j in range(S))
             b += [f"    wire [{S * D - 1}:0] bt{o} = {S * D}'d{tab};"]
             shifted = f"({shifted} | bt{o}[k_d * {D} +: {D}])"
-        start = f"{aw}'d{hi & mask}"
-        first = f"{start} - y{o}" if L.in_signed else f"{start} + y{o}"
+        yy = f"(y{o} ^ {{{aw}{{f_d}}}})" if L.in_signed else f"y{o}"
         b += [f"    wire signed [{aw - 1}:0] y{o} = {ye};",
               f"    reg signed [{aw - 1}:0] a{o};",
-              f"    always @(posedge clk) if (v_d) a{o} <= f_d ? {first} : {shifted} + y{o};"]
+              f"    wire [{aw - 1}:0] s{o} = {shifted} + {yy};",
+              f"    always @(posedge clk) if (load) a{o} <= {aw}'d{P & mask}; else if (v_d) a{o} <= s{o};"]
     if is_last:
-        cat = ", ".join(f"a{o}" for o in reversed(range(cout)))
-        b += [f"    reg [{cout * aw - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+        cat = ", ".join(f"s{o}" for o in reversed(range(cout)))
+        b += [f"    reg [{cout * aw - 1}:0] yq;", f"    always @(posedge clk) if (done) yq <= {{{cat}}};",
               "    assign out_data = yq;"]
         return b
     ob = L.out_bits
     for o in range(cout):
-        b += ["    " + t for t in requant_expr(f"a{o}", aw, L.out_shift[o], ob, f"r{o}")]
+        b += ["    " + t for t in requant_expr(f"s{o}", aw, L.out_shift[o], ob, f"r{o}")]
     cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
-    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) if (done) yq <= {{{cat}}};",
                 "    assign out_data = yq;"]
 
 
@@ -489,7 +491,7 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
             if S > 1:
                 aw = serial_acc_width(L, K.acc_w)
                 body += serial_layer_body(L, K, n_in, S, aw, is_last)
-                lat = S + K.latency + 1
+                lat = S + K.latency
                 obits = cout * (aw if is_last else L.out_bits)
                 if is_last:
                     out_w, n_out = aw, cout
