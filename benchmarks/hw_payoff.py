@@ -48,6 +48,9 @@ VARIANTS = {"opq": dict(target_cr=20), "dense8": dict(method="uniform", uniform_
 BOARDS = {"ecp5": "ecp5-85f", "ice40": "ice40-up5k"}
 # (arch, family, serial bits) compared OPQ against dense; serial 1: da4ml with bit-serial inputs
 ARCH_KEYS = (("seq", "ecp5", 0), ("seq", "ice40", 0), ("da4ml", "ecp5", 0), ("da4ml", "ecp5", 1))
+# job tags of designs kept for comparison (a tagged job is not paired in the ratios)
+TAG_NOTES = {"mux": "the earlier bit-serial design (a digit multiplexer on every kernel input, a bias adder per "
+                    "output), generated before opq_digit_chain; its numbers are from that build"}
 
 
 def arch_label(arch: str, serial: int = 0, pipeline: float = 0.0) -> str:
@@ -405,7 +408,8 @@ def markdown(res: dict) -> str:
         elif m.get("lut_basis"):
             lut += " †"
         lines.append(f"| {r['model']} | {'OPQ 20x' if r['variant'] == 'opq' else 'dense 8-bit'} | "
-                     f"{arch_label(r['arch'], r.get('serial', 0), r['pipeline'])} | {r['board']} | "
+                     f"{arch_label(r['arch'], r.get('serial', 0), r['pipeline'])}"
+                     f"{f' [{tg}]' if (tg := r.get('tag')) in TAG_NOTES else ''} | {r['board']} | "
                      f"{'/'.join(map(str, m['w_bits']))} | {_fmt(m['nonzero'])} | {lut} | {_fmt(m['ff'])} | "
                      f"{_fmt(m['dsp'])} | {_fmt(m['bram'])} | {_fmt(m['cycles_per_sample'])} | {_fmt(m['fmax_mhz'], 1)} | "
                      f"{_fmt(m.get('samples_per_s'))} | {m['bit_exact'] or '-'} | "
@@ -414,6 +418,9 @@ def markdown(res: dict) -> str:
         lines += ["", "† whole-design Yosys run did not finish in its limit: the sum of the layer modules, each "
                       "synthesized alone (window/collector, da4ml kernel, requantizer; the pools and the output "
                       "serializer, a few hundred LUTs, not counted). (est.): not synthesized, the cost model's figure."]
+    tags = sorted({r.get("tag") for r in res["designs"].values()} & set(TAG_NOTES))
+    if tags:
+        lines += [""] + [f"[{t}]: {TAG_NOTES[t]}." for t in tags]
     lines += ["", "Ratios dense / OPQ (> 1: OPQ smaller or faster):", "",
               "| model | arch | part | LUT-equiv | FF | DSP | BRAM | cycles/sample | samples/s (OPQ/dense) | goal |",
               "|---|---|---|---|---|---|---|---|---|---|"]

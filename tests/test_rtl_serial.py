@@ -2,6 +2,8 @@
 integer networks in Verilator against IntNet's integer reference, with input gaps."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -30,11 +32,16 @@ def test_serial_bits_option_is_checked():
 
 @pytest.mark.slow
 @pytest.mark.tools
-@pytest.mark.parametrize("which,digit,pipeline", [("2d", 1, 0.0), ("1d", 2, 1.0)])
+@pytest.mark.parametrize("which,digit,pipeline", [("2d", 1, 0.0), ("1d", 2, 1.0), ("2d", 3, 0.0)])
 def test_serial_design_matches_integer_reference(tmp_path, which, digit, pipeline):
     """2d: a signed 6-bit input (the sign bit as its own step), zero padding, 2x2 pooling, a dense
     last layer, combinational kernels; 1d: 2-bit digits through pipelined kernels (the control
-    bits delayed beside them), a 5-bit input (the top digit zero-extended), two dense layers."""
+    bits delayed beside them), a 5-bit input (the top digit zero-extended), two dense layers, the
+    last one over a one-pixel collector; 2d with 3-bit digits: the signed input's sign digit
+    zero-extended and its rest sign-extended to two digits, the 4-bit inputs zero-extended to two.
+    Every serial layer's kernel reads the window's digits as they are (no multiplexer per input)
+    and each output has one adder (the bias folded into the accumulation, the first step without
+    a multiplexer); the biases have nonzero low digits."""
     from opq_hw.flows.rtl_flow import _pixels
     from opq_hw.rtl.gen import generate, write_design
     from opq_hw.rtl.verilator import build_sim, run_sim, to_signed
@@ -43,6 +50,13 @@ def test_serial_design_matches_integer_reference(tmp_path, which, digit, pipelin
     d = generate(net, pipeline=pipeline, serial_bits=digit)
     period = max(digit_steps(L.in_bits, L.in_signed, digit) for L in net.layers)
     assert period > 1 and all(m.get("serial_steps", 1) <= period for m in d.layer_modules)
+    for L, m in zip(net.layers, d.layer_modules):
+        if m.get("serial_steps", 1) > 1:
+            text = d.files[f"{m['module']}.v"]
+            adders = [ln.count(" + ") for ln in text.splitlines() if re.match(r"\s*wire \[\d+:0\] s\d+ = ", ln)]
+            assert ".x(wd[" in text and adders == [1] * L.w.shape[0], m["module"]  # one adder per output
+            assert re.search(r"a\d+ <= [^;]*\?", text) is None  # no multiplexer before the accumulator
+    assert any(int(L.b[o]) % (1 << digit) for L in net.layers for o in range(L.b.size))
     binary = build_sim(write_design(d, tmp_path / "src"), tmp_path / "sim")
     px = _pixels(net, xi * 2.0 ** net.in_exp, "da4ml")
     for gap in (0, 400):  # back to back, and with random holes in the input stream

@@ -2,15 +2,19 @@
 // Pixel p of the frame lands at [p*PIX +: PIX]; out_valid pulses for one cycle after the last
 // pixel, while out_data holds the whole frame (it is overwritten as the next frame streams in,
 // so the consumer registers it on that cycle).
+// DS > 1 (a digit-serial consumer): each pixel's channels come as DS digits of DB bits
+// (opq_digit_chain's layout, PIX = C*DS*DB) and out_data holds the current DB-bit digit of every
+// pixel and channel, pixel p at [p*C*DB +: C*DB]: digit k on the k-th cycle after out_valid (k < DS).
 module opq_collect #(
-    parameter PIX = 8, parameter N = 64
+    parameter PIX = 8, parameter N = 64,
+    parameter DS = 1, parameter DB = 1
 ) (
     input clk,
     input rst,
     input in_valid,
     input [PIX-1:0] in_data,
     output reg out_valid,
-    output reg [N*PIX-1:0] out_data
+    output [N*PIX/DS-1:0] out_data
 );
     reg [15:0] cnt;
     always @(posedge clk) begin
@@ -19,11 +23,27 @@ module opq_collect #(
             out_valid <= 1'b0;
         end else begin
             out_valid <= in_valid && (cnt == N - 1);
-            if (in_valid) begin
-                if (N == 1) out_data <= in_data;
-                else out_data <= {in_data, out_data[N*PIX-1:PIX]};
-                cnt <= (cnt == N - 1) ? 0 : cnt + 1;
-            end
+            if (in_valid) cnt <= (cnt == N - 1) ? 0 : cnt + 1;
         end
     end
+    generate
+        if (DS > 1) begin : g_ds
+            localparam CD = PIX / DS;
+            wire [((N-1)*DS+1)*CD-1:0] st;
+            opq_digit_chain #(.C(CD / DB), .DB(DB), .DS(DS), .DEPTH(N)) u_chain (.clk(clk), .rst(rst),
+                .push(in_valid), .pix(in_data), .stages(st));
+            genvar p;
+            for (p = 0; p < N; p = p + 1) begin : g_pix  // pixel p entered N-1-p pushes before the last
+                assign out_data[p*CD +: CD] = st[(N-1-p)*DS*CD +: CD];
+            end
+        end else begin : g_whole
+            reg [N*PIX-1:0] buf_q;
+            always @(posedge clk)
+                if (!rst && in_valid) begin
+                    if (N == 1) buf_q <= in_data;
+                    else buf_q <= {in_data, buf_q[N*PIX-1:PIX]};
+                end
+            assign out_data = buf_q;
+        end
+    endgenerate
 endmodule

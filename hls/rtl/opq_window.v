@@ -14,19 +14,23 @@
 // Latency: one cycle from the push that completes a window to out_valid.
 // GAP > 1 (digit-serial consumers, which read a window for GAP cycles): a flush push comes at the
 // earliest GAP cycles after the previous push, so pushes stay on the input's GAP-cycle grid.
+// DS > 1 (digit-serial consumers): in_data holds each channel as DS digits of DB bits (BW = DS*DB,
+// opq_digit_chain's layout) and out_data the current DB-bit digit of every tap and channel: digit k
+// on the k-th cycle after out_valid (k < DS), read off opq_digit_chain's stages, no multiplexer.
 module opq_window #(
     parameter C = 1, parameter BW = 8,
     parameter H = 8, parameter W = 8,
     parameter KH = 3, parameter KW = 3,
     parameter PH = 1, parameter PW = 1,
-    parameter GAP = 1
+    parameter GAP = 1,
+    parameter DS = 1, parameter DB = BW
 ) (
     input clk,
     input rst,
     input in_valid,
     input [C*BW-1:0] in_data,
     output reg out_valid,
-    output [KH*KW*C*BW-1:0] out_data
+    output [KH*KW*C*DB-1:0] out_data
 );
     localparam PIX = C * BW;
     localparam OH = H + 2 * PH - KH + 1;
@@ -93,6 +97,17 @@ module opq_window #(
         end
     end
 
+    localparam CD = C * DB;
+    localparam NS = (DEPTH - 1) * DS + 1;  // stages: pixel position j at stage j*DS
+    wire [NS*CD-1:0] st;
+    generate
+        if (DS > 1) begin : g_ds
+            opq_digit_chain #(.C(C), .DB(DB), .DS(DS), .DEPTH(DEPTH)) u_chain (.clk(clk), .rst(rst), .push(push),
+                .pix(pix), .stages(st));
+        end else begin : g_pix
+            assign st = sr;
+        end
+    endgenerate
     genvar kh, kw;
     generate
         for (kh = 0; kh < KH; kh = kh + 1) begin : g_row
@@ -100,7 +115,7 @@ module opq_window #(
                 localparam OFF = D + PH * W + PW - kh * W - kw;
                 wire row_ok = (prow + kh >= PH) && (prow + kh < H + PH);
                 wire col_ok = (pcol + kw >= PW) && (pcol + kw < W + PW);
-                assign out_data[(kh*KW+kw)*PIX +: PIX] = (row_ok && col_ok) ? sr[OFF*PIX +: PIX] : {PIX{1'b0}};
+                assign out_data[(kh*KW+kw)*CD +: CD] = (row_ok && col_ok) ? st[OFF*DS*CD +: CD] : {CD{1'b0}};
             end
         end
     endgenerate

@@ -13,7 +13,9 @@ Architecture (one frame = one sample; one pixel = all channels of one position):
 - last layer: kernel -> `opq_serialize` (narrow output).
 - digit-serial variant (`generate(..., serial_bits=D)`, `serial_layer_body`): each kernel takes
   D-bit digits of its inputs, one per cycle, and a shift-accumulator per output adds them up; the
-  stream then carries one pixel every P cycles (P = the most digits a layer needs).
+  stream then carries one pixel every P cycles (P = the most digits a layer needs). The window /
+  collector keeps its pixels as digits (`opq_digit_chain`): each pixel is cut into digits once, as
+  it enters (`digit_pixel`), and every tap reads its current digit at a fixed place.
 Each layer is its own module `opq_L<i>` (synthesized alone for per-layer resource counts).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .kept_bits import C1, pipeline_kept_bits
 from ..resources import hdl_dir
 
 HDL_DIR = hdl_dir()
-STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v")
+STATIC_HDL = ("opq_window.v", "opq_maxpool.v", "opq_collect.v", "opq_serialize.v", "opq_digit_chain.v")
 
 
 def _da4ml():
@@ -318,22 +320,39 @@ def serial_acc_width(L: IntLayer, kernel_w: int) -> int:
     return w
 
 
-def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, bw: int, steps: int, aw: int, is_last: bool) -> list[str]:
-    """Verilog of a digit-serial layer between its window/collector (`wv`, `wd`: stable for
-    `steps` cycles from `wv`, the stream's pixel grid) and its output register: per cycle one
-    D-bit digit of every input (MSB first) into the kernel `d @ M`, Horner accumulation
-    a <= (a << D) + y per output (the first digit of a signed input: a <= -y), then + b,
-    requantization, `yq`."""
+def digit_pixel(src: str, c: int, bw: int, signed: bool, D: int, S: int) -> str:
+    """Verilog concatenation of a pixel `src` (c channels of bw bits) as opq_digit_chain's digits:
+    per channel S digits of D bits, MSB first; a signed channel's first digit is its sign bit
+    alone (weight -2^(D*(S-1))), the rest its value sign-extended to D*(S-1) bits; an unsigned
+    channel is zero-extended to D*S bits."""
+    parts = []
+    for ch in reversed(range(c)):
+        v = f"{src}[{ch * bw + bw - 1}:{ch * bw}]"
+        if signed:
+            sb = f"{src}[{ch * bw + bw - 1}]"
+            ext = D * (S - 1) - (bw - 1)
+            low = f"{src}[{ch * bw + bw - 2}:{ch * bw}]" if bw > 1 else None
+            parts += ([f"{D - 1}'d0"] if D > 1 else []) + [sb] + ([f"{{{ext}{{{sb}}}}}"] if ext else []) + \
+                     ([low] if low else [])
+        else:
+            parts += ([f"{D * S - bw}'d0"] if D * S > bw else []) + [v]
+    return "{" + ", ".join(parts) + "}"
+
+
+def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is_last: bool) -> list[str]:
+    """Verilog of a digit-serial layer between its window/collector (`wv`; `wd`: digit k of every
+    input on the k-th cycle from `wv`, k < `steps` = S, MSB first) and its output register: per
+    cycle one D-bit digit of every input into the kernel `y = d @ M`, and per output one adder,
+    s = ((a << D) | c_k) + y: Horner accumulation with the bias folded in, requantized into `yq`
+    at the last step (a signed input's first digit, its sign, enters as ~y with the +1 in the bias).
+    b' = b (+ 2^(D(S-1)) for a signed input) = P * 2^(DS) + sum_k c_k 2^(D(S-1-k)), c_k D-bit:
+    the accumulator `a` starts from the constant P (a synchronous set/reset of its flip-flops, at
+    reset and at each vector's last step), and step k fills the D zero bits a << D leaves with
+    c_k (a function of the step counter); so no adder for the bias and no multiplexer for the
+    first step, and after step S-1, s = x @ M + b exactly (two's complement, `aw` bits)."""
     D, S, LK = K.in_bits, steps, K.latency
     cout = K.n_out
     sw = bits_for(S)
-    ae = 1 + D * (S - 1) if L.in_signed else D * S  # input bits extended to whole digits
-    fill = f"wd[j*{bw}+{bw - 1}]" if L.in_signed else "1'b0"
-    ext = f"{{{ae - bw}{{{fill}}}}}, " if ae > bw else ""
-    sel = f"xe[({S - 1} - k) * {D} +: {D}]"
-    if L.in_signed:
-        sign = f"{{{D - 1}'d0, xe[{ae - 1}]}}" if D > 1 else f"xe[{ae - 1}]"
-        sel = f"(k == 0) ? {sign} : {sel}"
     b = [f"    // digit-serial: {S} digits of {D} bit(s) per input vector, MSB first",
          f"    reg run; reg [{sw - 1}:0] step;",
          f"    wire [{sw - 1}:0] k = wv ? {sw}'d0 : step;",
@@ -343,47 +362,49 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, bw: int, steps: int, aw
          f"        else if (wv) begin run <= 1'b1; step <= {sw}'d1; end",
          f"        else if (run) begin step <= step + 1'b1; if (step == {sw}'d{S - 1}) run <= 1'b0; end",
          "    end",
-         f"    wire [{n_in * D - 1}:0] xd;",
-         "    genvar j;",
-         "    generate",
-         f"        for (j = 0; j < {n_in}; j = j + 1) begin : g_dig",
-         f"            wire [{ae - 1}:0] xe = {{{ext}wd[j*{bw} +: {bw}]}};",
-         f"            assign xd[j*{D} +: {D}] = {sel};",
-         "        end",
-         "    endgenerate",
          f"    wire [{cout * K.acc_w - 1}:0] y;",
-         f"    {K.module}_w u_k (.clk(clk), .x(xd), .y(y));"]
-    first, last = f"(k == {sw}'d0)", f"(k == {sw}'d{S - 1})"
-    if LK:  # the digit's control bits travel beside the pipelined kernel
-        b += [f"    reg [{LK - 1}:0] cv, cf, cl;",
+         f"    {K.module}_w u_k (.clk(clk), .x(wd[{n_in * D - 1}:0]), .y(y));"]
+    if LK:  # the digit's control travels beside the pipelined kernel
+        b += [f"    reg [{LK - 1}:0] cv; reg [{LK * sw - 1}:0] ck;",
               "    always @(posedge clk) begin",
               f"        if (rst) cv <= {LK}'d0; else cv <= {{cv, go}};" if LK > 1 else "        if (rst) cv <= 1'b0; else cv <= go;",
-              f"        cf <= {{cf, {first}}}; cl <= {{cl, {last}}};" if LK > 1 else f"        cf <= {first}; cl <= {last};",
+              f"        ck <= {{ck, k}};" if LK > 1 else "        ck <= k;",
               "    end",
-              f"    wire v_d = cv[{LK - 1}], f_d = cf[{LK - 1}], l_d = cl[{LK - 1}];"]
+              f"    wire v_d = cv[{LK - 1}]; wire [{sw - 1}:0] k_d = ck[{LK * sw - 1}:{(LK - 1) * sw}];"]
     else:
-        b += [f"    wire v_d = go, f_d = {first}, l_d = {last};"]
-    b += ["    reg dn, ov;",
-          "    always @(posedge clk) begin dn <= !rst && v_d && l_d; ov <= !rst && dn; end",
-          "    assign out_valid = ov;"]
+        b += [f"    wire v_d = go; wire [{sw - 1}:0] k_d = k;"]
+    b += [f"    wire f_d = (k_d == {sw}'d0), done = v_d && (k_d == {sw}'d{S - 1});",
+          "    reg ov;",
+          "    always @(posedge clk) ov <= !rst && done;",
+          "    assign out_valid = ov;",
+          "    wire load = rst | done;  // the accumulators restart from their constant"]
     kw = K.acc_w
+    mask = (1 << aw) - 1
     for o in range(cout):
+        bo = int(L.b[o]) + ((1 << (D * (S - 1))) if L.in_signed else 0)
+        P, low = bo >> (D * S), bo & ((1 << (D * S)) - 1)  # b' = P * 2^(DS) + low, low = digits c_0..c_{S-1}
         yo = f"y[{(o + 1) * kw - 1}:{o * kw}]"
         ye = f"{{{{{aw - kw}{{y[{(o + 1) * kw - 1}]}}}}, {yo}}}" if aw > kw else yo
+        shifted = f"(a{o} <<< {D})"
+        if low:  # digit c_k of b' at step k: entry k of a constant table
+            tab = sum(((low >> (D * (S - 1 - j))) & ((1 << D) - 1)) << (j * D) for j in range(S))
+            b += [f"    wire [{S * D - 1}:0] bt{o} = {S * D}'d{tab};"]
+            shifted = f"({shifted} | bt{o}[k_d * {D} +: {D}])"
+        yy = f"(y{o} ^ {{{aw}{{f_d}}}})" if L.in_signed else f"y{o}"
         b += [f"    wire signed [{aw - 1}:0] y{o} = {ye};",
               f"    reg signed [{aw - 1}:0] a{o};",
-              f"    always @(posedge clk) if (v_d) a{o} <= f_d ? {'-' if L.in_signed else ''}y{o} : ((a{o} <<< {D}) + y{o});",
-              f"    wire [{aw - 1}:0] s{o} = a{o} + {aw}'d{int(L.b[o]) & ((1 << aw) - 1)};"]
+              f"    wire [{aw - 1}:0] s{o} = {shifted} + {yy};",
+              f"    always @(posedge clk) if (load) a{o} <= {aw}'d{P & mask}; else if (v_d) a{o} <= s{o};"]
     if is_last:
         cat = ", ".join(f"s{o}" for o in reversed(range(cout)))
-        b += [f"    reg [{cout * aw - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+        b += [f"    reg [{cout * aw - 1}:0] yq;", f"    always @(posedge clk) if (done) yq <= {{{cat}}};",
               "    assign out_data = yq;"]
         return b
     ob = L.out_bits
     for o in range(cout):
         b += ["    " + t for t in requant_expr(f"s{o}", aw, L.out_shift[o], ob, f"r{o}")]
     cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
-    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) yq <= {{{cat}}};",
+    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) if (done) yq <= {{{cat}}};",
                 "    assign out_data = yq;"]
 
 
@@ -443,29 +464,34 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
             is_last = L is last
             pix_in = c * bw
             body = []
+            # digit-serial: the window / collector stores the pixels as S digits of D bits per channel
+            sbw, wbits, ds = (S * serial_bits, serial_bits, f", .DS({S}), .DB({serial_bits})") if S > 1 else (bw, bw, "")
+            if S > 1:
+                body += [f"    wire [{c * sbw - 1}:0] din = {digit_pixel('in_data', c, bw, L.in_signed, serial_bits, S)};"]
+            din = "din" if S > 1 else "in_data"
             if L.kind == "conv":
                 cout, _, kh, kw = L.w.shape
                 ph, pw = L.padding
-                body += [f"    wire wv; wire [{kh * kw * pix_in - 1}:0] wd;",
-                         f"    opq_window #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KH({kh}), .KW({kw}), "
-                         f".PH({ph}), .PW({pw}){f', .GAP({period})' if period > 1 else ''}) u_win (.clk(clk), "
+                body += [f"    wire wv; wire [{kh * kw * c * wbits - 1}:0] wd;",
+                         f"    opq_window #(.C({c}), .BW({sbw}), .H({h}), .W({w}), .KH({kh}), .KW({kw}), "
+                         f".PH({ph}), .PW({pw}){f', .GAP({period})' if period > 1 else ''}{ds}) u_win (.clk(clk), "
                          f".rst(rst), .in_valid(in_valid), "
-                         f".in_data(in_data), .out_valid(wv), .out_data(wd));"]
+                         f".in_data({din}), .out_valid(wv), .out_data(wd));"]
                 oshape = L.out_shape
                 stage_lat = 1
             else:
                 cout = L.w.shape[0]
-                body += [f"    wire wv; wire [{h * w * pix_in - 1}:0] wd;",
-                         f"    opq_collect #(.PIX({pix_in}), .N({h * w})) u_col (.clk(clk), .rst(rst), "
-                         f".in_valid(in_valid), .in_data(in_data), .out_valid(wv), .out_data(wd));"]
+                body += [f"    wire wv; wire [{h * w * c * wbits - 1}:0] wd;",
+                         f"    opq_collect #(.PIX({c * sbw}), .N({h * w}){ds}) u_col (.clk(clk), .rst(rst), "
+                         f".in_valid(in_valid), .in_data({din}), .out_valid(wv), .out_data(wd));"]
                 oshape = L.out_shape
                 stage_lat = 1
             aw = K.acc_w
             n_in = len(K.used_in)
             if S > 1:
                 aw = serial_acc_width(L, K.acc_w)
-                body += serial_layer_body(L, K, n_in, bw, S, aw, is_last)
-                lat = S + K.latency + 1
+                body += serial_layer_body(L, K, n_in, S, aw, is_last)
+                lat = S + K.latency
                 obits = cout * (aw if is_last else L.out_bits)
                 if is_last:
                     out_w, n_out = aw, cout
