@@ -78,7 +78,7 @@ def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path,
     assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "qonnx.onnx").read_bytes()
 
 
-@pytest.mark.parametrize("fixture", ["demo_run", "mlp_run", "mnist1d_run"])
+@pytest.mark.parametrize("fixture", ["demo_run", "mlp_run"])
 def test_export_of_mask_values_is_the_traced_masks_folded(fixture, request, tmp_path, monkeypatch):
     """The export traces each layer's weight as the value its mask parametrization computes
     (`weights_as_values`), not as the mask's ~10 nodes on weight-sized constants that the cleanup then
