@@ -9,6 +9,7 @@ not be folded into a layer) becomes a quantized per-channel affine (`carrier_gra
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -72,16 +73,24 @@ def _set_scales(layer, scales: tuple[float, ...], scale_mode: str) -> None:
     impl = layer.weight_quant.tensor_quant.scaling_impl
     want = torch.tensor(scales, dtype=torch.float32)
     with torch.no_grad():
-        have = layer.quant_weight().scale.detach().reshape(-1)
+        have = _weight_scale(layer)
         shape = impl.value.shape
         if scale_mode == "pow2":
             impl.value.add_(torch.log2(want / have).reshape(shape))
         else:
             impl.value.mul_((want / have).reshape(shape))
-        got = layer.quant_weight().scale.detach().reshape(-1)
+        got = _weight_scale(layer)
     if scale_mode == "pow2" and not torch.equal(got, want):
         raise OpqError(f"the allocation's pow2 weight scales {want.tolist()} are not what Brevitas can hold "
                        f"({got.tolist()}): they must be powers of two; re-create the run (allocation.json was changed?)")
+
+
+def _weight_scale(layer) -> torch.Tensor:
+    """The layer's per-channel weight scale, as `layer.quant_weight().scale` gives it. The scale is a learned
+    parameter (PARAMETER scaling: the weights only give its dtype), so the quantizer runs on one zero per
+    output channel rather than on the whole weight tensor (ResNet-50: 25M weights, twice per layer)."""
+    w = layer.weight
+    return layer.weight_quant(w.new_zeros((w.shape[0],) + (1,) * (w.dim() - 1))).scale.detach().reshape(-1)
 
 
 class QuantModel(nn.Module):
@@ -122,9 +131,30 @@ def build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocati
     if example is not None:
         from .carrier_graph import float_input_layers
 
-        need = float_input_layers(q, example, allocation.scale_mode == "pow2")
+        with _structure_only(q):
+            need = float_input_layers(q, example, allocation.scale_mode == "pow2")
     _add_input_and_bias_quants(q, act, frozenset(need))
     return q
+
+
+@contextlib.contextmanager
+def _structure_only(q: QuantModel):
+    """For a pass that reads only the structure (which tensors reach each layer, of which type, on which
+    grid): every carried layer computes with its latent weight as it stands, neither masked nor quantized.
+    What the pass reads does not depend on the weights' values (an activation quantizer's scale in eval
+    mode is its parameter, not a statistic of its input); ResNet-50: the mask and the quantizer are not
+    run over its 25M weights."""
+    layers = list(carried_layers(q).values())
+    saved = [(la.weight_quant.disable_quant, la.parametrizations.weight[0]) for la in layers]
+    try:
+        for la in layers:
+            la.weight_quant.disable_quant = True
+            la.parametrizations.weight[0] = nn.Identity()
+        yield q
+    finally:
+        for la, (disabled, mask) in zip(layers, saved):
+            la.weight_quant.disable_quant = disabled
+            la.parametrizations.weight[0] = mask
 
 
 def _proxy(layer: nn.Module, quant, **kwargs):
@@ -185,8 +215,11 @@ def _build_carrier(model: nn.Module, specs: list[LayerSpec], allocation: Allocat
         _set_scales(new, la.scales, allocation.scale_mode)
         bits = la.channel_bits or (la.bits,) * s.out_channels
         scales = torch.tensor(la.scales, dtype=torch.float32)
+        # unsafe: the check that the parametrization keeps the weight's shape and dtype (FrozenMask does, by
+        # construction) would run the mask over the whole weight tensor once more
         parametrize.register_parametrization(new, "weight", FrozenMask(
-            torch.ones_like(new.weight), scales, torch.tensor([qmax(b) for b in bits], dtype=torch.float32)))
+            torch.ones_like(new.weight), scales, torch.tensor([qmax(b) for b in bits], dtype=torch.float32)),
+            unsafe=True)
         new.opq_layer = s.name
         _replace(body, s.name, new)
     from .carrier_graph import ChannelAffine, is_batchnorm

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +23,8 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
     os.close(fd)
     try:
         qmodel.eval()
-        with torch.no_grad():  # the ModelProto in memory: no write and read back of the raw graph
+        # the ModelProto in memory: no write and read back of the raw graph
+        with torch.no_grad(), weights_as_values(qmodel):
             proto = _export(qmodel, input_t=example_input[:1], export_path=None, dynamo=False)
         _cleanup(proto).save(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; every artifact gets the umask's mode
@@ -33,12 +35,55 @@ def export_qonnx(qmodel: torch.nn.Module, example_input: torch.Tensor, path: str
     return path
 
 
+class _Value(torch.nn.Module):
+    """A parametrization that returns a fixed tensor (a buffer, so the trace holds it as an initializer)."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.register_buffer("value", value)
+
+    def forward(self, _original: torch.Tensor) -> torch.Tensor:
+        return self.value
+
+
+@contextlib.contextmanager
+def weights_as_values(model: torch.nn.Module):
+    """Every parametrized tensor of `model` (the carrier's `FrozenMask` on each layer's weight) held as the
+    value its parametrizations compute, for the length of the block; restored afterwards.
+
+    Traced as it stands, a mask is ~10 ONNX nodes per layer on weight-sized constants (the latent weight,
+    the mask, the LSB floor and the clamp), which the cleanup then folds back into one initializer: most
+    of the export's time on a large model. Here the trace holds that initializer directly: the value is
+    the parametrization's own output (computed by torch, not re-derived), so the graph has the same
+    operators and the same values after the cleanup (tests/test_pipeline.py)."""
+    import torch.nn.utils.parametrize as parametrize
+
+    swapped = []
+    try:
+        for m in model.modules():
+            if not parametrize.is_parametrized(m):
+                continue
+            for name, plist in m.parametrizations.items():
+                with torch.no_grad():
+                    value = getattr(m, name).detach()
+                old = list(plist)
+                swapped.append((plist, old))
+                plist[0] = _Value(value)
+                for i in range(1, len(old)):
+                    plist[i] = torch.nn.Identity()
+        yield model
+    finally:
+        for plist, old in swapped:
+            for i, p in enumerate(old):
+                plist[i] = p
+
+
 QNT_OPS = ("Quant", "BipolarQuant", "QuantizeLinear", "DequantizeLinear")  # qonnx cleanup's preserve_qnt_ops
 
 
 def _cleanup(raw):
     """qonnx's `cleanup` (preserve_qnt_ops) of the raw export (a path or a ModelProto), with the
-    constant subgraphs folded first in one pass; returns the ModelWrapper. qonnx's FoldConstants
+    constant subgraphs (if any) folded first in one pass; returns the ModelWrapper. qonnx's FoldConstants
     folds one node per pass and re-infers the whole graph's shapes after each (qonnx issue #104):
     quadratic in the layers, 388 of ResNet-18's 412 s of export here, ~10 constant nodes per layer.
     Folding the same nodes in graph order is the order FoldConstants would take them in (the first
@@ -58,13 +103,21 @@ def _cleanup(raw):
     for n in model.graph.node:  # what cleanup_model does first, so that shapes can be inferred
         if n.op_type in ("Quant", "Trunc", "BipolarQuant"):
             n.domain = "qonnx.custom_op.general"
-    for t in (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs(),
-              # qonnx.util.cleanup.cleanup_model(preserve_qnt_ops=True), step by step
-              InferShapes(), GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=list(QNT_OPS)),
-              FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(),
-              GiveReadableTensorNames()):
+    # the one-pass folding (and the shapes it needs) only where there is something to fold: the masks are traced
+    # as their values (`weights_as_values`), so usually there is not, and the cleanup is qonnx's as it stands
+    fold = (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs()) if _foldable(model.graph) else ()
+    for t in fold + (  # qonnx.util.cleanup.cleanup_model(preserve_qnt_ops=True), step by step
+            InferShapes(), GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=list(QNT_OPS)),
+            FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(),
+            GiveReadableTensorNames()):
         model = model.transform(t, make_deepcopy=False)
     return model
+
+
+def _foldable(graph) -> bool:
+    """Whether some node other than a quantizer has only constant inputs (initializers), or none."""
+    inits = {t.name for t in graph.initializer}
+    return any(n.op_type not in QNT_OPS and all(i in inits for i in n.input) for n in graph.node)
 
 
 def _FoldConstantSubgraphs():

@@ -1,4 +1,5 @@
 """Run directories end to end: contents, reload, QONNX equivalence, bad input, the CLI."""
+import contextlib
 import json
 import subprocess
 import sys
@@ -64,6 +65,8 @@ def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path,
 
     raw = []
     ours = ex._cleanup
+    # the masks traced as they are (not as their values, `weights_as_values`): constant subgraphs to fold
+    monkeypatch.setattr(ex, "weights_as_values", lambda m: contextlib.nullcontext(m))
     monkeypatch.setattr(ex, "_cleanup", lambda p: (raw.append(tmp_path / "raw.onnx"), onnx.save(p, raw[0]), ours(p))[-1])
     run = load_run(demo_run)
     ex.export_qonnx(run.qmodel, torch.zeros((1,) + tuple(run.specs[0].in_shape)), tmp_path / "ours.onnx")
@@ -73,6 +76,32 @@ def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path,
     assert n_const >= 5  # there is something to fold
     cleanup(str(raw[0]), out_file=str(tmp_path / "qonnx.onnx"))
     assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "qonnx.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("fixture", ["demo_run", "mlp_run"])
+def test_export_of_mask_values_is_the_traced_masks_folded(fixture, request, tmp_path, monkeypatch):
+    """The export traces each layer's weight as the value its mask parametrization computes
+    (`weights_as_values`), not as the mask's ~10 nodes on weight-sized constants that the cleanup then
+    folded back: the same graph after the cleanup (operators, wiring, initializer values, shapes; only the
+    order of the nodes and so their names differ) and the same outputs as the export that traces the masks."""
+    from graph_compare import graph_structure
+
+    import opq_hw.export as ex
+
+    r = request.getfixturevalue(fixture)
+    run = load_run(r)
+    x0 = torch.zeros((1,) + tuple(run.specs[0].in_shape))
+    ex.export_qonnx(run.qmodel, x0, tmp_path / "values.onnx")
+    kinds = {type(m).__name__ for m in run.qmodel.modules()}
+    assert "FrozenMask" in kinds and "_Value" not in kinds  # the parametrizations are back
+    monkeypatch.setattr(ex, "weights_as_values", lambda m: contextlib.nullcontext(m))
+    ex.export_qonnx(run.qmodel, x0, tmp_path / "traced.onnx")
+    a, b = graph_structure(tmp_path / "traced.onnx"), graph_structure(tmp_path / "values.onnx")
+    assert a["nodes"] and a == b
+    x = np.load(r / "golden_input.npy")[:40]
+    y = execute_qonnx(tmp_path / "values.onnx", x)
+    assert np.array_equal(y, execute_qonnx(tmp_path / "traced.onnx", x))
+    assert np.array_equal(y, np.load(r / "golden_output.npy")[:40])
 
 
 def test_mnist1d_run_and_qonnx(mnist1d_run):

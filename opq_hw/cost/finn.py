@@ -98,7 +98,8 @@ def finn_mvau(p: LayerParams, board: Board, pe: int = 1, simd: int = 1, mem_mode
         c2 = (P * Q * W) * math.ceil(wmem / 64)
     mult = 0 if res_type == "dsp" else Q * (2 * math.ceil((W + A) / 6) - 1) * (W + A)
     addertree = (W + A) * (2 * Q - 1)
-    acc = finn_acc_bits(dataclasses.replace(p, w_bits=W), acc_bits)
+    # the layer as it is when W is its own width (a copy per call was most of the cost of a folding search)
+    acc = finn_acc_bits(p if type(p.w_bits) is int and p.w_bits == W else dataclasses.replace(p, w_bits=W), acc_bits)
     lut = int(300 + 1.1 * (P * (mult + addertree + acc)) + c2)
     dsp = int(P * Q * math.ceil((W + A) / 48)) if res_type == "dsp" else 0
     cycles = int((MH // P) * (MW // Q) * p.out_pixels)
