@@ -343,8 +343,10 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
     """Verilog of a digit-serial layer between its window/collector (`wv`; `wd`: digit k of every
     input on the k-th cycle from `wv`, k < `steps` = S, MSB first) and its output register: per
     cycle one D-bit digit of every input into the kernel `y = d @ M`, and per output one adder,
-    s = ((a << D) | c_k) + y: Horner accumulation with the bias folded in, requantized into `yq`
-    at the last step (a signed input's first digit, its sign, enters as ~y with the +1 in the bias).
+    s = ((a << D) | c_k) + y: Horner accumulation with the bias folded in; at the last step s is
+    registered (`h`) and requantized into `yq` on the next cycle, so the adder and the requantizer
+    are not on one path (the last layer registers s as its output) (a signed input's first digit,
+    its sign, enters as ~y with the +1 in the bias).
     b' = b (+ 2^(D(S-1)) for a signed input) = P * 2^(DS) + sum_k c_k 2^(D(S-1-k)), c_k D-bit:
     the accumulator `a` starts from the constant P (a synchronous set/reset of its flip-flops, at
     reset and at each vector's last step), and step k fills the D zero bits a << D leaves with
@@ -375,9 +377,13 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
         b += [f"    wire v_d = go; wire [{sw - 1}:0] k_d = k;"]
     b += [f"    wire f_d = (k_d == {sw}'d0), done = v_d && (k_d == {sw}'d{S - 1});",
           "    reg ov;",
-          "    always @(posedge clk) ov <= !rst && done;",
           "    assign out_valid = ov;",
           "    wire load = rst | done;  // the accumulators restart from their constant"]
+    if is_last:
+        b += ["    always @(posedge clk) ov <= !rst && done;"]
+    else:  # the sums are registered (`h`) before the requantizer: one cycle more, same interval
+        b += ["    reg hv;",
+              "    always @(posedge clk) begin hv <= !rst && done; ov <= !rst && hv; end"]
     kw = K.acc_w
     mask = (1 << aw) - 1
     for o in range(cout):
@@ -402,9 +408,10 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
         return b
     ob = L.out_bits
     for o in range(cout):
-        b += ["    " + t for t in requant_expr(f"s{o}", aw, L.out_shift[o], ob, f"r{o}")]
+        b += [f"    reg [{aw - 1}:0] h{o};", f"    always @(posedge clk) if (done) h{o} <= s{o};"]
+        b += ["    " + t for t in requant_expr(f"h{o}", aw, L.out_shift[o], ob, f"r{o}")]
     cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
-    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) if (done) yq <= {{{cat}}};",
+    return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) if (hv) yq <= {{{cat}}};",
                 "    assign out_data = yq;"]
 
 
@@ -491,7 +498,7 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
             if S > 1:
                 aw = serial_acc_width(L, K.acc_w)
                 body += serial_layer_body(L, K, n_in, S, aw, is_last)
-                lat = S + K.latency
+                lat = S + K.latency + (0 if is_last else 1)  # + the sums' register before the requantizer
                 obits = cout * (aw if is_last else L.out_bits)
                 if is_last:
                     out_w, n_out = aw, cout
