@@ -106,12 +106,46 @@ def _cleanup(raw):
     # the one-pass folding (and the shapes it needs) only where there is something to fold: the masks are traced
     # as their values (`weights_as_values`), so usually there is not, and the cleanup is qonnx's as it stands
     fold = (InferShapes(), GiveUniqueParameterTensors(), _FoldConstantSubgraphs()) if _foldable(model.graph) else ()
-    for t in fold + (  # qonnx.util.cleanup.cleanup_model(preserve_qnt_ops=True), step by step
-            InferShapes(), GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=list(QNT_OPS)),
-            FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(),
-            GiveReadableTensorNames()):
+    for t in fold + (InferShapes(),):  # qonnx.util.cleanup.cleanup_model(preserve_qnt_ops=True), step by step
+        model = model.transform(t, make_deepcopy=False)
+    if _settled(model):
+        # its next five steps, and the model cleanup after each, provably change nothing (`_settled`): the names
+        # are given on the graph as it stands, with one model cleanup at the end, as the last step's own
+        model = model.transform(GiveUniqueNodeNames(), make_deepcopy=False, cleanup=False)
+        return model.transform(GiveReadableTensorNames(), make_deepcopy=False)
+    for t in (GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=list(QNT_OPS)), FoldTransposeIntoQuantInit(),
+              RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(), GiveReadableTensorNames()):
         model = model.transform(t, make_deepcopy=False)
     return model
+
+
+def _settled(model) -> bool:
+    """Whether, on `model` just out of `ModelWrapper.cleanup` (qonnx runs one after every transformation),
+    qonnx's cleanup steps after InferShapes change nothing, so that skipping them and their cleanups leaves the
+    same graph. Each such cleanup (about a second on ResNet-50: its passes scan the node and initializer lists
+    per tensor) is RemoveUnusedTensors, RemoveStaticGraphInputs, SortGraph, SortCommutativeInputsInitializerLast
+    and GiveUniqueParameterTensors: the last three leave a graph they just processed as it is (a topological
+    order re-sorted is the same order, sorted inputs stay sorted, unique parameters stay unique), and the
+    first two are checked here, as are the steps themselves: GiveUniqueParameterTensors is the cleanup's own
+    last pass; FoldConstants folds a node (other than a quantizer) that has no inputs, only initializers, or
+    is a Shape of a known shape, so none must be there; FoldTransposeIntoQuantInit needs a Transpose, so
+    none must be there; RemoveUnusedTensors and RemoveStaticGraphInputs are the checks on the cleanup.
+    GiveUniqueNodeNames only renames nodes, which none of the cleanup's passes reads."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    used = {x for n in g.node for x in (*n.input, *n.output)}
+    for n in g.node:
+        if n.op_type == "Transpose":
+            return False
+        if n.op_type in QNT_OPS:
+            continue
+        if not n.input or all(i in inits for i in n.input):
+            return False
+        if n.op_type == "Shape" and model.get_tensor_shape(n.input[0]) is not None:
+            return False
+    return (inits <= used and all(v.name in used for v in g.value_info)
+            and all(q.tensor_name in used for q in g.quantization_annotation)
+            and not any(i.name in inits for i in g.input))
 
 
 def _foldable(graph) -> bool:

@@ -76,6 +76,58 @@ def test_export_cleanup_is_qonnx_cleanup_in_one_folding_pass(demo_run, tmp_path,
     assert n_const >= 5  # there is something to fold
     cleanup(str(raw[0]), out_file=str(tmp_path / "qonnx.onnx"))
     assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "qonnx.onnx").read_bytes()
+    # the export as it runs (the masks as their values): nothing to fold, and the steps after InferShapes,
+    # with their model cleanups, skipped as changing nothing (`_settled`); still qonnx's file
+    monkeypatch.undo()
+    settled, real_settled = [], ex._settled
+    monkeypatch.setattr(ex, "_settled", lambda m: settled.append(real_settled(m)) or settled[-1])
+    raw.clear()
+    monkeypatch.setattr(ex, "_cleanup", lambda p: (raw.append(tmp_path / "raw2.onnx"), onnx.save(p, raw[0]), ours(p))[-1])
+    ex.export_qonnx(run.qmodel, torch.zeros((1,) + tuple(run.specs[0].in_shape)), tmp_path / "ours2.onnx")
+    assert settled == [True]
+    cleanup(str(raw[0]), out_file=str(tmp_path / "qonnx2.onnx"))
+    assert (tmp_path / "ours2.onnx").read_bytes() == (tmp_path / "qonnx2.onnx").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["transpose", "shape", "unused", "static_input", "settled"])
+def test_cleanup_skips_only_steps_that_change_nothing(case, tmp_path):
+    """`_cleanup` skips qonnx's steps after InferShapes (and their model cleanups) only on a graph where they
+    change nothing (`_settled`); on a small graph for each condition it checks, the file is qonnx's own cleanup
+    (without the checks, the transpose and shape cases differ from it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup
+
+    import opq_hw.export as ex
+
+    w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
+    q = [numpy_helper.from_array(np.array(v, dtype=np.float32), n) for n, v in
+         (("s", 0.5), ("z", 0.0), ("b", 4.0))]
+    nodes = [helper.make_node("Quant", ["w", "s", "z", "b"], ["wq"], domain="qonnx.custom_op.general",
+                              signed=1, narrow=0, rounding_mode="ROUND"),
+             helper.make_node("MatMul", ["x", "wq"], ["y0"]), helper.make_node("Relu", ["y0"], ["y"])]
+    inits, inputs = [w] + q, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])]
+    if case == "transpose":  # FoldTransposeIntoQuantInit's pattern
+        nodes[0].output[0] = "wt"
+        nodes.insert(1, helper.make_node("Transpose", ["wt"], ["wq"], perm=[0, 1]))
+    elif case == "shape":  # the Shape of a known shape: FoldConstants folds it (the one-pass folding does not)
+        nodes[2:] = [helper.make_node("Shape", ["y0"], ["sh"]), helper.make_node("Reshape", ["y0", "sh"], ["y"])]
+    elif case == "unused":  # an initializer no node reads
+        inits.append(numpy_helper.from_array(np.ones(3, dtype=np.float32), "unused"))
+    elif case == "static_input":  # a graph input that is an initializer
+        inputs.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, []))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                              initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "raw.onnx")
+    ours = ex._cleanup(onnx.load(tmp_path / "raw.onnx"))
+    ours.save(tmp_path / "ours.onnx")
+    cleanup(str(tmp_path / "raw.onnx"), out_file=str(tmp_path / "qonnx.onnx"))
+    assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "qonnx.onnx").read_bytes()
+    m = ModelWrapper(str(tmp_path / "raw.onnx"))
+    # the first step's model cleanup removes an unused initializer and a static input: settled after it
+    assert ex._settled(m.transform(InferShapes())) == (case not in ("transpose", "shape"))
 
 
 @pytest.mark.parametrize("fixture", ["demo_run", "mlp_run"])
