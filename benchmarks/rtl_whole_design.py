@@ -65,8 +65,9 @@ VARIANTS = 2  # allocations drawn per model (seeds 0, 1)
 FAMILY_BOARD = {"ecp5": "ecp5-85f", "ice40": "ice40-up5k", "xc7": "arty-a7-100t"}
 
 
-def make_net(name: str, variant: int) -> IntNet:
-    """An IntNet of model `name`'s shapes with integer weights drawn like an OPQ allocation."""
+def make_net(name: str, variant: int, act_bits: int = 4) -> IntNet:
+    """An IntNet of model `name`'s shapes with integer weights drawn like an OPQ allocation; unsigned
+    `act_bits`-bit activations after the first layer (4 unless a row says `act_bits`; the same weights)."""
     in_shape, ops = MODELS[name]
     rng = np.random.default_rng(1000 * variant + sum(map(ord, name)))
     stages: list = []
@@ -106,10 +107,19 @@ def make_net(name: str, variant: int) -> IntNet:
         stages.append(IntLayer(f"L{k}", kind, wq, b.astype(np.int64), bits_in, signed, shape, out_shape, pad,
                                tuple([-10] * cout),
                                None if last else tuple(int(s) for s in rng.integers(-8, -3, size=cout)),
-                               None if last else 4, None if last else -4))
-        shape, bits_in, signed = out_shape, 4, False
+                               None if last else act_bits, None if last else -4))
+        shape, bits_in, signed = out_shape, act_bits, False
         k += 1
     return IntNet(in_shape, 8, True, -4, stages, in_shape)
+
+
+def net_of(r: dict) -> IntNet:
+    """The IntNet a row was synthesized from."""
+    return make_net(r["model"], r["variant"], r.get("act_bits", 4))
+
+
+def row_key(r: dict) -> tuple:
+    return r["model"], r["variant"], r["family"], r.get("arch", "seq"), r.get("act_bits", 4)
 
 
 def layer_params_of(net: IntNet):
@@ -157,8 +167,9 @@ def synth_one(args) -> dict:
     from opq_hw.rtl.gen import write_design
     from opq_hw.rtl.seq import generate_seq
 
-    name, variant, fam, arch = args
-    net = make_net(name, variant)
+    name, variant, fam, arch, act_bits = args
+    net = make_net(name, variant, act_bits)
+    tag = {"act_bits": act_bits} if act_bits != 4 else {}
     if arch == "da":
         from opq_hw.errors import OpqError
         from opq_hw.rtl.gen import generate
@@ -166,7 +177,8 @@ def synth_one(args) -> dict:
         try:
             d = generate(net)
         except OpqError as e:
-            return {"model": name, "variant": variant, "family": fam, "arch": arch, "unsupported": str(e).splitlines()[0]}
+            return {"model": name, "variant": variant, "family": fam, "arch": arch, **tag,
+                    "unsupported": str(e).splitlines()[0]}
     else:
         d = generate_seq(net)
     with tempfile.TemporaryDirectory(prefix="opq-whole-") as td:
@@ -174,7 +186,7 @@ def synth_one(args) -> dict:
         st = eda.synth(files, d.top, fam, Path(td) / "syn", json_out=False, timeout=1800,
                        modules=[m["module"] for m in d.layer_modules])
     keys = ("lut_equiv", "lut", "carry", "ff", "dsp", "bram18", "bram36", "lutram", "srl", "muxf")
-    return {"model": name, "variant": variant, "family": fam, "arch": arch, "seconds": st["seconds"],
+    return {"model": name, "variant": variant, "family": fam, "arch": arch, **tag, "seconds": st["seconds"],
             "total": {k: st[k] for k in keys},
             "modules": [{k: st["modules"][m["module"]][k] for k in keys} for m in d.layer_modules],
             "layers": [{k: m.get(k) for k in ("rom_entries", "entry_bits", "acc_w", "cycles", "buffer_words", "da4ml_cost")}
@@ -184,11 +196,12 @@ def synth_one(args) -> dict:
 
 
 def synthesize(families: list[str], jobs: int, old: dict | None, arch: str, variants: int, models: list[str],
-               out: Path) -> list[dict]:
+               out: Path, act_bits: int = 4) -> list[dict]:
     from concurrent.futures import ThreadPoolExecutor
 
-    done = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")): r for r in (old or {}).get("rows", [])}
-    todo = [(m, v, f, arch) for f in families for m in models for v in range(variants) if (m, v, f, arch) not in done]
+    done = {row_key(r): r for r in (old or {}).get("rows", [])}
+    todo = [(m, v, f, arch, act_bits) for f in families for m in models for v in range(variants)
+            if (m, v, f, arch, act_bits) not in done]
     print(f"{len(todo)} whole designs to synthesize ({len(done)} reused)", flush=True)
     rows = list(done.values())
     with ThreadPoolExecutor(max_workers=jobs) as ex:
@@ -256,7 +269,7 @@ def fit(rows: list[dict], fam: str) -> dict:
     tr = [r for r in rows if r["family"] == fam and r["model"] not in HELDOUT]
     XL, yL, XF, yF, XT, yT, XTF, yTF = [], [], [], [], [], [], [], []
     for r in tr:
-        f = design_features(layer_params_of(make_net(r["model"], r["variant"])), board)
+        f = design_features(layer_params_of(net_of(r)), board)
         for L, mod in zip(f["layers"], r["modules"]):
             XL.append([1.0, L["acc"], L["table_bits"], L["addr"], L["conv2d"], L["requant"], L["soft_mult"]])
             yL.append(mod["lut_equiv"] - L["rom_luts"])  # the ROM in logic: its law, not fitted (lut_per_rom_lut 1)
@@ -366,7 +379,7 @@ def fit_da(rows: list[dict], fam: str, law: dict | None = None, heldout: tuple[s
     the da4ml-cost law `law` (`fit_da_law`) replacing that script's; the top level's (pools,
     serializer) are fitted here on the training designs' top levels."""
     from opq_hw.cost import rtl_calibration
-    from opq_hw.cost.rtl import MUX_LUT_PER_BIT, da_top_features
+    from opq_hw.cost.rtl import CMP_CARRY_LUT_PER_BIT, MUX_LUT_PER_BIT, da_top_features
 
     tr = [r for r in rows if r["family"] == fam and r["model"] not in heldout]
     X, yl, XF, yf = [], [], [], []
@@ -375,14 +388,14 @@ def fit_da(rows: list[dict], fam: str, law: dict | None = None, heldout: tuple[s
     # for the MLPs / corpus-cnn-8 / corpus-cnn-8-16 on ECP5 and xc7, the same plus the rows on iCE40), so they
     # are fitted on the training designs of every family
     for r in (r for r in rows if r["model"] not in heldout):
-        f = da_top_features(layer_params_of(make_net(r["model"], r["variant"])), r["family"])
+        f = da_top_features(layer_params_of(net_of(r)), r["family"])
         x = [1.0, f["pools"], f["pool_bits"], f["out_bits"]]
         XF.append(x)
         yf.append(r["total"]["ff"] - sum(m["ff"] for m in r["modules"]) - f["pool_row_ff"])
         if r["family"] == fam:
             X.append(x)
             yl.append(r["total"]["lut_equiv"] - sum(m["lut_equiv"] for m in r["modules"])
-                      - MUX_LUT_PER_BIT[fam] * f["pool_mux_bits"])
+                      - MUX_LUT_PER_BIT[fam] * f["pool_mux_bits"] - CMP_CARRY_LUT_PER_BIT.get(fam, 0.0) * f["pool_carry_bits"])
     base = {k: v for k, v in rtl_calibration(fam, "rtl-da").items() if k not in ("provenance", "heldout_error")
             and not k.startswith("top_")} | {k: law[k] for k in DA_LAW_KEYS if law}
     top = dict(zip(DA_TOP_KEYS, [round(float(v), 5) for v in list(_nnls(X, yl)) + list(_nnls(XF, yf))])) if X else {}
@@ -405,9 +418,10 @@ def leave_one_model_out(rows: list[dict], fam: str, points: list[dict]) -> dict:
         law = fit_da_law(points, heldout=(m,))
         cal = fit_da(rows, fam, law, heldout=(m,))
         for r in (r for r in fr if r["model"] == m):
-            per.append({"model": m, "variant": r["variant"], "estimate": estimate_design(r, cal), "measured": measured(r)})
+            per.append({"model": m, "variant": r["variant"], **({"act_bits": r["act_bits"]} if "act_bits" in r else {}),
+                        "estimate": estimate_design(r, cal), "measured": measured(r)})
     return {"errors": errors(per), "n": len(per), "models": sorted({p["model"] for p in per}),
-            "rows": [{"model": p["model"], "variant": p["variant"],
+            "rows": [{"model": p["model"], "variant": p["variant"], **({"act_bits": p["act_bits"]} if "act_bits" in p else {}),
                       **{k: round((p["estimate"][k] - p["measured"][k]) / max(p["measured"][k], 1), 4) for k in ("LUT", "FF")}}
                      for p in per]}
 
@@ -421,7 +435,7 @@ def estimate_design(r: dict, cal: dict, weights: bool = False) -> dict:
     from opq_hw.rtl.seq import _acc_bits
 
     board = load_board(FAMILY_BOARD[r["family"]])
-    net = make_net(r["model"], r["variant"])
+    net = net_of(r)
     params = layer_params_of(net)
     if weights:
         L = net.layers[-1]
@@ -484,6 +498,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--variants", type=int, default=VARIANTS, help="allocations drawn per model")
     ap.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of MODELS")
+    ap.add_argument("--act-bits", type=int, default=4, choices=[4, 8],
+                    help="activation width after the first layer of the designs drawn (rows record it when not 4)")
     ap.add_argument("--refit", action="store_true", help="no synthesis: fit the committed rows")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "rtl_whole_design.json",
                     help="the JSON the rows go to (a second synthesis process: another file, merged with --merge)")
@@ -493,10 +509,10 @@ def main() -> None:
     args = ap.parse_args()
     path = args.out
     old = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    seen = {(r["model"], r["variant"], r["family"], r.get("arch", "seq")) for r in old["rows"]}
+    seen = {row_key(r) for r in old["rows"]}
     for extra in args.merge:
         for r in json.loads(extra.read_text())["rows"]:
-            key = (r["model"], r["variant"], r["family"], r.get("arch", "seq"))
+            key = row_key(r)
             if key not in seen:
                 seen.add(key)
                 old["rows"].append(r)
@@ -505,7 +521,8 @@ def main() -> None:
     unknown = set(models) - set(MODELS)
     if unknown:
         raise SystemExit(f"unknown models {sorted(unknown)}; known: {', '.join(MODELS)}")
-    rows = old["rows"] if args.refit else synthesize(fams, args.jobs, old, args.arch, args.variants, models, path)
+    rows = old["rows"] if args.refit else synthesize(fams, args.jobs, old, args.arch, args.variants, models, path,
+                                                         args.act_bits)
     from opq_hw.rtl import eda
 
     result = {"yosys": eda.yosys_version(), "heldout_models": list(HELDOUT), "results": {}, "rows": rows}
@@ -542,7 +559,7 @@ def main() -> None:
                 f"{k} MAPE {v['mape'] * 100:.1f}% max {v['max'] * 100:.1f}%" for k, v in h.items() if v["mape"] is not None),
                 flush=True)
             for r in fr:
-                print(f"   {'H' if r['heldout'] else ' '} {r['model']:27} v{r['variant']} " + " ".join(
+                print(f"   {'H' if r['heldout'] else ' '} {r['model']:27} v{r['variant']}{_act_tag(r)} " + " ".join(
                     f"{k} {r['estimate'][k]}/{r['measured'][k]}" for k in METRICS))
     vl = [m for m in args.verilator.split(",") if m]
     result["verilator"] = verilator_check(rows, vl) if vl else (old or {}).get("verilator", [])
@@ -634,6 +651,11 @@ def _law_note(result: dict) -> str:
             f"layers of the held-out models {law['heldout']['mape'] * 100:.1f}% (max {law['heldout']['max'] * 100:.0f}%)")
 
 
+def _act_tag(r: dict) -> str:
+    """' (8-bit act.)' for a row drawn at other than the default 4-bit activations."""
+    return f" ({r['act_bits']}-bit act.)" if r.get("act_bits", 4) != 4 else ""
+
+
 def markdown(result: dict) -> str:
     """The table: every design, estimated / measured per metric, held-out rows marked; MAPE per family."""
     lines = [f"# Open RTL flow, whole designs: cost model vs {result['yosys'].split('(')[0].strip()}", "",
@@ -646,7 +668,7 @@ def markdown(result: dict) -> str:
         lines += [f"## rtl-{arch}, {fam} ({FAMILY_BOARD[fam]})", "",
                   "| model | alloc | held out | LUT | FF | BRAM18 | DSP | cycles |", "|---|---|---|---|---|---|---|---|"]
         rs = [r for r in result["rows"] if r["family"] == fam and r.get("arch", "seq") == arch]
-        for r in sorted(rs, key=lambda r: (r.get("heldout", False), r["model"], r["variant"])):
+        for r in sorted(rs, key=lambda r: (r.get("heldout", False), r["model"], r["variant"], r.get("act_bits", 4))):
             if "unsupported" in r:
                 lines.append(f"| {r['model']} | v{r['variant']} | | not supported: {r['unsupported']} | | | | |")
                 continue
@@ -654,7 +676,8 @@ def markdown(result: dict) -> str:
             for k in METRICS:
                 e, m = r["estimate"][k], r["measured"][k]
                 cells.append(f"{e} / {m}" + (f" ({(e - m) / max(m, 1) * 100:+.0f}%)" if k in ("LUT", "FF") else ""))
-            lines.append(f"| {r['model']} | v{r['variant']} | {'**H**' if r['heldout'] else ''} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['model']} | v{r['variant']}{_act_tag(r)} | {'**H**' if r['heldout'] else ''} | "
+                         + " | ".join(cells) + " |")
         lines.append("")
         if res.get("bram18_exact_with_weights"):
             k, n = res["bram18_exact_with_weights"]

@@ -18,7 +18,8 @@ from opq_hw.cost import (CostReport, LayerParams, bram_blocks, choose_folding, c
                          finn_bram18, finn_mvau, hls4ml_latency, hls4ml_resource, network_params, rtl_da, rtl_seq,
                          rtl_seq_top, valid_reuse_factors, yosys_memory)
 from opq_hw.cost.common import bram_aspects
-from opq_hw.cost.rtl import (board_top_features, da_top_features, link_geometry, lutram_mux_bits, rom_logic_luts, rtl_da_top,
+from opq_hw.cost.rtl import (CMP_CARRY_LUT_PER_BIT, MUX_LUT_PER_BIT, board_top_features, cmp_on_carry, da_top_features,
+                             link_geometry, lutram_mux_bits, rom_logic_luts, rtl_da_top,
                              seq_logits_memory)
 from opq_hw.errors import OpqError
 from opq_hw.spec import Allocation, LayerSpec
@@ -209,6 +210,14 @@ def test_rtl_da_hand_case():
     cal = {"top_ff": 20.0, "top_ff_per_pool": 80.0, "top_ff_per_pool_bit": 1.0, "top_ff_per_out_bit": 0.0, "top_lut": 0.0}
     ice_top, ecp_top = (rtl_da_top([c8, fc], load_board(b), cal) for b in ("ice40-up5k", "ecp5-85f"))
     assert (ice_top["FF"], ecp_top["FF"], ice_top["LUT"]) == (20 + 80 + 32 + 128, 20 + 80 + 32, 96)
+    # at 8-bit activations xc7 puts the pool's comparators on CARRY4 (cmp2lcu: ceil(8 / 3) = 3 chunks > 2):
+    # CMP_CARRY_LUT_PER_BIT per pixel bit on xc7 only; at 6 bits (2 chunks) they stay in LUTs
+    c8x, fcx = dataclasses.replace(c8, out_bits=8), dataclasses.replace(fc, a_bits=8)
+    assert (cmp_on_carry(6, "xc7"), cmp_on_carry(7, "xc7"), cmp_on_carry(8, "ecp5")) == (False, True, False)
+    assert [da_top_features([c8x, fcx], f)["pool_carry_bits"] for f in ("xc7", "ecp5")] == [64, 0]
+    lut = {f: rtl_da_top([c8x, fcx], load_board(b), cal)["LUT"] for f, b in (("xc7", "arty-a7-100t"), ("ecp5", "ecp5-85f"))}
+    assert lut["xc7"] == np.ceil(CMP_CARRY_LUT_PER_BIT["xc7"] * 64 + MUX_LUT_PER_BIT["xc7"] * da_top_features(
+        [c8x, fcx], "xc7")["pool_mux_bits"] - 1e-9) and lut["ecp5"] < lut["xc7"]
     # mnist1d-cnn's first pool (32 channels x 4 bits, a row of OW = 20): the row is read at the registered
     # column counter (a synchronous read port): 8 RAM4Ks on iCE40 (measured: 3 such pools, 24), LUT RAM on xc7;
     # the window's `orow * 40` takes a DSP on iCE40 too (measured: one SB_MAC16 per conv layer)

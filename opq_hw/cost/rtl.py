@@ -290,9 +290,10 @@ def seq_layer_registers(p: LayerParams) -> Any:
             + 1 + ob + obits)
 
 
-def pools_between(params: list[LayerParams]) -> list[tuple[int, int]]:
+def pools_between(params: list[LayerParams]) -> list[tuple[int, int, int]]:
     """The max pools between consecutive layers, inferred from the shapes (a layer that produces more
-    values than the next one takes): per pool (channels x bits of a pixel, output row length OW)."""
+    values than the next one takes): per pool (channels x bits of a pixel, output row length OW, bits of
+    one channel's value BW)."""
     out = []
     for p, q in zip(params, params[1:]):
         produced = p.out_channels * max(p.out_pixels, 1)
@@ -301,8 +302,25 @@ def pools_between(params: list[LayerParams]) -> list[tuple[int, int]]:
             continue
         k = produced // taken
         kc = round(math.sqrt(k)) if len(p.kernel) == 2 else k  # square windows in 2-D, 1 x k in 1-D
-        out.append((p.out_channels * q.a_bits, max(p.in_width // max(kc, 1), 1)))
+        out.append((p.out_channels * q.a_bits, max(p.in_width // max(kc, 1), 1), q.a_bits))
     return out
+
+
+# Extra LUTs per pixel bit of a max pool whose comparators Yosys puts on carry chains (`cmp_on_carry`):
+# opq_maxpool alone (C = 8, W = 8) under `synth_xilinx -family xc7` (Yosys 0.23) takes 177 / 201 / 213 LUTs at
+# BW = 4 / 5 / 6 (the compares in LUTs, 2.25 LUTs per added pixel bit) and 451 / 490 / 544 / 600 / 688 at BW =
+# 7 / 8 / 9 / 10 / 12, i.e. 3.8-3.9 LUTs per pixel bit over the LUT-only line (C = 16 at BW = 8: 3.6), with
+# 2 LUT1s per pixel bit and MUXF7/MUXF8 beside the CARRY4s; not fitted (measured on the pool alone)
+CMP_CARRY_LUT_PER_BIT = {"xc7": 3.8}
+
+
+def cmp_on_carry(bw: int, family: str) -> bool:
+    """Whether Yosys maps a `bw`-bit a >= b of two variables (opq_maxpool's vmax) onto the carry chain:
+    `synth_xilinx` runs techlibs/common/cmp2lcu.v with LUT_WIDTH = 6, which cuts the compare into chunks of
+    3 bit pairs (2 inputs each) joined by one $lcu of ceil(bw / 3) bits, and techlibs/xilinx/arith_map.v
+    maps a $lcu to CARRY4 only when it is wider than 2 (`_TECHMAP_FAIL_ = WIDTH <= 2`): bw >= 7. Other
+    families: modelled as not (ECP5's top-level per-pool-bit LUTs fitted at 4 bits held at 8)."""
+    return family in CMP_CARRY_LUT_PER_BIT and -(-bw // 3) > 2
 
 
 def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
@@ -315,17 +333,20 @@ def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
     64 x 2 bits) in flip-flops and mnist1d-cnn's (128 x 20, 10, 5) in 3 x 8 RAM4Ks (`pool_bram`). Beside it:
     the output register and the comparators of one pixel (`pool_bits`, C x BW per pool), the counters
     (`pools`). A row in logic is OW x pixel flip-flops (`pool_row_ff`) and an OW:1 read mux, a row in LUT
-    RAM its read mux (`pool_mux_bits`, costed at MUX_LUT_PER_BIT)."""
+    RAM its read mux (`pool_mux_bits`, costed at MUX_LUT_PER_BIT). On xc7 the comparators of a pool whose
+    values are 7 bits or wider go onto carry chains (`pool_carry_bits`, see `cmp_on_carry`), which costs
+    CMP_CARRY_LUT_PER_BIT more per pixel bit."""
     pools = pools_between(params)
     last = params[-1]
     row_ff = mux = cells = blocks = 0.0
-    for b, ow in pools:
+    for b, ow, _ in pools:
         kind, n = yosys_memory(b, ow, family, rom=False, sync_read=True, aspects=_aspects_of(family))
         row_ff += b * ow if kind == "logic" else 0
         mux += b * (ow - 1) if kind == "logic" else lutram_mux_bits(b, ow, family) if kind == "lutram" else 0
         cells += n if kind == "lutram" else 0
         blocks += n if kind == "block" else 0
-    return {"pools": float(len(pools)), "pool_bits": float(sum(b for b, _ in pools)), "pool_row_ff": float(row_ff),
+    return {"pools": float(len(pools)), "pool_bits": float(sum(b for b, _, _ in pools)), "pool_row_ff": float(row_ff),
+            "pool_carry_bits": float(sum(b for b, _, bw in pools if cmp_on_carry(bw, family))),
             "pool_mux_bits": float(mux), "pool_lutram": float(cells), "pool_bram": float(blocks),
             "out_bits": float(last.out_channels * (last.w_bits + last.a_bits + clog2(last.fan_in) + 1))}
 
@@ -336,7 +357,7 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
     the pools' row memories placed by Yosys's rule (not fitted):
 
       LUT    = top_lut + top_lut_per_pool * pools + top_lut_per_pool_bit * pool_bits + top_lut_per_out_bit * out_bits
-               + MUX_LUT_PER_BIT * pool_mux_bits
+               + MUX_LUT_PER_BIT * pool_mux_bits + CMP_CARRY_LUT_PER_BIT * pool_carry_bits
       FF     = top_ff + top_ff_per_pool * pools + top_ff_per_pool_bit * pool_bits + top_ff_per_out_bit * out_bits
                + pool_row_ff
       BRAM18 = the pools' rows in block RAM (`pool_bram`, the family's blocks)
@@ -346,7 +367,8 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
     cal = {**DA_CALIBRATION.defaults, **(calibration or DA_CALIBRATION.load(board.family))}
     f = da_top_features(params, board.family)
     lut = math.ceil(cal["top_lut"] + cal["top_lut_per_pool"] * f["pools"] + cal["top_lut_per_pool_bit"] * f["pool_bits"]
-                    + cal["top_lut_per_out_bit"] * f["out_bits"] + MUX_LUT_PER_BIT[board.family] * f["pool_mux_bits"] - 1e-9)
+                    + cal["top_lut_per_out_bit"] * f["out_bits"] + MUX_LUT_PER_BIT[board.family] * f["pool_mux_bits"]
+                    + CMP_CARRY_LUT_PER_BIT.get(board.family, 0.0) * f["pool_carry_bits"] - 1e-9)
     ff = math.ceil(cal["top_ff"] + cal["top_ff_per_pool"] * f["pools"] + cal["top_ff_per_pool_bit"] * f["pool_bits"]
                    + cal["top_ff_per_out_bit"] * f["out_bits"] + f["pool_row_ff"] - 1e-9)
     first = params[0]
