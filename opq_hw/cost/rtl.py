@@ -319,7 +319,12 @@ def cmp_on_carry(bw: int, family: str) -> bool:
     `synth_xilinx` runs techlibs/common/cmp2lcu.v with LUT_WIDTH = 6, which cuts the compare into chunks of
     3 bit pairs (2 inputs each) joined by one $lcu of ceil(bw / 3) bits, and techlibs/xilinx/arith_map.v
     maps a $lcu to CARRY4 only when it is wider than 2 (`_TECHMAP_FAIL_ = WIDTH <= 2`): bw >= 7. Other
-    families: modelled as not (ECP5's top-level per-pool-bit LUTs fitted at 4 bits held at 8)."""
+    families: no such step. `synth_ecp5` (Yosys 0.23, its `coarse` script) runs cmp2lut.v (LUT_WIDTH 4:
+    compares with a constant only) and `alumacc`, whose $alu techlibs/ecp5/arith_map.v puts on CCU2C: the
+    pool alone (C = 8, W = 8) has 56 CCU2C at BW = 4 (the counters, as at C = 16) and 88 at BW = 8 (4 per
+    channel, +0.5 LUT-equivalent per added pixel bit), 397 vs 446 LUT-equivalents in all; ABC's PFUMX /
+    L6MUX21 trees make other widths 2-3x larger (848 / 728 / 1,372 / 1,489 at BW = 6 / 7 / 10 / 12), not a
+    function of BW that a term could follow, so ECP5 keeps its fitted per-pool-bit LUTs."""
     return family in CMP_CARRY_LUT_PER_BIT and -(-bw // 3) > 2
 
 
