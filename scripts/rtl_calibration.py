@@ -14,6 +14,12 @@ board_configs/rtl_da_calibration.yaml and benchmarks/results/rtl_calibration.{js
 `--refit` fits again from the synthesis counts committed in rtl_calibration.json (the layers and
 da4ml's solutions are regenerated from the seed) without running Yosys.
 
+--act4 N (with --add: synthesize only what the committed rows lack): N more random layers with 4-bit
+unsigned inputs and outputs (seed + ACT4_SEED), as every layer after the first of a whole design, for the
+families given; the fit's `lut_per_da_act_bit` (LUTs per unit of da4ml cost per input bit, free sign) is
+0 for a family without them. The da4ml-cost law here stays the 3-term one of the 8-bit layers;
+benchmarks/rtl_whole_design.py --refit writes its 4-term law back into the YAML.
+
 --arch seq: runs benchmarks/rtl_whole_design.py (the rtl-seq coefficients are fitted on whole designs
 of real model shapes, layer modules and top level, with the memories mapped by Yosys's own rule;
 random single layers missed the buffers, the top level and the LUT-RAM/block-RAM split).
@@ -25,6 +31,7 @@ stages), each layer module synthesized per family; the cost model fed with da4ml
 (rtl-da FF, xc7 SRLs included) against Yosys. Writes benchmarks/results/rtl_ff_check.json.
 
     python scripts/rtl_calibration.py [--n 32] [--families xc7,ecp5,ice40] [--arch da4ml|seq] [--refit]
+    python scripts/rtl_calibration.py --add --act4 16 --families xc7
     python scripts/rtl_calibration.py --ff-check [--n 12]
 """
 from __future__ import annotations
@@ -48,10 +55,13 @@ from opq_hw.rtl.gen import generate, write_design  # noqa: E402
 from opq_hw.rtl.intnet import Flatten, IntLayer, IntNet  # noqa: E402
 
 
-def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
+def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0, act_bits: int = 8):
     """(IntNet of [layer with requant, tiny dense head], LayerParams) for layer i: conv (even i) or
     dense (odd i), shapes, weight bits and sparsity drawn from `rng`; draws again while the layer
-    would hold more than `max_digits` CSD digits (a ~10k-LUT kernel: larger ones take Yosys minutes)."""
+    would hold more than `max_digits` CSD digits (a ~10k-LUT kernel: larger ones take Yosys minutes).
+    act_bits 8: signed 8-bit inputs and outputs (the first layer of a design); 4: unsigned 4-bit
+    inputs and outputs, as every layer after the first of the whole designs (conv: up to 8 input
+    channels, the stream's 32 bits per pixel)."""
     from opq_hw.cost import LayerParams, csd_digits_mean
 
     kind = "conv" if i % 2 == 0 else "linear"
@@ -59,7 +69,7 @@ def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
         bits = int(rng.choice([2, 3, 4, 5, 6, 8]))
         sparsity = float(rng.choice([0.0, 0.3, 0.5, 0.7, 0.9]))
         if kind == "conv":
-            cin = int(rng.choice([1, 2, 4]))  # the streaming top level takes <= 32 input bits per pixel
+            cin = int(rng.choice([1, 2, 4] if act_bits == 8 else [2, 4, 8]))  # the stream takes <= 32 bits per pixel
             cout = int(rng.choice([4, 8, 16, 32]))
             h = w = int(rng.choice([6, 8]))
             shape_w = (cout, cin, 3, 3)
@@ -75,12 +85,12 @@ def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0):
     wq = rng.integers(-qmax, qmax + 1, size=shape_w)
     wq[rng.random(shape_w) < sparsity] = 0
     b = rng.integers(-200, 200, size=cout)
-    in_bits, in_signed = 8, True
+    in_bits, in_signed = act_bits, act_bits == 8
     L = IntLayer(f"cal{i}", kind, wq.astype(np.int64), b.astype(np.int64), in_bits, in_signed, in_shape, out_shape,
                  padding=(1, 1) if kind == "conv" else (0, 0), w_exp=tuple([-10] * cout),
-                 out_shift=tuple(int(s) for s in rng.integers(-8, -3, size=cout)), out_bits=8, out_exp=-4)
+                 out_shift=tuple(int(s) for s in rng.integers(-8, -3, size=cout)), out_bits=act_bits, out_exp=-4)
     head = IntLayer(f"head{i}", "linear", rng.integers(-1, 2, size=(2, int(np.prod(out_shape)))).astype(np.int64),
-                    np.zeros(2, dtype=np.int64), 8, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
+                    np.zeros(2, dtype=np.int64), act_bits, False, out_shape, (2, 1, 1), w_exp=(-12, -12))
     net = IntNet(in_shape if kind == "conv" else (1, 1, cin), in_bits, in_signed, -4, [L, Flatten(), head])
     fan_in = int(np.prod(shape_w[1:]))
     p = LayerParams(name=L.name, kind="conv2d" if kind == "conv" else "linear", fan_in=fan_in, out_channels=cout,
@@ -130,42 +140,60 @@ def main() -> None:
     ap.add_argument("--arch", default="da4ml", choices=["da4ml", "seq"])
     ap.add_argument("--refit", action="store_true", help="da4ml: refit from the committed rows, no synthesis")
     ap.add_argument("--ff-check", action="store_true", help="pipelined flip-flop counts on fresh layers")
+    ap.add_argument("--act4", type=int, default=None,
+                    help="random layers with 4-bit unsigned inputs and outputs (tags q<i>; default: as committed, else 0)")
+    ap.add_argument("--add", action="store_true",
+                    help="keep the committed rows' synthesis counts: synthesize only the rows (or --families) they lack")
     args = ap.parse_args()
     if args.arch == "seq":
         return main_seq(args)
     if args.ff_check:
         return main_ff_check(args)
-    rows = _layer_rows(args)
-    if args.refit:
-        old = json.loads((ROOT / "benchmarks" / "results" / "rtl_calibration.json").read_text())
-        synth, seconds = {r["tag"]: r["synth"] for r in old["rows"]}, old["synth_seconds"]
+    path = ROOT / "benchmarks" / "results" / "rtl_calibration.json"
+    old = json.loads(path.read_text()) if args.refit or args.add else None
+    n4 = args.act4 if args.act4 is not None else (old or {}).get("act4", {}).get("n", 0)
+    rows = _layer_rows(args) + _layer_rows(args, act_bits=4, n=n4)
+    seconds = (old or {}).get("synth_seconds", {})
+    if old:
+        synth = {r["tag"]: r["synth"] for r in old["rows"]}
         for r in rows:
-            r["synth"] = synth[r["tag"]]
-    else:
-        seconds = _synthesize_da(rows, args)
+            r["synth"] = dict(synth.get(r["tag"], {}))
+    if args.refit:
+        missing = [r["tag"] for r in rows if not r["synth"]]
+        if missing:
+            raise SystemExit(f"no synthesis counts for layers {missing}: run without --refit")
+    else:  # --add: only the rows (or families) not synthesized yet
+        todo = [r for r in rows if not old or any(f not in r["synth"] for f in args.families.split(",") if f)]
+        if todo:
+            new = _synthesize_da(todo, args)
+            seconds = {**seconds, **({f"{f}_added": v for f, v in new.items()} if old else new)}
     for r in rows:
         r.pop("_design")
     if not args.refit:
-        write_json(ROOT / "benchmarks" / "results" / "rtl_calibration.json",  # the rows first: a refit needs no synthesis
+        write_json(path,  # the rows first: a refit needs no synthesis
                    {"yosys": eda.yosys_version(), "seed": args.seed, "synth_seconds": seconds,
-                    "rows": [_slim(r) for r in rows]})
+                    "act4": {"n": n4, "seed": args.seed + ACT4_SEED}, "rows": [_slim(r) for r in rows]})
     _fit_da(rows, seconds, args)
 
 
-def _layer_rows(args) -> list[dict]:
+ACT4_SEED = 4000  # the 4-bit-input layers are drawn from seed + ACT4_SEED
+
+
+def _layer_rows(args, act_bits: int = 8, n: int | None = None) -> list[dict]:
     """One row per layer module: the layer's LayerParams and what the generator records of da4ml's
     solution (cost, latency, registers kept by synthesis, shift-register runs), for every layer
-    combinational and for the held-out ones also pipelined (cutoff PIPE). `_design` keeps the design."""
+    combinational and for the held-out ones also pipelined (cutoff PIPE). `_design` keeps the design.
+    act_bits 4: n layers with 4-bit inputs (seed + ACT4_SEED, tags q<i>, combinational only)."""
     from dataclasses import asdict
 
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed + (ACT4_SEED if act_bits == 4 else 0))
     rows = []
-    for i in range(args.n):
-        net, p = random_layer(rng, i)
-        for pipe in [0.0] + ([PIPE] if heldout(i) else []):
+    for i in range(args.n if n is None else n):
+        net, p = random_layer(rng, i, act_bits=act_bits)
+        for pipe in [0.0] + ([PIPE] if heldout(i) and act_bits == 8 else []):
             d = generate(net, pipeline=pipe)
             m = d.layer_modules[0]
-            rows.append({"i": i, "tag": f"{'p' if pipe else 'c'}{i}", "pipeline": pipe, "params": asdict(p),
+            rows.append({"i": i, "tag": f"{'p' if pipe else 'c' if act_bits == 8 else 'q'}{i}", "pipeline": pipe, "params": asdict(p),
                          "da4ml_cost": m["da4ml_cost"], "kernel_latency": m["kernel_latency"],
                          "registers": m["registers"], "chains": m["chains"], "synth": {}, "_design": d})
     return rows
@@ -242,7 +270,7 @@ def _slim(r: dict) -> dict:
     """A row as recorded: the layer regenerates from the seed, so its shape facts stay out."""
     p = r["params"]
     return {"tag": r["tag"], "kind": p["kind"], "fan_in": p["fan_in"], "out_channels": p["out_channels"],
-            "w_bits": p["w_bits"], "nnz": p["nnz"], "da4ml_cost": r["da4ml_cost"], "registers": r["registers"],
+            "w_bits": p["w_bits"], "a_bits": p["a_bits"], "nnz": p["nnz"], "da4ml_cost": r["da4ml_cost"], "registers": r["registers"],
             "synth": r["synth"]}
 
 
@@ -286,10 +314,11 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
 
     boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
     fams = list(rows[0]["synth"])
-    comb = [r for r in rows if not r["pipeline"]]
+    comb = [r for r in rows if not r["pipeline"] and r["params"]["a_bits"] == 8]
     train = [r for r in comb if not heldout(r["i"])]
     test = [r for r in comb if heldout(r["i"])]
     piped = [r for r in rows if r["pipeline"]]
+    act4 = [r for r in rows if r["params"]["a_bits"] == 4]  # 4-bit inputs, synthesized for some families
     feats = {r["tag"]: da_features(_params(r)) for r in rows}
 
     extra = da_cost_rows(args.seed)
@@ -306,6 +335,7 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     da_err = mape([(float(da4ml_cost_estimate(_params(r), da_cal)), r["da4ml_cost"]) for r in test if r["da4ml_cost"] > 0])
     result = {"yosys": eda.yosys_version(), "seed": args.seed, "n_layers": len(comb), "n_train": len(train),
               "n_test": len(test), "n_pipelined": len(piped), "pipeline_cutoff": PIPE, "synth_seconds": seconds,
+              "act4": {"n": len(act4), "seed": args.seed + ACT4_SEED},
               "da4ml_cost_fit": {**da_cal, "n_points": len(pts), "mape_heldout": da_err}, "families": {},
               "rows": [_slim(r) for r in rows]}
     print(f"da4ml cost = {da_cal['da_coef']:.3f} digits^{e_d:.3f} width^{e_w:.3f} ({len(pts)} layers); "
@@ -314,14 +344,16 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     cal_yaml, plot_rows = {}, {}
     for fam in fams:
         def x(r, da):
-            f = feats[r["tag"]]
-            return [da, float(f["requant_bits"]), float(f["window_bits"]), f["conv"], 1.0]
+            f, a = feats[r["tag"]], r["params"]["a_bits"] - 8
+            return [da, float(f["requant_bits"]), float(f["window_bits"]), f["conv"], 1.0, da * a, -da * a]
 
-        A = np.array([x(r, r["da4ml_cost"]) for r in train])
+        train4 = [r for r in act4 if fam in r["synth"] and not heldout(r["i"])]
+        test4 = [r for r in act4 if fam in r["synth"] and heldout(r["i"])]
+        A = np.array([x(r, r["da4ml_cost"]) for r in train + train4])
         # the shift-register LUTs (xc7 SRLs) are counted by the model, not fitted
-        y = np.array([r["synth"][fam]["lut_equiv"] - r["synth"][fam].get("srl", 0) for r in train], dtype=float)
-        coef, _ = nnls(A, y)
-        cal = {**da_cal, **dict(zip(keys, (float(c) for c in coef)))}
+        y = np.array([r["synth"][fam]["lut_equiv"] - r["synth"][fam].get("srl", 0) for r in train + train4], dtype=float)
+        coef, _ = nnls(A, y)  # the last two columns: a free-sign scale per input bit (0 without 4-bit rows)
+        cal = {**da_cal, **dict(zip(keys, (float(c) for c in coef))), "lut_per_da_act_bit": float(coef[5] - coef[6])}
         b = boards[fam]
 
         ests = {(r["tag"], k): rtl_da(_params(r), b, cal, _kernel(r) if k else None) for r in rows for k in (False, True)}
@@ -340,17 +372,23 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
                     "errors": dict(zip((r["tag"] for r in rs), d))}
 
         res = {**{k: float(v) for k, v in cal.items()},
-               "lut_mape_train": err(train, "LUT", True), "lut_mape_heldout": err(test, "LUT", False),
+               "lut_mape_train": err(train + train4, "LUT", True), "lut_mape_heldout": err(test, "LUT", False),
+               "n_train_act4": len(train4), "n_heldout_act4": len(test4),
+               "lut_mape_heldout_act4": err(test4, "LUT", False), "lut_mape_heldout_act4_with_kernel": err(test4, "LUT", True),
+               "ff_mape_heldout_act4": err(test4, "FF", False),
                "lut_mape_heldout_with_kernel": err(test, "LUT", True), "ff_mape_heldout": err(test, "FF", False),
                "ff_with_kernel": {"combinational": ff_check(test), "pipelined": ff_check(piped)},
                "heldout": [{"tag": r["tag"], "pipelined": bool(r["pipeline"]), "LUT": int(r["synth"][fam]["lut_equiv"]), "FF": r["synth"][fam]["ff"],
                             "LUT_estimated": int(est(r, False)["LUT"]), "LUT_with_kernel": int(est(r, True)["LUT"]),
                             "FF_estimated": int(est(r, False)["FF"]), "FF_with_kernel": int(est(r, True)["FF"])}
-                           for r in test + piped]}
+                           for r in test + piped + test4]}
         result["families"][fam] = res
         fc, fp = res["ff_with_kernel"]["combinational"], res["ff_with_kernel"]["pipelined"]
-        prov = (f"fitted by scripts/rtl_calibration.py (seed {args.seed}) on {len(train)} random conv/dense layer "
-                f"modules of the open RTL flow (window/collector + da4ml kernel + requant, not the demo model), "
+        a4 = (f" ({len(train4)} of them with 4-bit inputs: lut_per_da_act_bit; held-out 4-bit layers ({len(test4)}) "
+              f"LUT MAPE {res['lut_mape_heldout_act4'] * 100:.1f}% weight-agnostic, "
+              f"{res['lut_mape_heldout_act4_with_kernel'] * 100:.1f}% with da4ml's solution)") if test4 else ""
+        prov = (f"fitted by scripts/rtl_calibration.py (seed {args.seed}) on {len(train) + len(train4)} random conv/dense layer "
+                f"modules{a4} of the open RTL flow (window/collector + da4ml kernel + requant, not the demo model), "
                 f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT-equivalents "
                 f"(ecp5: LUT4 + 2 x CCU2C; xc7: LUT + SRL); held-out ({len(test)} layers) LUT MAPE "
                 f"{res['lut_mape_heldout'] * 100:.1f}% weight-agnostic, {res['lut_mape_heldout_with_kernel'] * 100:.1f}% "
@@ -359,7 +397,10 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
                 f"layers (max error {fc['max_abs_error']} / {fp['max_abs_error']} FF)")
         cal_yaml[fam] = {**{k: round(v, 5) for k, v in cal.items()}, "provenance": prov}
         plot_rows[fam] = res["heldout"]
-        print(f"{fam}: LUT = {' + '.join(f'{c:.3g} {k}' for k, c in zip(keys, coef))}; held-out LUT MAPE "
+        print(f"{fam}: LUT = {' + '.join(f'{c:.3g} {k}' for k, c in zip(keys, coef))}, "
+              f"lut_per_da_act_bit {cal['lut_per_da_act_bit']:.4g} ({len(train4)} 4-bit layers fitted"
+              + (f", {len(test4)} held out: LUT MAPE {res['lut_mape_heldout_act4'] * 100:.1f}%, with da4ml's solution "
+                 f"{res['lut_mape_heldout_act4_with_kernel'] * 100:.1f}%" if test4 else "") + "); held-out LUT MAPE "
               f"{res['lut_mape_heldout'] * 100:.1f}% (with da4ml's solution {res['lut_mape_heldout_with_kernel'] * 100:.1f}%, "
               f"train {res['lut_mape_train'] * 100:.1f}%); FF MAPE {res['ff_mape_heldout'] * 100:.1f}%; with da4ml's "
               f"solution FF exact {fc['exact']}/{fc['n']} combinational (max error {fc['max_abs_error']}), "
@@ -440,6 +481,8 @@ def _write(result: dict, cal_yaml: dict, json_name: str, yaml_name: str, header:
         v.update(kept)
     header += ("# top_*: the top level (pools, output serializer), fitted on whole designs by benchmarks/rtl_whole_design.py\n"
                "# --arch da; heldout_error: the whole-design error on designs of models that fit never saw (fractions).\n")
+    if path.exists():  # the header as the file has it (benchmarks/rtl_whole_design.py describes what it fits there)
+        header = "".join(line for line in path.read_text().splitlines(keepends=True)[:40] if line.startswith("#")) or header
     write_bytes(path, (header + yaml.safe_dump(cal_yaml, sort_keys=True, width=200)).encode())
 
 

@@ -196,6 +196,12 @@ def test_rtl_da_hand_case():
     # the law's input-width term: da x A^da_act_exp (8^0.5)
     ra = rtl_da(p, load_board("ecp5-85f"), {**DEFAULT_CAL, "da_act_exp": 0.5})
     assert float(ra["LUT"]) == np.ceil(520 * 8 ** 0.5 + 30 + 10)
+    # the LUTs per unit of da4ml cost move with the input width A (lut_per_da_act_bit, 0 at A = 8): at A = 4
+    # with da4ml's cost 300 given, (1 - 4 x 0.025) x 300 = 270, requant 4 x (3+4+4) bits
+    assert ints(rtl_da(p, load_board("ecp5-85f"), {**DEFAULT_CAL, "lut_per_da_act_bit": 0.025}, kernel=kernel))["LUT"] == rk["LUT"]
+    p4 = dataclasses.replace(p, a_bits=4)
+    r4 = ints(rtl_da(p4, load_board("ecp5-85f"), {**DEFAULT_CAL, "lut_per_da_act_bit": 0.025}, kernel=kernel))
+    assert r4["LUT"] == 270 + 0.5 * 4 * 11 + 10
 
     # a pool between two layers (conv 8 x 8 x 8 at 4-bit outputs -> 2 x 2 pool -> dense 128): its row of OW = 4
     # partial maxima of 8 x 4 bits is a memory read asynchronously. Measured (corpus-cnn-8, rtl-da whole designs):

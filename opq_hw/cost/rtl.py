@@ -24,6 +24,7 @@ from .records import LayerParams, clog2
 DA_CALIBRATION = Calibration(
     "rtl-da",
     {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "da_act_exp": 0.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
+     "lut_per_da_act_bit": 0.0,
      "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0, "top_lut": 0.0,
      "top_lut_per_pool": 0.0, "top_lut_per_pool_bit": 0.0, "top_lut_per_out_bit": 0.0, "top_ff": 0.0,
      "top_ff_per_pool": 0.0, "top_ff_per_pool_bit": 0.0, "top_ff_per_out_bit": 1.0},
@@ -149,8 +150,10 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     scripts/rtl_calibration.py):
       da     = da_coef * digits^da_digit_exp * width^da_width_exp * A^da_act_exp   (da4ml's cost,
                fitted to da4ml's own solutions; da4ml's exact cost when `kernel` is given)
-      LUT    = lut_per_da * da + lut_per_requant_bit * requant_bits + lut_per_window_bit * window_bits
-               + lut_per_conv_layer (conv) + lut_per_layer
+      LUT    = (lut_per_da + lut_per_da_act_bit * (A - 8)) * da + lut_per_requant_bit * requant_bits
+               + lut_per_window_bit * window_bits + lut_per_conv_layer (conv) + lut_per_layer
+               (the LUTs per unit of da4ml's cost depend on the input width A: fitted on random layer
+               modules with 8-bit and 4-bit inputs; 0 where only 8-bit ones were synthesized)
       FF     = the register count of `da_features` (no fitted term); on xc7 less the runs of >= 4
                shift-register flip-flops that Yosys maps into SRLC32Es, which count as LUTs
       cycles = II = input pixels per sample (conv), 1 for a linear layer's kernel;
@@ -160,7 +163,7 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     f = da_features(p, kernel)
     digits = f["digits"]
     da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else _da_cost(digits, f["width"], cal, p.a_bits)
-    lut = ceil_tol(cal["lut_per_da"] * da + cal["lut_per_requant_bit"] * f["requant_bits"]
+    lut = ceil_tol(max(cal["lut_per_da"] + cal.get("lut_per_da_act_bit", 0.0) * (p.a_bits - 8), 0.0) * da + cal["lut_per_requant_bit"] * f["requant_bits"]
                 + cal["lut_per_window_bit"] * f["window_bits"] + cal["lut_per_conv_layer"] * f["conv"] + cal["lut_per_layer"])
     ff = f["registers"]
     if board.family == "xc7":
