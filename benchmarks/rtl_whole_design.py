@@ -288,8 +288,9 @@ def fit(rows: list[dict], fam: str) -> dict:
                                                                       "n_train_layers": len(XL)}
 
 
-DA_TOP_KEYS = ("top_lut", "top_lut_per_pool", "top_lut_per_pool_bit", "top_lut_per_out_bit", "top_ff",
-               "top_ff_per_pool", "top_ff_per_pool_bit", "top_ff_per_out_bit")
+DA_TOP_KEYS = ("top_lut", "top_lut_per_pool", "top_lut_per_pool_bit", "top_lut_per_out_bit", "top_logit_width_ratio")
+# the top level's flip-flop fit before they were counted (`pool_registers`): dropped from the YAML when it is written
+DA_TOP_OLD_KEYS = ("top_ff", "top_ff_per_pool", "top_ff_per_pool_bit", "top_ff_per_out_bit")
 
 
 LAW_VARIANTS = 6  # allocations per model whose da4ml solutions the da4ml-cost law is fitted on
@@ -379,19 +380,19 @@ def fit_da(rows: list[dict], fam: str, law: dict | None = None, heldout: tuple[s
     the da4ml-cost law `law` (`fit_da_law`) replacing that script's; the top level's (pools,
     serializer) are fitted here on the training designs' top levels."""
     from opq_hw.cost import rtl_calibration
-    from opq_hw.cost.rtl import CMP_CARRY_LUT_PER_BIT, MUX_LUT_PER_BIT, da_top_features
+    from opq_hw.cost.rtl import CMP_CARRY_LUT_PER_BIT, MUX_LUT_PER_BIT, SERIALIZER_COUNTER_FF, da_top_features
 
     tr = [r for r in rows if r["family"] == fam and r["model"] not in heldout]
     X, yl, XF, yf = [], [], [], []
-    # the pools' rows (placed by Yosys's rule) at their structural cost, not fitted. The LUTs per family; the
-    # flip-flops are the same registers of the same RTL on every family (measured: 116 / 251 / 397 top-level FFs
-    # for the MLPs / corpus-cnn-8 / corpus-cnn-8-16 on ECP5 and xc7, the same plus the rows on iCE40), so they
-    # are fitted on the training designs of every family
+    # the pools' rows (placed by Yosys's rule) at their structural cost, not fitted. The LUTs per family. The
+    # flip-flops are counted (`pool_registers`, the serializer's counter; exact on every design's top level with
+    # the logits at da4ml's width), but for the width of the serializer's N logits, unknown without the weights:
+    # its ratio to the weight-agnostic bound is fitted on the training designs of every family (the same RTL)
     for r in (r for r in rows if r["model"] not in heldout):
         f = da_top_features(layer_params_of(net_of(r)), r["family"])
         x = [1.0, f["pools"], f["pool_bits"], f["out_bits"]]
-        XF.append(x)
-        yf.append(r["total"]["ff"] - sum(m["ff"] for m in r["modules"]) - f["pool_row_ff"])
+        XF.append([f["logit_bound_bits"]])
+        yf.append(r["total"]["ff"] - sum(m["ff"] for m in r["modules"]) - f["pool_ff"] - SERIALIZER_COUNTER_FF)
         if r["family"] == fam:
             X.append(x)
             yl.append(r["total"]["lut_equiv"] - sum(m["lut_equiv"] for m in r["modules"])
@@ -627,6 +628,8 @@ def write_yaml(result: dict, arch: str) -> None:
         else:
             fam_data = {**dict.fromkeys(DA_LAW_KEYS), **fam_data}  # the law's keys first, as the per-layer fit writes them
             fam_data.update({k: cal[k] for k in DA_TOP_KEYS + DA_LAW_KEYS if k in cal})
+            for k in DA_TOP_OLD_KEYS:
+                fam_data.pop(k, None)
             prov = str(fam_data.get("provenance", "")).split(" | ")[0]
             fam_data["provenance"] = (f"{prov} | {_law_note(result)} | whole designs: top level (pools, output serializer) "
                                       f"fitted by benchmarks/rtl_whole_design.py --arch da on the top levels of {where}; {err}")

@@ -19,7 +19,7 @@ from opq_hw.cost import (CostReport, LayerParams, bram_blocks, choose_folding, c
                          rtl_seq_top, valid_reuse_factors, yosys_memory)
 from opq_hw.cost.common import bram_aspects
 from opq_hw.cost.rtl import (CMP_CARRY_LUT_PER_BIT, MUX_LUT_PER_BIT, board_top_features, cmp_on_carry, da_top_features,
-                             link_geometry, lutram_mux_bits, rom_logic_luts, rtl_da_top,
+                             link_geometry, lutram_mux_bits, pool_registers, rom_logic_luts, rtl_da_top,
                              seq_logits_memory)
 from opq_hw.errors import OpqError
 from opq_hw.spec import Allocation, LayerSpec
@@ -213,9 +213,16 @@ def test_rtl_da_hand_case():
     assert [feats[f]["pool_lutram"] for f in ("ecp5", "xc7", "ice40")] == [8, 6, 0]
     assert (feats["ice40"]["pool_row_ff"], feats["ice40"]["pool_mux_bits"], feats["ecp5"]["pool_row_ff"]) == (128, 32 * 3, 0)
     assert (feats["ice40"]["pools"], feats["ice40"]["pool_bits"]) == (1, 32)
-    cal = {"top_ff": 20.0, "top_ff_per_pool": 80.0, "top_ff_per_pool_bit": 1.0, "top_ff_per_out_bit": 0.0, "top_lut": 0.0}
+    cal = {"top_logit_width_ratio": 0.8, "top_lut": 0.0}
     ice_top, ecp_top = (rtl_da_top([c8, fc], load_board(b), cal) for b in ("ice40-up5k", "ecp5-85f"))
-    assert (ice_top["FF"], ecp_top["FF"], ice_top["LUT"]) == (20 + 80 + 32 + 128, 20 + 80 + 32, 96)
+    # flip-flops counted off the RTL: the pool's five 16-bit counters and out_valid, its output pixel (32), the row in
+    # logic (128) and its 2-bit read address register (in LUT RAM the address register only): opq_maxpool alone
+    # (C = 8, BW = 4, 8 x 8, 2 x 2) synthesizes to 243 FFs on iCE40, 115 on ECP5 and xc7 (Yosys 0.23). The
+    # serializer: its counter (16) and 10 logits at 0.8 x the weight-agnostic bound (4 + 4 + 7 = 15 bits)
+    assert [pool_registers(32, 4, f) for f in ("ice40", "ecp5", "xc7")] == [243, 115, 115]
+    assert (ice_top["FF"], ecp_top["FF"], ice_top["LUT"]) == (243 + 16 + 120, 115 + 16 + 120, 96)
+    # with the run's weights known, the logits at their width (13 bits)
+    assert rtl_da_top([c8, dataclasses.replace(fc, logit_bits=13)], load_board("ecp5-85f"), cal)["FF"] == 115 + 16 + 130
     # at 8-bit activations xc7 puts the pool's comparators on CARRY4 (cmp2lcu: ceil(8 / 3) = 3 chunks > 2):
     # CMP_CARRY_LUT_PER_BIT per pixel bit on xc7 only; at 6 bits (2 chunks) they stay in LUTs
     c8x, fcx = dataclasses.replace(c8, out_bits=8), dataclasses.replace(fc, a_bits=8)
@@ -234,6 +241,9 @@ def test_rtl_da_hand_case():
     ice_f, x_f = da_top_features([c1d, fc640], "ice40"), da_top_features([c1d, fc640], "xc7")
     assert (ice_f["pool_bram"], ice_f["pool_row_ff"], x_f["pool_lutram"] > 0, x_f["pool_bram"]) == (8, 0, True, 0)
     assert rtl_da_top([c1d, fc640], load_board("ice40-up5k"), cal)["BRAM18"] == 8
+    # its flip-flops (measured on the pool alone: 338 on iCE40, 214 on xc7): in block RAM the written pixel and a
+    # match flag beside the block (129), in LUT RAM the 5-bit read address register
+    assert (pool_registers(128, 20, "ice40"), pool_registers(128, 20, "xc7")) == (81 + 128 + 129, 81 + 128 + 5)
     assert int(rtl_da(c1d, load_board("ice40-up5k"), DEFAULT_CAL)["DSP"]) == 1
 
 

@@ -26,8 +26,8 @@ DA_CALIBRATION = Calibration(
     {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "da_act_exp": 0.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
      "lut_per_da_act_bit": 0.0,
      "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0, "top_lut": 0.0,
-     "top_lut_per_pool": 0.0, "top_lut_per_pool_bit": 0.0, "top_lut_per_out_bit": 0.0, "top_ff": 0.0,
-     "top_ff_per_pool": 0.0, "top_ff_per_pool_bit": 0.0, "top_ff_per_out_bit": 1.0},
+     "top_lut_per_pool": 0.0, "top_lut_per_pool_bit": 0.0, "top_lut_per_out_bit": 0.0,
+     "top_logit_width_ratio": 1.0},
     "defaults (no fitted calibration for this family): one adder bit per CSD digit beyond the first "
     "of each output (da4ml's cost is ~ the number of adder bits: Sun et al., da4ml, arXiv "
     "2507.04535), one LUT per adder bit, no wrapper logic")
@@ -331,6 +331,29 @@ def cmp_on_carry(bw: int, family: str) -> bool:
     return family in CMP_CARRY_LUT_PER_BIT and -(-bw // 3) > 2
 
 
+# Flip-flops of hls/rtl/opq_maxpool.v beside its pixel registers: the counters r, c, kr, kc, oc (CW = 16 bits
+# each; Yosys keeps all 16 bits, it does not bound a counter by its compares) and out_valid; and of
+# hls/rtl/opq_serialize.v beside its N x AW shift register: the counter `left` (16 bits)
+POOL_COUNTER_FF = 5 * 16 + 1
+SERIALIZER_COUNTER_FF = 16
+
+
+def pool_registers(bits: int, ow: int, family: str) -> int:
+    """Flip-flops Yosys 0.23 keeps of one opq_maxpool.v (`bits` = C x BW, a row of OW partial maxima):
+    POOL_COUNTER_FF, the output pixel `out_data` (bits), and by where the row `part` goes (`yosys_memory`;
+    its read at the registered column counter oc is a synchronous read port): in logic OW x bits row flip-flops
+    and a clog2(OW)-bit read address register; in LUT RAM (asynchronous read) the clog2(OW)-bit read address
+    register; in block RAM bits + 1 (the port's same-address write/read bypass: the written pixel and a match
+    flag; the address register is inside the block). Counted off the Verilog, the memory terms measured:
+    opq_maxpool alone, every (family, kind) below exact - xc7 / ECP5 LUT RAM at OW = 2, 4, 5, 10, 20 (C x BW = 32,
+    64, 128); iCE40 logic at OW = 2, 4, ECP5 / xc7 logic at OW = 1; block RAM on iCE40 (OW = 5, 10, 20, 128
+    bits), ECP5 (OW = 64, 256 bits) and xc7 (OW = 128, 64 bits); and the top levels of all 41 rtl-da whole
+    designs of benchmarks/rtl_whole_design.py, with the serializer (`da_top_features`)."""
+    kind, _ = yosys_memory(bits, ow, family, rom=False, sync_read=True, aspects=_aspects_of(family))
+    mem = {"logic": ow * bits + clog2(ow), "lutram": clog2(ow), "block": bits + 1}[kind]
+    return POOL_COUNTER_FF + bits + mem
+
+
 def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
     """What the da4ml architecture's top level holds beyond its layer modules (opq_hw/rtl/gen.py
     `opq_top`): the max pools and the output serializer (opq_serialize.v: n_out accumulators). A pool
@@ -343,7 +366,8 @@ def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
     (`pools`). A row in logic is OW x pixel flip-flops (`pool_row_ff`) and an OW:1 read mux, a row in LUT
     RAM its read mux (`pool_mux_bits`, costed at MUX_LUT_PER_BIT). On xc7 the comparators of a pool whose
     values are 7 bits or wider go onto carry chains (`pool_carry_bits`, see `cmp_on_carry`), which costs
-    CMP_CARRY_LUT_PER_BIT more per pixel bit."""
+    CMP_CARRY_LUT_PER_BIT more per pixel bit. Flip-flops: every pool's (`pool_ff`, `pool_registers`) and the
+    weight-agnostic bound of the serializer's logits (`logit_bound_bits`, N x `acc_bits`)."""
     pools = pools_between(params)
     last = params[-1]
     row_ff = mux = cells = blocks = 0.0
@@ -356,7 +380,9 @@ def da_top_features(params: list[LayerParams], family: str) -> dict[str, float]:
     return {"pools": float(len(pools)), "pool_bits": float(sum(b for b, _, _ in pools)), "pool_row_ff": float(row_ff),
             "pool_carry_bits": float(sum(b for b, _, bw in pools if cmp_on_carry(bw, family))),
             "pool_mux_bits": float(mux), "pool_lutram": float(cells), "pool_bram": float(blocks),
-            "out_bits": float(last.out_channels * (last.w_bits + last.a_bits + clog2(last.fan_in) + 1))}
+            "out_bits": float(last.out_channels * (last.w_bits + last.a_bits + clog2(last.fan_in) + 1)),
+            "pool_ff": float(sum(pool_registers(b, ow, family) for b, ow, _ in pools)),
+            "logit_bound_bits": float(last.out_channels * last.acc_bits)}
 
 
 def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -366,8 +392,12 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
 
       LUT    = top_lut + top_lut_per_pool * pools + top_lut_per_pool_bit * pool_bits + top_lut_per_out_bit * out_bits
                + MUX_LUT_PER_BIT * pool_mux_bits + CMP_CARRY_LUT_PER_BIT * pool_carry_bits
-      FF     = top_ff + top_ff_per_pool * pools + top_ff_per_pool_bit * pool_bits + top_ff_per_out_bit * out_bits
-               + pool_row_ff
+      FF     = the pools' registers (`pool_registers`: counters, output pixel, row and read port; counted, not fitted)
+               + SERIALIZER_COUNTER_FF + N x AW (opq_serialize.v's shift register of the N logits): AW = the
+               run's logit width where known (`LayerParams.logit_bits`, from its integer weights: the symmetric
+               bound, at most one bit above da4ml's, measured on the 21 allocations of rtl_whole_design.py),
+               else top_logit_width_ratio x `acc_bits` (da4ml's width under the weight-agnostic bound: its
+               interval of the actual sums is 0-4 bits narrower; fitted)
       BRAM18 = the pools' rows in block RAM (`pool_bram`, the family's blocks)
       cycles = input pixels per sample (one pixel per cycle: the interval of the stream)
     LUT RAM cells (`pool_lutram`) are counted apart, not as LUT-equivalents (as for the rtl-seq buffers).
@@ -377,8 +407,10 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
     lut = math.ceil(cal["top_lut"] + cal["top_lut_per_pool"] * f["pools"] + cal["top_lut_per_pool_bit"] * f["pool_bits"]
                     + cal["top_lut_per_out_bit"] * f["out_bits"] + MUX_LUT_PER_BIT[board.family] * f["pool_mux_bits"]
                     + CMP_CARRY_LUT_PER_BIT.get(board.family, 0.0) * f["pool_carry_bits"] - 1e-9)
-    ff = math.ceil(cal["top_ff"] + cal["top_ff_per_pool"] * f["pools"] + cal["top_ff_per_pool_bit"] * f["pool_bits"]
-                   + cal["top_ff_per_out_bit"] * f["out_bits"] + f["pool_row_ff"] - 1e-9)
+    last = params[-1]
+    # the serializer's N x AW shift register: AW from the run's weights where known, else the bound scaled
+    aw_bits = last.out_channels * last.logit_bits if last.logit_bits else cal["top_logit_width_ratio"] * f["logit_bound_bits"]
+    ff = math.ceil(f["pool_ff"] + SERIALIZER_COUNTER_FF + aw_bits - 1e-9)
     first = params[0]
     pixels = first.in_pixels if first.kind != "linear" else first.fan_in  # a feature vector streams as W pixels
     return {"LUT": lut, "FF": ff, "DSP": 0, "BRAM18": int(f["pool_bram"]), "URAM": 0, "mults": 0, "cycles": pixels,
