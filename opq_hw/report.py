@@ -46,12 +46,18 @@ def estimate_for(specs, alloc, board, arch, act_bits, folding=None, affines=None
     return estimate(specs, alloc, board, arch, folding=folding, act_bits=act_bits, affines=affines, logit_bits=logit_bits)
 
 
-def run_logit_bits(run_dir: str | os.PathLike, specs: list[LayerSpec]) -> int | None:
+def run_logit_bits(run_dir: str | os.PathLike, specs: list[LayerSpec], arch: str = "") -> int | None:
     """The last layer's accumulator width from the run's actual integer weights, as opq_hw.rtl.seq sizes the
     logits: read from `build/rtl/intnet.json` (the integer network `build --flow rtl` extracted and checked
     bit-exact; verified against the manifest), None when the run has none (the estimate is then weight-agnostic)
-    or when its layers are not the run's (names or shapes differ: a stale build)."""
+    or when its layers are not the run's (names or shapes differ: a stale build). `arch` rtl-da: the width da4ml
+    gave them where the run has a da4ml build of these layers (`_da4ml_logit_bits`), else that bound."""
     from .rundir import verify
+
+    if arch == "rtl-da":
+        da = _da4ml_logit_bits(Path(run_dir), specs)
+        if da:
+            return da
     from .rtl.intnet import IntNet
     from .rtl.seq import _acc_bits
 
@@ -66,6 +72,26 @@ def run_logit_bits(run_dir: str | os.PathLike, specs: list[LayerSpec]) -> int | 
     if [(L.name, int(L.w.shape[0])) for L in layers] != [(s.name, s.out_channels) for s in specs]:
         return None
     return _acc_bits(layers[-1], layers[-1].in_bits, layers[-1].in_signed)
+
+
+def _da4ml_logit_bits(run_dir: Path, specs: list[LayerSpec]) -> int | None:
+    """The logits' width AW of the run's da4ml build (`build/rtl/rtl_build.json`, verified against the manifest:
+    the last layer's `acc_w`, what opq_serialize is instantiated with; da4ml sizes it from the interval of the
+    actual sums, 0-1 bit under opq_hw.rtl.seq's bound), None without such a build (seq, digit-serial, or of
+    other layers)."""
+    from .rundir import verify
+
+    f = run_dir / "build" / "rtl" / "rtl_build.json"
+    if not f.is_file():
+        return None
+    verify(run_dir, ["build/rtl/rtl_build.json"])
+    rec = read_json(f)
+    layers = rec.get("layers") if isinstance(rec, dict) else None
+    if not isinstance(layers, list) or rec.get("arch") != "da4ml" or rec.get("serial_bits") or \
+            [str(L.get("name")) if isinstance(L, dict) else None for L in layers] != [s.name for s in specs]:
+        return None
+    aw = layers[-1].get("acc_w")
+    return int(aw) if isinstance(aw, int) and not isinstance(aw, bool) and aw > 0 else None
 
 
 def across_boards(specs, alloc, arch, act_bits, affines=None) -> list[CostReport]:
@@ -382,7 +408,7 @@ def estimate_run(run_dir: str | os.PathLike, board: str, arch: str = DEFAULTS.ar
     act_bits = run_act_bits(manifest)
     b = load_board(board)
     affines = manifest.get("bn_affine") or []
-    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines, logit_bits=run_logit_bits(path, specs))
+    rep = estimate_for(specs, alloc, b, arch, act_bits, folding, affines=affines, logit_bits=run_logit_bits(path, specs, arch))
     boards = across_boards(specs, alloc, arch, act_bits, affines) if boards_table else [rep]
     figs = figures(rep, alloc)
     files = {f"reports/estimate_{k}.png": v for k, v in figs.items()}

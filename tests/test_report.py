@@ -202,3 +202,29 @@ def test_estimate_sizes_the_logits_from_the_runs_integer_network(run_dir):
     assert not any("actual weights" in n for n in before.notes)
     (run_dir / "build" / "rtl" / "intnet.json").write_text(json.dumps(_demo_intnet(("a", "b", "c")).to_dict()))
     assert estimate_run(run_dir, "ice40-up5k", "rtl-seq", boards_table=False).totals == before.totals
+
+
+def test_rtl_da_serializer_sized_from_the_da4ml_build(run_dir):
+    """After `build --flow rtl --rtl-arch da4ml` (build/rtl/rtl_build.json) the rtl-da top level's serializer
+    holds the 10 logits at the width da4ml gave the last layer's accumulators (`acc_w`, here 9 bits), beside
+    the pools' counted registers; a build of other layers, or of the seq architecture, is not used."""
+    from opq_hw.cost.rtl import SERIALIZER_COUNTER_FF
+    from opq_hw.report import run_logit_bits
+    from opq_hw.spec import read_records
+
+    specs = read_records(run_dir)[0]
+    top = "rtl-da top level"
+    before = estimate_run(run_dir, "ecp5-85f", "rtl-da", boards_table=False)
+    out = run_dir / "build" / "rtl"
+    out.mkdir(parents=True)
+    rec = {"arch": "da4ml", "serial_bits": 0, "layers": [{"name": n, "acc_w": 9} for n in ("0", "3", "7")]}
+    (out / "rtl_build.json").write_text(json.dumps(rec))
+    assert run_logit_bits(run_dir, specs, "rtl-da") == 9 and run_logit_bits(run_dir, specs) is None
+    after = estimate_run(run_dir, "ecp5-85f", "rtl-da", boards_table=False)
+    # the digits-cnn shapes: 2 pools in LUT RAM (16 x 8 bits, OW = 4; 32 x 8 bits, OW = 2), 81 + pixel + read address
+    assert after.parts[top]["FF"] == (81 + 128 + 2) + (81 + 256 + 1) + SERIALIZER_COUNTER_FF + 10 * 9
+    assert before.parts[top]["FF"] > after.parts[top]["FF"] and any("serializer sized" in n for n in after.notes)
+    assert after.totals["FF"] - before.totals["FF"] == after.parts[top]["FF"] - before.parts[top]["FF"]
+    for stale in ({**rec, "arch": "seq"}, {**rec, "layers": rec["layers"][:2]}):
+        (out / "rtl_build.json").write_text(json.dumps(stale))
+        assert estimate_run(run_dir, "ecp5-85f", "rtl-da", boards_table=False).parts[top] == before.parts[top]

@@ -53,6 +53,9 @@ def estimate(specs: list[LayerSpec], allocation: Allocation, board: "Board | str
         if a.name == "rtl-seq":
             notes.append(f"logits memory sized from the actual weights ({int(logit_bits)}-bit accumulators, as the RTL "
                          f"does; weight-agnostic: {agnostic})")
+        elif a.name == "rtl-da":
+            notes.append(f"output serializer sized from the actual weights ({int(logit_bits)}-bit logits; weight-agnostic: "
+                         f"{params[-1].acc_bits} x top_logit_width_ratio)")
     for (s, la), p in zip(layer_pairs(specs, allocation), params):
         fold = {**a.default_folding(p), **a.alloc_folding(la), **folding.get(s.name, {})}
         r = layer_cost(p, board, arch, fold, cal)
