@@ -343,8 +343,9 @@ def pool_registers(bits: int, ow: int, family: str) -> int:
     POOL_COUNTER_FF, the output pixel `out_data` (bits), and by where the row `part` goes (`yosys_memory`;
     its read at the registered column counter oc is a synchronous read port): in logic OW x bits row flip-flops
     and a clog2(OW)-bit read address register; in LUT RAM (asynchronous read) the clog2(OW)-bit read address
-    register; in block RAM bits + 1 (the port's same-address write/read bypass: the written pixel and a match
-    flag; the address register is inside the block). Counted off the Verilog, the memory terms measured:
+    register; in block RAM bits + 1 (the same-address write/read bypass the block lacks, which Yosys builds beside
+    it: kernel/mem.cc `emulate_transparency`, the written pixel and a match flag; the address register is
+    inside the block: memory_dff "merged address FF to cell"). Counted off the Verilog, the memory terms measured:
     opq_maxpool alone, every (family, kind) below exact - xc7 / ECP5 LUT RAM at OW = 2, 4, 5, 10, 20 (C x BW = 32,
     64, 128); iCE40 logic at OW = 2, 4, ECP5 / xc7 logic at OW = 1; block RAM on iCE40 (OW = 5, 10, 20, 128
     bits), ECP5 (OW = 64, 256 bits) and xc7 (OW = 128, 64 bits); and the top levels of all 41 rtl-da whole
