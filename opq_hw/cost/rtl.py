@@ -395,8 +395,9 @@ def rtl_da_top(params: list[LayerParams], board: Board, calibration: Mapping[str
                + MUX_LUT_PER_BIT * pool_mux_bits + CMP_CARRY_LUT_PER_BIT * pool_carry_bits
       FF     = the pools' registers (`pool_registers`: counters, output pixel, row and read port; counted, not fitted)
                + SERIALIZER_COUNTER_FF + N x AW (opq_serialize.v's shift register of the N logits): AW = the
-               run's logit width where known (`LayerParams.logit_bits`, from its integer weights: the symmetric
-               bound, at most one bit above da4ml's, measured on the 21 allocations of rtl_whole_design.py),
+               run's logit width where known (`LayerParams.logit_bits`, opq_hw.report.run_logit_bits: da4ml's own
+               after a da4ml build, else the symmetric bound of the run's integer weights, at most one bit above
+               da4ml's on the 21 allocations of rtl_whole_design.py),
                else top_logit_width_ratio x `acc_bits` (da4ml's width under the weight-agnostic bound: its
                interval of the actual sums is 0-4 bits narrower; fitted)
       BRAM18 = the pools' rows in block RAM (`pool_bram`, the family's blocks)
