@@ -461,6 +461,28 @@ def compare(estimated: Mapping[str, float], measured: Mapping[str, float],
     return out
 
 
+def not_comparable(rep: CostReport, flow: str, measured: Mapping[str, Any], run_dir: Path) -> str | None:
+    """Why `flow`'s measurement is not of the design `rep` prices (None when it is, or when the
+    measurement does not say: older builds and flows that record no `arch`): another flow or
+    architecture, another FPGA family (Yosys's counts depend on the family only), or a build variant
+    the cost model does not price (`variant`: digit-serial inputs, pipelined kernels)."""
+    arch, family, variant = (measured.get(k) for k in ("arch", "family", "variant"))
+    if any(v is not None and not isinstance(v, str) for v in (arch, family, variant)):
+        raise OpqError("resources.json: `arch`, `family` and `variant` must be strings; build the flow again")
+    if flow != ARCH_FLOW[rep.arch]:
+        return f"this is the {flow} flow's build, the estimate ({rep.arch}) prices the {ARCH_FLOW[rep.arch]} flow's"
+    if arch and arch != rep.arch:
+        return (f"this build is {arch}, the estimate {rep.arch}; run `opq-hw estimate {run_dir} --board {rep.board} "
+                f"--arch {arch}` to compare them")
+    board_family = load_board(rep.board).family
+    if family and family != board_family:
+        return (f"this build was synthesized for {family}, the estimate is for {rep.board} ({board_family}); estimate "
+                f"it for a {family} board to compare them")
+    if variant:
+        return f"this build has {variant}, which the {rep.arch} estimate does not price (uncalibrated)"
+    return None
+
+
 def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Write `reports/report.md` and `reports/report.json`: the run's `cost.json` beside every
     `build/<flow>/resources.json` found, per metric with the relative error."""
@@ -489,9 +511,17 @@ def report_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not meas:
         lines.append("No measurement in this run yet (build/<flow>/resources.json); only the estimate is shown.")
     for flow, d in meas.items():
+        lines += [f"## {flow} ({d.get('source', 'source not given')})", ""]
+        why = not_comparable(rep, flow, d, path)
+        if why:  # a measurement of another design: shown, never set against this estimate
+            got = {r: d[r] for r in RESOURCES if d.get(r) is not None}
+            result["flows"][flow] = {"source": d.get("source", "unknown"), "not_compared": why, "measured": got}
+            lines += [f"Not compared with the estimate: {why}.", "",
+                      _md_table(["metric", "measured"], [[r, f"{v:,.0f}"] for r, v in got.items()]), ""]
+            continue
         cmp_ = compare(rep.totals, d, {r: rep.band(r).rel for r in RESOURCES})
         result["flows"][flow] = {"source": d.get("source", "unknown"), "totals": cmp_}
-        lines += [f"## {flow} ({d.get('source', 'source not given')})", "",
+        lines += [
                   _md_table(["metric", "estimated (error band)", "measured", "error", "within the band"],
                             [[r, fmt(v["estimated"], rep.band(r)), f"{v['measured']:,.0f}",
                               "-" if v["rel_error"] is None else f"{100 * v['rel_error']:+.1f}%",

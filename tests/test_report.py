@@ -228,3 +228,45 @@ def test_rtl_da_serializer_sized_from_the_da4ml_build(run_dir):
     for stale in ({**rec, "arch": "seq"}, {**rec, "layers": rec["layers"][:2]}):
         (out / "rtl_build.json").write_text(json.dumps(stale))
         assert estimate_run(run_dir, "ecp5-85f", "rtl-da", boards_table=False).parts[top] == before.parts[top]
+
+
+def test_report_compares_only_the_design_the_estimate_prices(run_dir):
+    """A build of another architecture, FPGA family or an unpriced variant (digit-serial, pipelined) is shown
+    but never set against the estimate; builds that do not say what they are compare as before."""
+    rep = estimate_run(run_dir, "ecp5-85f", "rtl-seq", boards_table=False)
+    m = run_dir / "build" / "rtl" / "resources.json"
+    m.parent.mkdir(parents=True)
+    base = {"LUT": rep.totals["LUT"], "FF": rep.totals["FF"], "source": "Yosys synthesis (test)"}
+    for extra, why in [({"arch": "rtl-da", "family": "ecp5"}, "--arch rtl-da"),
+                       ({"arch": "rtl-seq", "family": "xc7"}, "for a xc7 board"),
+                       ({"arch": "rtl-seq", "family": "ecp5", "variant": "2-bit digit-serial inputs"},
+                        "does not price")]:
+        m.write_text(json.dumps({**base, **extra}))
+        res = report_run(run_dir)["flows"]["rtl"]
+        assert "totals" not in res and why in res["not_compared"] and res["measured"]["LUT"] == rep.totals["LUT"]
+        assert "Not compared with the estimate" in (run_dir / "reports" / "report.md").read_text()
+    f = run_dir / "build" / "hls4ml" / "resources.json"  # another flow's build
+    f.parent.mkdir()
+    f.write_text(json.dumps(base))
+    assert "prices the rtl flow's" in report_run(run_dir)["flows"]["hls4ml"]["not_compared"]
+    f.unlink()
+    for extra in ({"arch": "rtl-seq", "family": "ecp5", "variant": None}, {}):
+        m.write_text(json.dumps({**base, **extra}))
+        assert report_run(run_dir)["flows"]["rtl"]["totals"]["LUT"]["rel_error"] == 0
+    m.write_text(json.dumps({**base, "arch": 3}))
+    with pytest.raises(OpqError, match="must be strings"):
+        report_run(run_dir)
+
+
+def test_rtl_build_says_what_it_measures():
+    """The rtl flow's resources.json names the architecture, family and unpriced variant of the design."""
+    from opq_hw.flows import RtlOptions
+    from opq_hw.flows.rtl_flow import resources_record
+
+    s = {"synth": {"lut": 90, "lut_equiv": 100, "ff": 50, "dsp": 1, "bram18": 2, "bram36": 1}}
+    m = resources_record(s, RtlOptions(rtl_arch="seq"), "ice40")
+    assert (m["LUT"], m["BRAM18"], m["arch"], m["family"], m["variant"]) == (100, 4, "rtl-seq", "ice40", None)
+    m = resources_record({**s, "pnr": {"fmax_mhz": 40.0}}, RtlOptions(rtl_arch="da4ml", serial_bits=2, pipeline=3),
+                           "ecp5")
+    assert m["arch"] == "rtl-da" and m["variant"] == "2-bit digit-serial inputs, pipelined kernels (--pipeline 3)"
+    assert m["source"] == "Yosys synthesis for ecp5, placed and routed"

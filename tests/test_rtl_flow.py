@@ -172,6 +172,7 @@ def test_demo_da4ml_bit_exact_and_synthesized(demo_run, copy_run):
     assert s["board"] == "ecp5-85f"
     meas = json.loads((out / "resources.json").read_text())  # what `opq-hw report` compares with the estimate
     assert meas["LUT"] >= rec["synth"]["lut"] > 0 and meas["FF"] == rec["synth"]["ff"] and "Yosys" in meas["source"]
+    assert (meas["arch"], meas["family"], meas["variant"]) == ("rtl-da", "ecp5", None)  # the design it measures
     from opq_hw.simulate import simulate
 
     res = simulate(run_dir, "rtl", write=False, log=None, n=50)  # the build's architecture is the default

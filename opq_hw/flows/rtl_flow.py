@@ -39,6 +39,7 @@ from ..rundir import build_dir
 from ..steps import Step, build_key, run_build, timings
 from ..errors import OpqError
 
+COST_ARCH = {"seq": "rtl-seq", "da4ml": "rtl-da"}  # --rtl-arch -> the cost model's architecture that prices it
 VERILATOR_FAILED_LOG = "rtl_verilator_failed.log"  # in RUN/build/: a failed Verilator build's log (the build folder is discarded)
 
 
@@ -429,13 +430,22 @@ def _finish(c: _Ctx, t_all: float, cpu0: float) -> None:
                                                                      if k in pnr},
                                         **({"bitstream": pnr["bitstream"]} if "bitstream" in pnr else {})})
     c.build.failed = _failure(s, c.o.sim, c.o.synth)
-    if isinstance(s.get("synth"), dict) and "lut" in s["synth"]:
-        syn = s["synth"]  # the measurement `opq-hw report` puts beside the estimate
-        write_json(out / "resources.json", {
-            "LUT": syn.get("lut_equiv", syn["lut"]), "FF": syn["ff"], "DSP": syn["dsp"],
+    if isinstance(s.get("synth"), dict) and "lut" in s["synth"]:  # the measurement `opq-hw report` puts beside the estimate
+        write_json(out / "resources.json", resources_record(s, c.o, c.family))
+
+
+def resources_record(s: dict[str, Any], o, family: str) -> dict[str, Any]:
+    """`build/rtl/resources.json` from the build summary `s`: Yosys's totals and what they measure (the
+    cost model's architecture, the family, and a variant it does not price), so that `opq-hw report`
+    sets them only against an estimate of the same design."""
+    syn = s["synth"]
+    variant = [v for v in (o.serial_bits and f"{o.serial_bits}-bit digit-serial inputs",
+                           o.pipeline and f"pipelined kernels (--pipeline {o.pipeline:g})") if v]
+    return {"LUT": syn.get("lut_equiv", syn["lut"]), "FF": syn["ff"], "DSP": syn["dsp"],
             "BRAM18": syn["bram18"] + 2 * syn["bram36"], "URAM": 0,
-            "source": f"Yosys synthesis for {c.family}" + (", placed and routed" if isinstance(s.get("pnr"), dict)
-                                                            and "fmax_mhz" in s["pnr"] else "")})
+            "source": f"Yosys synthesis for {family}" + (", placed and routed" if isinstance(s.get("pnr"), dict)
+                                                         and "fmax_mhz" in s["pnr"] else ""),
+            "arch": COST_ARCH[o.rtl_arch], "family": family, "variant": ", ".join(variant) or None}
 
 
 def build(run_dir, board: str = "ecp5-85f", log: Callable[[str], Any] | None = print, **options) -> dict[str, Any]:
@@ -526,7 +536,7 @@ def _layer_estimates(run, layers: list[dict[str, Any]], arch: str, board) -> Non
     from .. import cost
 
     params = {p.name: p for p in cost.network_params(run.specs, run.allocation, run.config.get("act_bits", 8))}
-    cal = cost.rtl_calibration(board.family, "rtl-seq" if arch == "seq" else "rtl-da")
+    cal = cost.rtl_calibration(board.family, COST_ARCH[arch])
     for lm in layers:
         p = params.get(lm["name"])
         if p is None:
