@@ -107,7 +107,25 @@ def markdown(res: dict) -> str:
                      + ", ".join(f"{m['min']}-{m['max']}" for m in s["modules"]) + f" | {', '.join(s['moved'])} | "
                      f"{s.get('committed_run', '')} | {s.get('estimate', '')} | {err} | "
                      + (f"{s['err_committed'] * 100:+.1f}%" if "estimate" in s else "") + " |")
+    for fam, line in heldout_lines(res["rows"]).items():
+        lines += ["", f"- {fam}: {line}"]
     return "\n".join(lines) + "\n"
+
+
+def heldout_lines(rows: list[dict]) -> dict[str, str]:
+    """Per family: the held-out designs' estimate against the median run and against the committed run (mean and
+    max absolute error), and the largest spread."""
+    out = {}
+    for fam in sorted({r["family"] for r in rows}):
+        s = [r["summary"] for r in rows if r["family"] == fam and r["summary"].get("heldout")]
+        if not s:
+            continue
+        med, com = [abs(x["err_median"]) for x in s], [abs(x["err_committed"]) for x in s]
+        out[fam] = (f"{len(s)} held-out designs, LUT error of the estimate against the median run: mean "
+                    f"{np.mean(med) * 100:.1f}%, max {max(med) * 100:.1f}%; against the committed run: mean "
+                    f"{np.mean(com) * 100:.1f}%, max {max(com) * 100:.1f}%; Yosys's spread up to "
+                    f"{max(x['spread'] for x in s) * 100:.1f}%")
+    return out
 
 
 def main() -> None:
@@ -148,6 +166,8 @@ def main() -> None:
               f"spread {s['spread'] * 100:.1f}%), moved: {', '.join(s['moved'])}"
               + (f"; estimate {s['estimate']}: {s['err_min'] * 100:+.1f}% / {s['err_median'] * 100:+.1f}% / "
                  f"{s['err_max'] * 100:+.1f}%" if "estimate" in s else ""))
+    for fam, line in heldout_lines(rows).items():
+        print(f"{fam}: {line}")
 
 
 if __name__ == "__main__":

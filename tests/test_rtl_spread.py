@@ -40,6 +40,8 @@ def test_summary_of_runs():
     assert s["committed_run"] == 1544 and s["heldout"]
     assert s["err_median"] == round(1296 / 1418 - 1, 4) and s["err_committed"] == round(1296 / 1544 - 1, 4)
     assert "| **H** | 1413 / 1418 / 1546 |" in b.markdown({"shifts": 3, "rows": [{**row, "summary": s}]})
+    line = b.heldout_lines([{**row, "summary": s}])["ecp5"]
+    assert "against the median run: mean 8.6%" in line and "against the committed run: mean 16.1%" in line
 
 
 @pytest.mark.tools
