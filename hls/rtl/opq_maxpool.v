@@ -51,19 +51,11 @@ module opq_maxpool #(
     endfunction
 
     wire in_block = (oc < OW) && (r < OH * KR);
+    // SIZED: a partial maximum read outside the blocks (oc = OW, W not a multiple of KC) is never
+    // written back nor sent (out_valid needs in_block), so it is not zeroed
+    wire [PIX-1:0] cur = (SIZED != 0 || oc < OW) ? part[oc] : {PIX{1'b0}};
     wire first = (kr == 0) && (kc == 0);
-    wire [PIX-1:0] nxt;
-    generate
-        if (SIZED) begin : g_sized
-            // a partial maximum read outside the blocks (oc = OW, W not a multiple of KC) is never
-            // written back nor sent (out_valid needs in_block): no zeroing
-            wire [PIX-1:0] cur = part[oc];
-            assign nxt = first ? in_data : vmax(cur, in_data);
-        end else begin : g_first
-            wire [PIX-1:0] cur = (oc < OW) ? part[oc] : {PIX{1'b0}};
-            assign nxt = first ? in_data : vmax(cur, in_data);
-        end
-    endgenerate
+    wire [PIX-1:0] nxt = first ? in_data : vmax(cur, in_data);
 
     always @(posedge clk) begin
         if (rst) begin
