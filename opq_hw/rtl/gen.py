@@ -15,7 +15,10 @@ Architecture (one frame = one sample; one pixel = all channels of one position):
   D-bit digits of its inputs, one per cycle, and a shift-accumulator per output adds them up; the
   stream then carries one pixel every P cycles (P = the most digits a layer needs). The window /
   collector keeps its pixels as digits (`opq_digit_chain`): each pixel is cut into digits once, as
-  it enters (`digit_pixel`), and every tap reads its current digit at a fixed place.
+  it enters (`digit_pixel`), and every tap reads its current digit at a fixed place. The logic that
+  does not depend on the weights is trimmed there: the fixed modules' counters sized to the frame
+  (their parameter SIZED), the requantizer's rounding constant folded into the bias
+  (`folded_requant`: no incrementer), the serializer reading the held last output (HOLD).
 Each layer is its own module `opq_L<i>` (synthesized alone for per-layer resource counts).
 """
 from __future__ import annotations
