@@ -145,6 +145,20 @@ endmodule
         np.testing.assert_array_equal(res.words, px)
 
 
+def _requant_top(aw: int, ob: int, n: int, body: list[str]) -> str:
+    """A top: `body` computes r0..r{n-1} (ob bits each) from the aw-bit s_data; all registered out."""
+    cat = ", ".join(f"r{i}" for i in reversed(range(n)))
+    return f"""module opq_top (input clk, input rst, input s_valid, output s_ready, input [{aw - 1}:0] s_data,
+    output m_valid, output [{ob * n - 1}:0] m_data, output m_last);
+    assign s_ready = 1'b1;
+{chr(10).join(body)}
+    reg v; reg [{ob * n - 1}:0] q;
+    always @(posedge clk) begin v <= s_valid & ~rst; q <= {{{cat}}}; end
+    assign m_valid = v; assign m_data = q; assign m_last = v;
+endmodule
+"""
+
+
 def test_requant_round_half_even(tmp_path):
     """The generated requantizer equals rne_shift + clamp (what Brevitas' QuantReLU computes), and
     synthesis sees no undefined bit in it (-8, -9: the shifted value is narrower than the output)."""
@@ -152,16 +166,7 @@ def test_requant_round_half_even(tmp_path):
     body = []
     for i, s in enumerate(shifts):
         body += ["    " + ln for ln in requant_expr("s_data", aw, s, ob, f"r{i}")]
-    cat = ", ".join(f"r{i}" for i in reversed(range(len(shifts))))
-    top = f"""module opq_top (input clk, input rst, input s_valid, output s_ready, input [{aw - 1}:0] s_data,
-    output m_valid, output [{ob * len(shifts) - 1}:0] m_data, output m_last);
-    assign s_ready = 1'b1;
-{chr(10).join(body)}
-    reg v; reg [{ob * len(shifts) - 1}:0] q;
-    always @(posedge clk) begin v <= s_valid & ~rst; q <= {{{cat}}}; end
-    assign m_valid = v; assign m_data = q; assign m_last = v;
-endmodule
-"""
+    top = _requant_top(aw, ob, len(shifts), body)
     # every 12-bit value, including every tie
     acc = np.arange(-(2 ** (aw - 1)), 2 ** (aw - 1), dtype=np.int64)
     want = np.stack([np.clip(rne_shift(acc, s), 0, 2 ** ob - 1) for s in shifts], axis=1)
@@ -188,16 +193,7 @@ def test_folded_requant_round_half_even(tmp_path):
         hw, cap = folded_capture(f"s{i}", aw, s)
         body += [f"    wire [{aw - 1}:0] s{i} = s_data + {aw}'d{1 << (-s - 1)};",
                  f"    wire [{hw - 1}:0] h{i} = {cap};"] + ["    " + ln for ln in folded_requant(f"h{i}", aw, s, ob, f"r{i}")]
-    cat = ", ".join(f"r{i}" for i in reversed(range(len(shifts))))
-    top = f"""module opq_top (input clk, input rst, input s_valid, output s_ready, input [{aw - 1}:0] s_data,
-    output m_valid, output [{ob * len(shifts) - 1}:0] m_data, output m_last);
-    assign s_ready = 1'b1;
-{chr(10).join(body)}
-    reg v; reg [{ob * len(shifts) - 1}:0] q;
-    always @(posedge clk) begin v <= s_valid & ~rst; q <= {{{cat}}}; end
-    assign m_valid = v; assign m_data = q; assign m_last = v;
-endmodule
-"""
+    top = _requant_top(aw, ob, len(shifts), body)
     want = np.stack([np.clip(rne_shift(acc, s), 0, 2 ** ob - 1) for s in shifts], axis=1)
     res = _sim(tmp_path, top, [], (acc & ((1 << aw) - 1)).reshape(-1, 1), 1)[0]
     np.testing.assert_array_equal(res.words.reshape(-1), _pack(want, ob))
