@@ -79,18 +79,19 @@ def _pack(vals: np.ndarray, bw: int) -> np.ndarray:
     return words
 
 
-@pytest.mark.parametrize("c,bw,h,w,kh,kw,ph,pw", [
-    (1, 3, 4, 5, 3, 3, 1, 1),   # 2-D "same" padding (the digits CNN case)
-    (1, 3, 5, 4, 3, 3, 0, 0),   # 2-D "valid": no tail, discarded columns
-    (2, 4, 1, 7, 1, 3, 0, 1),   # 1-D, two channels
+@pytest.mark.parametrize("c,bw,h,w,kh,kw,ph,pw,sized", [
+    (1, 3, 4, 5, 3, 3, 1, 1, 0),   # 2-D "same" padding (the digits CNN case)
+    (1, 3, 5, 4, 3, 3, 0, 0, 0),   # 2-D "valid": no tail, discarded columns
+    (2, 4, 1, 7, 1, 3, 0, 1, 1),   # 1-D, two channels; counters sized to the frame (digit-serial designs)
 ])
-def test_window_matches_numpy(tmp_path, c, bw, h, w, kh, kw, ph, pw):
+def test_window_matches_numpy(tmp_path, c, bw, h, w, kh, kw, ph, pw, sized):
     rng = np.random.default_rng(0)
     n = 7
     imgs = rng.integers(0, 2 ** bw, size=(n, c, h, w))
     oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
     wbits = kh * kw * c * bw
-    inner = (f"    opq_window #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KH({kh}), .KW({kw}), .PH({ph}), .PW({pw})) "
+    inner = (f"    opq_window #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KH({kh}), .KW({kw}), .PH({ph}), .PW({pw}), "
+             f".SIZED({sized})) "
              f"u (.clk(clk), .rst(rst), .in_valid(s_valid), .in_data(s_data), .out_valid(ov), .out_data(od));")
     top = _frame_counter_top(inner, oh * ow, c * bw, wbits)
     pixels = _pack(imgs.transpose(0, 2, 3, 1).reshape(n, h * w, c), bw)
@@ -100,8 +101,9 @@ def test_window_matches_numpy(tmp_path, c, bw, h, w, kh, kw, ph, pw):
         np.testing.assert_array_equal(res.words, want)
 
 
-@pytest.mark.parametrize("c,bw,h,w,kr,kc,signed", [(2, 4, 5, 6, 2, 2, 0), (1, 6, 1, 9, 1, 2, 1)])
-def test_maxpool_matches_numpy(tmp_path, c, bw, h, w, kr, kc, signed):
+@pytest.mark.parametrize("c,bw,h,w,kr,kc,signed,sized", [(2, 4, 5, 6, 2, 2, 0, 0),
+                                                          (1, 6, 1, 9, 1, 2, 1, 1)])  # sized: W odd, oc reaches OW
+def test_maxpool_matches_numpy(tmp_path, c, bw, h, w, kr, kc, signed, sized):
     rng = np.random.default_rng(1)
     n = 6
     lo, hi = (-(2 ** (bw - 1)), 2 ** (bw - 1)) if signed else (0, 2 ** bw)
@@ -109,7 +111,8 @@ def test_maxpool_matches_numpy(tmp_path, c, bw, h, w, kr, kc, signed):
     oh, ow = h // kr, w // kc
     want_v = imgs[:, :, :oh * kr, :ow * kc].reshape(n, c, oh, kr, ow, kc).max(axis=(3, 5))
     want = _pack(want_v.transpose(0, 2, 3, 1).reshape(n, oh * ow, c), bw)
-    inner = (f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({kc}), .SIGNED({signed})) "
+    inner = (f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({kc}), .SIGNED({signed}), "
+             f".SIZED({sized})) "
              f"u (.clk(clk), .rst(rst), .in_valid(s_valid), .in_data(s_data), .out_valid(ov), .out_data(od));")
     top = _frame_counter_top(inner, oh * ow, c * bw, c * bw)
     pixels = _pack(imgs.transpose(0, 2, 3, 1).reshape(n, h * w, c), bw)
@@ -117,23 +120,43 @@ def test_maxpool_matches_numpy(tmp_path, c, bw, h, w, kr, kc, signed):
         np.testing.assert_array_equal(res.words, want)
 
 
-def test_collect_and_serialize(tmp_path):
-    """opq_collect gathers a frame of 12 pixels, opq_serialize sends them back one per cycle."""
+@pytest.mark.parametrize("sized", [0, 1])
+def test_collect_and_serialize(tmp_path, sized):
+    """opq_collect gathers a frame of 12 pixels, opq_serialize sends them back one per cycle.
+    sized: both with counters sized to the frame, the serializer reading a held copy (HOLD)."""
     rng = np.random.default_rng(2)
     n, npix, bw = 9, 12, 5
     px = rng.integers(0, 2 ** bw, size=(n, npix))
+    # HOLD: the serializer reads a register that holds the vector from the cycle after in_valid
+    # until the next one, as a digit-serial layer's output register does
+    hold = (f"    reg [{npix * bw - 1}:0] hd;\n    always @(posedge clk) if (cv) hd <= cd;\n" if sized
+            else f"    wire [{npix * bw - 1}:0] hd = cd;\n")
     top = f"""module opq_top (input clk, input rst, input s_valid, output s_ready, input [{bw - 1}:0] s_data,
     output m_valid, output [{bw - 1}:0] m_data, output m_last);
     assign s_ready = 1'b1;
     wire cv; wire [{npix * bw - 1}:0] cd;
-    opq_collect #(.PIX({bw}), .N({npix})) c (.clk(clk), .rst(rst), .in_valid(s_valid), .in_data(s_data),
+    opq_collect #(.PIX({bw}), .N({npix}), .SIZED({sized})) c (.clk(clk), .rst(rst), .in_valid(s_valid), .in_data(s_data),
         .out_valid(cv), .out_data(cd));
-    opq_serialize #(.AW({bw}), .N({npix})) s (.clk(clk), .rst(rst), .in_valid(cv), .in_data(cd),
-        .m_valid(m_valid), .m_data(m_data), .m_last(m_last));
+{hold}    opq_serialize #(.AW({bw}), .N({npix}), .SIZED({sized}), .HOLD({sized})) s (.clk(clk), .rst(rst), .in_valid(cv),
+        .in_data(hd), .m_valid(m_valid), .m_data(m_data), .m_last(m_last));
 endmodule
 """
     for res in _sim(tmp_path, top, ["opq_collect.v", "opq_serialize.v"], px, npix, gap=500):
         np.testing.assert_array_equal(res.words, px)
+
+
+def _requant_top(aw: int, ob: int, n: int, body: list[str]) -> str:
+    """A top: `body` computes r0..r{n-1} (ob bits each) from the aw-bit s_data; all registered out."""
+    cat = ", ".join(f"r{i}" for i in reversed(range(n)))
+    return f"""module opq_top (input clk, input rst, input s_valid, output s_ready, input [{aw - 1}:0] s_data,
+    output m_valid, output [{ob * n - 1}:0] m_data, output m_last);
+    assign s_ready = 1'b1;
+{chr(10).join(body)}
+    reg v; reg [{ob * n - 1}:0] q;
+    always @(posedge clk) begin v <= s_valid & ~rst; q <= {{{cat}}}; end
+    assign m_valid = v; assign m_data = q; assign m_last = v;
+endmodule
+"""
 
 
 def test_requant_round_half_even(tmp_path):
@@ -143,16 +166,7 @@ def test_requant_round_half_even(tmp_path):
     body = []
     for i, s in enumerate(shifts):
         body += ["    " + ln for ln in requant_expr("s_data", aw, s, ob, f"r{i}")]
-    cat = ", ".join(f"r{i}" for i in reversed(range(len(shifts))))
-    top = f"""module opq_top (input clk, input rst, input s_valid, output s_ready, input [{aw - 1}:0] s_data,
-    output m_valid, output [{ob * len(shifts) - 1}:0] m_data, output m_last);
-    assign s_ready = 1'b1;
-{chr(10).join(body)}
-    reg v; reg [{ob * len(shifts) - 1}:0] q;
-    always @(posedge clk) begin v <= s_valid & ~rst; q <= {{{cat}}}; end
-    assign m_valid = v; assign m_data = q; assign m_last = v;
-endmodule
-"""
+    top = _requant_top(aw, ob, len(shifts), body)
     # every 12-bit value, including every tie
     acc = np.arange(-(2 ** (aw - 1)), 2 ** (aw - 1), dtype=np.int64)
     want = np.stack([np.clip(rne_shift(acc, s), 0, 2 ** ob - 1) for s in shifts], axis=1)
@@ -164,3 +178,22 @@ endmodule
                           capture_output=True, text=True)
     assert lint.returncode == 0, lint.stderr
     assert "out of bounds" not in lint.stdout + lint.stderr
+
+
+def test_folded_requant_round_half_even(tmp_path):
+    """The digit-serial layers' requantizer (`folded_capture` + `folded_requant`: the rounding
+    constant 2^(k-1) added to the sum, q and the tie flag registered, no incrementer, the clamp from
+    q's sign and high bits) equals rne_shift + clamp on every accumulator value, ties included; a
+    shift that leaves q narrower than the output (-8), and one leaving its sign alone (-11)."""
+    from opq_hw.rtl.gen import folded_capture, folded_requant
+
+    aw, ob, shifts = 12, 5, [-1, -3, -4, -6, -8, -11]
+    body, acc = [], np.arange(-(2 ** (aw - 1)), 2 ** (aw - 1) - (1 << 10), dtype=np.int64)  # acc + 2^(k-1) fits
+    for i, s in enumerate(shifts):
+        hw, cap = folded_capture(f"s{i}", aw, s)
+        body += [f"    wire [{aw - 1}:0] s{i} = s_data + {aw}'d{1 << (-s - 1)};",
+                 f"    wire [{hw - 1}:0] h{i} = {cap};"] + ["    " + ln for ln in folded_requant(f"h{i}", aw, s, ob, f"r{i}")]
+    top = _requant_top(aw, ob, len(shifts), body)
+    want = np.stack([np.clip(rne_shift(acc, s), 0, 2 ** ob - 1) for s in shifts], axis=1)
+    res = _sim(tmp_path, top, [], (acc & ((1 << aw) - 1)).reshape(-1, 1), 1)[0]
+    np.testing.assert_array_equal(res.words.reshape(-1), _pack(want, ob))

@@ -41,8 +41,8 @@ def test_serial_design_matches_integer_reference(tmp_path, which, digit, pipelin
     zero-extended and its rest sign-extended to two digits, the 4-bit inputs zero-extended to two.
     Every serial layer's kernel reads the window's digits as they are (no multiplexer per input)
     and each output has one adder (the bias folded into the accumulation, the first step without
-    a multiplexer) whose last-step sum is registered before the requantizer; the biases have
-    nonzero low digits."""
+    a multiplexer) whose last-step sum is registered before the requantizer, which has no adder
+    (the rounding constant folded into the bias); the biases have nonzero low digits."""
     from opq_hw.flows.rtl_flow import _pixels
     from opq_hw.rtl.gen import generate, write_design
     from opq_hw.rtl.verilator import build_sim, run_sim, to_signed
@@ -57,9 +57,15 @@ def test_serial_design_matches_integer_reference(tmp_path, which, digit, pipelin
             adders = [ln.count(" + ") for ln in text.splitlines() if re.match(r"\s*wire \[\d+:0\] s\d+ = ", ln)]
             assert ".x(wd[" in text and adders == [1] * L.w.shape[0], m["module"]  # one adder per output
             assert re.search(r"a\d+ <= [^;]*\?", text) is None  # no multiplexer before the accumulator
-            if m is not d.layer_modules[-1]:  # the requantizer reads the registered sum, not the adder
-                reads = re.findall(r"wire \[\d+:0\] r\d+_a = (\w+);", text)
-                assert reads and all(re.fullmatch(r"h\d+", v) for v in reads), (m["module"], reads)
+            if m is not d.layer_modules[-1]:  # the requantizer reads the registered sum, not the adder,
+                # and where it shifts right it has no incrementer: the rounding constant is in the sum
+                rq: dict[str, str] = {}
+                for o, e in re.findall(r"wire (?:signed )?\[\d+:0\] r(\d+)\w* = ([^;]*);", text):
+                    rq[o] = rq.get(o, "") + e + ";"
+                assert len(rq) == L.w.shape[0], m["module"]
+                for o, e in rq.items():
+                    assert re.search(rf"\bh{o}\b", e) or re.fullmatch(r"\d+'d0;", e), (m["module"], o, e)
+                    assert not re.search(r"\bs\d+", e) and "+" not in e, (m["module"], o, e)
     assert any(int(L.b[o]) % (1 << digit) for L in net.layers for o in range(L.b.size))
     binary = build_sim(write_design(d, tmp_path / "src"), tmp_path / "sim")
     px = _pixels(net, xi * 2.0 ** net.in_exp, "da4ml")

@@ -5,9 +5,11 @@
 // DS > 1 (a digit-serial consumer): each pixel's channels come as DS digits of DB bits
 // (opq_digit_chain's layout, PIX = C*DS*DB) and out_data holds the current DB-bit digit of every
 // pixel and channel, pixel p at [p*C*DB +: C*DB]: digit k on the k-th cycle after out_valid (k < DS).
+// SIZED = 1: the pixel counter only as wide as 0..N-1; 0: 16 bits (the whole-activation designs).
 module opq_collect #(
     parameter PIX = 8, parameter N = 64,
-    parameter DS = 1, parameter DB = 1
+    parameter DS = 1, parameter DB = 1,
+    parameter SIZED = 0
 ) (
     input clk,
     input rst,
@@ -16,7 +18,8 @@ module opq_collect #(
     output reg out_valid,
     output [N*PIX/DS-1:0] out_data
 );
-    reg [15:0] cnt;
+    localparam NW = SIZED ? ((N > 2) ? $clog2(N) : 1) : 16;
+    reg [NW-1:0] cnt;
     always @(posedge clk) begin
         if (rst) begin
             cnt <= 0;

@@ -4,10 +4,13 @@
 // frames of H x W pixels in raster order. SIGNED selects signed comparison.
 // One row of partial maxima (W/KC pixels) is kept; an output leaves one cycle after the
 // bottom-right pixel of its block arrives. Rows/columns past OH*KR / OW*KC are dropped.
+// SIZED = 1: the counters only as wide as their ranges, and the partial maximum read without
+// zeroing it outside the blocks; 0: 16-bit counters (the whole-activation designs).
 module opq_maxpool #(
     parameter C = 1, parameter BW = 8,
     parameter H = 8, parameter W = 8,
-    parameter KR = 2, parameter KC = 2, parameter SIGNED = 0
+    parameter KR = 2, parameter KC = 2, parameter SIGNED = 0,
+    parameter SIZED = 0
 ) (
     input clk,
     input rst,
@@ -19,10 +22,18 @@ module opq_maxpool #(
     localparam PIX = C * BW;
     localparam OH = H / KR;
     localparam OW = W / KC;
-    localparam CW = 16;
+    localparam RW = SIZED ? ((H > 2) ? $clog2(H) : 1) : 16;             // r: 0..H-1
+    localparam QW = SIZED ? ((W > 2) ? $clog2(W) : 1) : 16;             // c: 0..W-1
+    localparam KRW = SIZED ? ((KR > 2) ? $clog2(KR) : 1) : 16;          // kr: 0..KR-1
+    localparam KCW = SIZED ? ((KC > 2) ? $clog2(KC) : 1) : 16;          // kc: 0..KC-1
+    localparam OCW = SIZED ? ((OW + 1 > 2) ? $clog2(OW + 1) : 1) : 16;  // oc: 0..OW
 
     reg [PIX-1:0] part [0:OW-1];
-    reg [CW-1:0] r, c, kr, kc, oc;
+    reg [RW-1:0] r;
+    reg [QW-1:0] c;
+    reg [KRW-1:0] kr;
+    reg [KCW-1:0] kc;
+    reg [OCW-1:0] oc;
 
     function [PIX-1:0] vmax(input [PIX-1:0] a, input [PIX-1:0] b);
         integer i;
@@ -40,7 +51,9 @@ module opq_maxpool #(
     endfunction
 
     wire in_block = (oc < OW) && (r < OH * KR);
-    wire [PIX-1:0] cur = (oc < OW) ? part[oc] : {PIX{1'b0}};
+    // SIZED: a partial maximum read outside the blocks (oc = OW, W not a multiple of KC) is never
+    // written back nor sent (out_valid needs in_block), so it is not zeroed
+    wire [PIX-1:0] cur = (SIZED != 0 || oc < OW) ? part[oc] : {PIX{1'b0}};
     wire first = (kr == 0) && (kc == 0);
     wire [PIX-1:0] nxt = first ? in_data : vmax(cur, in_data);
 

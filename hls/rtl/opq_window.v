@@ -23,7 +23,8 @@ module opq_window #(
     parameter KH = 3, parameter KW = 3,
     parameter PH = 1, parameter PW = 1,
     parameter GAP = 1,
-    parameter DS = 1, parameter DB = BW
+    parameter DS = 1, parameter DB = BW,
+    parameter SIZED = 0
 ) (
     input clk,
     input rst,
@@ -39,13 +40,20 @@ module opq_window #(
     localparam D = (KH - 1 - PH) * W + (KW - 1 - PW);
     localparam LASTM = (OH - 1) * W + (OW - 1);
     localparam TAIL = (LASTM + D > H * W - 1) ? (LASTM + D - (H * W - 1)) : 0;
-    localparam CW = 16;
+    // counter widths (SIZED: enough for 0..H*W-1, 0..TAIL, the output rows 0..OH-1, 0..W-1, 0..GAP-1)
+    localparam NR = (OH > H) ? OH : H;
+    localparam NW = SIZED ? ((H * W > 2) ? $clog2(H * W) : 1) : 16;
+    localparam TW = SIZED ? ((TAIL + 1 > 2) ? $clog2(TAIL + 1) : 1) : 16;
+    localparam RW = SIZED ? ((NR > 2) ? $clog2(NR) : 1) : 16;
+    localparam QW = SIZED ? ((W > 2) ? $clog2(W) : 1) : 16;
+    localparam GW = SIZED ? ((GAP > 2) ? $clog2(GAP) : 1) : 16;
 
     reg [PIX*DEPTH-1:0] sr;
-    reg [CW-1:0] n;      // index of the next input pixel in its frame
-    reg [CW-1:0] tail;   // pushes still owed to the previous frame's last outputs
-    reg [CW-1:0] orow, ocol;  // position of the next output (full-width raster)
-    reg [CW-1:0] prow, pcol;  // position of the window on out_data
+    reg [NW-1:0] n;      // index of the next input pixel in its frame
+    reg [TW-1:0] tail;   // pushes still owed to the previous frame's last outputs
+    reg [RW-1:0] orow, prow;  // row of the next output (full-width raster), of the window on out_data
+    reg [QW-1:0] ocol, pcol;  // their columns
+    wire last_out = SIZED ? (orow == OH - 1 && ocol == OW - 1) : (orow * W + ocol == LASTM);
 
     wire tail_on = (tail != 0);
     // a flush push only before the next frame has begun: once its first pixel is in, its pixels
@@ -54,7 +62,7 @@ module opq_window #(
     wire push = in_valid | (tail_on & (n == 0) & flush_ok);
     generate
         if (GAP > 1) begin : g_gap
-            reg [CW-1:0] since;  // cycles since the last push, up to GAP - 1
+            reg [GW-1:0] since;  // cycles since the last push, up to GAP - 1
             always @(posedge clk) begin
                 if (rst || push) since <= 0;
                 else if (since != GAP - 1) since <= since + 1;
@@ -86,7 +94,7 @@ module opq_window #(
             end
             if (emit) begin
                 prow <= orow; pcol <= ocol;
-                if (orow * W + ocol == LASTM) begin
+                if (last_out) begin
                     orow <= 0; ocol <= 0;
                 end else if (ocol == W - 1) begin
                     orow <= orow + 1; ocol <= 0;

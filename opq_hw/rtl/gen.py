@@ -15,7 +15,10 @@ Architecture (one frame = one sample; one pixel = all channels of one position):
   D-bit digits of its inputs, one per cycle, and a shift-accumulator per output adds them up; the
   stream then carries one pixel every P cycles (P = the most digits a layer needs). The window /
   collector keeps its pixels as digits (`opq_digit_chain`): each pixel is cut into digits once, as
-  it enters (`digit_pixel`), and every tap reads its current digit at a fixed place.
+  it enters (`digit_pixel`), and every tap reads its current digit at a fixed place. The logic that
+  does not depend on the weights is trimmed there: the fixed modules' counters sized to the frame
+  (their parameter SIZED), the requantizer's rounding constant folded into the bias
+  (`folded_requant`: no incrementer), the serializer reading the held last output (HOLD).
 Each layer is its own module `opq_L<i>` (synthesized alone for per-layer resource counts).
 """
 from __future__ import annotations
@@ -304,20 +307,58 @@ def requant_expr(acc: str, aw: int, shift: int, out_bits: int, name: str) -> lis
                    clamp]
 
 
-def serial_acc_width(L: IntLayer, kernel_w: int) -> int:
+def serial_acc_width(L: IntLayer, kernel_w: int, rnd: list[int] | None = None) -> int:
     """Signed bits of a digit-serial layer's accumulator: every Horner partial sum is x' @ M / 2^j
     for an input x' in the input range (its low digits zeroed), so the range of x @ M and of
-    x @ M + b over the inputs bounds them all; at least the kernel output's width."""
+    x @ M + b over the inputs bounds them all; at least the kernel output's width. `rnd`: a
+    constant per output added to the bias (`serial_round_half`)."""
     M = matrix_for(L).astype(np.int64).astype(object)
     lo_x, hi_x = ((-(1 << (L.in_bits - 1)), (1 << (L.in_bits - 1)) - 1) if L.in_signed else (0, (1 << L.in_bits) - 1))
     pos = np.where(M > 0, M, 0).sum(axis=0)
     neg = np.where(M < 0, M, 0).sum(axis=0)
     w = kernel_w
     for o in range(M.shape[1]):
-        hi, lo, b = pos[o] * hi_x + neg[o] * lo_x, pos[o] * lo_x + neg[o] * hi_x, int(L.b[o])
+        hi, lo, b = pos[o] * hi_x + neg[o] * lo_x, pos[o] * lo_x + neg[o] * hi_x, int(L.b[o]) + (rnd[o] if rnd else 0)
         top = max(hi, hi + b, -min(lo, lo + b) - 1, 0)
         w = max(w, int(top).bit_length() + 1)
     return w
+
+
+def serial_round_half(L: IntLayer, aw: int, is_last: bool) -> list[int]:
+    """Per output, the constant a digit-serial layer adds to its bias so that its requantizer need
+    not round: 2^(k-1) for a right shift by k >= 1 that keeps some bit of the `aw`-bit sum
+    (`folded_requant`), else 0 (the last layer, a left shift, or a result that is always 0)."""
+    if is_last:
+        return [0] * int(L.b.size)
+    return [0 if s >= 0 or requant_is_zero(s, aw) else 1 << (-s - 1) for s in map(int, L.out_shift)]
+
+
+def folded_capture(s: str, aw: int, shift: int) -> tuple[int, str]:
+    """(width, Verilog) of what `folded_requant` needs of the sum `s` = acc + 2^(k-1), k = -shift:
+    its bits k and up (the rounded-up quotient q), and below them the tie flag (bits k-1..0 of s all
+    zero, i.e. acc was exactly halfway)."""
+    k = -shift
+    return aw - k + 1, f"{{{s}[{aw - 1}:{k}], ~|{s}[{k - 1}:0]}}"
+
+
+def folded_requant(h: str, aw: int, shift: int, out_bits: int, name: str) -> list[str]:
+    """Verilog lines computing `name` = clamp(rne(acc * 2^shift), 0, 2^out_bits - 1) from `h` =
+    `folded_capture` of s = acc + 2^(k-1): q = s >> k is acc / 2^k rounded half up, and round half
+    to even differs only at a tie, where it is q with its lowest bit cleared; clearing that bit
+    moves no value across 0 or 2^out_bits - 1 (q = 2^out_bits is even), so the clamp reads q's sign
+    and the OR of its bits above out_bits: no adder, no comparator."""
+    qw = aw + shift  # bits of q, its sign at the top
+    mx = (1 << out_bits) - 1
+    sign, tie = f"{h}[{qw}]", f"{h}[0]"
+    vb = min(qw - 1, out_bits)  # value bits of q that reach the output
+    if vb == 0:  # q is -1 or 0
+        return [f"wire [{out_bits - 1}:0] {name} = {out_bits}'d0;"]
+    lsb = f"{h}[1] & ~{tie}"
+    val = f"{h}[{vb}:2], {lsb}" if vb >= 2 else lsb
+    if vb < out_bits:
+        val = f"{out_bits - vb}'d0, {val}"
+    ovf = f"(|{h}[{qw - 1}:{out_bits + 1}])" if qw - 1 > out_bits else "1'b0"
+    return [f"wire [{out_bits - 1}:0] {name} = {sign} ? {out_bits}'d0 : {ovf} ? {out_bits}'d{mx} : {{{val}}};"]
 
 
 def digit_pixel(src: str, c: int, bw: int, signed: bool, D: int, S: int) -> str:
@@ -339,7 +380,8 @@ def digit_pixel(src: str, c: int, bw: int, signed: bool, D: int, S: int) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is_last: bool) -> list[str]:
+def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is_last: bool,
+                      rnd: list[int] | None = None) -> list[str]:
     """Verilog of a digit-serial layer between its window/collector (`wv`; `wd`: digit k of every
     input on the k-th cycle from `wv`, k < `steps` = S, MSB first) and its output register: per
     cycle one D-bit digit of every input into the kernel `y = d @ M`, and per output one adder,
@@ -351,7 +393,10 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
     the accumulator `a` starts from the constant P (a synchronous set/reset of its flip-flops, at
     reset and at each vector's last step), and step k fills the D zero bits a << D leaves with
     c_k (a function of the step counter); so no adder for the bias and no multiplexer for the
-    first step, and after step S-1, s = x @ M + b exactly (two's complement, `aw` bits)."""
+    first step, and after step S-1, s = x @ M + b exactly (two's complement, `aw` bits).
+    `rnd` (`serial_round_half`): per output a rounding constant 2^(k-1) folded into b the same way,
+    so the requantizer of a right shift by k needs no incrementer (`folded_requant`): `h` keeps
+    s's bits from k up and the tie flag, not the whole sum."""
     D, S, LK = K.in_bits, steps, K.latency
     cout = K.n_out
     sw = bits_for(S)
@@ -386,8 +431,9 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
               "    always @(posedge clk) begin hv <= !rst && done; ov <= !rst && hv; end"]
     kw = K.acc_w
     mask = (1 << aw) - 1
+    rnd = rnd or [0] * cout
     for o in range(cout):
-        bo = int(L.b[o]) + ((1 << (D * (S - 1))) if L.in_signed else 0)
+        bo = int(L.b[o]) + rnd[o] + ((1 << (D * (S - 1))) if L.in_signed else 0)
         P, low = bo >> (D * S), bo & ((1 << (D * S)) - 1)  # b' = P * 2^(DS) + low, low = digits c_0..c_{S-1}
         yo = f"y[{(o + 1) * kw - 1}:{o * kw}]"
         ye = f"{{{{{aw - kw}{{y[{(o + 1) * kw - 1}]}}}}, {yo}}}" if aw > kw else yo
@@ -408,8 +454,14 @@ def serial_layer_body(L: IntLayer, K: Kernel, n_in: int, steps: int, aw: int, is
         return b
     ob = L.out_bits
     for o in range(cout):
-        b += [f"    reg [{aw - 1}:0] h{o};", f"    always @(posedge clk) if (done) h{o} <= s{o};"]
-        b += ["    " + t for t in requant_expr(f"h{o}", aw, L.out_shift[o], ob, f"r{o}")]
+        sh = int(L.out_shift[o])
+        if rnd[o]:  # the rounding constant is in the sum: keep q and the tie flag
+            hw, cap = folded_capture(f"s{o}", aw, sh)
+            b += [f"    reg [{hw - 1}:0] h{o};", f"    always @(posedge clk) if (done) h{o} <= {cap};"]
+            b += ["    " + t for t in folded_requant(f"h{o}", aw, sh, ob, f"r{o}")]
+        else:
+            b += [f"    reg [{aw - 1}:0] h{o};", f"    always @(posedge clk) if (done) h{o} <= s{o};"]
+            b += ["    " + t for t in requant_expr(f"h{o}", aw, sh, ob, f"r{o}")]
     cat = ", ".join(f"r{o}" for o in reversed(range(cout)))
     return b + [f"    reg [{cout * ob - 1}:0] yq;", f"    always @(posedge clk) if (hv) yq <= {{{cat}}};",
                 "    assign out_data = yq;"]
@@ -443,6 +495,9 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
         raise OpqError(f"serial bits must be >= 0 (0: whole activations per cycle), got {serial_bits}")
     steps = {id(L): digit_steps(L.in_bits, L.in_signed, serial_bits) for L in net.layers}
     period = max(steps.values())
+    # digit-serial designs: the fixed modules' counters sized to the frame (16 bits in the
+    # whole-activation designs, which the rtl-da cost model is calibrated on)
+    sized = ", .SIZED(1)" if period > 1 else ""
     c, h, w = net.in_shape
     bw, signed = net.in_bits, net.in_signed
     in_w = c * bw
@@ -473,6 +528,7 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
             body = []
             # digit-serial: the window / collector stores the pixels as S digits of D bits per channel
             sbw, wbits, ds = (S * serial_bits, serial_bits, f", .DS({S}), .DB({serial_bits})") if S > 1 else (bw, bw, "")
+            ds += sized
             if S > 1:
                 body += [f"    wire [{c * sbw - 1}:0] din = {digit_pixel('in_data', c, bw, L.in_signed, serial_bits, S)};"]
             din = "din" if S > 1 else "in_data"
@@ -496,8 +552,9 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
             aw = K.acc_w
             n_in = len(K.used_in)
             if S > 1:
-                aw = serial_acc_width(L, K.acc_w)
-                body += serial_layer_body(L, K, n_in, S, aw, is_last)
+                rnd = serial_round_half(L, serial_acc_width(L, K.acc_w), is_last)
+                aw = serial_acc_width(L, K.acc_w, rnd)
+                body += serial_layer_body(L, K, n_in, S, aw, is_last, rnd)
                 lat = S + K.latency + (0 if is_last else 1)  # + the sums' register before the requantizer
                 obits = cout * (aw if is_last else L.out_bits)
                 if is_last:
@@ -550,7 +607,7 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
             _, oh, ow = st.out_shape((c, h, w))
             inst += [f"    wire v{cur + 1}; wire [{c * bw - 1}:0] d{cur + 1};",
                      f"    opq_maxpool #(.C({c}), .BW({bw}), .H({h}), .W({w}), .KR({kr}), .KC({kc}), "
-                     f".SIGNED({int(signed)})) u_pool{si} (.clk(clk), .rst(rst), .in_valid(v{cur}), "
+                     f".SIGNED({int(signed)}){sized}) u_pool{si} (.clk(clk), .rst(rst), .in_valid(v{cur}), "
                      f".in_data(d{cur}), .out_valid(v{cur + 1}), .out_data(d{cur + 1}));"]
             lat_total += 1
             cur += 1
@@ -559,6 +616,8 @@ def generate(net: IntNet, pipeline: float = 0.0, serial_bits: int = 0) -> Design
     if in_pixels < n_out:
         raise OpqError(f"{n_out} outputs per frame but only {in_pixels} input pixels: the output serializer would "
                        f"overrun; this model is not supported by the streaming top level")
+    # a digit-serial last layer holds its output register until its next vector: no copy to shift out
+    hold = ", .HOLD(1)" if steps[id(last)] > 1 else ""
     if period > 1:
         pw_ = bits_for(period)
         ready = "\n".join([f"    reg [{pw_ - 1}:0] ph;  // digit-serial: one pixel every {period} cycles",
@@ -583,7 +642,7 @@ module opq_top (
 );
 {ready}
 {chr(10).join(inst)}
-    opq_serialize #(.AW({out_w}), .N({n_out})) u_ser (.clk(clk), .rst(rst), .in_valid(v{cur}), .in_data(d{cur}),
+    opq_serialize #(.AW({out_w}), .N({n_out}){sized}{hold}) u_ser (.clk(clk), .rst(rst), .in_valid(v{cur}), .in_data(d{cur}),
         .m_valid(m_valid), .m_data(m_data), .m_last(m_last));
 endmodule
 """
