@@ -114,9 +114,10 @@ def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0, a
 def random_last_layer(rng: np.random.Generator, i: int, max_digits: float = 1500.0):
     """(IntNet of [Flatten, last layer], LayerParams) for last layer i: dense, no requantizer (its registered
     accumulators are the design's logits, gen.py), fan-in 64-256 laid out as C channels x N pixels (the
-    collector's stream, <= 32 bits per pixel, at least as many pixels as outputs), 4-16 outputs, unsigned inputs of 8 (even i) or 4 (odd i)
-    bits, as the output layer of a whole design after a ReLU; weight bits and sparsity drawn as in
-    `random_layer`; at most `max_digits` CSD digits (the last layers of benchmarks/rtl_whole_design.py's designs hold 60-1,310)."""
+    collector's stream, <= 32 bits per pixel, at least as many pixels as outputs), 4-16 outputs, unsigned
+    inputs of 8 (even i) or 4 (odd i) bits, as the output layer of a whole design after a ReLU; weight bits
+    and sparsity drawn as in `random_layer`; at most `max_digits` CSD digits (the last layers of
+    benchmarks/rtl_whole_design.py's designs hold 60-1,310)."""
     from opq_hw.cost import LayerParams, csd_digits_mean
 
     act_bits = 8 if i % 2 == 0 else 4
