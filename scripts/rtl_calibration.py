@@ -213,7 +213,8 @@ def main() -> None:
                 and any(f not in r["synth"] for f in args.families.split(",") if f)]
         if todo:
             new = _synthesize_da(todo, args)
-            seconds = {**seconds, **({f"{f}_added": v for f, v in new.items()} if old else new)}
+            seconds = {**seconds, **({f"{f}_added": round(seconds.get(f"{f}_added", 0) + v, 1) for f, v in new.items()}
+                                     if old else new)}  # each --add's Yosys time adds up
     for r in rows:
         r.pop("_design")
     if not args.refit:
