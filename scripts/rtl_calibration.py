@@ -20,6 +20,15 @@ families given; the fit's `lut_per_da_act_bit` (LUTs per unit of da4ml cost per 
 0 for a family without them. The da4ml-cost law here stays the 3-term one of the 8-bit layers;
 benchmarks/rtl_whole_design.py --refit writes its 4-term law back into the YAML.
 
+--last N (with --add, as --act4): N random LAST layers (seed + LAST_SEED, tags z<i>): dense, no
+requantizer (the accumulators are the logits, registered, as every whole design's output layer), wide
+fan-in (64-256 inputs) and few outputs (4-16), unsigned inputs (after a ReLU) at 8 bits (even i) and 4
+bits (odd i). Every other random layer has a requantizer, so without these rows the fit cannot tell the
+LUTs per unit of da4ml cost from those per requantized accumulator bit; with them, `lut_per_last_da` (the
+last layer's LUTs per unit of da4ml cost beyond `lut_per_da`) is fitted for the families of LAST_DA_FAMILIES
+(elsewhere the rows are held-out checks). With --act4 or --last, --add synthesizes only the rows of the
+groups named (the random 4-bit layers, the last layers).
+
 --arch seq: runs benchmarks/rtl_whole_design.py (the rtl-seq coefficients are fitted on whole designs
 of real model shapes, layer modules and top level, with the memories mapped by Yosys's own rule;
 random single layers missed the buffers, the top level and the LUT-RAM/block-RAM split).
@@ -32,6 +41,7 @@ stages), each layer module synthesized per family; the cost model fed with da4ml
 
     python scripts/rtl_calibration.py [--n 32] [--families xc7,ecp5,ice40] [--arch da4ml|seq] [--refit]
     python scripts/rtl_calibration.py --add --act4 16 --families xc7
+    python scripts/rtl_calibration.py --add --last 16 --families ecp5
     python scripts/rtl_calibration.py --ff-check [--n 12]
 """
 from __future__ import annotations
@@ -101,6 +111,38 @@ def random_layer(rng: np.random.Generator, i: int, max_digits: float = 3000.0, a
     return net, p
 
 
+def random_last_layer(rng: np.random.Generator, i: int, max_digits: float = 1500.0):
+    """(IntNet of [Flatten, last layer], LayerParams) for last layer i: dense, no requantizer (its registered
+    accumulators are the design's logits, gen.py), fan-in 64-256 laid out as C channels x N pixels (the
+    collector's stream, <= 32 bits per pixel, at least as many pixels as outputs), 4-16 outputs, unsigned
+    inputs of 8 (even i) or 4 (odd i) bits, as the output layer of a whole design after a ReLU; weight bits
+    and sparsity drawn as in `random_layer`; at most `max_digits` CSD digits (the last layers of
+    benchmarks/rtl_whole_design.py's designs hold 60-1,310)."""
+    from opq_hw.cost import LayerParams, csd_digits_mean
+
+    act_bits = 8 if i % 2 == 0 else 4
+    while True:
+        bits = int(rng.choice([2, 3, 4, 5, 6, 8]))
+        sparsity = float(rng.choice([0.0, 0.3, 0.5, 0.7, 0.9]))
+        fan_in = int(rng.choice([64, 96, 128, 160, 192, 256]))
+        cout = int(rng.choice([4, 8, 10, 16]))
+        c = int(rng.choice([1, 2, 4] if act_bits == 8 else [1, 4, 8]))
+        if cout * fan_in * (1 - sparsity) * csd_digits_mean(bits) <= max_digits and fan_in // c >= cout:
+            break  # (the serializer sends one logit per input pixel: at least as many pixels as outputs)
+    qmax = 2 ** (bits - 1) - 1
+    wq = rng.integers(-qmax, qmax + 1, size=(cout, fan_in))
+    wq[rng.random(wq.shape) < sparsity] = 0
+    b = rng.integers(-200, 200, size=cout)
+    in_shape = (c, 1, fan_in // c)
+    L = IntLayer(f"last{i}", "linear", wq.astype(np.int64), b.astype(np.int64), act_bits, False, in_shape, (cout, 1, 1),
+                 w_exp=tuple([-10] * cout))
+    net = IntNet(in_shape, act_bits, False, -4, [Flatten(), L])
+    p = LayerParams(name=L.name, kind="linear", fan_in=fan_in, out_channels=cout, out_pixels=1, in_pixels=1,
+                    in_channels=fan_in, kernel=(), in_width=1, n_weights=int(wq.size), nnz=int(np.count_nonzero(wq)),
+                    w_bits=bits, a_bits=act_bits, a_signed=False, has_bias=True, in_words=fan_in, last=True)
+    return net, p
+
+
 def synth_family(family: str, designs: list[tuple[str, list[Path]]], work: Path) -> dict[str, dict]:
     """One Yosys process: each layer module synthesized alone (design -load between them)."""
     files = sorted({p for _, fs in designs for p in fs})
@@ -142,6 +184,8 @@ def main() -> None:
     ap.add_argument("--ff-check", action="store_true", help="pipelined flip-flop counts on fresh layers")
     ap.add_argument("--act4", type=int, default=None,
                     help="random layers with 4-bit unsigned inputs and outputs (tags q<i>; default: as committed, else 0)")
+    ap.add_argument("--last", type=int, default=None,
+                    help="random last layers (no requantizer, tags z<i>; default: as committed, else 0)")
     ap.add_argument("--add", action="store_true",
                     help="keep the committed rows' synthesis counts: synthesize only the rows (or --families) they lack")
     args = ap.parse_args()
@@ -152,7 +196,8 @@ def main() -> None:
     path = ROOT / "benchmarks" / "results" / "rtl_calibration.json"
     old = json.loads(path.read_text()) if args.refit or args.add else None
     n4 = args.act4 if args.act4 is not None else (old or {}).get("act4", {}).get("n", 0)
-    rows = _layer_rows(args) + _layer_rows(args, act_bits=4, n=n4)
+    n_last = args.last if args.last is not None else (old or {}).get("last", {}).get("n", 0)
+    rows = _layer_rows(args) + _layer_rows(args, act_bits=4, n=n4) + _layer_rows(args, n=n_last, last=True)
     seconds = (old or {}).get("synth_seconds", {})
     if old:
         synth = {r["tag"]: r["synth"] for r in old["rows"]}
@@ -162,38 +207,52 @@ def main() -> None:
         missing = [r["tag"] for r in rows if not r["synth"]]
         if missing:
             raise SystemExit(f"no synthesis counts for layers {missing}: run without --refit")
-    else:  # --add: only the rows (or families) not synthesized yet
-        todo = [r for r in rows if not old or any(f not in r["synth"] for f in args.families.split(",") if f)]
+    else:  # --add: only the rows (or families) not synthesized yet; of the groups named, with --act4 / --last
+        named = {g for g, v in (("q", args.act4), ("z", args.last)) if v is not None}
+        todo = [r for r in rows if not old or (not named or r["tag"][0] in named)
+                and any(f not in r["synth"] for f in args.families.split(",") if f)]
         if todo:
             new = _synthesize_da(todo, args)
-            seconds = {**seconds, **({f"{f}_added": v for f, v in new.items()} if old else new)}
+            seconds = {**seconds, **({f"{f}_added": round(seconds.get(f"{f}_added", 0) + v, 1) for f, v in new.items()}
+                                     if old else new)}  # each --add's Yosys time adds up
     for r in rows:
         r.pop("_design")
     if not args.refit:
         write_json(path,  # the rows first: a refit needs no synthesis
                    {"yosys": eda.yosys_version(), "seed": args.seed, "synth_seconds": seconds,
-                    "act4": {"n": n4, "seed": args.seed + ACT4_SEED}, "rows": [_slim(r) for r in rows]})
+                    "act4": {"n": n4, "seed": args.seed + ACT4_SEED}, "last": {"n": n_last, "seed": args.seed + LAST_SEED},
+                    "rows": [_slim(r) for r in rows]})
     _fit_da(rows, seconds, args)
 
 
 ACT4_SEED = 4000  # the 4-bit-input layers are drawn from seed + ACT4_SEED
+LAST_SEED = 5000  # the last layers (no requantizer) from seed + LAST_SEED
+# families whose fit has the input-width term `lut_per_da_act_bit` (fitted on their 4-bit-input rows); kept
+# only where it lowered the whole designs' leave-one-model-out LUT error (benchmarks/README.md section 6).
+# Elsewhere the term is 0 and a family's 4-bit random layers are held-out checks only
+ACT_BIT_FAMILIES = ("xc7",)  # iCE40: 4.8 % (max 15.6 %) -> 4.9 % (15.7 %) with it, not kept
+# families whose fit has the last layer's own scale `lut_per_last_da` (fitted on their --last rows), by the
+# same rule: ECP5 6.5 % (max 19.5 %) -> 4.8 % (11.0 %); iCE40 4.8 % (15.6 %) -> 5.2 % (15.8 %), not kept
+LAST_DA_FAMILIES = ("ecp5",)
 
 
-def _layer_rows(args, act_bits: int = 8, n: int | None = None) -> list[dict]:
+def _layer_rows(args, act_bits: int = 8, n: int | None = None, last: bool = False) -> list[dict]:
     """One row per layer module: the layer's LayerParams and what the generator records of da4ml's
     solution (cost, latency, registers kept by synthesis, shift-register runs), for every layer
     combinational and for the held-out ones also pipelined (cutoff PIPE). `_design` keeps the design.
-    act_bits 4: n layers with 4-bit inputs (seed + ACT4_SEED, tags q<i>, combinational only)."""
+    act_bits 4: n layers with 4-bit inputs (seed + ACT4_SEED, tags q<i>, combinational only); last: n
+    last layers (`random_last_layer`, seed + LAST_SEED, tags z<i>, combinational only)."""
     from dataclasses import asdict
 
-    rng = np.random.default_rng(args.seed + (ACT4_SEED if act_bits == 4 else 0))
+    rng = np.random.default_rng(args.seed + (LAST_SEED if last else ACT4_SEED if act_bits == 4 else 0))
     rows = []
     for i in range(args.n if n is None else n):
-        net, p = random_layer(rng, i, act_bits=act_bits)
-        for pipe in [0.0] + ([PIPE] if heldout(i) and act_bits == 8 else []):
+        net, p = random_last_layer(rng, i) if last else random_layer(rng, i, act_bits=act_bits)
+        for pipe in [0.0] + ([PIPE] if heldout(i) and act_bits == 8 and not last else []):
             d = generate(net, pipeline=pipe)
             m = d.layer_modules[0]
-            rows.append({"i": i, "tag": f"{'p' if pipe else 'c' if act_bits == 8 else 'q'}{i}", "pipeline": pipe, "params": asdict(p),
+            tag = "z" if last else "p" if pipe else "c" if act_bits == 8 else "q"
+            rows.append({"i": i, "tag": f"{tag}{i}", "pipeline": pipe, "params": asdict(p),
                          "da4ml_cost": m["da4ml_cost"], "kernel_latency": m["kernel_latency"],
                          "registers": m["registers"], "chains": m["chains"], "synth": {}, "_design": d})
     return rows
@@ -303,8 +362,9 @@ def da_cost_rows(seed: int, n: int = 240) -> list[dict]:
 def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     """Fit (1) da4ml's cost from CSD digits and adder width, family-independent, on the training
     layers plus `da_cost_rows`; (2) per family LUT = lut_per_da * da + lut_per_requant_bit *
-    requant_bits + lut_per_window_bit * window_bits + lut_per_conv_layer * conv + lut_per_layer,
-    non-negative least squares with da = da4ml's exact cost of the training layers. Held out:
+    requant_bits + lut_per_window_bit * window_bits + lut_per_conv_layer * conv + lut_per_layer
+    + lut_per_last_da * da (last layers only: 0 without --last rows)
+    [+ lut_per_da_act_bit * (A - 8) * da, families of ACT_BIT_FAMILIES], non-negative least squares with da = da4ml's exact cost of the training layers. Held out:
     the LUT error weight-agnostic (da from (1)) and with da4ml's solution at hand (da exact), and
     the register count (no fit) on the combinational and the pipelined held-out layers."""
     from scipy.optimize import nnls
@@ -314,11 +374,12 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
 
     boards = {"xc7": load_board("arty-a7-100t"), "ecp5": load_board("ecp5-85f"), "ice40": load_board("ice40-up5k")}
     fams = list(rows[0]["synth"])
-    comb = [r for r in rows if not r["pipeline"] and r["params"]["a_bits"] == 8]
+    lasts = [r for r in rows if r["params"]["last"]]  # no requantizer, synthesized for some families
+    comb = [r for r in rows if not r["pipeline"] and r["params"]["a_bits"] == 8 and not r["params"]["last"]]
     train = [r for r in comb if not heldout(r["i"])]
     test = [r for r in comb if heldout(r["i"])]
     piped = [r for r in rows if r["pipeline"]]
-    act4 = [r for r in rows if r["params"]["a_bits"] == 4]  # 4-bit inputs, synthesized for some families
+    act4 = [r for r in rows if r["params"]["a_bits"] == 4 and not r["params"]["last"]]  # 4-bit inputs, some families
     feats = {r["tag"]: da_features(_params(r)) for r in rows}
 
     extra = da_cost_rows(args.seed)
@@ -335,25 +396,30 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
     da_err = mape([(float(da4ml_cost_estimate(_params(r), da_cal)), r["da4ml_cost"]) for r in test if r["da4ml_cost"] > 0])
     result = {"yosys": eda.yosys_version(), "seed": args.seed, "n_layers": len(comb), "n_train": len(train),
               "n_test": len(test), "n_pipelined": len(piped), "pipeline_cutoff": PIPE, "synth_seconds": seconds,
-              "act4": {"n": len(act4), "seed": args.seed + ACT4_SEED},
+              "act4": {"n": len(act4), "seed": args.seed + ACT4_SEED}, "last": {"n": len(lasts), "seed": args.seed + LAST_SEED},
               "da4ml_cost_fit": {**da_cal, "n_points": len(pts), "mape_heldout": da_err}, "families": {},
               "rows": [_slim(r) for r in rows]}
     print(f"da4ml cost = {da_cal['da_coef']:.3f} digits^{e_d:.3f} width^{e_w:.3f} ({len(pts)} layers); "
           f"held-out MAPE {da_err * 100:.1f}%", flush=True)
-    keys = ("lut_per_da", "lut_per_requant_bit", "lut_per_window_bit", "lut_per_conv_layer", "lut_per_layer")
+    keys = ("lut_per_da", "lut_per_requant_bit", "lut_per_window_bit", "lut_per_conv_layer", "lut_per_layer",
+            "lut_per_last_da")
     cal_yaml, plot_rows = {}, {}
     for fam in fams:
         def x(r, da):
-            f, a = feats[r["tag"]], r["params"]["a_bits"] - 8
-            return [da, float(f["requant_bits"]), float(f["window_bits"]), f["conv"], 1.0, da * a, -da * a]
+            f, a = feats[r["tag"]], (r["params"]["a_bits"] - 8) * (fam in ACT_BIT_FAMILIES)
+            return [da, float(f["requant_bits"]), float(f["window_bits"]), f["conv"], 1.0, f["last"] * da * (fam in LAST_DA_FAMILIES),
+                    da * a, -da * a]
 
-        train4 = [r for r in act4 if fam in r["synth"] and not heldout(r["i"])]
+        train4 = [r for r in act4 if fam in r["synth"] and not heldout(r["i"]) and fam in ACT_BIT_FAMILIES]
         test4 = [r for r in act4 if fam in r["synth"] and heldout(r["i"])]
-        A = np.array([x(r, r["da4ml_cost"]) for r in train + train4])
+        trainz = [r for r in lasts if fam in r["synth"] and not heldout(r["i"]) and fam in LAST_DA_FAMILIES]
+        testz = [r for r in lasts if fam in r["synth"] and heldout(r["i"])]
+        fitted = train + train4 + trainz
+        A = np.array([x(r, r["da4ml_cost"]) for r in fitted])
         # the shift-register LUTs (xc7 SRLs) are counted by the model, not fitted
-        y = np.array([r["synth"][fam]["lut_equiv"] - r["synth"][fam].get("srl", 0) for r in train + train4], dtype=float)
+        y = np.array([r["synth"][fam]["lut_equiv"] - r["synth"][fam].get("srl", 0) for r in fitted], dtype=float)
         coef, _ = nnls(A, y)  # the last two columns: a free-sign scale per input bit (0 without 4-bit rows)
-        cal = {**da_cal, **dict(zip(keys, (float(c) for c in coef))), "lut_per_da_act_bit": float(coef[5] - coef[6])}
+        cal = {**da_cal, **dict(zip(keys, (float(c) for c in coef))), "lut_per_da_act_bit": float(coef[6] - coef[7])}
         b = boards[fam]
 
         ests = {(r["tag"], k): rtl_da(_params(r), b, cal, _kernel(r) if k else None) for r in rows for k in (False, True)}
@@ -372,7 +438,10 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
                     "errors": dict(zip((r["tag"] for r in rs), d))}
 
         res = {**{k: float(v) for k, v in cal.items()},
-               "lut_mape_train": err(train + train4, "LUT", True), "lut_mape_heldout": err(test, "LUT", False),
+               "lut_mape_train": err(fitted, "LUT", True), "lut_mape_heldout": err(test, "LUT", False),
+               "n_train_last": len(trainz), "n_heldout_last": len(testz),
+               "lut_mape_heldout_last": err(testz, "LUT", False), "lut_mape_heldout_last_with_kernel": err(testz, "LUT", True),
+               "lut_mape_train_last_with_kernel": err(trainz, "LUT", True),
                "n_train_act4": len(train4), "n_heldout_act4": len(test4),
                "lut_mape_heldout_act4": err(test4, "LUT", False), "lut_mape_heldout_act4_with_kernel": err(test4, "LUT", True),
                "ff_mape_heldout_act4": err(test4, "FF", False),
@@ -381,13 +450,18 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
                "heldout": [{"tag": r["tag"], "pipelined": bool(r["pipeline"]), "LUT": int(r["synth"][fam]["lut_equiv"]), "FF": r["synth"][fam]["ff"],
                             "LUT_estimated": int(est(r, False)["LUT"]), "LUT_with_kernel": int(est(r, True)["LUT"]),
                             "FF_estimated": int(est(r, False)["FF"]), "FF_with_kernel": int(est(r, True)["FF"])}
-                           for r in test + piped + test4]}
+                           for r in test + piped + test4 + testz]}
         result["families"][fam] = res
         fc, fp = res["ff_with_kernel"]["combinational"], res["ff_with_kernel"]["pipelined"]
-        a4 = (f" ({len(train4)} of them with 4-bit inputs: lut_per_da_act_bit; held-out 4-bit layers ({len(test4)}) "
+        a4 = (f" ({len(train4)} of them with 4-bit inputs: lut_per_da_act_bit"
+              f"{'' if fam in ACT_BIT_FAMILIES else ' 0, not fitted'}; held-out 4-bit layers ({len(test4)}) "
               f"LUT MAPE {res['lut_mape_heldout_act4'] * 100:.1f}% weight-agnostic, "
               f"{res['lut_mape_heldout_act4_with_kernel'] * 100:.1f}% with da4ml's solution)") if test4 else ""
-        prov = (f"fitted by scripts/rtl_calibration.py (seed {args.seed}) on {len(train) + len(train4)} random conv/dense layer "
+        a4 += (f" ({len(trainz)} of them last layers, no requantizer: lut_per_last_da"
+               f"{'' if fam in LAST_DA_FAMILIES else ' 0, not fitted'}; held-out last layers ({len(testz)}) LUT MAPE "
+               f"{res['lut_mape_heldout_last'] * 100:.1f}% weight-agnostic, {res['lut_mape_heldout_last_with_kernel'] * 100:.1f}% "
+               f"with da4ml's solution)") if testz else ""
+        prov = (f"fitted by scripts/rtl_calibration.py (seed {args.seed}) on {len(fitted)} random conv/dense layer "
                 f"modules{a4} of the open RTL flow (window/collector + da4ml kernel + requant, not the demo model), "
                 f"{eda.yosys_version().split('(')[0].strip()} {eda.SYNTH_CMD[fam].split(' -top')[0]}; LUT-equivalents "
                 f"(ecp5: LUT4 + 2 x CCU2C; xc7: LUT + SRL); held-out ({len(test)} layers) LUT MAPE "
@@ -400,7 +474,9 @@ def _fit_da(rows: list[dict], seconds: dict, args) -> None:
         print(f"{fam}: LUT = {' + '.join(f'{c:.3g} {k}' for k, c in zip(keys, coef))}, "
               f"lut_per_da_act_bit {cal['lut_per_da_act_bit']:.4g} ({len(train4)} 4-bit layers fitted"
               + (f", {len(test4)} held out: LUT MAPE {res['lut_mape_heldout_act4'] * 100:.1f}%, with da4ml's solution "
-                 f"{res['lut_mape_heldout_act4_with_kernel'] * 100:.1f}%" if test4 else "") + "); held-out LUT MAPE "
+                 f"{res['lut_mape_heldout_act4_with_kernel'] * 100:.1f}%" if test4 else "") + ")"
+              + (f"; {len(trainz)} last layers fitted, {len(testz)} held out: LUT MAPE {res['lut_mape_heldout_last'] * 100:.1f}%, "
+                 f"with da4ml's solution {res['lut_mape_heldout_last_with_kernel'] * 100:.1f}%" if testz else "") + "; held-out LUT MAPE "
               f"{res['lut_mape_heldout'] * 100:.1f}% (with da4ml's solution {res['lut_mape_heldout_with_kernel'] * 100:.1f}%, "
               f"train {res['lut_mape_train'] * 100:.1f}%); FF MAPE {res['ff_mape_heldout'] * 100:.1f}%; with da4ml's "
               f"solution FF exact {fc['exact']}/{fc['n']} combinational (max error {fc['max_abs_error']}), "

@@ -193,6 +193,10 @@ def test_rtl_da_hand_case():
     assert ints(rtl_da(dataclasses.replace(p, out_bits=4), load_board("ecp5-85f"), DEFAULT_CAL))["FF"] == r["FF"] - 4 * 4
     rl = ints(rtl_da(dataclasses.replace(p, last=True), load_board("ecp5-85f"), DEFAULT_CAL))
     assert (rl["LUT"], rl["FF"]) == (520 + 10, r["FF"] - 4 * 8 + 4 * 15)
+    # ... and its own LUTs per unit of da4ml cost on top of lut_per_da (lut_per_last_da): 520 x 1.25 + 10
+    cal_l = {**DEFAULT_CAL, "lut_per_last_da": 0.25}
+    assert ints(rtl_da(dataclasses.replace(p, last=True), load_board("ecp5-85f"), cal_l))["LUT"] == 650 + 10
+    assert ints(rtl_da(p, load_board("ecp5-85f"), cal_l))["LUT"] == r["LUT"]
     # the law's input-width term: da x A^da_act_exp (8^0.5)
     ra = rtl_da(p, load_board("ecp5-85f"), {**DEFAULT_CAL, "da_act_exp": 0.5})
     assert float(ra["LUT"]) == np.ceil(520 * 8 ** 0.5 + 30 + 10)

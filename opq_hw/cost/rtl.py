@@ -24,7 +24,7 @@ from .records import LayerParams, clog2
 DA_CALIBRATION = Calibration(
     "rtl-da",
     {"da_coef": 1.0, "da_digit_exp": 1.0, "da_width_exp": 1.0, "da_act_exp": 0.0, "lut_per_da": 1.0, "lut_per_requant_bit": 0.0,
-     "lut_per_da_act_bit": 0.0,
+     "lut_per_da_act_bit": 0.0, "lut_per_last_da": 0.0,
      "lut_per_window_bit": 0.0, "lut_per_conv_layer": 0.0, "lut_per_layer": 0.0, "top_lut": 0.0,
      "top_lut_per_pool": 0.0, "top_lut_per_pool_bit": 0.0, "top_lut_per_out_bit": 0.0,
      "top_logit_width_ratio": 1.0},
@@ -93,7 +93,7 @@ def da_features(p: LayerParams, kernel: Mapping[str, Any] | None = None) -> dict
     digits: CSD digits of the nonzero weights (`csd_digits_expected`); width: the
     mean adder width W + A + 2 (a balanced tree: half the adders at the first level, W+A+1 bits);
     requant_bits: MH x accumulator bits (one rounding adder and one clamp per output channel; none
-    in the last layer, whose accumulators are the logits);
+    in the last layer, whose accumulators are the logits); last: 1 in the last layer, else 0;
     window_bits: KH*KW*C*A padding multiplexers (conv). Registers, counted off opq_window.v /
     opq_collect.v / gen.py: the window's shift register C*A*((KH-1)*W + KW) and counters, or the
     collector's MW*A and counter; the valid delay line; MH*O requantized outputs (O: the layer's output activation bits,
@@ -119,6 +119,7 @@ def da_features(p: LayerParams, kernel: Mapping[str, Any] | None = None) -> dict
     if "registers" in k:
         regs, chains = int(k["registers"]), [list(c) for c in k.get("chains", [])]
     return {"digits": nnz * csd_digits_expected(p), "width": p.w_bits + a + 2, "requant_bits": 0 if p.last else p.out_channels * p.acc_bits,
+            "last": float(p.last),
             "window_bits": window_bits, "conv": conv, "registers": regs + 0 * nnz, "chains": chains,
             "da4ml_cost": k.get("da4ml_cost"), "latency": int(k.get("latency", 0))}
 
@@ -151,9 +152,13 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
       da     = da_coef * digits^da_digit_exp * width^da_width_exp * A^da_act_exp   (da4ml's cost,
                fitted to da4ml's own solutions; da4ml's exact cost when `kernel` is given)
       LUT    = (lut_per_da + lut_per_da_act_bit * (A - 8)) * da + lut_per_requant_bit * requant_bits
+               + lut_per_last_da * da (the last layer)
                + lut_per_window_bit * window_bits + lut_per_conv_layer (conv) + lut_per_layer
                (the LUTs per unit of da4ml's cost depend on the input width A: fitted on random layer
-               modules with 8-bit and 4-bit inputs; 0 where only 8-bit ones were synthesized)
+               modules with 8-bit and 4-bit inputs; 0 where only 8-bit ones were synthesized. The last layer,
+               no requantizer, its accumulators registered as the logits, spends more LUTs per unit of
+               da4ml cost: lut_per_last_da, fitted on random last-layer modules, scripts/rtl_calibration.py
+               --last; 0 where none were synthesized)
       FF     = the register count of `da_features` (no fitted term); on xc7 less the runs of >= 4
                shift-register flip-flops that Yosys maps into SRLC32Es, which count as LUTs
       cycles = II = input pixels per sample (conv), 1 for a linear layer's kernel;
@@ -164,6 +169,7 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
     digits = f["digits"]
     da = np.asarray(float(f["da4ml_cost"])) + 0 * digits if f["da4ml_cost"] is not None else _da_cost(digits, f["width"], cal, p.a_bits)
     lut = ceil_tol(max(cal["lut_per_da"] + cal.get("lut_per_da_act_bit", 0.0) * (p.a_bits - 8), 0.0) * da + cal["lut_per_requant_bit"] * f["requant_bits"]
+                + cal.get("lut_per_last_da", 0.0) * f["last"] * da
                 + cal["lut_per_window_bit"] * f["window_bits"] + cal["lut_per_conv_layer"] * f["conv"] + cal["lut_per_layer"])
     ff = f["registers"]
     if board.family == "xc7":
