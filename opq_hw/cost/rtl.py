@@ -185,10 +185,10 @@ def rtl_da(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None =
 
 # Families where Yosys 0.23 puts opq_window.v's end-of-frame test `orow * W + ocol == LASTM` on a DSP
 # when the line length W is not a power of two (a shift otherwise): measured on xc7 (synth_xilinx,
-# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py) and on
-# iCE40 (synth_ice40 -dsp, the same layers: one SB_MAC16 each); not measured on ECP5 (no rtl-da design there
-# has such a W)
-WINDOW_MUL_DSP = ("xc7", "ice40")
+# mnist1d-cnn's conv layers, W = 40, 40, 20, 10: one DSP48E1 each, benchmarks/rtl_whole_design.py), on
+# iCE40 (synth_ice40 -dsp, the same layers: one SB_MAC16 each) and on ECP5 (synth_ecp5, the same layers: one
+# DSP each in their layer modules)
+WINDOW_MUL_DSP = ("xc7", "ice40", "ecp5")
 
 
 def window_dsp(p: LayerParams, board: Board) -> int:
