@@ -65,6 +65,14 @@ MODELS = {
 }
 # whole models the fit never sees (two CNNs, a 1-D CNN, two MLPs)
 HELDOUT = ("digits-cnn", "corpus-conv1d-16-16", "corpus-mlp-64-32-16", "corpus-mlp-64-48-32-24-16", "mnist28-lenet")
+# and per (arch, family): designs drawn after that family's fit was settled, kept as held-out checks. iCE40 rtl-seq
+# corpus-mlp-64-128 (a 64 -> 128 layer, ROMs deeper than 4,096 words, more RAM4Ks than the model counts): fitted in,
+# it moves the trained digits demo's iCE40 LUT estimate from +12.5 % to +18.4 % (benchmarks/README section 6)
+HELDOUT_IN = {("seq", "ice40"): ("corpus-mlp-64-128",)}
+
+
+def heldout_models(arch: str, fam: str) -> tuple[str, ...]:
+    return HELDOUT + HELDOUT_IN.get((arch, fam), ())
 # rtl-da designs not drawn: the weight-agnostic estimate of mnist28-lenet's is 154k-291k LUTs (xc7 v0 to iCE40
 # v1; at v0 129k-193k of it the 400 -> 120 layer), above every board here and far beyond what Yosys finishes here
 DA_TOO_LARGE = ("mnist28-lenet",)
@@ -313,7 +321,7 @@ def fit(rows: list[dict], fam: str) -> dict:
     from opq_hw.boards import load_board
 
     board = load_board(FAMILY_BOARD[fam])
-    tr = [r for r in rows if r["family"] == fam and r["model"] not in HELDOUT]
+    tr = [r for r in rows if r["family"] == fam and r["model"] not in heldout_models("seq", fam)]
     XL, yL, XF, yF, XT, yT, XTF, yTF = [], [], [], [], [], [], [], []
     for r in tr:
         f = design_features(layer_params_of(net_of(r)), board)
@@ -582,12 +590,13 @@ def main() -> None:
     for arch in ("seq", "da"):
         for fam in sorted({r["family"] for r in rows if r.get("arch", "seq") == arch}):
             fr = [r for r in rows if r["family"] == fam and r.get("arch", "seq") == arch and "unsupported" not in r]
-            if not any(r["model"] not in HELDOUT for r in fr):
+            held = heldout_models(arch, fam)
+            if not any(r["model"] not in held for r in fr):
                 print(f"rtl-{arch} {fam}: no training designs yet, not fitted", flush=True)
                 continue
             cal = fit(rows_of(rows, arch), fam) if arch == "seq" else fit_da(rows_of(rows, arch), fam, law)
             for r in fr:
-                r["estimate"], r["measured"], r["heldout"] = estimate_design(r, cal), measured(r), r["model"] in HELDOUT
+                r["estimate"], r["measured"], r["heldout"] = estimate_design(r, cal), measured(r), r["model"] in held
                 if arch == "seq":  # the block RAMs with the logits at the RTL's width (the run's weights known)
                     r["bram18_with_weights"] = estimate_design(r, cal, weights=True)["BRAM18"]
             res = {"calibration": cal, "train": errors([r for r in fr if not r["heldout"]]),

@@ -629,8 +629,11 @@ def _group_cost(rows, ks, B, cost_fn):
 
 
 def _trim_to_budget(rows, ks, B, cost_fn, var_budget):
-    """Integer survivor counts may round above the budget: drop survivors from the largest groups."""
+    """Integer survivor counts may round above the budget: drop survivors from the largest groups;
+    where that does not lower a cost made of steps (block RAMs) in time, `_trim_steps` from the
+    rounded counts."""
     kmin = np.array([r.kmin for r in rows])
+    start = ks.copy()
     for _ in range(10 * len(rows) + 100):
         if _group_cost(rows, ks, B, cost_fn) <= var_budget + 1e-6:
             return
@@ -639,7 +642,33 @@ def _trim_to_budget(rows, ks, B, cost_fn, var_budget):
             break
         ks[i] -= max(1, int(0.001 * ks[i]))
     if _group_cost(rows, ks, B, cost_fn) > var_budget + 1e-6:
-        raise OpqError("integer rounding could not meet the budget; raise the target budget slightly")
+        ks[:] = start
+        _trim_steps(rows, ks, B, cost_fn, var_budget, kmin)
+
+
+def _trim_steps(rows, ks, B, cost_fn, var_budget, kmin):
+    """Lower a stepped cost to the budget one step at a time: each step cuts the group that gives up the
+    fewest weight bits per unit of cost, down to the largest count below its current step (found by
+    bisection; a resource cost never falls as survivors are added)."""
+    def cost(i, k):
+        return float(_call_cost(cost_fn, rows[i].spec, int(B[i]), np.array([float(k)]))[0])
+
+    while _group_cost(rows, ks, B, cost_fn) > var_budget + 1e-6:
+        best = None
+        for i in range(len(rows)):
+            c = cost(i, ks[i])
+            if ks[i] <= kmin[i] or cost(i, kmin[i]) >= c:
+                continue
+            lo, hi = int(kmin[i]), int(ks[i])  # cost(lo) < c = cost(hi)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if cost(i, mid) < c else (lo, mid)
+            loss = (ks[i] - lo) * B[i] / (c - cost(i, lo))
+            if best is None or loss < best[0]:
+                best = (loss, i, lo)
+        if best is None:
+            raise OpqError("integer rounding could not meet the budget; raise the target budget slightly")
+        ks[best[1]] = best[2]
 
 
 def _largest_feasible(size, lo: float, hi: float, budget: float, iters: int = 100) -> float | None:

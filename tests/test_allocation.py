@@ -255,3 +255,26 @@ def test_unknown_mask_order_and_error_model_rejected():
         allocate(specs, w, target_cr=20, mask_order="channel")
     with pytest.raises(OpqError, match="unknown error model"):
         allocate(specs, w, target_cr=20, error_model="table")
+
+
+def test_trim_lowers_a_stepped_cost_where_cutting_the_largest_group_does_not():
+    """Block-RAM-like costs move in steps: the trim cuts the group that gives up the fewest weight bits per
+    step (here the small one: the big group's step lies far below), instead of failing."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from opq_hw.allocation import _trim_to_budget
+
+    rows = [SimpleNamespace(spec="big", kmin=10), SimpleNamespace(spec="small", kmin=1)]
+    step = {"big": 4096, "small": 64}  # one block per `step` survivors
+
+    def cost(spec, bits, k):
+        return np.ceil(np.asarray(k, dtype=float) / step[spec])
+
+    ks, B = np.array([8000, 100]), np.array([4, 4])
+    _trim_to_budget(rows, ks, B, cost, 3.0)  # 2 + 2 blocks -> 3
+    assert ks.tolist() == [8000, 64]
+    ks = np.array([8000, 10])
+    with pytest.raises(OpqError, match="could not meet the budget"):
+        _trim_to_budget(rows, ks, B, cost, 1.0)  # the big group cannot go below 10 survivors = 1 block, + 1
