@@ -287,7 +287,7 @@ def design_features(params, board) -> dict:
     for q in params:
         f = seq_features(q)
         m = _seq_memories(q, board, f)
-        layers.append({"acc": float(f["acc"]), "table_bits": float(f["table_bits"]), "addr": float(f["addr"]),
+        layers.append({"acc": float(f["acc"]), "table_bits": float(m["table_logic_bits"]), "addr": float(f["addr"]),
                        "rom_luts": float(m["rom_luts"]), "conv2d": float(len(q.kernel) == 2),
                        "requant": float(f["acc"]) * (not q.last), "soft_mult": _soft_mult(q, board),
                        "regs": float(seq_layer_registers(q) - (q.w_bits + f["addr"]) * float(m["rom_in_block"])),

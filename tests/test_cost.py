@@ -598,3 +598,20 @@ def test_hls4ml_affine_hand_case():
     finn = estimate(specs, alloc, "pynq-z2", "finn-mvau", affines=[rec])
     assert not any(lc.kind == "affine" for lc in finn.layers)
     assert any("BatchNorm 'bn0' kept as a per-channel affine: not costed, the finn flow refuses it" in n for n in finn.notes)
+
+
+def test_rtl_seq_wide_tables_go_to_block_ram_on_ice40(monkeypatch):
+    """A 128-channel layer's bias and channel start/end tables are ROMs to Yosys: on iCE40 they take RAM4Ks
+    (as synth_ice40 maps them) and leave the LUT term; elsewhere they stay in logic (measured)."""
+    import opq_hw.cost.rtl as rtl
+
+    ice = load_board("ice40-up5k")
+    wide = lin(fan_in=64, out=128, nnz=4106, w=2, a=8)  # acc 2 + 8 + 6 + 1 = 17 bits, ROM pointer 13 bits
+    with_tables = rtl_seq(wide, ice, SEQ_CAL)
+    monkeypatch.setattr(rtl, "TABLE_ROM_FAMILIES", ())
+    in_logic = rtl_seq(wide, ice, SEQ_CAL)
+    # bias 128 x 17: two 256 x 16 RAM4Ks; start and end 128 x 13: one each
+    assert int(with_tables["BRAM18"]) - int(in_logic["BRAM18"]) == 2 + 1 + 1
+    assert int(in_logic["LUT"]) - int(with_tables["LUT"]) == int(0.5 * 128 * (17 + 2 * 13))
+    assert yosys_memory(17, 128, "ice40", rom=True, aspects=bram_aspects(ice)) == ("block", 2)
+    assert "ecp5" not in rtl.TABLE_ROM_FAMILIES and "xc7" not in rtl.TABLE_ROM_FAMILIES

@@ -215,6 +215,13 @@ def window_dsp(p: LayerParams, board: Board) -> int:
 YOSYS_MEMLIB = {"ecp5": (1 / 16, 128, ((16, 4, 4, 0),)), "ice40": (1 / 16, 64, None),
                 "xc7": (1 / 64, 129, ((32, 6, 8, 7), (64, 3, 8, 7)))}
 READ_PORT_EMU_COST = 2.0  # FACTOR_EMU x 1 point (memory_libmap.cc, see above)
+# families whose per-channel tables Yosys places like any ROM (`_seq_memories`). iCE40: measured on
+# corpus-mlp-64-128's first layer (synth_ice40 log: four proc_rom tables mapped via $__ICE40_RAM4K_), and
+# with it the iCE40 held-out designs' block RAM is within one RAM4K (was 15 vs 18). ECP5 and xc7: every
+# table of the whole designs stays in logic (block RAM exact on all of them); the rule, fed the
+# weight-agnostic accumulator width (an upper bound: 17 bits where the RTL has 14), would put
+# corpus-mlp-64-128's 128-entry bias table into a DP16KD, which Yosys does not
+TABLE_ROM_FAMILIES = ("ice40",)
 
 
 def yosys_memory(width: int, depth: int, family: str, rom: bool, sync_read: bool = True,
@@ -463,10 +470,23 @@ def _seq_memories(p: LayerParams, board: Board, f: Mapping[str, Any]) -> dict[st
     buf_kind = yosys_memory(p.a_bits, int(f["in_words"]), board.family, rom=False, aspects=aspects)
     shape = np.shape(f["entries"])
     bram = np.array([n for k, n in rom_kind]) * np.array([k == "block" for k, _ in rom_kind])
+    # the per-channel tables (seq.py `_case` functions: bias, channel start and end) are ROMs to Yosys too
+    # (proc_rom), read at a registered channel index (memory_dff makes the read synchronous), placed by the
+    # same rule where that was measured (TABLE_ROM_FAMILIES)
+    ptr = np.atleast_1d(np.asarray(f["ptr"], dtype=np.float64) + 0 * ent).astype(int)
+    placed = {}  # ROM pointer width -> (blocks, bits in blocks) of the three tables
+    for t in set(ptr.tolist()):
+        kinds = [(w, yosys_memory(w, p.out_channels, board.family, rom=True, aspects=aspects)
+                  if board.family in TABLE_ROM_FAMILIES else ("logic", 0)) for w in (int(f["acc"]), t, t)]
+        placed[t] = (sum(n for _, (k, n) in kinds if k == "block"),
+                     sum(w * p.out_channels for w, (k, _) in kinds if k == "block"))
+    table_bram = np.array([placed[t][0] for t in ptr], dtype=np.float64)
+    table_block_bits = np.array([placed[t][1] for t in ptr], dtype=np.float64)
     in_logic = np.array([k == "logic" for k, _ in rom_kind])
     rom_logic = ent * width * in_logic
     rom_luts = np.array([rom_logic_luts(int(e), width, board.family) for e in ent]) * in_logic
-    return {"bram": (bram + (buf_kind[1] if buf_kind[0] == "block" else 0)).reshape(shape),
+    return {"bram": (bram + table_bram + (buf_kind[1] if buf_kind[0] == "block" else 0)).reshape(shape),
+            "table_logic_bits": (f["table_bits"] - table_block_bits).reshape(shape),
             "rom_logic_bits": rom_logic.reshape(shape), "rom_luts": rom_luts.reshape(shape),
             "rom_in_block": np.array([k == "block" for k, _ in rom_kind], dtype=float).reshape(shape),
             "buf_lutram": buf_kind[1] if buf_kind[0] == "lutram" else 0,
@@ -491,7 +511,9 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
                  product is at least DSP_Y_MINWIDTH bits (iCE40 11, xc7 9); else 0 and the product in LUTs
       cycles   = out_pixels * entries (every output position, pool offsets included, walks its
                  channels' entries); latency = cycles + LAYER_OVERHEAD_CYCLES (seq.py)
-      LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * table_bits
+      tables   = per channel: bias (acc bits), channel start and end (ROM pointer bits each): ROMs, placed
+                 by the same rule (`_seq_memories`); their blocks count in BRAM18
+      LUT      = lut_per_layer + lut_per_acc_bit * acc + lut_per_table_bit * the table bits in logic
                  + lut_per_addr_bit * address bits + lut_per_rom_lut * the LUTs of a ROM left in logic
                  (`rom_logic_luts`: a LUT tree per output bit)
                  + lut_per_conv2d (a 2-D conv: its row/column address tables and the pool's two offsets)
@@ -510,7 +532,7 @@ def rtl_seq(p: LayerParams, board: Board, calibration: Mapping[str, Any] | None 
     m = _seq_memories(p, board, f)
     wb, ab = seq_product_bits(p)
     hard = board.capacity["DSP"] > 0 and wb + ab >= DSP_Y_MINWIDTH.get(board.family, 0)
-    lut = ceil_tol(cal["lut_per_layer"] + cal["lut_per_acc_bit"] * f["acc"] + cal["lut_per_table_bit"] * f["table_bits"]
+    lut = ceil_tol(cal["lut_per_layer"] + cal["lut_per_acc_bit"] * f["acc"] + cal["lut_per_table_bit"] * m["table_logic_bits"]
                    + cal["lut_per_soft_mult_bit"] * wb * ab * (not hard)
                    + cal["lut_per_addr_bit"] * f["addr"] + cal["lut_per_rom_lut"] * m["rom_luts"]
                    + cal["lut_per_conv2d"] * (len(p.kernel) == 2) + cal["lut_per_requant_bit"] * f["acc"] * (not p.last)
