@@ -60,7 +60,9 @@ TAG_NOTES = {"mux": "the earlier bit-serial design (a digit multiplexer on every
                     "output), generated before opq_digit_chain; its numbers are from that build",
              "chain": "the bit-serial design before its weight-independent logic was trimmed (16-bit counters, "
                       "the requantizer's rounding incrementer, the pools' zeroing, the serializer's copy); its "
-                      "numbers are from that build"}
+                      "numbers are from that build",
+             "e5": "finetuned 5 epochs (benchmarks/bench_accuracy.py's recipe) instead of the comparison's 2; "
+                   "run with --epochs 5 in its own --work folder"}
 
 
 def arch_label(arch: str, serial: int = 0, pipeline: float = 0.0) -> str:
