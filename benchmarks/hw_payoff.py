@@ -7,9 +7,10 @@ network on the same part, for both open-RTL architectures, by Yosys synthesis an
     python benchmarks/hw_payoff.py --work DIR [--work DIR2] --report    # JSON + PNG + markdown from DIR/jobs/
     python benchmarks/hw_payoff.py --replot                              # PNG + markdown from the committed JSON
 
-Job ids: <digits|mnist1d>-<opq|dense8|opqa4>-<seq|da4ml>-<ecp5|ice40>[-p<pipeline>][-s<serial bits>][-<tag>]
+Job ids: <digits|mnist1d>-<opq|dense8|opqa4|opq40>-<seq|da4ml>-<ecp5|ice40>[-p<pipeline>][-s<serial bits>][-<tag>]
 (-sD: da4ml with D-bit digit-serial inputs, `--serial-bits D`; opqa4: OPQ 20x with 4-bit
-activations, shown beside the comparison, which stays OPQ against dense at 8-bit activations).
+activations, and opq40: OPQ 40x, both shown beside the comparison, which stays OPQ 20x against dense at
+8-bit activations).
 
 Networks: digits-cnn (the demo) and mnist1d-cnn, each from the same pre-trained float weights,
 compressed twice (`opq_hw.pipeline.compress_run`, pow2 scales, 8-bit activations, 2 finetune epochs):
@@ -47,8 +48,10 @@ GOAL_DA = 5.0  # issue 16: dense / OPQ LUT-equivalents, unrolled architecture
 MODELS = {"digits": ("digits-cnn", "digits"), "mnist1d": ("mnist1d-cnn", "mnist1d")}
 VARIANTS = {"opq": dict(target_cr=20), "dense8": dict(method="uniform", uniform_bits=8, target_cr=4),
             # OPQ 20x with 4-bit activations: reported beside the comparison, not in it (dense = 8/8 bits)
-            "opqa4": dict(target_cr=20, act_bits=4)}
-LABELS = {"opq": "OPQ 20x", "dense8": "dense 8-bit", "opqa4": "OPQ 20x, 4-bit act."}
+            "opqa4": dict(target_cr=20, act_bits=4),
+            # OPQ 40x (the demo's recipe at twice its rate): also beside the comparison
+            "opq40": dict(target_cr=40)}
+LABELS = {"opq": "OPQ 20x", "dense8": "dense 8-bit", "opqa4": "OPQ 20x, 4-bit act.", "opq40": "OPQ 40x"}
 BOARDS = {"ecp5": "ecp5-85f", "ice40": "ice40-up5k"}
 # (arch, family, serial bits) compared OPQ against dense; serial 1: da4ml with bit-serial inputs
 ARCH_KEYS = (("seq", "ecp5", 0), ("seq", "ice40", 0), ("da4ml", "ecp5", 0), ("da4ml", "ecp5", 1))
@@ -57,7 +60,9 @@ TAG_NOTES = {"mux": "the earlier bit-serial design (a digit multiplexer on every
                     "output), generated before opq_digit_chain; its numbers are from that build",
              "chain": "the bit-serial design before its weight-independent logic was trimmed (16-bit counters, "
                       "the requantizer's rounding incrementer, the pools' zeroing, the serializer's copy); its "
-                      "numbers are from that build"}
+                      "numbers are from that build",
+             "e5": "finetuned 5 epochs (benchmarks/bench_accuracy.py's recipe) instead of the comparison's 2; "
+                   "run with --epochs 5 in its own --work folder"}
 
 
 def arch_label(arch: str, serial: int = 0, pipeline: float = 0.0) -> str:
@@ -78,7 +83,7 @@ def all_jobs() -> list[str]:
 
 
 def parse_job(jid: str) -> dict:
-    m = re.fullmatch(r"(\w+?)-(opq|opqa4|dense8)-(seq|da4ml)-(ecp5|ice40)(?:-p([\d.]+))?(?:-s(\d+))?(?:-([a-z]\w*))?", jid)
+    m = re.fullmatch(r"(\w+?)-(opq|opqa4|opq40|dense8)-(seq|da4ml)-(ecp5|ice40)(?:-p([\d.]+))?(?:-s(\d+))?(?:-([a-z]\w*))?", jid)
     if not m or m.group(1) not in MODELS:
         raise OpqError(f"unknown job {jid!r}; jobs look like {all_jobs()[0]} (model-variant-arch-family[-pN][-tag])")
     return {"model": m.group(1), "variant": m.group(2), "arch": m.group(3), "fam": m.group(4),
