@@ -216,7 +216,9 @@ def run_job(jid: str, work: Path, a) -> dict:
     board = BOARDS[j["fam"]]
     rec: dict = {"job": jid, **j, "board": board, "run": run.name}
     if a.pnr_only:
-        prev = work / "jobs" / f"{jid.rsplit('-' + j['tag'], 1)[0] if j['tag'] else jid}.json"
+        # the job's own record (a tagged design of its own, e.g. e5), else the untagged job's (a re-run tag, e.g. r2)
+        own, untagged = (work / "jobs" / f"{n}.json" for n in (jid, jid.rsplit('-' + j['tag'], 1)[0] if j['tag'] else jid))
+        prev = own if own.exists() else untagged
         base = read_json(prev) if prev.exists() else {}
         rec.update({k: v for k, v in base.items() if k.startswith("build_") or k in ("error",)})
         s = _summary(run, board, j["arch"], j["pipeline"], j["serial"])
